@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The one BPF <-> userspace ABI of Ratatosk.
+ *
+ * Every record that crosses the ring buffer and every map key/value that
+ * userspace touches is declared here and nowhere else. The BPF programs
+ * include this file; the Rust types are generated from it by bindgen
+ * (crates/abi/build.rs), and a test checks them against the BTF of the
+ * compiled object. Change a layout here and both sides follow.
+ *
+ * Only fixed-width types: this header is parsed by clang for the BPF
+ * target and by bindgen for the host.
+ */
+#ifndef RATATOSK_ABI_H
+#define RATATOSK_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <stdint.h>
+typedef uint8_t __u8;
+typedef uint16_t __u16;
+typedef uint32_t __u32;
+typedef uint64_t __u64;
+#endif
+
+/* Limits shared by both sides. */
+enum rt_limits {
+	/* Largest payload prefix one data record can carry (power of two:
+	 * the BPF side masks with it). The configured capture size is
+	 * clamped to this. */
+	RT_MAX_CAPTURE = 8192,
+	/* iovecs walked per readv/writev/recvmsg/sendmsg. */
+	RT_MAX_IOV = 8,
+	RT_COMM_LEN = 16,
+	/* Bytes of the exec'd path kept (longer paths are cut). */
+	RT_PATH_LEN = 256,
+};
+
+/* What a ring-buffer record is; first byte of every record. */
+enum rt_event_kind {
+	RT_EV_DATA = 1,		/* bytes moved on a TCP socket */
+	RT_EV_CONN_OPEN = 2,	/* accept/connect completed */
+	RT_EV_CLOSE = 3,	/* close(fd) succeeded in a traced process */
+	RT_EV_EXEC = 4,		/* a process executed a program */
+	RT_EV_EXIT = 5,		/* a thread group ended */
+	RT_EV_LISTEN = 6,	/* a process started listening on a TCP port */
+};
+
+/* Direction of a data record, seen from the traced process. */
+enum rt_direction {
+	RT_DIR_INGRESS = 0,	/* the process read these bytes */
+	RT_DIR_EGRESS = 1,	/* the process wrote these bytes */
+};
+
+/* How a connection record came to be. */
+enum rt_conn_origin {
+	RT_ORIGIN_ACCEPT = 1,
+	RT_ORIGIN_CONNECT = 2,
+};
+
+/* The syscall that produced a data record (diagnostics and tests). */
+enum rt_syscall {
+	RT_SYS_READ = 1,
+	RT_SYS_WRITE = 2,
+	RT_SYS_READV = 3,
+	RT_SYS_WRITEV = 4,
+	RT_SYS_RECVFROM = 5,
+	RT_SYS_SENDTO = 6,
+	RT_SYS_RECVMSG = 7,
+	RT_SYS_SENDMSG = 8,
+	RT_SYS_SENDFILE = 9,
+};
+
+/* Indexes of the per-CPU counters in the `stats` map. */
+enum rt_stat {
+	RT_STAT_EVENTS = 0,		/* records written to the ring buffer */
+	RT_STAT_RINGBUF_FULL_DATA,	/* data records lost: ring buffer full */
+	RT_STAT_RINGBUF_FULL_CTRL,	/* other records lost: ring buffer full */
+	RT_STAT_TRUNCATED,		/* data records whose payload was cut at the capture size */
+	RT_STAT_READ_FAULTS,		/* payload could not be read from user memory */
+	RT_STAT_TARGETS_FULL,		/* forked child not added: targets map full */
+	RT_STAT_COUNT,			/* number of counters; keep last */
+};
+
+/* Addresses are in network byte order; ports in host byte order.
+ * IPv4 addresses occupy the first 4 bytes of the 16. */
+struct rt_tuple {
+	__u8 saddr[16];	/* local address */
+	__u8 daddr[16];	/* remote address */
+	__u16 sport;	/* local port */
+	__u16 dport;	/* remote port */
+	__u16 family;	/* AF_INET or AF_INET6 */
+	__u16 _pad;
+};
+
+struct rt_header {
+	__u8 kind;	/* enum rt_event_kind */
+	__u8 _pad[3];
+	__u32 tgid;
+	__u32 tid;
+	__u32 _pad2;
+	__u64 ts_ns;	/* CLOCK_MONOTONIC at syscall exit */
+};
+
+struct rt_data_event {
+	struct rt_header hdr;
+	__u64 sock_id;		/* kernel address of the struct sock: identity while it lives */
+	__u64 len;		/* bytes the syscall moved (its return value) */
+	__u64 rx_mstamp_us;	/* tcp_sock.tcp_mstamp: last segment processed (CLOCK_MONOTONIC us) */
+	__u32 fd;
+	__u32 captured;		/* payload bytes that follow, <= len */
+	__u8 direction;		/* enum rt_direction */
+	__u8 syscall;		/* enum rt_syscall */
+	__u8 _pad[6];
+	struct rt_tuple tuple;
+	__u8 data[RT_MAX_CAPTURE];	/* only `captured` bytes are sent */
+};
+
+struct rt_conn_event {
+	struct rt_header hdr;
+	__u64 sock_id;
+	__u32 fd;
+	__u8 origin;	/* enum rt_conn_origin */
+	__u8 _pad[3];
+	struct rt_tuple tuple;
+};
+
+struct rt_close_event {
+	struct rt_header hdr;
+	__u32 fd;
+	__u32 _pad;
+};
+
+struct rt_proc_event {
+	struct rt_header hdr;	/* kind: EXEC or EXIT */
+	__u32 ppid;
+	__u32 _pad;
+	/* Kept in the record because a short-lived process (curl) may be
+	 * gone from /proc before userspace reads the record. */
+	__u8 comm[RT_COMM_LEN];
+	__u8 filename[RT_PATH_LEN];	/* EXEC: the path given to execve, NUL-terminated */
+};
+
+struct rt_listen_event {
+	struct rt_header hdr;
+	__u16 port;
+	__u16 family;
+	__u32 fd;
+};
+
+/* Value of the `targets` map (key: tgid). */
+struct rt_target {
+	__u8 inherited;	/* added in the kernel at fork, not by userspace */
+	__u8 _pad[7];
+};
+
+#endif /* RATATOSK_ABI_H */

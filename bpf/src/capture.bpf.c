@@ -1,0 +1,457 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * Kernel capture: one tp_btf program on raw_syscalls:sys_exit sees every
+ * socket syscall of the traced processes, plus sched tracepoints for
+ * process discovery. No kprobes, no fentry, no uprobes.
+ *
+ * Why sys_exit alone: at syscall exit the return value says how many bytes
+ * moved and the arguments are still in the saved user registers, so one hit
+ * per syscall is enough (measured here: ~120-180 ns, against ~290 ns for a
+ * per-syscall enter+exit tracepoint pair). Every syscall on the host pays
+ * the program entry plus a switch on the syscall number; only the socket
+ * syscalls pay the target lookup, and only traced processes pay more.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "abi.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
+enum {
+	NR_read = 0,
+	NR_write = 1,
+	NR_close = 3,
+	NR_readv = 19,
+	NR_writev = 20,
+	NR_sendfile = 40,
+	NR_connect = 42,
+	NR_accept = 43,
+	NR_sendto = 44,
+	NR_recvfrom = 45,
+	NR_sendmsg = 46,
+	NR_recvmsg = 47,
+	NR_listen = 50,
+	NR_accept4 = 288,
+};
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EINPROGRESS 115
+
+/* Set by userspace before load. */
+const volatile __u32 agent_tgid = 0;
+/* No selector given: trace every process but the agent. */
+const volatile bool trace_all = false;
+/* Report listen() from every process (an --open-port selector exists). */
+const volatile bool report_listen = false;
+/* Payload bytes copied per data record (<= RT_MAX_CAPTURE). */
+const volatile __u32 capture_bytes = 1024;
+/* Exec'd processes are traced until userspace, which sees the exec record
+ * before any of their data, decides (an --exe-path selector exists). */
+const volatile bool trace_new_execs = false;
+/* Wake the reader only once this much data is waiting; it also polls. */
+const volatile __u64 wakeup_bytes = 65536;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by userspace before load */
+} events SEC(".maps");
+
+/* tgid -> struct rt_target: the processes being traced. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct rt_target);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RT_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* Staging area for a data record: too big for the 512-byte stack, and
+ * bpf_ringbuf_output() then sends only the bytes that were captured. The
+ * spill lets the verifier bound offset and length of an iovec copy
+ * independently (each < RT_MAX_CAPTURE) without proving their sum. */
+struct scratch_buf {
+	struct rt_data_event ev;
+	__u8 spill[RT_MAX_CAPTURE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch_buf);
+} scratch SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool is_target(__u32 tgid)
+{
+	if (tgid == agent_tgid)
+		return false;
+	if (trace_all)
+		return true;
+	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+}
+
+static __always_inline __u64 rb_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									       : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void fill_header(struct rt_header *h, __u8 kind, __u64 pid_tgid)
+{
+	h->kind = kind;
+	h->tgid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->ts_ns = bpf_ktime_get_ns();
+}
+
+/* The TCP socket behind a file descriptor of the current process, or NULL
+ * when the descriptor is anything else (file, pipe, UDP, unix socket). */
+static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	unsigned int max_fds = BPF_CORE_READ(task, files, fdt, max_fds);
+	struct file *file = NULL;
+
+	if (fd >= max_fds)
+		return NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+		return NULL;
+	return sk;
+}
+
+static __always_inline void read_tuple(struct sock *sk, struct rt_tuple *t)
+{
+	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (t->family == AF_INET) {
+		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(t->saddr, &s, 4);
+		__builtin_memcpy(t->daddr, &d, 4);
+	} else {
+		BPF_CORE_READ_INTO(&t->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+/* Copy up to `want` bytes from an iovec array into ev->data. */
+static __always_inline __u32 copy_iov(struct rt_data_event *ev, const struct iovec *iov, __u64 iovcnt,
+				      __u32 want)
+{
+	__u32 done = 0;
+
+	for (int i = 0; i < RT_MAX_IOV; i++) {
+		struct iovec v;
+
+		if (i >= iovcnt || done >= want)
+			break;
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+			break;
+		__u32 n = want - done;
+		if (v.iov_len < n)
+			n = v.iov_len;
+		/* Bounds the verifier can follow: done < RT_MAX_CAPTURE and
+		 * n <= RT_MAX_CAPTURE - done. */
+		if (n == 0)
+			continue;
+		if (n > RT_MAX_CAPTURE)
+			n = RT_MAX_CAPTURE;
+		done &= RT_MAX_CAPTURE - 1;
+		if (bpf_probe_read_user(&ev->data[done], n, v.iov_base)) {
+			stat_inc(RT_STAT_READ_FAULTS);
+			break;
+		}
+		done += n;
+	}
+	return done;
+}
+
+static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, __u8 dir, __u64 pid_tgid)
+{
+	__u32 fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	struct sock *sk = tcp_sock_of_fd(fd);
+	if (!sk)
+		return;
+
+	__u32 zero = 0;
+	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!buf)
+		return;
+	struct rt_data_event *ev = &buf->ev;
+	fill_header(&ev->hdr, RT_EV_DATA, pid_tgid);
+	ev->sock_id = (__u64)sk;
+	ev->len = ret;
+	ev->fd = fd;
+	ev->direction = dir;
+	ev->syscall = sc;
+	ev->rx_mstamp_us = BPF_CORE_READ((struct tcp_sock *)sk, tcp_mstamp);
+	read_tuple(sk, &ev->tuple);
+
+	__u32 want = capture_bytes;
+	if (want > RT_MAX_CAPTURE)
+		want = RT_MAX_CAPTURE;
+	if ((__u64)ret < want)
+		want = ret;
+
+	__u32 got = 0;
+	void *ubuf = (void *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	switch (sc) {
+	case RT_SYS_READ:
+	case RT_SYS_WRITE:
+	case RT_SYS_RECVFROM:
+	case RT_SYS_SENDTO:
+		if (want > 0) {
+			if (bpf_probe_read_user(ev->data, want & (RT_MAX_CAPTURE - 1) ?: RT_MAX_CAPTURE, ubuf))
+				stat_inc(RT_STAT_READ_FAULTS);
+			else
+				got = want;
+		}
+		break;
+	case RT_SYS_READV:
+	case RT_SYS_WRITEV:
+		got = copy_iov(ev, ubuf, PT_REGS_PARM3_CORE_SYSCALL(regs), want);
+		break;
+	case RT_SYS_RECVMSG:
+	case RT_SYS_SENDMSG: {
+		struct user_msghdr msg;
+		if (bpf_probe_read_user(&msg, sizeof(msg), ubuf)) {
+			stat_inc(RT_STAT_READ_FAULTS);
+			break;
+		}
+		got = copy_iov(ev, msg.msg_iov, msg.msg_iovlen, want);
+		break;
+	}
+	default: /* sendfile: the bytes come from a file; only the count */
+		break;
+	}
+	if ((__u64)got < (__u64)ret)
+		stat_inc(RT_STAT_TRUNCATED);
+	ev->captured = got;
+
+	__u64 size = offsetof(struct rt_data_event, data) + (got & (RT_MAX_CAPTURE - 1));
+	if (got == RT_MAX_CAPTURE)
+		size = sizeof(*ev);
+	if (bpf_ringbuf_output(&events, ev, size, rb_flags()))
+		stat_inc(RT_STAT_RINGBUF_FULL_DATA);
+	else
+		stat_inc(RT_STAT_EVENTS);
+}
+
+static __always_inline void emit_conn(long fd, __u8 origin, __u64 pid_tgid)
+{
+	struct sock *sk = tcp_sock_of_fd(fd);
+	if (!sk)
+		return;
+	struct rt_conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, RT_EV_CONN_OPEN, pid_tgid);
+	ev->sock_id = (__u64)sk;
+	ev->fd = fd;
+	ev->origin = origin;
+	read_tuple(sk, &ev->tuple);
+	bpf_ringbuf_submit(ev, rb_flags());
+	stat_inc(RT_STAT_EVENTS);
+}
+
+static __always_inline void emit_close(long fd, __u64 pid_tgid)
+{
+	struct rt_close_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, RT_EV_CLOSE, pid_tgid);
+	ev->fd = fd;
+	bpf_ringbuf_submit(ev, rb_flags());
+	stat_inc(RT_STAT_EVENTS);
+}
+
+static __always_inline void emit_listen(long fd, __u64 pid_tgid)
+{
+	struct sock *sk = tcp_sock_of_fd(fd);
+	if (!sk)
+		return;
+	struct rt_listen_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, RT_EV_LISTEN, pid_tgid);
+	ev->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	ev->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	ev->fd = fd;
+	/* Always wake: discovery must be prompt, and listen() is rare. */
+	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
+	stat_inc(RT_STAT_EVENTS);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+{
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	__u8 sc, dir = RT_DIR_INGRESS;
+
+	/* Cheapest test first: most syscalls on the host are not ours. */
+	switch (nr) {
+	case NR_read: sc = RT_SYS_READ; break;
+	case NR_recvfrom: sc = RT_SYS_RECVFROM; break;
+	case NR_readv: sc = RT_SYS_READV; break;
+	case NR_recvmsg: sc = RT_SYS_RECVMSG; break;
+	case NR_write: sc = RT_SYS_WRITE; dir = RT_DIR_EGRESS; break;
+	case NR_sendto: sc = RT_SYS_SENDTO; dir = RT_DIR_EGRESS; break;
+	case NR_writev: sc = RT_SYS_WRITEV; dir = RT_DIR_EGRESS; break;
+	case NR_sendmsg: sc = RT_SYS_SENDMSG; dir = RT_DIR_EGRESS; break;
+	case NR_sendfile: sc = RT_SYS_SENDFILE; dir = RT_DIR_EGRESS; break;
+	case NR_accept:
+	case NR_accept4:
+	case NR_connect:
+	case NR_close:
+	case NR_listen: sc = 0; break;
+	default: return 0;
+	}
+
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+
+	if (nr == NR_listen) {
+		if (ret == 0 && tgid != agent_tgid && (report_listen || is_target(tgid)))
+			emit_listen(PT_REGS_PARM1_CORE_SYSCALL(regs), pid_tgid);
+		return 0;
+	}
+	if (!is_target(tgid))
+		return 0;
+
+	switch (nr) {
+	case NR_accept:
+	case NR_accept4:
+		if (ret >= 0)
+			emit_conn(ret, RT_ORIGIN_ACCEPT, pid_tgid);
+		return 0;
+	case NR_connect:
+		if (ret == 0 || ret == -EINPROGRESS)
+			emit_conn(PT_REGS_PARM1_CORE_SYSCALL(regs), RT_ORIGIN_CONNECT, pid_tgid);
+		return 0;
+	case NR_close:
+		if (ret == 0)
+			emit_close(PT_REGS_PARM1_CORE_SYSCALL(regs), pid_tgid);
+		return 0;
+	}
+	if (ret <= 0)
+		return 0;
+	emit_data(regs, ret, sc, dir, pid_tgid);
+	return 0;
+}
+
+/* Children of traced processes are traced from their first instruction
+ * (nginx workers, pre-fork servers); userspace re-checks them at exec. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+
+	if (ptgid == ctgid || trace_all)
+		return 0; /* a new thread, or everything is traced anyway */
+	if (!bpf_map_lookup_elem(&targets, &ptgid))
+		return 0;
+	struct rt_target t = { .inherited = 1 };
+	if (bpf_map_update_elem(&targets, &ctgid, &t, BPF_NOEXIST) == -7 /* E2BIG */)
+		stat_inc(RT_STAT_TARGETS_FULL);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+
+	if (tgid == agent_tgid)
+		return 0;
+	if (trace_new_execs && !trace_all) {
+		struct rt_target t = { .inherited = 1 };
+		if (bpf_map_update_elem(&targets, &tgid, &t, BPF_ANY) == -7 /* E2BIG */)
+			stat_inc(RT_STAT_TARGETS_FULL);
+	}
+	struct rt_proc_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, RT_EV_EXEC, pid_tgid);
+	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), BPF_CORE_READ(bprm, filename));
+	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
+	stat_inc(RT_STAT_EVENTS);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_process_exit, struct task_struct *task)
+{
+	/* Only when the whole thread group is gone. */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	bool traced = is_target(tgid);
+
+	bpf_map_delete_elem(&targets, &tgid);
+	if (!traced)
+		return 0;
+	struct rt_proc_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, RT_EV_EXIT, pid_tgid);
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	bpf_ringbuf_submit(ev, rb_flags());
+	stat_inc(RT_STAT_EVENTS);
+	return 0;
+}

@@ -1,0 +1,321 @@
+//! Kernel capture: loads the CO-RE programs built from `bpf/src/*.bpf.c`,
+//! attaches them, and hands out the handles the pipeline needs (ring
+//! buffer, target set, counters). All libbpf and `unsafe` code of the agent
+//! lives in this crate.
+
+mod preflight;
+mod skel {
+    #![allow(clippy::all, unsafe_op_in_unsafe_fn, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/capture.skel.rs"));
+}
+
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilder};
+use ratatosk_abi::{rt_limits, rt_stat, rt_target};
+
+pub use preflight::{PreflightError, ensure_tracefs, preflight};
+
+/// Settings fixed at load time (BPF read-only data and map sizes).
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Never traced, whatever the selectors say.
+    pub agent_tgid: u32,
+    /// No selector: trace every process except the agent.
+    pub trace_all: bool,
+    /// Report `listen()` from every process (needed by `--open-port`).
+    pub report_listen: bool,
+    /// Trace every newly exec'd process until userspace decides (needed
+    /// by `--exe-path`, so a short-lived client's first request is seen).
+    pub trace_new_execs: bool,
+    /// Payload bytes copied per syscall (clamped to the ABI maximum).
+    pub capture_bytes: u32,
+    /// Wake the reader once this many bytes wait in the ring buffer.
+    pub wakeup_bytes: u64,
+    /// Ring buffer size in bytes (rounded up to a power of two pages).
+    pub ringbuf_bytes: u32,
+    /// Most processes traced at once.
+    pub max_targets: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            agent_tgid: std::process::id(),
+            trace_all: false,
+            report_listen: false,
+            trace_new_execs: false,
+            capture_bytes: 1024,
+            wakeup_bytes: 64 * 1024,
+            ringbuf_bytes: 8 << 20,
+            max_targets: 16384,
+        }
+    }
+}
+
+/// The largest payload prefix one record can carry.
+pub const MAX_CAPTURE: u32 = rt_limits::RT_MAX_CAPTURE as u32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error("opening the BPF object failed")]
+    Open(#[source] libbpf_rs::Error),
+    #[error("setting up map {map} failed")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("the kernel refused to load the BPF programs (verifier or missing feature; run with RUST_LOG=debug for the libbpf log)")]
+    Load(#[source] libbpf_rs::Error),
+    #[error("attaching {prog} failed")]
+    Attach {
+        prog: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("updating the target set for pid {tgid} failed")]
+    Update {
+        tgid: u32,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("reading BPF counters failed")]
+    Read(#[source] libbpf_rs::Error),
+    #[error("polling the ring buffer failed")]
+    Poll(#[source] libbpf_rs::Error),
+    #[error("duplicating a map handle failed")]
+    Handle(#[source] libbpf_rs::Error),
+}
+
+/// The loaded and attached programs. Dropping it detaches everything.
+pub struct Capture {
+    skel: skel::CaptureSkel<'static>,
+    _links: Vec<Link>,
+    capture_bytes: u32,
+}
+
+impl Capture {
+    /// Checks privileges and kernel features, loads and attaches.
+    pub fn load(opts: &LoadOptions) -> Result<Capture, LoadError> {
+        preflight()?;
+        // The skeleton borrows its object for its whole life, which is the
+        // agent's life: one small leak instead of a self-referential type.
+        let object: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let builder = skel::CaptureSkelBuilder::default();
+        let mut open = builder.open(object).map_err(LoadError::Open)?;
+
+        let capture_bytes = opts.capture_bytes.min(MAX_CAPTURE);
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.agent_tgid = opts.agent_tgid;
+            ro.trace_all = opts.trace_all;
+            ro.report_listen = opts.report_listen;
+            ro.trace_new_execs = opts.trace_new_execs;
+            ro.capture_bytes = capture_bytes;
+            ro.wakeup_bytes = opts.wakeup_bytes;
+        }
+        let rb = opts.ringbuf_bytes.max(4096).next_power_of_two();
+        open.maps
+            .events
+            .set_max_entries(rb)
+            .map_err(|source| LoadError::Map { map: "events", source })?;
+        open.maps
+            .targets
+            .set_max_entries(opts.max_targets.max(1))
+            .map_err(|source| LoadError::Map { map: "targets", source })?;
+
+        let skel = open.load().map_err(LoadError::Load)?;
+        let mut links = Vec::new();
+        macro_rules! attach {
+            ($name:ident) => {
+                links.push(skel.progs.$name.attach().map_err(|source| LoadError::Attach {
+                    prog: stringify!($name),
+                    source,
+                })?)
+            };
+        }
+        attach!(sys_exit);
+        attach!(sched_process_fork);
+        attach!(sched_process_exec);
+        attach!(sched_process_exit);
+        Ok(Capture {
+            skel,
+            _links: links,
+            capture_bytes,
+        })
+    }
+
+    /// The payload prefix size in effect.
+    pub fn capture_bytes(&self) -> u32 {
+        self.capture_bytes
+    }
+
+    /// A handle on the target set, usable from another thread.
+    pub fn targets(&self) -> Result<Targets, MapError> {
+        Ok(Targets(
+            MapHandle::try_from(&self.skel.maps.targets).map_err(MapError::Handle)?,
+        ))
+    }
+
+    /// A handle on the BPF-side counters, usable from another thread.
+    pub fn counters(&self) -> Result<Counters, MapError> {
+        Ok(Counters(
+            MapHandle::try_from(&self.skel.maps.stats).map_err(MapError::Handle)?,
+        ))
+    }
+
+    /// A handle on the ring buffer, to be read on one thread.
+    pub fn events(&self) -> Result<EventsSource, MapError> {
+        Ok(EventsSource(
+            MapHandle::try_from(&self.skel.maps.events).map_err(MapError::Handle)?,
+        ))
+    }
+}
+
+/// The set of traced processes (BPF map `targets`).
+pub struct Targets(MapHandle);
+
+impl Targets {
+    pub fn insert(&self, tgid: u32) -> Result<(), MapError> {
+        let v = rt_target::default();
+        // SAFETY: rt_target is a plain C struct generated from abi.h.
+        let bytes = unsafe { as_bytes(&v) };
+        self.0
+            .update(&tgid.to_ne_bytes(), bytes, MapFlags::ANY)
+            .map_err(|source| MapError::Update { tgid, source })
+    }
+
+    pub fn remove(&self, tgid: u32) -> Result<(), MapError> {
+        match self.0.delete(&tgid.to_ne_bytes()) {
+            Ok(()) => Ok(()),
+            // Already gone (the process exited): nothing to do.
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(MapError::Update { tgid, source }),
+        }
+    }
+
+    /// Every tgid in the set, including children added at fork.
+    pub fn list(&self) -> Vec<u32> {
+        self.0
+            .keys()
+            .filter_map(|k| k.try_into().ok().map(u32::from_ne_bytes))
+            .collect()
+    }
+
+    pub fn contains(&self, tgid: u32) -> bool {
+        matches!(self.0.lookup(&tgid.to_ne_bytes(), MapFlags::ANY), Ok(Some(_)))
+    }
+}
+
+/// Counters kept by the BPF programs, summed over CPUs.
+pub struct Counters(MapHandle);
+
+/// A snapshot of the BPF-side counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BpfStats {
+    pub events: u64,
+    pub ringbuf_full_data: u64,
+    pub ringbuf_full_ctrl: u64,
+    pub truncated: u64,
+    pub read_faults: u64,
+    pub targets_full: u64,
+}
+
+impl Counters {
+    pub fn read(&self) -> Result<BpfStats, MapError> {
+        let get = |idx: rt_stat| -> Result<u64, MapError> {
+            let key = (idx as u32).to_ne_bytes();
+            let per_cpu = self
+                .0
+                .lookup_percpu(&key, MapFlags::ANY)
+                .map_err(MapError::Read)?
+                .unwrap_or_default();
+            Ok(per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+                .sum())
+        };
+        Ok(BpfStats {
+            events: get(rt_stat::RT_STAT_EVENTS)?,
+            ringbuf_full_data: get(rt_stat::RT_STAT_RINGBUF_FULL_DATA)?,
+            ringbuf_full_ctrl: get(rt_stat::RT_STAT_RINGBUF_FULL_CTRL)?,
+            truncated: get(rt_stat::RT_STAT_TRUNCATED)?,
+            read_faults: get(rt_stat::RT_STAT_READ_FAULTS)?,
+            targets_full: get(rt_stat::RT_STAT_TARGETS_FULL)?,
+        })
+    }
+}
+
+/// The ring buffer of capture records, before a reader is attached.
+pub struct EventsSource(MapHandle);
+
+impl EventsSource {
+    /// Calls `on_record` with every record, on the calling thread, until
+    /// `keep_going` returns false. Records are consumed in the order the
+    /// kernel reserved them, across all CPUs.
+    ///
+    /// The kernel wakes the reader only once enough bytes wait (batching),
+    /// so the loop also drains every `poll_interval`.
+    pub fn run(
+        self,
+        poll_interval: Duration,
+        mut on_record: impl FnMut(&[u8]),
+        mut keep_going: impl FnMut() -> bool,
+    ) -> Result<(), MapError> {
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&self.0, |data: &[u8]| {
+                on_record(data);
+                0
+            })
+            .map_err(MapError::Poll)?;
+        let rb = builder.build().map_err(MapError::Poll)?;
+        let _fd = self.0.as_fd();
+        while keep_going() {
+            rb.poll(poll_interval).map_err(MapError::Poll)?;
+            rb.consume().map_err(MapError::Poll)?;
+        }
+        rb.consume().map_err(MapError::Poll)?;
+        Ok(())
+    }
+}
+
+/// # Safety
+/// `T` must be plain data without padding that matters to the reader.
+unsafe fn as_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: the caller guarantees T is plain old data; the slice covers
+    // exactly the value and lives as long as the borrow.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::skel::types;
+    use ratatosk_abi as abi;
+
+    // The bindgen types (from abi.h) and the skeleton types (from the
+    // compiled object's BTF) must agree byte for byte.
+    #[test]
+    fn abi_matches_bpf_object() {
+        assert_eq!(size_of::<abi::rt_header>(), size_of::<types::rt_header>());
+        assert_eq!(size_of::<abi::rt_tuple>(), size_of::<types::rt_tuple>());
+        assert_eq!(size_of::<abi::rt_data_event>(), size_of::<types::rt_data_event>());
+        assert_eq!(size_of::<abi::rt_target>(), size_of::<types::rt_target>());
+        assert_eq!(offset_of!(abi::rt_data_event, data), offset_of!(types::rt_data_event, data));
+        assert_eq!(offset_of!(abi::rt_data_event, tuple), offset_of!(types::rt_data_event, tuple));
+        assert_eq!(offset_of!(abi::rt_data_event, captured), offset_of!(types::rt_data_event, captured));
+        assert_eq!(offset_of!(abi::rt_data_event, direction), offset_of!(types::rt_data_event, direction));
+        assert_eq!(offset_of!(abi::rt_header, ts_ns), offset_of!(types::rt_header, ts_ns));
+    }
+}

@@ -1,0 +1,96 @@
+//! What the kernel and our privileges must offer before anything is loaded,
+//! each failure named in one line.
+
+use std::ffi::CString;
+use std::fs;
+use std::path::Path;
+
+const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+// Capability bit numbers (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("this build supports x86_64 only (syscall numbers and registers are x86_64's)")]
+    Arch,
+    #[error("kernel BTF is missing ({BTF_PATH}): the kernel needs CONFIG_DEBUG_INFO_BTF=y; nothing can be captured")]
+    NoBtf,
+    #[error("missing privilege: need CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run as root")]
+    Privilege,
+    #[error("kernel {found} is too old: need >= 5.8 (BPF ring buffer, tp_btf)")]
+    Kernel { found: String },
+    #[error("could not read {what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mounting tracefs on {TRACEFS} failed")]
+    Mount(#[source] std::io::Error),
+}
+
+/// Checks architecture, BTF, privileges and kernel version.
+pub fn preflight() -> Result<(), PreflightError> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err(PreflightError::Arch);
+    }
+    if !Path::new(BTF_PATH).exists() {
+        return Err(PreflightError::NoBtf);
+    }
+    let status = fs::read_to_string("/proc/self/status").map_err(|source| PreflightError::Io {
+        what: "/proc/self/status",
+        source,
+    })?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| cap_eff & (1u64 << bit) != 0;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        return Err(PreflightError::Privilege);
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").map_err(|source| PreflightError::Io {
+        what: "/proc/sys/kernel/osrelease",
+        source,
+    })?;
+    let release = release.trim();
+    let mut nums = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    if version < (5, 8) {
+        return Err(PreflightError::Kernel {
+            found: release.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Mounts tracefs where it is expected if it is not there yet. The capture
+/// programs attach through BTF and do not need it, but it is what operators
+/// and tools (bpftool, perf) reach for when inspecting a running agent.
+/// Returns whether a mount was made.
+pub fn ensure_tracefs() -> Result<bool, PreflightError> {
+    if Path::new(TRACEFS).join("events").exists() {
+        return Ok(false);
+    }
+    let src = CString::new("tracefs").map_err(|e| PreflightError::Mount(e.into()))?;
+    let dst = CString::new(TRACEFS).map_err(|e| PreflightError::Mount(e.into()))?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(PreflightError::Mount(std::io::Error::last_os_error()));
+    }
+    Ok(true)
+}
