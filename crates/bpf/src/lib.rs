@@ -9,8 +9,8 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/capture.skel.rs"));
 }
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -255,36 +255,45 @@ impl Counters {
     }
 }
 
+/// Receives ring-buffer records on the reading thread.
+pub trait RecordSink {
+    /// One record, in the order the kernel reserved them across all CPUs.
+    fn record(&mut self, data: &[u8]);
+    /// Called after each drain of the ring buffer (a natural batch
+    /// boundary); returning false ends the reading loop.
+    fn drained(&mut self) -> bool;
+}
+
 /// The ring buffer of capture records, before a reader is attached.
 pub struct EventsSource(MapHandle);
 
 impl EventsSource {
-    /// Calls `on_record` with every record, on the calling thread, until
-    /// `keep_going` returns false. Records are consumed in the order the
-    /// kernel reserved them, across all CPUs.
+    /// Feeds every record to `sink` on the calling thread until
+    /// `sink.drained()` returns false, then drains once more.
     ///
     /// The kernel wakes the reader only once enough bytes wait (batching),
     /// so the loop also drains every `poll_interval`.
-    pub fn run(
-        self,
-        poll_interval: Duration,
-        mut on_record: impl FnMut(&[u8]),
-        mut keep_going: impl FnMut() -> bool,
-    ) -> Result<(), MapError> {
+    pub fn run(self, poll_interval: Duration, sink: &mut dyn RecordSink) -> Result<(), MapError> {
+        // The callback and the loop both need the sink; they never run at
+        // the same time (callbacks only run inside poll/consume).
+        let sink = RefCell::new(sink);
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&self.0, |data: &[u8]| {
-                on_record(data);
+                sink.borrow_mut().record(data);
                 0
             })
             .map_err(MapError::Poll)?;
         let rb = builder.build().map_err(MapError::Poll)?;
-        let _fd = self.0.as_fd();
-        while keep_going() {
+        loop {
             rb.poll(poll_interval).map_err(MapError::Poll)?;
             rb.consume().map_err(MapError::Poll)?;
+            if !sink.borrow_mut().drained() {
+                break;
+            }
         }
         rb.consume().map_err(MapError::Poll)?;
+        sink.borrow_mut().drained();
         Ok(())
     }
 }

@@ -1,1 +1,472 @@
-//! See tests/.
+//! Harness for the privileged end-to-end tests: start the real agent, real
+//! servers and real clients on free loopback ports, collect what the agent
+//! prints and serves, and stop exactly what was started.
+//!
+//! Nothing is skipped: a missing tool or privilege panics with its name.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Fails loudly unless we can load BPF programs.
+pub fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        .expect("Uid line");
+    assert_eq!(euid, "0", "end-to-end tests load BPF programs: run them as root");
+}
+
+/// The path of a required tool, or a panic naming it.
+pub fn tool(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("required tool `{name}` is not installed (the README's test command installs it)");
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The agent binary: $RATATOSK_BIN, else target/debug/ratatosk (built by
+/// the test command before the tests run).
+pub fn agent_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RATATOSK_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = workspace_root().join("target/debug/ratatosk");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first (`cargo build -p ratatosk`)",
+        p.display()
+    );
+    p
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} failed: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, wait up to 10 s, then SIGKILL. Returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(s)) = self.child.try_wait() {
+            return Some(s);
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running agent whose JSON trace printer output is collected.
+pub struct Agent {
+    pub proc: Proc,
+    spans: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    pub metrics_port: u16,
+}
+
+impl Agent {
+    /// Starts `ratatosk --trace-printer json --prometheus-port P ARGS…` and
+    /// waits until it logs `ready`.
+    pub fn start(args: &[&str]) -> Agent {
+        Agent::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        require_root();
+        let metrics_port = free_port();
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["--trace-printer", "json", "--prometheus-address", "127.0.0.1"])
+            .args(["--prometheus-port", &metrics_port.to_string()])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn("ratatosk", &mut cmd);
+        let stdout = proc.child.stdout.take().expect("stdout");
+        let stderr = proc.child.stderr.take().expect("stderr");
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        {
+            let spans = spans.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    match serde_json::from_str::<Value>(&line) {
+                        Ok(v) => spans.lock().expect("lock").push(v),
+                        Err(e) => panic!("agent printed a line that is not JSON ({e}): {line}"),
+                    }
+                }
+            });
+        }
+        {
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[agent] {line}");
+                    lines.lock().expect("lock").push(line);
+                }
+            });
+        }
+        let agent = Agent {
+            proc,
+            spans,
+            stderr: lines,
+            metrics_port,
+        };
+        let start = Instant::now();
+        loop {
+            if agent.stderr.lock().expect("lock").iter().any(|l| l.contains(" ready")) {
+                return agent;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "agent not ready after 30 s; stderr:\n{}",
+                agent.stderr_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("lock").join("\n")
+    }
+
+    /// All spans printed so far.
+    pub fn spans(&self) -> Vec<Value> {
+        self.spans.lock().expect("lock").clone()
+    }
+
+    /// Waits until `pred` holds for at least `n` spans (or the timeout),
+    /// then a little longer to catch any extra span, and returns the
+    /// matching spans.
+    pub fn wait_spans(&self, n: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let got: Vec<Value> = self.spans().into_iter().filter(|s| pred(s)).collect();
+            if got.len() >= n || start.elapsed() > timeout {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        // The reader drains every 50 ms: wait a few drains for stragglers.
+        thread::sleep(Duration::from_millis(400));
+        self.spans().into_iter().filter(|s| pred(s)).collect()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").1
+    }
+
+    /// Sum of a metric's samples whose label set contains every `labels`
+    /// pair (`key="value"`).
+    pub fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+}
+
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// `curl` as a real client; returns the HTTP status.
+pub fn curl(url: &str) -> u16 {
+    let out = Command::new(tool("curl"))
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// A span's attribute as a string (numbers rendered).
+pub fn attr(span: &Value, key: &str) -> String {
+    match &span["attributes"][key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    }
+}
+
+/// Scratch directory with files to serve, world-readable (nginx workers
+/// run as nobody).
+pub fn www_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("ratatosk-e2e").tempdir_in("/tmp").expect("tempdir");
+    std::fs::write(dir.path().join("hello"), "Hello world\n").expect("write");
+    std::fs::write(dir.path().join("big"), "x".repeat(100_000)).expect("write");
+    set_mode(dir.path(), 0o755);
+    set_mode(&dir.path().join("hello"), 0o644);
+    set_mode(&dir.path().join("big"), 0o644);
+    dir
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// `python3 -m http.server` (HTTP/1.0, a connection per request).
+pub fn python_http_server(dir: &Path, port: u16) -> Proc {
+    let p = Proc::spawn(
+        "python3 http.server",
+        Command::new(tool("python3"))
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(10));
+    p
+}
+
+/// A small python HTTP/1.1 keep-alive server with routes that the stock
+/// servers do not offer: `/chunked` (Transfer-Encoding: chunked, 3 chunks),
+/// `/fail` (500), `/echo` (POST body length echoed), anything else 404.
+pub fn python_app_server(port: u16) -> Proc {
+    const APP: &str = r#"
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path.startswith("/chunked"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"hello ", b"chunked ", b"world\n"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        elif self.path.startswith("/fail"):
+            body = b"boom\n"
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            body = b"not here\n"
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        data = self.rfile.read(n)
+        body = str(len(data)).encode()
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+    let p = Proc::spawn(
+        "python3 app server",
+        Command::new(tool("python3"))
+            .args(["-c", APP, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(10));
+    p
+}
+
+/// nginx with one worker serving `dir`, all state in its own temp dir.
+pub struct Nginx {
+    pub proc: Proc,
+    pub port: u16,
+    _state: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(www: &Path, port: u16) -> Nginx {
+        let state = tempfile::Builder::new().prefix("ratatosk-nginx").tempdir_in("/tmp").expect("tempdir");
+        let s = state.path().display();
+        let conf = format!(
+            r#"daemon off;
+master_process on;
+worker_processes 1;
+pid {s}/nginx.pid;
+error_log {s}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {s}/access.log;
+    client_body_temp_path {s}/body;
+    proxy_temp_path {s}/proxy;
+    fastcgi_temp_path {s}/fastcgi;
+    uwsgi_temp_path {s}/uwsgi;
+    scgi_temp_path {s}/scgi;
+    default_type text/plain;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+        location = /fail {{ return 500 "boom\n"; }}
+    }}
+}}
+"#,
+            www = www.display()
+        );
+        let conf_path = state.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let proc = Proc::spawn(
+            "nginx",
+            Command::new(tool("nginx"))
+                .arg("-c")
+                .arg(&conf_path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        wait_for_port(port, Duration::from_secs(10));
+        Nginx {
+            proc,
+            port,
+            _state: state,
+        }
+    }
+
+    /// Requests nginx logged (its access log), the ground truth.
+    pub fn access_log_lines(&self) -> usize {
+        std::fs::read_to_string(self._state.path().join("access.log"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+/// Sends raw bytes on one connection and reads until `responses` HTTP
+/// responses (Content-Length framed) have arrived.
+pub fn raw_exchange(port: u16, chunks: &[&[u8]], responses: usize) -> Vec<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    for c in chunks {
+        s.write_all(c).expect("write");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut buf = Vec::new();
+    let mut statuses = Vec::new();
+    let mut tmp = [0u8; 65536];
+    while statuses.len() < responses {
+        // Parse what we have.
+        statuses.clear();
+        let mut rest = &buf[..];
+        while let Some(end) = find(rest, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&rest[..end]).to_string();
+            let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if rest.len() < end + 4 + len {
+                break;
+            }
+            statuses.push(status);
+            rest = &rest[end + 4 + len..];
+        }
+        if statuses.len() >= responses {
+            break;
+        }
+        let n = s.read(&mut tmp).expect("read");
+        assert!(n > 0, "server closed after {} responses", statuses.len());
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    statuses
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// BPF programs are global kernel state: tests that load them take this
+/// lock so they never overlap, whatever --test-threads says.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}

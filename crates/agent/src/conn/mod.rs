@@ -1,0 +1,288 @@
+//! Connection tracking: per-process, per-socket state that turns the
+//! ordered stream of data records into protocol parser input, and parser
+//! output into finished exchanges tagged with their connection.
+//!
+//! A socket is identified by its kernel `struct sock` address (stable while
+//! it lives); `(tgid, fd)` maps close records back to it. Every table is
+//! bounded: connections by `max_conns` (least recently active evicted,
+//! counted), and per-connection state by the parser's own limits.
+
+use std::collections::HashMap;
+
+use ratatosk_protocols::http1::{self, Detect, Exchange, Http1Conn, Limits};
+use ratatosk_protocols::parse::{Direction, Role, Segment};
+
+use crate::decode::{ConnOrigin, Data, Tuple};
+use crate::selfmon::{ReasonLabel, SelfMetrics};
+
+/// A parsed exchange and the connection it happened on.
+#[derive(Debug)]
+pub struct Finished {
+    pub tgid: u32,
+    pub tuple: Tuple,
+    pub exchange: Exchange,
+    /// Time the request waited in the socket before the server read it.
+    pub queue_ns: Option<u64>,
+}
+
+enum Proto {
+    /// No payload seen yet.
+    Detecting,
+    Http1(Box<Http1Conn>),
+    /// Not a protocol we parse (or no longer: upgraded); bytes are counted.
+    Opaque,
+}
+
+/// Arrival hints of recent ingress segments: (segment ts, kernel rx ts).
+const ARRIVALS: usize = 4;
+
+struct Conn {
+    tuple: Tuple,
+    last_ns: u64,
+    proto: Proto,
+    arrivals: [(u64, u64); ARRIVALS],
+    next_arrival: usize,
+    /// End of the last response: a request cannot have waited before it.
+    last_response_end_ns: u64,
+    stats_seen: http1::ConnStats,
+}
+
+impl Conn {
+    fn new(tuple: Tuple, ts: u64) -> Self {
+        Conn {
+            tuple,
+            last_ns: ts,
+            proto: Proto::Detecting,
+            arrivals: [(0, 0); ARRIVALS],
+            next_arrival: 0,
+            last_response_end_ns: 0,
+            stats_seen: http1::ConnStats::default(),
+        }
+    }
+
+    fn queue_time(&self, ex: &Exchange) -> Option<u64> {
+        if ex.role != Role::Server {
+            return None;
+        }
+        let (_, rx) = self.arrivals.iter().find(|(ts, _)| *ts == ex.request_start_ns)?;
+        let (rx, start) = (*rx, ex.request_start_ns);
+        // Only a receive that happened after the previous response and
+        // before the read started says when this request arrived.
+        if rx == 0 || rx > start || rx < self.last_response_end_ns {
+            return None;
+        }
+        let q = start - rx;
+        (q < 60_000_000_000).then_some(q)
+    }
+}
+
+#[derive(Default)]
+struct ProcConns {
+    conns: HashMap<u64, Conn>,
+    fds: HashMap<u32, u64>,
+}
+
+pub struct Tracker {
+    procs: HashMap<u32, ProcConns>,
+    total: usize,
+    max_conns: usize,
+    limits: Limits,
+    metrics: SelfMetrics,
+    scratch: Vec<Exchange>,
+}
+
+impl Tracker {
+    pub fn new(max_conns: usize, limits: Limits, metrics: SelfMetrics) -> Self {
+        Tracker {
+            procs: HashMap::new(),
+            total: 0,
+            max_conns: max_conns.max(1),
+            limits,
+            metrics,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.total
+    }
+
+    /// accept() or connect() completed: a fresh connection on `sock_id`.
+    pub fn on_open(
+        &mut self,
+        tgid: u32,
+        ts: u64,
+        sock_id: u64,
+        fd: u32,
+        _origin: ConnOrigin,
+        tuple: Tuple,
+        out: &mut Vec<Finished>,
+    ) {
+        // The socket address may have been reused since we last saw it.
+        self.finish(tgid, sock_id, ts, out);
+        self.make_room(out);
+        let pc = self.procs.entry(tgid).or_default();
+        pc.fds.insert(fd, sock_id);
+        pc.conns.insert(sock_id, Conn::new(tuple, ts));
+        self.total += 1;
+    }
+
+    pub fn on_data(&mut self, d: &Data<'_>, out: &mut Vec<Finished>) {
+        let tgid = d.hdr.tgid;
+        let known = self.procs.get(&tgid).is_some_and(|p| p.conns.contains_key(&d.sock_id));
+        if !known {
+            self.make_room(out);
+            self.total += 1;
+        }
+        let pc = self.procs.entry(tgid).or_default();
+        if pc.fds.get(&d.fd) != Some(&d.sock_id) {
+            pc.fds.insert(d.fd, d.sock_id);
+        }
+        let conn = pc.conns.entry(d.sock_id).or_insert_with(|| Conn::new(d.tuple, d.hdr.ts_ns));
+        conn.last_ns = d.hdr.ts_ns;
+        // connect() may report the tuple before the local port is final.
+        conn.tuple = d.tuple;
+
+        if matches!(conn.proto, Proto::Detecting) && !d.payload.is_empty() {
+            conn.proto = match http1::detect(d.payload) {
+                Detect::Request | Detect::Response => Proto::Http1(Box::new(Http1Conn::new(self.limits.clone()))),
+                Detect::NeedMore => Proto::Detecting,
+                Detect::No => {
+                    self.metrics
+                        .unparsed_connections
+                        .get_or_create(&ReasonLabel { reason: "unknown_protocol" })
+                        .inc();
+                    Proto::Opaque
+                }
+            };
+        }
+        let http = match &mut conn.proto {
+            Proto::Http1(h) => h,
+            Proto::Opaque | Proto::Detecting => {
+                self.metrics.unparsed_bytes.inc_by(d.len);
+                return;
+            }
+        };
+        if d.direction == Direction::Ingress {
+            conn.arrivals[conn.next_arrival % ARRIVALS] = (d.hdr.ts_ns, d.rx_mstamp_us.saturating_mul(1000));
+            conn.next_arrival = conn.next_arrival.wrapping_add(1);
+        }
+        let seg = Segment {
+            ts_ns: d.hdr.ts_ns,
+            data: d.payload,
+            len: d.len,
+        };
+        http.on_data(d.direction, seg, &mut self.scratch);
+        let upgraded = http.is_upgraded();
+        let stats = *http.stats();
+        count_parser_stats(&self.metrics, &conn.stats_seen, &stats);
+        conn.stats_seen = stats;
+        for ex in self.scratch.drain(..) {
+            let queue_ns = conn.queue_time(&ex);
+            if ex.response_end_ns > 0 {
+                conn.last_response_end_ns = conn.last_response_end_ns.max(ex.response_end_ns);
+            }
+            out.push(Finished {
+                tgid,
+                tuple: conn.tuple,
+                exchange: ex,
+                queue_ns,
+            });
+        }
+        if upgraded {
+            conn.proto = Proto::Opaque;
+            self.metrics
+                .unparsed_connections
+                .get_or_create(&ReasonLabel { reason: "upgraded" })
+                .inc();
+        }
+    }
+
+    /// close(fd) succeeded in `tgid`.
+    pub fn on_close(&mut self, tgid: u32, fd: u32, ts: u64, out: &mut Vec<Finished>) {
+        let Some(sock_id) = self.procs.get_mut(&tgid).and_then(|p| p.fds.remove(&fd)) else {
+            return;
+        };
+        self.finish(tgid, sock_id, ts, out);
+        if self.procs.get(&tgid).is_some_and(|p| p.conns.is_empty() && p.fds.is_empty()) {
+            self.procs.remove(&tgid);
+        }
+    }
+
+    /// The process is gone: every connection of it ends now.
+    pub fn on_exit(&mut self, tgid: u32, ts: u64, out: &mut Vec<Finished>) {
+        let Some(pc) = self.procs.remove(&tgid) else { return };
+        for (_, conn) in pc.conns {
+            self.total = self.total.saturating_sub(1);
+            self.close_conn(tgid, conn, ts, out);
+        }
+    }
+
+    /// Forgets everything of a process without emitting (it was found not
+    /// to be selected).
+    pub fn forget(&mut self, tgid: u32) {
+        if let Some(pc) = self.procs.remove(&tgid) {
+            self.total = self.total.saturating_sub(pc.conns.len());
+        }
+    }
+
+    fn finish(&mut self, tgid: u32, sock_id: u64, ts: u64, out: &mut Vec<Finished>) {
+        let Some(conn) = self.procs.get_mut(&tgid).and_then(|p| p.conns.remove(&sock_id)) else {
+            return;
+        };
+        self.total = self.total.saturating_sub(1);
+        self.close_conn(tgid, conn, ts, out);
+    }
+
+    fn close_conn(&mut self, tgid: u32, mut conn: Conn, ts: u64, out: &mut Vec<Finished>) {
+        if let Proto::Http1(http) = &mut conn.proto {
+            http.on_close(ts, &mut self.scratch);
+            let stats = *http.stats();
+            count_parser_stats(&self.metrics, &conn.stats_seen, &stats);
+            for ex in self.scratch.drain(..) {
+                let queue_ns = conn.queue_time(&ex);
+                out.push(Finished {
+                    tgid,
+                    tuple: conn.tuple,
+                    exchange: ex,
+                    queue_ns,
+                });
+            }
+        }
+    }
+
+    /// Keeps the table under `max_conns` by evicting the least recently
+    /// active eighth (an amortised sort instead of an LRU list on the hot
+    /// path). Evicted connections are closed, not silently dropped.
+    fn make_room(&mut self, out: &mut Vec<Finished>) {
+        if self.total < self.max_conns {
+            return;
+        }
+        let mut ages: Vec<(u64, u32, u64)> = self
+            .procs
+            .iter()
+            .flat_map(|(tgid, p)| p.conns.iter().map(move |(s, c)| (c.last_ns, *tgid, *s)))
+            .collect();
+        ages.sort_unstable();
+        let n = (self.max_conns / 8).max(1);
+        for (ts, tgid, sock) in ages.into_iter().take(n) {
+            if let Some(p) = self.procs.get_mut(&tgid) {
+                p.fds.retain(|_, s| *s != sock);
+            }
+            self.finish(tgid, sock, ts, out);
+            self.metrics.connections_evicted.inc();
+        }
+        self.procs.retain(|_, p| !p.conns.is_empty() || !p.fds.is_empty());
+    }
+}
+
+fn count_parser_stats(m: &SelfMetrics, before: &http1::ConnStats, now: &http1::ConnStats) {
+    if before == now {
+        return;
+    }
+    m.parser_error("invalid_message", now.invalid_messages.saturating_sub(before.invalid_messages));
+    m.parser_error("resync", now.resyncs.saturating_sub(before.resyncs));
+    m.parser_error("unpaired_response", now.unpaired_responses.saturating_sub(before.unpaired_responses));
+    m.parser_error("pending_queue_full", now.dropped_pending.saturating_sub(before.dropped_pending));
+    m.parser_error("lost_sync", now.lost_sync_bytes.saturating_sub(before.lost_sync_bytes).min(1));
+}

@@ -1,0 +1,303 @@
+//! Event decoding: ring-buffer records (layouts from abi.h) into typed,
+//! borrowed values. Safe code only: fields are read at the offsets of the
+//! generated ABI types, so a layout change in abi.h follows automatically.
+
+use std::mem::{offset_of, size_of};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ratatosk_abi::{
+    rt_close_event, rt_conn_event, rt_data_event, rt_direction, rt_event_kind, rt_header, rt_listen_event,
+    rt_proc_event, rt_tuple,
+};
+use ratatosk_protocols::parse::Direction;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub tgid: u32,
+    pub tid: u32,
+    /// CLOCK_MONOTONIC ns at syscall exit.
+    pub ts_ns: u64,
+}
+
+/// A TCP connection's addresses as seen from the traced process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnOrigin {
+    Accept,
+    Connect,
+}
+
+#[derive(Debug)]
+pub enum Record<'a> {
+    Data(Data<'a>),
+    ConnOpen {
+        hdr: Header,
+        sock_id: u64,
+        fd: u32,
+        origin: ConnOrigin,
+        tuple: Tuple,
+    },
+    Close {
+        hdr: Header,
+        fd: u32,
+    },
+    Exec {
+        hdr: Header,
+        ppid: u32,
+        comm: &'a str,
+        filename: &'a str,
+    },
+    Exit {
+        hdr: Header,
+    },
+    Listen {
+        hdr: Header,
+        port: u16,
+    },
+}
+
+#[derive(Debug)]
+pub struct Data<'a> {
+    pub hdr: Header,
+    pub sock_id: u64,
+    /// Bytes the syscall moved; `payload` is a prefix of them.
+    pub len: u64,
+    pub rx_mstamp_us: u64,
+    pub fd: u32,
+    pub direction: Direction,
+    pub syscall: u8,
+    pub tuple: Tuple,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("empty record")]
+    Empty,
+    #[error("record kind {0} is unknown")]
+    UnknownKind(u8),
+    #[error("record of kind {kind} is {len} bytes, shorter than its layout")]
+    Short { kind: u8, len: usize },
+    #[error("data record claims {captured} captured bytes but carries {carried}")]
+    BadCapture { captured: usize, carried: usize },
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    b.get(off..off + 2)
+        .and_then(|s| s.try_into().ok())
+        .map(u16::from_ne_bytes)
+        .unwrap_or(0)
+}
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    b.get(off..off + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_ne_bytes)
+        .unwrap_or(0)
+}
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    b.get(off..off + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_ne_bytes)
+        .unwrap_or(0)
+}
+fn u8_at(b: &[u8], off: usize) -> u8 {
+    b.get(off).copied().unwrap_or(0)
+}
+
+fn header(b: &[u8]) -> Header {
+    Header {
+        tgid: u32_at(b, offset_of!(rt_header, tgid)),
+        tid: u32_at(b, offset_of!(rt_header, tid)),
+        ts_ns: u64_at(b, offset_of!(rt_header, ts_ns)),
+    }
+}
+
+/// A NUL-terminated string in a fixed array; invalid UTF-8 yields "".
+fn cstr(b: &[u8], off: usize, cap: usize) -> &str {
+    let raw = b.get(off..off + cap).unwrap_or(&[]);
+    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+    std::str::from_utf8(raw.get(..end).unwrap_or(&[])).unwrap_or("")
+}
+
+fn addr(family: u16, raw: &[u8]) -> IpAddr {
+    let mut a = [0u8; 16];
+    if let Some(src) = raw.get(..16) {
+        a.copy_from_slice(src);
+    }
+    if family == AF_INET {
+        return IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+    }
+    let v6 = Ipv6Addr::from(a);
+    // Dual-stack sockets show IPv4 peers as ::ffff:a.b.c.d.
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+fn tuple(b: &[u8], base: usize) -> Tuple {
+    let family = u16_at(b, base + offset_of!(rt_tuple, family));
+    let family = if family == AF_INET6 { AF_INET6 } else { AF_INET };
+    let s = base + offset_of!(rt_tuple, saddr);
+    let d = base + offset_of!(rt_tuple, daddr);
+    Tuple {
+        local: SocketAddr::new(
+            addr(family, b.get(s..s + 16).unwrap_or(&[])),
+            u16_at(b, base + offset_of!(rt_tuple, sport)),
+        ),
+        remote: SocketAddr::new(
+            addr(family, b.get(d..d + 16).unwrap_or(&[])),
+            u16_at(b, base + offset_of!(rt_tuple, dport)),
+        ),
+    }
+}
+
+fn need(b: &[u8], kind: u8, size: usize) -> Result<(), DecodeError> {
+    if b.len() < size {
+        Err(DecodeError::Short { kind, len: b.len() })
+    } else {
+        Ok(())
+    }
+}
+
+pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
+    let kind = *b.first().ok_or(DecodeError::Empty)?;
+    let k = |e: rt_event_kind| e as u8 == kind;
+    if k(rt_event_kind::RT_EV_DATA) {
+        let data_off = offset_of!(rt_data_event, data);
+        need(b, kind, data_off)?;
+        let captured = u32_at(b, offset_of!(rt_data_event, captured)) as usize;
+        let payload = b.get(data_off..data_off + captured).ok_or(DecodeError::BadCapture {
+            captured,
+            carried: b.len() - data_off,
+        })?;
+        let direction = if u8_at(b, offset_of!(rt_data_event, direction)) == rt_direction::RT_DIR_EGRESS as u8 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        return Ok(Record::Data(Data {
+            hdr: header(b),
+            sock_id: u64_at(b, offset_of!(rt_data_event, sock_id)),
+            len: u64_at(b, offset_of!(rt_data_event, len)).max(captured as u64),
+            rx_mstamp_us: u64_at(b, offset_of!(rt_data_event, rx_mstamp_us)),
+            fd: u32_at(b, offset_of!(rt_data_event, fd)),
+            direction,
+            syscall: u8_at(b, offset_of!(rt_data_event, syscall)),
+            tuple: tuple(b, offset_of!(rt_data_event, tuple)),
+            payload,
+        }));
+    }
+    if k(rt_event_kind::RT_EV_CONN_OPEN) {
+        need(b, kind, size_of::<rt_conn_event>())?;
+        let origin = if u8_at(b, offset_of!(rt_conn_event, origin)) == ratatosk_abi::rt_conn_origin::RT_ORIGIN_ACCEPT as u8
+        {
+            ConnOrigin::Accept
+        } else {
+            ConnOrigin::Connect
+        };
+        return Ok(Record::ConnOpen {
+            hdr: header(b),
+            sock_id: u64_at(b, offset_of!(rt_conn_event, sock_id)),
+            fd: u32_at(b, offset_of!(rt_conn_event, fd)),
+            origin,
+            tuple: tuple(b, offset_of!(rt_conn_event, tuple)),
+        });
+    }
+    if k(rt_event_kind::RT_EV_CLOSE) {
+        need(b, kind, size_of::<rt_close_event>())?;
+        return Ok(Record::Close {
+            hdr: header(b),
+            fd: u32_at(b, offset_of!(rt_close_event, fd)),
+        });
+    }
+    if k(rt_event_kind::RT_EV_EXEC) || k(rt_event_kind::RT_EV_EXIT) {
+        need(b, kind, size_of::<rt_proc_event>())?;
+        let hdr = header(b);
+        if k(rt_event_kind::RT_EV_EXIT) {
+            return Ok(Record::Exit { hdr });
+        }
+        let comm_len = ratatosk_abi::rt_limits::RT_COMM_LEN as usize;
+        let path_len = ratatosk_abi::rt_limits::RT_PATH_LEN as usize;
+        return Ok(Record::Exec {
+            hdr,
+            ppid: u32_at(b, offset_of!(rt_proc_event, ppid)),
+            comm: cstr(b, offset_of!(rt_proc_event, comm), comm_len),
+            filename: cstr(b, offset_of!(rt_proc_event, filename), path_len),
+        });
+    }
+    if k(rt_event_kind::RT_EV_LISTEN) {
+        need(b, kind, size_of::<rt_listen_event>())?;
+        return Ok(Record::Listen {
+            hdr: header(b),
+            port: u16_at(b, offset_of!(rt_listen_event, port)),
+        });
+    }
+    Err(DecodeError::UnknownKind(kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put<const N: usize>(b: &mut [u8], off: usize, v: [u8; N]) {
+        b[off..off + N].copy_from_slice(&v);
+    }
+
+    /// A data record as the kernel writes it: header, fields, 5 payload bytes.
+    #[test]
+    fn decodes_data_record() {
+        let off = offset_of!(rt_data_event, data);
+        let mut b = vec![0u8; off + 5];
+        b[0] = rt_event_kind::RT_EV_DATA as u8;
+        put(&mut b, offset_of!(rt_header, tgid), 42u32.to_ne_bytes());
+        put(&mut b, offset_of!(rt_header, ts_ns), 7u64.to_ne_bytes());
+        put(&mut b, offset_of!(rt_data_event, len), 100u64.to_ne_bytes());
+        put(&mut b, offset_of!(rt_data_event, captured), 5u32.to_ne_bytes());
+        b[offset_of!(rt_data_event, direction)] = rt_direction::RT_DIR_EGRESS as u8;
+        let t = offset_of!(rt_data_event, tuple);
+        put(&mut b, t + offset_of!(rt_tuple, family), AF_INET.to_ne_bytes());
+        put(&mut b, t + offset_of!(rt_tuple, saddr), [127, 0, 0, 1]);
+        put(&mut b, t + offset_of!(rt_tuple, daddr), [10, 0, 0, 2]);
+        put(&mut b, t + offset_of!(rt_tuple, sport), 8080u16.to_ne_bytes());
+        put(&mut b, t + offset_of!(rt_tuple, dport), 50000u16.to_ne_bytes());
+        b[off..].copy_from_slice(b"HTTP/");
+        let Record::Data(d) = decode(&b).unwrap() else { panic!("not data") };
+        assert_eq!(d.hdr.tgid, 42);
+        assert_eq!(d.len, 100);
+        assert_eq!(d.payload, b"HTTP/");
+        assert_eq!(d.direction, Direction::Egress);
+        assert_eq!(d.tuple.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(d.tuple.remote, "10.0.0.2:50000".parse().unwrap());
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert_eq!(decode(&[]).unwrap_err(), DecodeError::Empty);
+        assert_eq!(decode(&[99, 0, 0]).unwrap_err(), DecodeError::UnknownKind(99));
+        assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::Short { .. })));
+        // Claims more payload than it carries.
+        let off = offset_of!(rt_data_event, data);
+        let mut b = vec![0u8; off + 2];
+        b[0] = rt_event_kind::RT_EV_DATA as u8;
+        put(&mut b, offset_of!(rt_data_event, captured), 9u32.to_ne_bytes());
+        assert!(matches!(decode(&b), Err(DecodeError::BadCapture { .. })));
+    }
+
+    #[test]
+    fn maps_v4_in_v6() {
+        let mut a = [0u8; 16];
+        a[10] = 0xff;
+        a[11] = 0xff;
+        a[12..].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(addr(AF_INET6, &a), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+}

@@ -1,0 +1,49 @@
+//! `ratatosk`: see README.md. Parses settings, starts logging and hands over
+//! to `pipeline::run`, the one place that wires the stages.
+
+mod clock;
+mod config;
+mod conn;
+mod decode;
+mod discovery;
+mod metrics;
+mod output;
+mod pipeline;
+mod queue;
+mod selfmon;
+mod spans;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = match config::Config::from_env_and_args() {
+        Ok(c) => c,
+        Err(config::ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("ratatosk: invalid setting: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr: stdout belongs to the trace printer.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+
+    match pipeline::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming what failed and why; no backtrace.
+            eprintln!("ratatosk: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! RED metrics from spans, with Beyla/OBI-compatible names and labels so
+//! existing dashboards keep working.
+
+use std::collections::HashSet;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::spans::{Span, SpanKind};
+
+/// OpenTelemetry's recommended HTTP duration buckets (seconds).
+pub const DURATION_BUCKETS: [f64; 15] = [
+    0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Body size buckets (bytes), as Beyla uses.
+pub const SIZE_BUCKETS: [f64; 10] = [0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub http_request_method: String,
+    pub http_response_status_code: u16,
+    pub http_route: String,
+    pub url_scheme: &'static str,
+    pub server_port: u16,
+    pub service_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub service_name: String,
+    pub service_instance_id: String,
+    pub host_name: String,
+    pub process_pid: u32,
+    pub process_executable_name: String,
+    pub process_executable_path: String,
+    pub telemetry_sdk_name: &'static str,
+    pub telemetry_sdk_version: &'static str,
+}
+
+#[derive(Clone)]
+pub struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+type HistFamily = Family<HttpLabels, Histogram, Buckets>;
+
+struct Direction {
+    duration: HistFamily,
+    request_size: HistFamily,
+    response_size: HistFamily,
+}
+
+impl Direction {
+    fn new() -> Self {
+        Direction {
+            duration: Family::new_with_constructor(Buckets(&DURATION_BUCKETS)),
+            request_size: Family::new_with_constructor(Buckets(&SIZE_BUCKETS)),
+            response_size: Family::new_with_constructor(Buckets(&SIZE_BUCKETS)),
+        }
+    }
+
+    fn register(&self, r: &mut Registry, side: &str) {
+        r.register(
+            format!("http_{side}_request_duration_seconds"),
+            format!("Duration of HTTP {side} requests"),
+            self.duration.clone(),
+        );
+        r.register(
+            format!("http_{side}_request_body_size_bytes"),
+            format!("Size of HTTP {side} request bodies"),
+            self.request_size.clone(),
+        );
+        r.register(
+            format!("http_{side}_response_body_size_bytes"),
+            format!("Size of HTTP {side} response bodies"),
+            self.response_size.clone(),
+        );
+    }
+}
+
+pub struct HttpMetrics {
+    server: Direction,
+    client: Direction,
+    target_info: Family<TargetLabels, Gauge>,
+    known_targets: HashSet<u32>,
+    host_name: String,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = HttpMetrics {
+            server: Direction::new(),
+            client: Direction::new(),
+            target_info: Family::default(),
+            known_targets: HashSet::new(),
+            host_name: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+        };
+        m.server.register(registry, "server");
+        m.client.register(registry, "client");
+        registry.register("target_info", "Target metadata", m.target_info.clone());
+        m
+    }
+
+    pub fn record(&mut self, span: &Span) {
+        let dir = match span.kind {
+            SpanKind::Server => &self.server,
+            SpanKind::Client => &self.client,
+        };
+        let labels = HttpLabels {
+            http_request_method: span.method.clone(),
+            http_response_status_code: span.status,
+            http_route: span.route.clone(),
+            url_scheme: span.scheme,
+            server_port: span.server.port(),
+            service_name: span.service_name().to_string(),
+        };
+        dir.duration
+            .get_or_create(&labels)
+            .observe(span.duration_ns() as f64 / 1e9);
+        dir.request_size
+            .get_or_create(&labels)
+            .observe(span.request_body_size as f64);
+        dir.response_size
+            .get_or_create(&labels)
+            .observe(span.response_body_size as f64);
+
+        let p = &span.process;
+        if self.known_targets.insert(p.pid) {
+            self.target_info
+                .get_or_create(&TargetLabels {
+                    service_name: p.exe_name.clone(),
+                    service_instance_id: format!("{}-{}", self.host_name, p.pid),
+                    host_name: self.host_name.clone(),
+                    process_pid: p.pid,
+                    process_executable_name: p.exe_name.clone(),
+                    process_executable_path: p.exe_path.clone(),
+                    telemetry_sdk_name: "ratatosk",
+                    telemetry_sdk_version: env!("CARGO_PKG_VERSION"),
+                })
+                .set(1);
+        }
+    }
+
+    /// A process ended: its target_info series goes away.
+    pub fn forget_process(&mut self, pid: u32) {
+        if self.known_targets.remove(&pid) {
+            // Family has no remove-by-predicate; clear and let live
+            // processes re-register on their next span.
+            self.target_info.clear();
+            self.known_targets.clear();
+        }
+    }
+}

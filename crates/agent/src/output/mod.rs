@@ -1,0 +1,4 @@
+//! Outputs: where spans and metrics leave the agent.
+
+pub mod printer;
+pub mod prometheus;

@@ -1,0 +1,187 @@
+//! The stdout trace printer: one line per span, as text or JSON.
+
+use std::io::Write;
+
+use opentelemetry_semantic_conventions::attribute as semconv;
+use serde_json::{Map, Value, json};
+
+use crate::config::PrinterMode;
+use crate::spans::{Span, SpanKind};
+
+pub struct Printer<W: Write> {
+    mode: PrinterMode,
+    out: W,
+}
+
+impl<W: Write> Printer<W> {
+    pub fn new(mode: PrinterMode, out: W) -> Self {
+        Printer { mode, out }
+    }
+
+    pub fn print(&mut self, span: &Span) -> std::io::Result<()> {
+        match self.mode {
+            PrinterMode::Disabled => Ok(()),
+            PrinterMode::Text => writeln!(self.out, "{}", text_line(span)),
+            PrinterMode::Json => {
+                serde_json::to_writer(&mut self.out, &json_value(span))?;
+                self.out.write_all(b"\n")
+            }
+        }
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `2026-11-23 13:49:04.123` (UTC) from ns since the epoch.
+pub fn format_time(wall_ns: u64) -> String {
+    let secs = (wall_ns / 1_000_000_000) as i64;
+    let ms = (wall_ns / 1_000_000) % 1000;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{ms:03}",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Human duration with about four significant digits: 15.22ms, 689.9µs.
+pub fn format_duration(ns: u64) -> String {
+    let f = ns as f64;
+    if ns >= 1_000_000_000 {
+        format!("{:.4}s", f / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{:.2}ms", f / 1e6)
+    } else if ns >= 1_000 {
+        format!("{:.1}µs", f / 1e3)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+/// `2026-11-23 13:49:04.123 (15.22ms[689.9µs]) HTTP 200 GET /hello
+/// [127.0.0.1:51234]->[127.0.0.1:18080] size:12B svc=[python3]`: the
+/// first duration includes the time the request waited in the socket, the
+/// bracketed one does not.
+pub fn text_line(s: &Span) -> String {
+    let handler = s.duration_ns();
+    let total = handler + s.queue_ns.unwrap_or(0);
+    let kind = match s.kind {
+        SpanKind::Server => "HTTP",
+        SpanKind::Client => "HTTPClient",
+    };
+    let target = match &s.query {
+        Some(q) => format!("{}?{}", s.path, q),
+        None => s.path.clone(),
+    };
+    format!(
+        "{} ({}[{}]) {} {} {} {} [{}]->[{}] size:{}B svc=[{}] traceparent=[00-{}-{}-01]",
+        format_time(s.start_ns.saturating_sub(s.queue_ns.unwrap_or(0))),
+        format_duration(total),
+        format_duration(handler),
+        kind,
+        s.status,
+        s.method,
+        target,
+        s.client,
+        s.server,
+        s.response_body_size,
+        s.service_name(),
+        hex(&s.trace_id),
+        hex(&s.span_id),
+    )
+}
+
+pub fn json_value(s: &Span) -> Value {
+    let mut a = Map::new();
+    a.insert(semconv::HTTP_REQUEST_METHOD.into(), json!(s.method));
+    a.insert(semconv::URL_PATH.into(), json!(s.path));
+    if let Some(q) = &s.query {
+        a.insert(semconv::URL_QUERY.into(), json!(q));
+    }
+    a.insert(semconv::URL_SCHEME.into(), json!(s.scheme));
+    a.insert(semconv::HTTP_ROUTE.into(), json!(s.route));
+    a.insert(semconv::HTTP_RESPONSE_STATUS_CODE.into(), json!(s.status));
+    // server.address: the logical name the client used (Host header), else
+    // the IP the connection went to.
+    let server_address = s
+        .host
+        .as_deref()
+        .map(host_without_port)
+        .unwrap_or_else(|| s.server.ip().to_string());
+    a.insert(semconv::SERVER_ADDRESS.into(), json!(server_address));
+    a.insert(semconv::SERVER_PORT.into(), json!(s.server.port()));
+    a.insert(semconv::CLIENT_ADDRESS.into(), json!(s.client.ip().to_string()));
+    a.insert(semconv::CLIENT_PORT.into(), json!(s.client.port()));
+    a.insert(semconv::NETWORK_PROTOCOL_VERSION.into(), json!(s.protocol_version));
+    a.insert(semconv::HTTP_REQUEST_BODY_SIZE.into(), json!(s.request_body_size));
+    a.insert(semconv::HTTP_RESPONSE_BODY_SIZE.into(), json!(s.response_body_size));
+    if let Some(q) = s.queue_ns {
+        a.insert("ratatosk.queue_time_ns".into(), json!(q));
+    }
+    json!({
+        "name": s.name(),
+        "kind": s.kind.as_str(),
+        "trace_id": hex(&s.trace_id),
+        "span_id": hex(&s.span_id),
+        "parent_span_id": s.parent_span_id.map(|p| hex(&p)).unwrap_or_default(),
+        "start_time_unix_nano": s.start_ns,
+        "end_time_unix_nano": s.end_ns,
+        "service.name": s.service_name(),
+        "process.pid": s.process.pid,
+        "status": if s.is_error() { "error" } else { "unset" },
+        "attributes": a,
+    })
+}
+
+fn host_without_port(h: &str) -> String {
+    // [v6]:port, host:port, or a bare host.
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_string();
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
+        _ => h.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times_and_durations() {
+        // 2026-11-23 13:49:04.123 UTC
+        assert_eq!(format_time(1_795_528_144_123_000_000), "2026-11-23 13:49:04.123");
+        assert_eq!(format_time(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_time(951_782_400_000_000_000), "2000-02-29 00:00:00.000");
+        assert_eq!(format_duration(15_220_000), "15.22ms");
+        assert_eq!(format_duration(689_900), "689.9µs");
+        assert_eq!(format_duration(999), "999ns");
+        assert_eq!(format_duration(2_500_000_000), "2.5000s");
+    }
+
+    #[test]
+    fn strips_ports_from_host() {
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("[::1]:80"), "::1");
+    }
+}

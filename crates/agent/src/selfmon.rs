@@ -1,0 +1,143 @@
+//! The agent's own metrics (`ratatosk_*`): what was read, parsed, emitted,
+//! and every record, byte or span lost on the way, by stage and reason.
+//!
+//! Counters are atomics shared by handle, so the hot path increments them
+//! without locks.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use ratatosk_bpf::BpfStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: &'static str,
+}
+
+#[derive(Clone, Default)]
+pub struct SelfMetrics {
+    /// Records the kernel wrote into the ring buffer.
+    pub bpf_events: Counter,
+    /// Records lost because the ring buffer was full, by record kind.
+    pub ringbuf_dropped: Family<KindLabel, Counter>,
+    /// Data records whose payload was cut at the capture size (not a loss:
+    /// sizes stay exact, but headers past the cut are not seen).
+    pub capture_truncated: Counter,
+    /// Payloads the kernel could not read from user memory.
+    pub capture_read_faults: Counter,
+    /// Forked children not traced because the target map was full.
+    pub targets_full: Counter,
+    /// Records the reader consumed, by kind.
+    pub reader_records: Family<KindLabel, Counter>,
+    /// Records the reader could not decode.
+    pub reader_invalid_records: Counter,
+    /// Connections whose bytes are not parsed, by reason.
+    pub unparsed_connections: Family<ReasonLabel, Counter>,
+    /// Bytes seen on connections that are not parsed.
+    pub unparsed_bytes: Counter,
+    /// Parser events that lose data, by reason (invalid message, resync,
+    /// unpaired response, pending queue full, ...).
+    pub parser_errors: Family<ReasonLabel, Counter>,
+    /// Connections currently tracked.
+    pub connections_tracked: Gauge,
+    /// Connections forgotten to stay within --max-connections.
+    pub connections_evicted: Counter,
+    pub spans_emitted: Counter,
+    /// Items dropped because a bounded queue was full, by queue.
+    pub queue_dropped: Family<QueueLabel, Counter>,
+    /// Items waiting in a bounded queue, by queue.
+    pub queue_fill: Family<QueueLabel, Gauge>,
+    pub processes_selected: Counter,
+    pub process_cache_resets: Counter,
+    /// Last BPF counters seen, to turn absolute values into increments.
+    last_bpf: std::sync::Arc<std::sync::Mutex<BpfStats>>,
+}
+
+impl SelfMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register("ratatosk_bpf_events", "Records the kernel wrote to the ring buffer", self.bpf_events.clone());
+        r.register(
+            "ratatosk_ringbuf_dropped",
+            "Records lost in the kernel because the ring buffer was full",
+            self.ringbuf_dropped.clone(),
+        );
+        r.register(
+            "ratatosk_capture_truncated",
+            "Socket reads/writes whose payload was cut at the capture size",
+            self.capture_truncated.clone(),
+        );
+        r.register(
+            "ratatosk_capture_read_faults",
+            "Payloads the kernel could not read from user memory",
+            self.capture_read_faults.clone(),
+        );
+        r.register(
+            "ratatosk_targets_full",
+            "Processes not traced because the target map was full",
+            self.targets_full.clone(),
+        );
+        r.register("ratatosk_reader_records", "Records read from the ring buffer", self.reader_records.clone());
+        r.register(
+            "ratatosk_reader_invalid_records",
+            "Ring-buffer records that could not be decoded",
+            self.reader_invalid_records.clone(),
+        );
+        r.register(
+            "ratatosk_unparsed_connections",
+            "Connections whose bytes are not parsed, by reason",
+            self.unparsed_connections.clone(),
+        );
+        r.register("ratatosk_unparsed_bytes", "Bytes on connections that are not parsed", self.unparsed_bytes.clone());
+        r.register("ratatosk_parser_errors", "Parser events that lose data, by reason", self.parser_errors.clone());
+        r.register("ratatosk_connections_tracked", "Connections currently tracked", self.connections_tracked.clone());
+        r.register(
+            "ratatosk_connections_evicted",
+            "Connections forgotten to stay within the connection limit",
+            self.connections_evicted.clone(),
+        );
+        r.register("ratatosk_spans_emitted", "Spans built from parsed requests", self.spans_emitted.clone());
+        r.register("ratatosk_queue_dropped", "Items dropped because a bounded queue was full", self.queue_dropped.clone());
+        r.register("ratatosk_queue_fill", "Items waiting in a bounded queue", self.queue_fill.clone());
+        r.register("ratatosk_processes_selected", "Processes selected for instrumentation", self.processes_selected.clone());
+        r.register(
+            "ratatosk_process_cache_resets",
+            "Times the process cache was cleared to stay bounded",
+            self.process_cache_resets.clone(),
+        );
+    }
+
+    /// Folds a fresh read of the BPF counters into the counters above.
+    pub fn observe_bpf(&self, now: BpfStats) {
+        let Ok(mut last) = self.last_bpf.lock() else { return };
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        self.bpf_events.inc_by(d(now.events, last.events));
+        self.ringbuf_dropped
+            .get_or_create(&KindLabel { kind: "data" })
+            .inc_by(d(now.ringbuf_full_data, last.ringbuf_full_data));
+        self.ringbuf_dropped
+            .get_or_create(&KindLabel { kind: "control" })
+            .inc_by(d(now.ringbuf_full_ctrl, last.ringbuf_full_ctrl));
+        self.capture_truncated.inc_by(d(now.truncated, last.truncated));
+        self.capture_read_faults.inc_by(d(now.read_faults, last.read_faults));
+        self.targets_full.inc_by(d(now.targets_full, last.targets_full));
+        *last = now;
+    }
+
+    pub fn parser_error(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.parser_errors.get_or_create(&ReasonLabel { reason }).inc_by(n);
+        }
+    }
+}

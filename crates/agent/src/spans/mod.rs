@@ -1,0 +1,138 @@
+//! Span building: a parsed request/response exchange on a connection of a
+//! known process becomes an OpenTelemetry-shaped span.
+
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ratatosk_protocols::http1::{Exchange, Outcome};
+use ratatosk_protocols::parse::Role;
+
+use crate::clock::Clock;
+use crate::decode::Tuple;
+use crate::discovery::ProcInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+impl SpanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+        }
+    }
+}
+
+/// One HTTP request as a span. Times are wall-clock ns since the epoch.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub kind: SpanKind,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    /// First byte of the request seen.
+    pub start_ns: u64,
+    /// Last byte of the response seen.
+    pub end_ns: u64,
+    /// Time the request waited in the socket before the server read it,
+    /// when the kernel told us when it arrived.
+    pub queue_ns: Option<u64>,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub route: String,
+    pub scheme: &'static str,
+    /// 0 when no response was seen.
+    pub status: u16,
+    pub protocol_version: &'static str,
+    pub server: SocketAddr,
+    pub client: SocketAddr,
+    pub host: Option<String>,
+    pub request_body_size: u64,
+    pub response_body_size: u64,
+    pub outcome: Outcome,
+    pub process: Arc<ProcInfo>,
+}
+
+impl Span {
+    pub fn name(&self) -> String {
+        format!("{} {}", self.method, self.route)
+    }
+
+    pub fn service_name(&self) -> &str {
+        &self.process.exe_name
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+
+    /// OpenTelemetry HTTP semantics: 5xx is an error for servers; 4xx too
+    /// for clients; no response at all is an error.
+    pub fn is_error(&self) -> bool {
+        match self.kind {
+            _ if self.status == 0 => true,
+            SpanKind::Server => self.status >= 500,
+            SpanKind::Client => self.status >= 400,
+        }
+    }
+}
+
+pub struct SpanBuilder {
+    clock: Clock,
+}
+
+impl SpanBuilder {
+    pub fn new(clock: Clock) -> Self {
+        SpanBuilder { clock }
+    }
+
+    pub fn build(
+        &self,
+        ex: Exchange,
+        tuple: &Tuple,
+        queue_ns: Option<u64>,
+        route: String,
+        process: Arc<ProcInfo>,
+    ) -> Span {
+        let (kind, server, client) = match ex.role {
+            Role::Server => (SpanKind::Server, tuple.local, tuple.remote),
+            Role::Client => (SpanKind::Client, tuple.remote, tuple.local),
+        };
+        let end_mono = if ex.response_end_ns > 0 {
+            ex.response_end_ns
+        } else {
+            ex.request_end_ns
+        };
+        let path = ex.path().to_string();
+        let query = ex.query().map(str::to_string);
+        Span {
+            kind,
+            trace_id: rand::random(),
+            span_id: rand::random(),
+            parent_span_id: None,
+            start_ns: self.clock.to_wall_ns(ex.request_start_ns),
+            end_ns: self.clock.to_wall_ns(end_mono.max(ex.request_start_ns)),
+            queue_ns,
+            method: ex.method,
+            path,
+            query,
+            route,
+            scheme: "http",
+            status: ex.status,
+            protocol_version: if ex.minor_version == 0 { "1.0" } else { "1.1" },
+            server,
+            client,
+            host: ex.host,
+            request_body_size: ex.request_body_size,
+            response_body_size: ex.response_body_size,
+            outcome: ex.outcome,
+            process,
+        }
+    }
+}

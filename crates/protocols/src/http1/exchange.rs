@@ -1,0 +1,87 @@
+//! The unit the agent reports: one request paired with its response.
+
+use crate::parse::Role;
+
+/// How an exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Request and final response were both seen to their end.
+    Complete,
+    /// The connection closed (or the observer gave up) before a response.
+    NoResponse,
+    /// A response started but its end could not be tracked (framing lost to
+    /// a capture gap or malformed chunking, or cut by the close); the end
+    /// time is that of the last response byte seen.
+    ResponseTruncated,
+}
+
+/// One request and its response on an HTTP/1 connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// Server if the request was read by the observed process.
+    pub role: crate::parse::Role,
+    pub method: String,
+    /// Raw request-target, possibly cut at the target length limit.
+    pub target: String,
+    pub minor_version: u8,
+    pub host: Option<String>,
+    pub traceparent: Option<String>,
+    /// Final status; 0 when no response was seen.
+    pub status: u16,
+    /// Timestamp of the segment holding the first request byte.
+    pub request_start_ns: u64,
+    /// Timestamp of the segment holding the last request byte seen.
+    pub request_end_ns: u64,
+    /// Timestamp of the segment holding the first byte of the final
+    /// response (interim 1xx responses are not counted); 0 if none.
+    pub response_start_ns: u64,
+    /// Timestamp of the segment holding the last response byte seen; 0 if
+    /// no response.
+    pub response_end_ns: u64,
+    /// Request payload bytes (decoded size for chunked bodies).
+    pub request_body_size: u64,
+    /// Response payload bytes (decoded size for chunked bodies).
+    pub response_body_size: u64,
+    pub outcome: Outcome,
+}
+
+impl Exchange {
+    /// Path part of the target: no query, and no scheme/authority for
+    /// absolute-form targets (`http://h/p?q` gives `/p`).
+    pub fn path(&self) -> &str {
+        let (rest, absolute) = match strip_scheme_authority(&self.target) {
+            Some(rest) => (rest, true),
+            None => (self.target.as_str(), false),
+        };
+        let path = rest.split(['?', '#']).next().unwrap_or_default();
+        if absolute && path.is_empty() {
+            "/"
+        } else {
+            path
+        }
+    }
+
+    /// Query part of the target (after the first `?`, without fragment).
+    pub fn query(&self) -> Option<&str> {
+        let (_, q) = self.target.split_once('?')?;
+        q.split('#').next()
+    }
+
+    /// Whether the observed process served (true) or issued the request.
+    pub fn is_server(&self) -> bool {
+        self.role == Role::Server
+    }
+}
+
+/// For an absolute-form target, the part after `scheme://authority`.
+fn strip_scheme_authority(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.split_once("://")?;
+    let mut chars = scheme.chars();
+    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest.get(end..)
+}

@@ -1,0 +1,22 @@
+//! HTTP/1.0 and HTTP/1.1 over captured segments.
+//!
+//! Layers, bottom up: [`head`] parses heads, [`body`] tracks body framing,
+//! [`detect`] finds start lines, `stream` assembles messages per direction,
+//! and [`conn`] pairs requests with responses into [`Exchange`]s.
+
+pub mod body;
+pub mod conn;
+pub mod detect;
+mod error;
+mod exchange;
+pub mod head;
+mod stream;
+
+pub use body::{BodyDecoder, BodyError, BodyState, ChunkState, Framing};
+pub use conn::{ConnStats, Http1Conn, Limits};
+pub use detect::{Detect, detect, find_request_boundary, find_response_boundary};
+pub use error::ParseError;
+pub use exchange::{Exchange, Outcome};
+pub use head::{
+    RequestHead, ResponseHead, parse_request_head, parse_request_head_with, parse_response_head,
+};

@@ -1,0 +1,586 @@
+//! Per-direction message assembler: turns the segments of one direction into
+//! message events (head parsed, message complete, framing lost), buffering
+//! only head bytes.
+
+use std::marker::PhantomData;
+
+use super::body::{BodyDecoder, BodyState, Framing};
+use super::detect::{self, LineMatch};
+use super::error::ParseError;
+use super::head::{self, RequestHead, ResponseHead};
+use crate::parse::{Parsed, Segment};
+
+/// What the assembler needs to know about one message type.
+pub(crate) trait MessageKind {
+    type Head;
+    fn parse(buf: &[u8], max_target_len: usize) -> Result<Parsed<Self::Head>, ParseError>;
+    fn salvage(buf: &[u8], max_target_len: usize) -> Option<Self::Head>;
+    fn match_line(buf: &[u8]) -> LineMatch;
+    fn find_boundary(buf: &[u8]) -> Option<usize>;
+}
+
+pub(crate) struct Requests;
+pub(crate) struct Responses;
+
+impl MessageKind for Requests {
+    type Head = RequestHead;
+    fn parse(buf: &[u8], max_target_len: usize) -> Result<Parsed<RequestHead>, ParseError> {
+        head::parse_request_head_with(buf, max_target_len)
+    }
+    fn salvage(buf: &[u8], max_target_len: usize) -> Option<RequestHead> {
+        head::salvage_request_head(buf, max_target_len)
+    }
+    fn match_line(buf: &[u8]) -> LineMatch {
+        detect::match_request_line(buf)
+    }
+    fn find_boundary(buf: &[u8]) -> Option<usize> {
+        detect::find_request_boundary(buf)
+    }
+}
+
+impl MessageKind for Responses {
+    type Head = ResponseHead;
+    fn parse(buf: &[u8], _: usize) -> Result<Parsed<ResponseHead>, ParseError> {
+        head::parse_response_head(buf)
+    }
+    fn salvage(buf: &[u8], _: usize) -> Option<ResponseHead> {
+        head::salvage_response_head(buf)
+    }
+    fn match_line(buf: &[u8]) -> LineMatch {
+        detect::match_status_line(buf)
+    }
+    fn find_boundary(buf: &[u8]) -> Option<usize> {
+        detect::find_response_boundary(buf)
+    }
+}
+
+/// The unconsumed rest of one segment: captured bytes, then a gap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Input<'a> {
+    pub(crate) ts: u64,
+    data: &'a [u8],
+    gap: u64,
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn new(seg: Segment<'a>) -> Self {
+        Input {
+            ts: seg.ts_ns,
+            data: seg.data,
+            gap: seg.gap(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.gap == 0
+    }
+}
+
+/// Something the consumer of a stream must react to.
+#[derive(Debug)]
+pub(crate) enum Event<H> {
+    /// A head was parsed; the consumer must call `set_framing` next.
+    Head {
+        head: H,
+        start_ns: u64,
+        start_offset: u64,
+        end_ns: u64,
+    },
+    /// A head was cut by a capture gap; the start line (and any complete
+    /// header lines) survived but the message's extent is unknown. The
+    /// stream is resynchronising.
+    Salvaged {
+        head: H,
+        start_ns: u64,
+        start_offset: u64,
+        last_ns: u64,
+    },
+    /// The current message ended with the segment at `end_ns`.
+    Complete { end_ns: u64, body_size: u64 },
+    /// The current message's framing was lost; the stream is resynchronising.
+    BodyLost { last_ns: u64, body_size: u64 },
+}
+
+impl<H> Event<H> {
+    /// Stream offset where a new message started, if this event starts one.
+    pub(crate) fn start_offset(&self) -> Option<u64> {
+        match self {
+            Event::Head { start_offset, .. } | Event::Salvaged { start_offset, .. } => {
+                Some(*start_offset)
+            }
+            Event::Complete { .. } | Event::BodyLost { .. } => None,
+        }
+    }
+}
+
+/// How the in-flight message stood when the connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// No message body in progress.
+    Idle,
+    /// A close-delimited body ended with the close.
+    UntilClose { end_ns: u64, body_size: u64 },
+    /// The body was cut short by the close.
+    Incomplete { last_ns: u64, body_size: u64 },
+}
+
+/// Loss and error counters of one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StreamCounters {
+    pub(crate) invalid_messages: u64,
+    pub(crate) lost_heads: u64,
+    pub(crate) resyncs: u64,
+    pub(crate) lost_sync_bytes: u64,
+    pub(crate) lost_bodies: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not synchronised: looking for a start line; `buf` may hold a
+    /// candidate that is still a plausible prefix.
+    Seek,
+    /// At a trusted message boundary or inside a head being buffered.
+    Head,
+    /// A head was reported; waiting for the consumer's framing decision.
+    AwaitFraming,
+    Body,
+    /// Not HTTP/1 any more (upgrade or close): swallow everything.
+    Stopped,
+}
+
+pub(crate) struct MessageStream<K: MessageKind> {
+    state: State,
+    /// Head bytes of the current message (or a Seek candidate).
+    buf: Vec<u8>,
+    /// Head terminator scan state: 1 after LF, 2 after LF CR.
+    nl: u8,
+    /// The first line of the head in `buf` has been sanity-checked.
+    line_checked: bool,
+    start_ns: u64,
+    start_offset: u64,
+    head_end_ns: u64,
+    /// Timestamp of the last segment that contributed to the message.
+    last_ns: u64,
+    /// Bytes (captured or not) consumed so far on this direction.
+    offset: u64,
+    body: BodyDecoder,
+    max_head: usize,
+    max_target: usize,
+    /// Bytes were dropped since sync was last confirmed.
+    discarded: bool,
+    /// Timestamp of the last segment that had bytes dropped while seeking.
+    skipped_last_ns: u64,
+    counters: StreamCounters,
+    kind: PhantomData<K>,
+}
+
+impl<K: MessageKind> MessageStream<K> {
+    /// A stream that must first find a start line (we may be joining the
+    /// connection mid-way).
+    pub(crate) fn new(max_head: usize, max_target: usize) -> Self {
+        MessageStream {
+            state: State::Seek,
+            buf: Vec::new(),
+            nl: 0,
+            line_checked: false,
+            start_ns: 0,
+            start_offset: 0,
+            head_end_ns: 0,
+            last_ns: 0,
+            offset: 0,
+            body: BodyDecoder::new(Framing::None),
+            max_head,
+            max_target,
+            discarded: false,
+            skipped_last_ns: 0,
+            counters: StreamCounters::default(),
+            kind: PhantomData,
+        }
+    }
+
+    pub(crate) fn counters(&self) -> StreamCounters {
+        self.counters
+    }
+
+    /// Timestamp of the last segment that contributed to the current (or
+    /// just finished) message.
+    pub(crate) fn last_ns(&self) -> u64 {
+        self.last_ns
+    }
+
+    /// Body bytes of the current message so far.
+    pub(crate) fn body_size(&self) -> u64 {
+        self.body.body_size()
+    }
+
+    pub(crate) fn in_body(&self) -> bool {
+        self.state == State::Body
+    }
+
+    pub(crate) fn is_until_close(&self) -> bool {
+        self.state == State::Body && self.body.state() == BodyState::UntilClose
+    }
+
+    /// Timestamp of the last segment whose bytes were dropped while seeking.
+    pub(crate) fn skipped_last_ns(&self) -> u64 {
+        self.skipped_last_ns
+    }
+
+    /// Consumes input until something happens or the input is used up.
+    pub(crate) fn poll(&mut self, input: &mut Input<'_>) -> Option<Event<K::Head>> {
+        while !input.is_empty() {
+            let event = match self.state {
+                State::Stopped => {
+                    let (n, g) = (input.data.len(), input.gap);
+                    self.take_data(input, n);
+                    self.take_gap(input, g);
+                    None
+                }
+                // The consumer did not decide; assume no body rather than
+                // stall.
+                State::AwaitFraming => self.set_framing(Framing::None),
+                State::Seek => {
+                    self.seek(input);
+                    None
+                }
+                State::Head => self.head(input),
+                State::Body => self.body(input),
+            };
+            if event.is_some() {
+                return event;
+            }
+        }
+        None
+    }
+
+    /// Applies the consumer's framing decision for the head just reported.
+    /// Returns `Complete` at once for an empty body.
+    pub(crate) fn set_framing(&mut self, framing: Framing) -> Option<Event<K::Head>> {
+        if self.state != State::AwaitFraming {
+            return None;
+        }
+        self.body = BodyDecoder::new(framing);
+        if self.body.is_complete() {
+            self.state = State::Head;
+            Some(Event::Complete {
+                end_ns: self.head_end_ns,
+                body_size: 0,
+            })
+        } else {
+            self.state = State::Body;
+            None
+        }
+    }
+
+    /// Drops the current message and looks for the next start line.
+    pub(crate) fn resync(&mut self) {
+        if self.state != State::Stopped {
+            self.buf.clear();
+            self.state = State::Seek;
+            self.discarded = true;
+        }
+    }
+
+    /// Ends parsing on this direction for good.
+    pub(crate) fn stop(&mut self) {
+        self.state = State::Stopped;
+        self.buf = Vec::new();
+    }
+
+    /// Reports how the in-flight body stood at connection close, then stops.
+    pub(crate) fn finish(&mut self) -> Finish {
+        let finish = match (self.state, self.body.state()) {
+            (State::Body, BodyState::UntilClose) => Finish::UntilClose {
+                end_ns: self.last_ns,
+                body_size: self.body.body_size(),
+            },
+            (State::Body, _) => Finish::Incomplete {
+                last_ns: self.last_ns,
+                body_size: self.body.body_size(),
+            },
+            _ => Finish::Idle,
+        };
+        self.stop();
+        finish
+    }
+
+    fn take_data<'a>(&mut self, input: &mut Input<'a>, n: usize) -> &'a [u8] {
+        let (taken, rest) = input.data.split_at(n.min(input.data.len()));
+        input.data = rest;
+        self.offset += taken.len() as u64;
+        taken
+    }
+
+    fn take_gap(&mut self, input: &mut Input<'_>, n: u64) {
+        let n = n.min(input.gap);
+        input.gap -= n;
+        self.offset += n;
+    }
+
+    /// Counts bytes dropped while unsynchronised.
+    fn skipped(&mut self, ts: u64, n: u64) {
+        if n > 0 {
+            self.counters.lost_sync_bytes += n;
+            self.skipped_last_ns = ts;
+            self.discarded = true;
+        }
+    }
+
+    fn enter_seek(&mut self, ts: u64) {
+        let n = self.buf.len() as u64;
+        self.buf.clear();
+        self.skipped(ts, n);
+        self.discarded = true;
+        self.state = State::Seek;
+    }
+
+    fn seek(&mut self, input: &mut Input<'_>) {
+        let ts = input.ts;
+        if input.data.is_empty() {
+            // Unknown bytes break any candidate and may hide message starts.
+            let n = self.buf.len() as u64 + input.gap;
+            self.buf.clear();
+            self.skipped(ts, n);
+            let g = input.gap;
+            self.take_gap(input, g);
+            return;
+        }
+        if self.buf.is_empty() {
+            let Some(p) = K::find_boundary(input.data) else {
+                let n = input.data.len();
+                self.take_data(input, n);
+                self.skipped(ts, n as u64);
+                return;
+            };
+            self.take_data(input, p);
+            self.skipped(ts, p as u64);
+            self.start_ns = ts;
+            self.start_offset = self.offset;
+        }
+        // A start line is judged on its own, so take at most one line (and
+        // never much more than the head cap).
+        let line = input
+            .data
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(input.data.len(), |i| i + 1);
+        let room = self.max_head.saturating_sub(self.buf.len()) + 1;
+        let taken = self.take_data(input, line.min(room));
+        self.buf.extend_from_slice(taken);
+        self.resolve_candidate(ts);
+    }
+
+    /// Confirms, keeps, or moves past the candidate start line in `buf`.
+    fn resolve_candidate(&mut self, ts: u64) {
+        while !self.buf.is_empty() {
+            let verdict = if self.buf.len() > self.max_head {
+                LineMatch::No
+            } else {
+                K::match_line(&self.buf)
+            };
+            match verdict {
+                LineMatch::Yes => {
+                    if self.discarded {
+                        self.counters.resyncs += 1;
+                        self.discarded = false;
+                    }
+                    self.state = State::Head;
+                    self.line_checked = self.buf.contains(&b'\n');
+                    self.nl = 0;
+                    // Re-run the terminator scan over the line we hold.
+                    let held = std::mem::take(&mut self.buf);
+                    self.scan_terminator(&held);
+                    self.buf = held;
+                    return;
+                }
+                LineMatch::Prefix => return,
+                LineMatch::No => {
+                    let drop = self
+                        .buf
+                        .get(1..)
+                        .and_then(K::find_boundary)
+                        .map_or(self.buf.len(), |q| q + 1);
+                    self.buf.drain(..drop.min(self.buf.len()));
+                    self.start_offset += drop as u64;
+                    self.skipped(ts, drop as u64);
+                }
+            }
+        }
+    }
+
+    /// Scans for the empty line ending a head; returns how many bytes of
+    /// `data` belong to the head and whether the end was found.
+    fn scan_terminator(&mut self, data: &[u8]) -> (usize, bool) {
+        for (i, &b) in data.iter().enumerate() {
+            self.nl = match (self.nl, b) {
+                (1 | 2, b'\n') => {
+                    self.nl = 0;
+                    return (i + 1, true);
+                }
+                (_, b'\n') => 1,
+                (1, b'\r') => 2,
+                _ => 0,
+            };
+        }
+        (data.len(), false)
+    }
+
+    fn head(&mut self, input: &mut Input<'_>) -> Option<Event<K::Head>> {
+        let ts = input.ts;
+        if input.data.is_empty() {
+            let g = input.gap;
+            self.take_gap(input, g);
+            return self.lose_head(ts, g);
+        }
+        if self.buf.is_empty() {
+            // Stray CRLFs between messages (RFC 9112 §2.2) are not a start.
+            let blank = input
+                .data
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            self.take_data(input, blank);
+            if input.data.is_empty() {
+                return None;
+            }
+            self.start_ns = ts;
+            self.start_offset = self.offset;
+            self.nl = 0;
+            self.line_checked = false;
+        }
+        let fresh = self.buf.is_empty();
+        let (n, found) = self.scan_terminator(input.data);
+        if self.buf.len() + n > self.max_head {
+            self.take_data(input, n);
+            self.skipped(ts, n as u64);
+            self.counters.invalid_messages += 1;
+            self.enter_seek(ts);
+            return None;
+        }
+        let taken = self.take_data(input, n);
+        let new_line = !self.line_checked && taken.contains(&b'\n');
+        self.buf.extend_from_slice(taken);
+        self.last_ns = ts;
+        self.line_checked |= new_line;
+        if found {
+            return self.complete_head(ts);
+        }
+        if fresh || new_line {
+            // Reject garbage as soon as the first bytes or the start line
+            // are in, instead of buffering up to the cap.
+            match K::parse(&self.buf, self.max_target) {
+                Ok(Parsed::NeedMore) => {}
+                Ok(Parsed::Ignored) => self.enter_seek(ts),
+                // A complete parse needs the terminator, which was not seen.
+                Ok(Parsed::Complete { .. }) | Err(_) => {
+                    self.counters.invalid_messages += 1;
+                    self.enter_seek(ts);
+                }
+            }
+        }
+        None
+    }
+
+    fn complete_head(&mut self, ts: u64) -> Option<Event<K::Head>> {
+        match K::parse(&self.buf, self.max_target) {
+            Ok(Parsed::Complete { frame, consumed }) if consumed == self.buf.len() => {
+                self.buf.clear();
+                self.state = State::AwaitFraming;
+                self.head_end_ns = ts;
+                self.last_ns = ts;
+                Some(Event::Head {
+                    head: frame,
+                    start_ns: self.start_ns,
+                    start_offset: self.start_offset,
+                    end_ns: ts,
+                })
+            }
+            Ok(Parsed::NeedMore) => None,
+            Ok(Parsed::Ignored) => {
+                self.enter_seek(ts);
+                None
+            }
+            Ok(Parsed::Complete { .. }) | Err(_) => {
+                self.counters.invalid_messages += 1;
+                self.enter_seek(ts);
+                None
+            }
+        }
+    }
+
+    /// A gap hit a head (or the place where the next head starts).
+    fn lose_head(&mut self, ts: u64, gap: u64) -> Option<Event<K::Head>> {
+        self.counters.lost_heads += 1;
+        let salvaged = if self.buf.is_empty() {
+            None
+        } else {
+            K::salvage(&self.buf, self.max_target)
+        };
+        match salvaged {
+            Some(head) => {
+                // The head bytes were used, only the gap is unknown.
+                self.buf.clear();
+                self.skipped(ts, gap);
+                self.state = State::Seek;
+                self.last_ns = ts;
+                Some(Event::Salvaged {
+                    head,
+                    start_ns: self.start_ns,
+                    start_offset: self.start_offset,
+                    last_ns: ts,
+                })
+            }
+            None => {
+                self.skipped(ts, gap);
+                self.enter_seek(ts);
+                None
+            }
+        }
+    }
+
+    fn body(&mut self, input: &mut Input<'_>) -> Option<Event<K::Head>> {
+        let ts = input.ts;
+        let result = if input.data.is_empty() {
+            self.body.feed_gap(input.gap).map(|n| {
+                self.take_gap(input, n);
+                n
+            })
+        } else {
+            self.body.feed(input.data).map(|n| {
+                self.take_data(input, n);
+                n as u64
+            })
+        };
+        match result {
+            Ok(n) => {
+                if n > 0 {
+                    self.last_ns = ts;
+                }
+            }
+            Err(e) => {
+                if input.data.is_empty() {
+                    self.take_gap(input, e.consumed);
+                } else {
+                    self.take_data(input, e.consumed as usize);
+                }
+                self.last_ns = ts;
+                self.counters.lost_bodies += 1;
+                self.discarded = true;
+                self.buf.clear();
+                self.state = State::Seek;
+                return Some(Event::BodyLost {
+                    last_ns: ts,
+                    body_size: self.body.body_size(),
+                });
+            }
+        }
+        if self.body.is_complete() {
+            self.state = State::Head;
+            return Some(Event::Complete {
+                end_ns: self.last_ns,
+                body_size: self.body.body_size(),
+            });
+        }
+        None
+    }
+}

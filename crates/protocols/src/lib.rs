@@ -1,0 +1,23 @@
+//! Pure protocol parsers over byte streams captured by eBPF at syscall exit.
+//!
+//! Nothing here does I/O or keeps unbounded state: every buffer has a cap and
+//! malformed or partially captured input degrades into counted losses, never
+//! into a panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+pub mod http1;
+pub mod parse;
+
+/// Plain-function bodies of the cargo-fuzz targets, so `cargo test` can run
+/// them over the committed seeds without a nightly toolchain.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;

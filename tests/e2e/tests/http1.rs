@@ -1,0 +1,219 @@
+//! HTTP/1.x capture end to end: the real agent, loaded into the real
+//! kernel, watching real servers answer real clients.
+
+use std::time::{Duration, Instant};
+
+use ratatosk_e2e::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn server_spans_on(port: u16) -> impl Fn(&Value) -> bool {
+    move |s| s["kind"] == "server" && attr(s, "server.port") == port.to_string()
+}
+
+#[test]
+fn python_http_server_each_request_is_one_span_and_one_count() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _server = python_http_server(www.path(), port);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+
+    const N: usize = 20;
+    for i in 0..N {
+        let path = if i % 2 == 0 { "/hello" } else { "/hello?x=1" };
+        assert_eq!(curl(&format!("http://127.0.0.1:{port}{path}")), 200);
+    }
+    let spans = agent.wait_spans(N, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), N, "server spans: {spans:#?}");
+    for s in &spans {
+        assert_eq!(attr(s, "http.request.method"), "GET");
+        assert_eq!(attr(s, "url.path"), "/hello");
+        assert_eq!(attr(s, "http.response.status_code"), "200");
+        assert_eq!(attr(s, "http.response.body.size"), "12");
+        assert_eq!(attr(s, "network.protocol.version"), "1.0", "python http.server answers HTTP/1.0");
+        assert_eq!(attr(s, "url.scheme"), "http");
+        assert_eq!(attr(s, "client.address"), "127.0.0.1");
+        assert!(s["service.name"].as_str().unwrap().starts_with("python"), "{s}");
+        assert_eq!(s["name"], "GET /hello");
+        let (start, end) = (s["start_time_unix_nano"].as_u64().unwrap(), s["end_time_unix_nano"].as_u64().unwrap());
+        assert!(start > 1_700_000_000_000_000_000 && start <= end, "{s}");
+        assert_eq!(s["trace_id"].as_str().unwrap().len(), 32);
+        assert_eq!(s["span_id"].as_str().unwrap().len(), 16);
+    }
+    assert_eq!(spans.iter().filter(|s| attr(s, "url.query") == "x=1").count(), N / 2);
+
+    let p = port.to_string();
+    let count = agent.metric_sum(
+        "http_server_request_duration_seconds_count",
+        &[("server_port", &p), ("http_response_status_code", "200"), ("http_request_method", "GET")],
+    );
+    assert_eq!(count, N as f64, "metrics:\n{}", agent.metrics());
+    assert_eq!(agent.metric_sum("http_server_response_body_size_bytes_sum", &[("server_port", &p)]), 12.0 * N as f64);
+    assert!(agent.metrics().contains("target_info"), "target_info missing");
+}
+
+#[test]
+fn nginx_keepalive_pipelining_errors_and_load() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let nginx = Nginx::start(www.path(), port);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    let host = format!("Host: 127.0.0.1:{port}\r\n");
+
+    // Keep-alive: 5 requests one after the other on one connection.
+    let req = format!("GET /hello HTTP/1.1\r\n{host}\r\n");
+    for _ in 0..5 {
+        assert_eq!(raw_exchange(port, &[req.as_bytes()], 1), vec![200]);
+    }
+    // Pipelining: three requests in one write, then a 404 and a 500.
+    let pipelined = format!(
+        "GET /hello HTTP/1.1\r\n{host}\r\nGET /missing HTTP/1.1\r\n{host}\r\nGET /fail HTTP/1.1\r\n{host}\r\n"
+    );
+    assert_eq!(raw_exchange(port, &[pipelined.as_bytes()], 3), vec![200, 404, 500]);
+    // A request split across many writes.
+    let split = format!("GET /hello?split=1 HTTP/1.1\r\n{host}User-Agent: slow\r\n\r\n");
+    let parts: Vec<&[u8]> = split.as_bytes().chunks(7).collect();
+    assert_eq!(raw_exchange(port, &parts, 1), vec![200]);
+
+    let spans = agent.wait_spans(9, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 9, "{spans:#?}");
+    let statuses: Vec<String> = spans.iter().map(|s| attr(s, "http.response.status_code")).collect();
+    assert_eq!(statuses.iter().filter(|s| *s == "200").count(), 7);
+    assert_eq!(statuses.iter().filter(|s| *s == "404").count(), 1);
+    assert_eq!(statuses.iter().filter(|s| *s == "500").count(), 1);
+    assert!(spans.iter().any(|s| attr(s, "url.query") == "split=1"));
+    assert!(spans.iter().all(|s| s["service.name"] == "nginx"), "{spans:#?}");
+    let errors: Vec<&Value> = spans.iter().filter(|s| s["status"] == "error").collect();
+    assert_eq!(errors.len(), 1, "only the 500 is an error for a server");
+
+    // Load from wrk: spans == requests nginx logged.
+    let before = nginx.access_log_lines();
+    let out = std::process::Command::new(tool("wrk"))
+        .args(["-t1", "-c4", "-d2s", &format!("http://127.0.0.1:{port}/hello")])
+        .output()
+        .expect("run wrk");
+    assert!(out.status.success(), "wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    // nginx writes its access log after each response: let it settle.
+    std::thread::sleep(Duration::from_millis(300));
+    let served = nginx.access_log_lines() - before;
+    assert!(served > 1000, "wrk made only {served} requests");
+    let total = 9 + served;
+    let spans = agent.wait_spans(total, Duration::from_secs(30), server_spans_on(port));
+    assert_eq!(spans.len(), total, "spans vs requests nginx logged");
+    let count = agent.metric_sum("http_server_request_duration_seconds_count", &[("server_port", &port.to_string())]);
+    assert_eq!(count, total as f64);
+    assert_eq!(agent.metric_sum("ratatosk_ringbuf_dropped_total", &[]), 0.0, "ring buffer drops");
+}
+
+#[test]
+fn chunked_responses_post_bodies_and_errors() {
+    let _g = serial();
+    let port = free_port();
+    let _server = python_app_server(port);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    let host = format!("Host: 127.0.0.1:{port}\r\n");
+    let reqs = format!(
+        "GET /chunked HTTP/1.1\r\n{host}\r\n\
+         POST /echo HTTP/1.1\r\n{host}Content-Length: 11\r\n\r\nhello world\
+         GET /fail HTTP/1.1\r\n{host}\r\n\
+         GET /nope HTTP/1.1\r\n{host}\r\n"
+    );
+    // One request at a time on one keep-alive connection (the chunked
+    // response has no Content-Length, so read it with curl instead).
+    assert_eq!(curl(&format!("http://127.0.0.1:{port}/chunked")), 200);
+    let rest: Vec<&str> = reqs.splitn(2, "POST").collect();
+    let tail = format!("POST{}", rest[1]);
+    assert_eq!(raw_exchange(port, &[tail.as_bytes()], 3), vec![201, 500, 404]);
+
+    let spans = agent.wait_spans(4, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let by_path = |p: &str| spans.iter().find(|s| attr(s, "url.path") == p).unwrap_or_else(|| panic!("no {p}"));
+    let chunked = by_path("/chunked");
+    assert_eq!(attr(chunked, "http.response.status_code"), "200");
+    assert_eq!(attr(chunked, "http.response.body.size"), "25", "decoded chunk bytes");
+    let post = by_path("/echo");
+    assert_eq!(attr(post, "http.request.method"), "POST");
+    assert_eq!(attr(post, "http.request.body.size"), "11");
+    assert_eq!(attr(post, "http.response.status_code"), "201");
+    assert_eq!(attr(by_path("/fail"), "http.response.status_code"), "500");
+    assert_eq!(attr(by_path("/nope"), "http.response.status_code"), "404");
+}
+
+#[test]
+fn server_started_after_the_agent_is_instrumented_within_a_second() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    let _server = python_http_server(www.path(), port);
+    let listening = Instant::now();
+    // Discovery is event-driven (the listen() syscall): give it the one
+    // second the agent promises, no more.
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(listening.elapsed()));
+    for _ in 0..5 {
+        assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello")), 200);
+    }
+    let spans = agent.wait_spans(5, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 5, "{}", agent.stderr_text());
+    assert!(agent.stderr_text().contains("listens on a selected port"));
+}
+
+#[test]
+fn client_spans_from_curl_selected_by_executable() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _server = python_http_server(www.path(), port);
+    let agent = Agent::start(&["--exe-path", "/curl$"]);
+    const N: usize = 5;
+    for _ in 0..N {
+        assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello?from=curl")), 200);
+    }
+    let spans = agent.wait_spans(N, WAIT, |s| s["kind"] == "client");
+    assert_eq!(spans.len(), N, "{spans:#?}");
+    for s in &spans {
+        assert_eq!(s["service.name"], "curl");
+        assert_eq!(attr(s, "server.port"), port.to_string());
+        assert_eq!(attr(s, "url.path"), "/hello");
+        assert_eq!(attr(s, "url.query"), "from=curl");
+        assert_eq!(attr(s, "http.response.status_code"), "200");
+        assert_eq!(attr(s, "http.response.body.size"), "12");
+    }
+    // Only curl is selected: the python server makes no server spans.
+    assert!(agent.spans().iter().all(|s| s["kind"] == "client"));
+    let count = agent.metric_sum("http_client_request_duration_seconds_count", &[("service_name", "curl")]);
+    assert_eq!(count, N as f64);
+}
+
+#[test]
+fn no_selector_instruments_everything_but_itself() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _server = python_http_server(www.path(), port);
+    let agent = Agent::start(&[]);
+    assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello")), 200);
+    let on_port = |s: &Value| attr(s, "server.port") == port.to_string();
+    let spans = agent.wait_spans(2, WAIT, on_port);
+    assert_eq!(spans.iter().filter(|s| s["kind"] == "server").count(), 1, "{spans:#?}");
+    assert_eq!(spans.iter().filter(|s| s["kind"] == "client").count(), 1, "{spans:#?}");
+    // Scraping the agent's own endpoint is never traced.
+    let mp = agent.metrics_port.to_string();
+    let _ = agent.metrics();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !agent.spans().iter().any(|s| attr(s, "server.port") == mp && s["kind"] == "server"),
+        "the agent traced its own /metrics endpoint"
+    );
+}
+
+#[test]
+fn sigterm_flushes_and_exits_zero() {
+    let _g = serial();
+    let mut agent = Agent::start(&["--open-port", &free_port().to_string()]);
+    let status = agent.proc.stop().expect("agent exit status");
+    assert!(status.success(), "agent exited with {status}: {}", agent.stderr_text());
+}
