@@ -25,9 +25,23 @@ pub struct Finished {
     pub queue_ns: Option<u64>,
 }
 
+/// Most bytes and segments held while the first bytes of a connection
+/// could still become an HTTP start line.
+const PROBE_MAX_BYTES: usize = 4096;
+const PROBE_MAX_SEGMENTS: usize = 16;
+
+/// Segments kept while detection needs more bytes, replayed into the
+/// parser once the protocol is known.
+struct Probe {
+    direction: Direction,
+    bytes: Vec<u8>,
+    /// (ts, captured length within `bytes`, total length moved)
+    segments: Vec<(u64, usize, u64)>,
+}
+
 enum Proto {
-    /// No payload seen yet.
-    Detecting,
+    /// Not enough payload seen yet to know the protocol.
+    Detecting(Option<Box<Probe>>),
     Http1(Box<Http1Conn>),
     /// Not a protocol we parse (or no longer: upgraded); bytes are counted.
     Opaque,
@@ -52,7 +66,7 @@ impl Conn {
         Conn {
             tuple,
             last_ns: ts,
-            proto: Proto::Detecting,
+            proto: Proto::Detecting(None),
             arrivals: [(0, 0); ARRIVALS],
             next_arrival: 0,
             last_response_end_ns: 0,
@@ -143,26 +157,66 @@ impl Tracker {
         // connect() may report the tuple before the local port is final.
         conn.tuple = d.tuple;
 
-        if matches!(conn.proto, Proto::Detecting) && !d.payload.is_empty() {
-            conn.proto = match http1::detect(d.payload) {
-                Detect::Request | Detect::Response => Proto::Http1(Box::new(Http1Conn::new(self.limits.clone()))),
-                Detect::NeedMore => Proto::Detecting,
+        let mut replay = None;
+        if let Proto::Detecting(probe) = &mut conn.proto
+            && !d.payload.is_empty()
+        {
+            // Detect over what this direction has said so far.
+            let held = probe.take().filter(|p| p.direction == d.direction);
+            let verdict = match &held {
+                Some(p) => {
+                    let mut joined = p.bytes.clone();
+                    joined.extend_from_slice(d.payload);
+                    http1::detect(&joined)
+                }
+                None => http1::detect(d.payload),
+            };
+            conn.proto = match verdict {
+                Detect::Request | Detect::Response => {
+                    replay = held;
+                    Proto::Http1(Box::new(Http1Conn::new(self.limits.clone())))
+                }
+                Detect::NeedMore => {
+                    let mut p = held.unwrap_or_else(|| {
+                        Box::new(Probe {
+                            direction: d.direction,
+                            bytes: Vec::new(),
+                            segments: Vec::new(),
+                        })
+                    });
+                    if p.bytes.len() + d.payload.len() > PROBE_MAX_BYTES || p.segments.len() >= PROBE_MAX_SEGMENTS {
+                        unparsed(&self.metrics, conn_len(&p) + d.len, "undetected");
+                        Proto::Opaque
+                    } else {
+                        p.bytes.extend_from_slice(d.payload);
+                        p.segments.push((d.hdr.ts_ns, d.payload.len(), d.len));
+                        Proto::Detecting(Some(p))
+                    }
+                }
                 Detect::No => {
-                    self.metrics
-                        .unparsed_connections
-                        .get_or_create(&ReasonLabel { reason: "unknown_protocol" })
-                        .inc();
+                    unparsed(&self.metrics, held.as_deref().map_or(0, conn_len) + d.len, "unknown_protocol");
                     Proto::Opaque
                 }
             };
+            if matches!(conn.proto, Proto::Detecting(_)) {
+                return;
+            }
         }
         let http = match &mut conn.proto {
             Proto::Http1(h) => h,
-            Proto::Opaque | Proto::Detecting => {
+            Proto::Opaque | Proto::Detecting(_) => {
                 self.metrics.unparsed_bytes.inc_by(d.len);
                 return;
             }
         };
+        if let Some(p) = replay {
+            let mut at = 0;
+            for (ts, n, len) in p.segments {
+                let data = p.bytes.get(at..at + n).unwrap_or(&[]);
+                at += n;
+                http.on_data(p.direction, Segment { ts_ns: ts, data, len }, &mut self.scratch);
+            }
+        }
         if d.direction == Direction::Ingress {
             conn.arrivals[conn.next_arrival % ARRIVALS] = (d.hdr.ts_ns, d.rx_mstamp_us.saturating_mul(1000));
             conn.next_arrival = conn.next_arrival.wrapping_add(1);
@@ -191,10 +245,7 @@ impl Tracker {
         }
         if upgraded {
             conn.proto = Proto::Opaque;
-            self.metrics
-                .unparsed_connections
-                .get_or_create(&ReasonLabel { reason: "upgraded" })
-                .inc();
+            unparsed(&self.metrics, 0, "upgraded");
         }
     }
 
@@ -274,6 +325,16 @@ impl Tracker {
         }
         self.procs.retain(|_, p| !p.conns.is_empty() || !p.fds.is_empty());
     }
+}
+
+fn unparsed(m: &SelfMetrics, bytes: u64, reason: &'static str) {
+    m.unparsed_bytes.inc_by(bytes);
+    m.unparsed_connections.get_or_create(&ReasonLabel { reason }).inc();
+}
+
+/// Bytes a probe stood for.
+fn conn_len(p: &Probe) -> u64 {
+    p.segments.iter().map(|(_, _, len)| *len).sum()
 }
 
 fn count_parser_stats(m: &SelfMetrics, before: &http1::ConnStats, now: &http1::ConnStats) {
