@@ -105,7 +105,10 @@ struct rt_data_event {
 	struct rt_header hdr;
 	__u64 sock_id;		/* kernel address of the struct sock: identity while it lives */
 	__u64 len;		/* bytes the syscall moved (its return value) */
-	__u64 rx_mstamp_us;	/* tcp_sock.tcp_mstamp: last segment processed (CLOCK_MONOTONIC us) */
+	/* Ingress: how long the newest received data had been waiting in the
+	 * socket when the read returned, at kernel-tick resolution (from
+	 * icsk_ack.lrcvtime); 0 when under two ticks or unknown. */
+	__u64 queued_ns;
 	__u32 fd;
 	__u32 captured;		/* payload bytes that follow, <= len */
 	__u8 direction;		/* enum rt_direction */

@@ -46,6 +46,10 @@ enum {
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
 
+/* Kernel tick rate, from the kernel config (0 if libbpf cannot read it:
+ * then queue times are not reported). */
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
 /* Set by userspace before load. */
 const volatile __u32 agent_tgid = 0;
 /* No selector given: trace every process but the agent. */
@@ -220,7 +224,16 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	ev->fd = fd;
 	ev->direction = dir;
 	ev->syscall = sc;
-	ev->rx_mstamp_us = BPF_CORE_READ((struct tcp_sock *)sk, tcp_mstamp);
+	ev->queued_ns = 0;
+	if (dir == RT_DIR_INGRESS && CONFIG_HZ > 0) {
+		/* tcp_mstamp would be precise but the read itself refreshes it;
+		 * lrcvtime (jiffies of the last data segment received) is not
+		 * touched by reads. Two ticks or more is a real wait. */
+		__u32 last = BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_ack.lrcvtime);
+		__u32 ticks = (__u32)bpf_jiffies64() - last;
+		if (ticks >= 2 && ticks < 0x7fffffff)
+			ev->queued_ns = (__u64)ticks * (1000000000ULL / CONFIG_HZ);
+	}
 	read_tuple(sk, &ev->tuple);
 
 	__u32 want = capture_bytes;

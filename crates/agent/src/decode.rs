@@ -70,7 +70,9 @@ pub struct Data<'a> {
     pub sock_id: u64,
     /// Bytes the syscall moved; `payload` is a prefix of them.
     pub len: u64,
-    pub rx_mstamp_us: u64,
+    /// How long the newest received bytes waited in the socket (0: not
+    /// measurable).
+    pub queued_ns: u64,
     pub fd: u32,
     pub direction: Direction,
     pub syscall: u8,
@@ -188,7 +190,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             hdr: header(b),
             sock_id: u64_at(b, offset_of!(rt_data_event, sock_id)),
             len: u64_at(b, offset_of!(rt_data_event, len)).max(captured as u64),
-            rx_mstamp_us: u64_at(b, offset_of!(rt_data_event, rx_mstamp_us)),
+            queued_ns: u64_at(b, offset_of!(rt_data_event, queued_ns)),
             fd: u32_at(b, offset_of!(rt_data_event, fd)),
             direction,
             syscall: u8_at(b, offset_of!(rt_data_event, syscall)),

@@ -1,0 +1,204 @@
+//! Bodies of the cargo-fuzz targets in `fuzz/`, kept here so that
+//! `cargo test` runs them over the committed seeds on stable.
+//!
+//! They panic (via `assert!`) when an invariant breaks: that is the point.
+
+use crate::http1::{self, Detect, Exchange, Http1Conn, Limits, Outcome, parse_request_head_with};
+use crate::parse::{Direction, Parsed, Segment};
+
+/// `http1_head`: head parsers, detection and boundary search on raw bytes.
+pub fn http1_head(data: &[u8]) {
+    let req = http1::parse_request_head(data);
+    if let Ok(Parsed::Complete { frame, consumed }) = &req {
+        assert!(*consumed <= data.len());
+        assert!(frame.target.len() <= http1::head::DEFAULT_MAX_TARGET_LEN);
+        assert!(!(frame.chunked && frame.content_length.is_some()));
+    }
+    let short = parse_request_head_with(data, 7);
+    if let Ok(Parsed::Complete { frame, .. }) = &short {
+        assert!(frame.target.len() <= 7);
+    }
+    assert_eq!(req.is_ok(), short.is_ok());
+    let resp = http1::parse_response_head(data);
+    if let Ok(Parsed::Complete { frame, consumed }) = &resp {
+        assert!(consumed <= &data.len());
+        assert!((100..=999).contains(&frame.status));
+    }
+    let detected = http1::detect(data);
+    let req_at = http1::find_request_boundary(data);
+    let resp_at = http1::find_response_boundary(data);
+    for at in [req_at, resp_at].into_iter().flatten() {
+        assert!(at < data.len());
+    }
+    match detected {
+        Detect::Request => assert_eq!(req_at, Some(0)),
+        Detect::Response => assert_eq!(resp_at, Some(0)),
+        Detect::NeedMore => assert!(req_at == Some(0) || resp_at == Some(0)),
+        Detect::No => assert!(req_at != Some(0) && resp_at != Some(0)),
+    }
+    // A recognised request line must also satisfy the full parser's start
+    // line grammar (the converse does not hold: the parser takes any token).
+    if detected == Detect::Request {
+        assert!(!matches!(req, Ok(Parsed::Ignored)));
+    }
+}
+
+/// One decoded segment of an `http1_conn` input.
+#[derive(Debug, Clone, Copy)]
+pub struct FuzzSegment<'a> {
+    pub dir: Direction,
+    pub ts_ns: u64,
+    pub data: &'a [u8],
+    pub len: u64,
+}
+
+/// Decodes an `http1_conn` input: two limit bytes, then records of
+/// `[flags][data_len][gap_code][data...]` where flags bit 0 is the direction
+/// (1 = egress) and bits 1..8 the timestamp increment.
+pub fn decode_conn_input(input: &[u8]) -> (Limits, Vec<FuzzSegment<'_>>) {
+    let mut limits = Limits::default();
+    let (l0, l1) = (
+        input.first().copied().unwrap_or(0),
+        input.get(1).copied().unwrap_or(0),
+    );
+    if l0 & 0x80 != 0 {
+        limits.max_head_bytes = 16 + usize::from(l0 & 0x3f) * 16;
+    }
+    if l1 & 0x80 != 0 {
+        limits.max_pending_requests = usize::from(l1 & 0x07);
+    }
+    if l1 & 0x40 != 0 {
+        limits.max_target_len = usize::from((l1 >> 3) & 0x07) * 3;
+    }
+    let mut rest = input.get(2..).unwrap_or_default();
+    let mut ts = 1u64;
+    let mut segs = Vec::new();
+    while let Some((&[flags, n, gap_code], tail)) = rest.split_first_chunk::<3>() {
+        let n = usize::from(n).min(tail.len());
+        let (data, after) = tail.split_at(n);
+        rest = after;
+        ts += u64::from(flags >> 1);
+        let gap = match gap_code {
+            0..=0xef => u64::from(gap_code),
+            _ => u64::from(gap_code - 0xef) << 16,
+        };
+        segs.push(FuzzSegment {
+            dir: if flags & 1 == 0 {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            },
+            ts_ns: ts,
+            data,
+            len: data.len() as u64 + gap,
+        });
+    }
+    (limits, segs)
+}
+
+/// Encodes segments (direction, timestamp increment, data, gap) in the
+/// `http1_conn` format; long data is split over several records.
+pub fn encode_conn_input(limits: [u8; 2], segs: &[(Direction, u8, &[u8], u8)]) -> Vec<u8> {
+    let mut out = limits.to_vec();
+    for &(dir, dt, data, gap) in segs {
+        let dir_bit = u8::from(dir == Direction::Egress);
+        let mut chunks = data.chunks(255).peekable();
+        let mut first = true;
+        if data.is_empty() {
+            out.extend_from_slice(&[(dt.min(127) << 1) | dir_bit, 0, gap]);
+        }
+        while let Some(chunk) = chunks.next() {
+            let dt = if first { dt.min(127) } else { 0 };
+            first = false;
+            let g = if chunks.peek().is_none() { gap } else { 0 };
+            out.extend_from_slice(&[(dt << 1) | dir_bit, chunk.len() as u8, g]);
+            out.extend_from_slice(chunk);
+        }
+    }
+    out
+}
+
+/// Runs a connection over the segments, closing it at the end.
+pub fn run_conn(limits: Limits, segs: &[FuzzSegment<'_>]) -> (Vec<Exchange>, Http1Conn) {
+    let mut conn = Http1Conn::new(limits);
+    let mut out = Vec::new();
+    for s in segs {
+        conn.on_data(s.dir, Segment::truncated(s.ts_ns, s.data, s.len), &mut out);
+    }
+    let end = segs.last().map_or(1, |s| s.ts_ns + 1);
+    conn.on_close(end, &mut out);
+    (out, conn)
+}
+
+/// `http1_conn`: drives a connection and checks exchange invariants, and
+/// that re-segmenting the same bytes changes nothing.
+pub fn http1_conn(input: &[u8]) {
+    let (limits, segs) = decode_conn_input(input);
+    let (out, conn) = run_conn(limits, &segs);
+    let max_ts = segs.last().map_or(0, |s| s.ts_ns);
+    for x in &out {
+        check_exchange(x, &limits, max_ts);
+    }
+    let stats = conn.stats();
+    assert_eq!(stats.exchanges, out.len() as u64);
+    assert!(stats.exchanges <= stats.requests);
+    let truncated = out
+        .iter()
+        .filter(|x| x.outcome == Outcome::ResponseTruncated)
+        .count() as u64;
+    assert_eq!(stats.truncated_responses, truncated);
+
+    // Closed connections stay quiet.
+    let mut conn = conn;
+    let mut more = Vec::new();
+    conn.on_data(Direction::Ingress, Segment::new(max_ts, b"GET / HTTP/1.1\r\n\r\n"), &mut more);
+    conn.on_close(max_ts, &mut more);
+    assert!(more.is_empty());
+
+    // Splitting every segment into one-byte reads at the same timestamp
+    // must give the same exchanges and counters.
+    let mut split = Vec::new();
+    for s in &segs {
+        let gap = s.len - s.data.len() as u64;
+        if s.data.len() <= 1 {
+            split.push(*s);
+            continue;
+        }
+        let last = s.data.len() - 1;
+        for (i, b) in s.data.chunks(1).enumerate() {
+            let extra = if i == last { gap } else { 0 };
+            split.push(FuzzSegment {
+                data: b,
+                len: 1 + extra,
+                ..*s
+            });
+        }
+    }
+    let (out_split, conn_split) = run_conn(limits, &split);
+    assert_eq!(out, out_split);
+    assert_eq!(conn.stats(), conn_split.stats());
+}
+
+fn check_exchange(x: &Exchange, limits: &Limits, max_ts: u64) {
+    assert!(!x.method.is_empty());
+    assert!(x.target.len() <= limits.max_target_len);
+    assert!(x.minor_version <= 1);
+    assert!(x.request_start_ns >= 1 && x.request_start_ns <= x.request_end_ns);
+    assert!(x.request_end_ns <= max_ts);
+    match x.outcome {
+        Outcome::NoResponse => {
+            assert_eq!(x.status, 0);
+            assert_eq!((x.response_start_ns, x.response_end_ns), (0, 0));
+            assert_eq!(x.response_body_size, 0);
+        }
+        Outcome::Complete | Outcome::ResponseTruncated => {
+            assert!((100..=999).contains(&x.status));
+            assert!(x.status == 101 || !(100..200).contains(&x.status));
+            assert!(x.response_start_ns >= 1);
+            assert!(x.response_start_ns <= x.response_end_ns);
+            assert!(x.response_end_ns <= max_ts);
+        }
+    }
+    // path() and query() must be total.
+    let _ = (x.path(), x.query());
+}

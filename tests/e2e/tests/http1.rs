@@ -217,3 +217,39 @@ fn sigterm_flushes_and_exits_zero() {
     let status = agent.proc.stop().expect("agent exit status");
     assert!(status.success(), "agent exited with {status}: {}", agent.stderr_text());
 }
+
+#[test]
+fn time_a_request_waited_in_the_socket_is_reported_as_queue_time() {
+    let _g = serial();
+    let port = free_port();
+    // Accepts, lets the request sit in the socket for 300 ms, then reads.
+    const SLOW: &str = r#"
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
+while True:
+    c, _ = s.accept()
+    time.sleep(0.3)
+    c.recv(4096)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    c.close()
+"#;
+    let _server = Proc::spawn(
+        "python3 slow server",
+        std::process::Command::new(tool("python3")).args(["-c", SLOW, &port.to_string()]),
+    );
+    wait_for_port(port, WAIT);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    // wait_for_port's probe connection keeps the one-at-a-time server busy
+    // for 300 ms: let it finish so only curl's own wait is measured.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(curl(&format!("http://127.0.0.1:{port}/slow")), 200);
+    let spans = agent.wait_spans(1, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let q = spans[0]["attributes"]["ratatosk.queue_time_ns"].as_u64().expect("queue time reported");
+    // Kernel-tick resolution (4 ms at HZ=250): allow two ticks either way.
+    assert!((292_000_000..400_000_000).contains(&q), "queue time {q} ns");
+    // The span itself starts when the server read the request.
+    let d = spans[0]["end_time_unix_nano"].as_u64().unwrap() - spans[0]["start_time_unix_nano"].as_u64().unwrap();
+    assert!(d < 100_000_000, "handler duration {d} ns includes the wait");
+}

@@ -47,7 +47,8 @@ enum Proto {
     Opaque,
 }
 
-/// Arrival hints of recent ingress segments: (segment ts, kernel rx ts).
+/// Recent ingress segments and how long their data had waited:
+/// (segment ts, queued ns).
 const ARRIVALS: usize = 4;
 
 struct Conn {
@@ -56,8 +57,6 @@ struct Conn {
     proto: Proto,
     arrivals: [(u64, u64); ARRIVALS],
     next_arrival: usize,
-    /// End of the last response: a request cannot have waited before it.
-    last_response_end_ns: u64,
     stats_seen: http1::ConnStats,
 }
 
@@ -69,24 +68,18 @@ impl Conn {
             proto: Proto::Detecting(None),
             arrivals: [(0, 0); ARRIVALS],
             next_arrival: 0,
-            last_response_end_ns: 0,
             stats_seen: http1::ConnStats::default(),
         }
     }
 
+    /// How long the request had waited in the socket when the server
+    /// read its first byte (kernel-tick resolution; None when not seen).
     fn queue_time(&self, ex: &Exchange) -> Option<u64> {
         if ex.role != Role::Server {
             return None;
         }
-        let (_, rx) = self.arrivals.iter().find(|(ts, _)| *ts == ex.request_start_ns)?;
-        let (rx, start) = (*rx, ex.request_start_ns);
-        // Only a receive that happened after the previous response and
-        // before the read started says when this request arrived.
-        if rx == 0 || rx > start || rx < self.last_response_end_ns {
-            return None;
-        }
-        let q = start - rx;
-        (q < 60_000_000_000).then_some(q)
+        let (_, queued) = self.arrivals.iter().find(|(ts, _)| *ts == ex.request_start_ns)?;
+        (*queued > 0).then_some(*queued)
     }
 }
 
@@ -218,7 +211,7 @@ impl Tracker {
             }
         }
         if d.direction == Direction::Ingress {
-            conn.arrivals[conn.next_arrival % ARRIVALS] = (d.hdr.ts_ns, d.rx_mstamp_us.saturating_mul(1000));
+            conn.arrivals[conn.next_arrival % ARRIVALS] = (d.hdr.ts_ns, d.queued_ns);
             conn.next_arrival = conn.next_arrival.wrapping_add(1);
         }
         let seg = Segment {
@@ -233,9 +226,6 @@ impl Tracker {
         conn.stats_seen = stats;
         for ex in self.scratch.drain(..) {
             let queue_ns = conn.queue_time(&ex);
-            if ex.response_end_ns > 0 {
-                conn.last_response_end_ns = conn.last_response_end_ns.max(ex.response_end_ns);
-            }
             out.push(Finished {
                 tgid,
                 tuple: conn.tuple,

@@ -239,10 +239,7 @@ impl<K: MessageKind> MessageStream<K> {
                 // The consumer did not decide; assume no body rather than
                 // stall.
                 State::AwaitFraming => self.set_framing(Framing::None),
-                State::Seek => {
-                    self.seek(input);
-                    None
-                }
+                State::Seek => self.seek(input),
                 State::Head => self.head(input),
                 State::Body => self.body(input),
             };
@@ -334,7 +331,7 @@ impl<K: MessageKind> MessageStream<K> {
         self.state = State::Seek;
     }
 
-    fn seek(&mut self, input: &mut Input<'_>) {
+    fn seek(&mut self, input: &mut Input<'_>) -> Option<Event<K::Head>> {
         let ts = input.ts;
         if input.data.is_empty() {
             // Unknown bytes break any candidate and may hide message starts.
@@ -343,14 +340,14 @@ impl<K: MessageKind> MessageStream<K> {
             self.skipped(ts, n);
             let g = input.gap;
             self.take_gap(input, g);
-            return;
+            return None;
         }
         if self.buf.is_empty() {
             let Some(p) = K::find_boundary(input.data) else {
                 let n = input.data.len();
                 self.take_data(input, n);
                 self.skipped(ts, n as u64);
-                return;
+                return None;
             };
             self.take_data(input, p);
             self.skipped(ts, p as u64);
@@ -358,7 +355,7 @@ impl<K: MessageKind> MessageStream<K> {
             self.start_offset = self.offset;
         }
         // A start line is judged on its own, so take at most one line (and
-        // never much more than the head cap).
+        // never more than one byte over the head cap).
         let line = input
             .data
             .iter()
@@ -367,44 +364,94 @@ impl<K: MessageKind> MessageStream<K> {
         let room = self.max_head.saturating_sub(self.buf.len()) + 1;
         let taken = self.take_data(input, line.min(room));
         self.buf.extend_from_slice(taken);
-        self.resolve_candidate(ts);
+        self.settle(ts, false, false)
     }
 
-    /// Confirms, keeps, or moves past the candidate start line in `buf`.
-    fn resolve_candidate(&mut self, ts: u64) {
-        while !self.buf.is_empty() {
-            let verdict = if self.buf.len() > self.max_head {
+    /// Decides what the bytes held in `buf` are. With `judge_head` the
+    /// buffer is a head in progress (`found`: its terminator is in) and is
+    /// parsed first. Whatever is rejected is searched for the next start
+    /// line, so the outcome does not depend on how bytes were segmented.
+    fn settle(&mut self, ts: u64, mut judge_head: bool, mut found: bool) -> Option<Event<K::Head>> {
+        loop {
+            if judge_head {
+                match K::parse(&self.buf, self.max_target) {
+                    Ok(Parsed::Complete { frame, consumed })
+                        if found && consumed == self.buf.len() =>
+                    {
+                        return Some(self.head_parsed(frame, ts));
+                    }
+                    Ok(Parsed::NeedMore) if !found => return None,
+                    // Not a message start at all: garbage, not an error.
+                    Ok(Parsed::Ignored) => {}
+                    _ => self.counters.invalid_messages += 1,
+                }
+                self.drop_candidate(ts);
+            }
+            let verdict = if self.buf.is_empty() {
+                LineMatch::Prefix
+            } else if self.buf.len() > self.max_head {
                 LineMatch::No
             } else {
                 K::match_line(&self.buf)
             };
             match verdict {
-                LineMatch::Yes => {
-                    if self.discarded {
-                        self.counters.resyncs += 1;
-                        self.discarded = false;
-                    }
-                    self.state = State::Head;
-                    self.line_checked = self.buf.contains(&b'\n');
-                    self.nl = 0;
-                    // Re-run the terminator scan over the line we hold.
-                    let held = std::mem::take(&mut self.buf);
-                    self.scan_terminator(&held);
-                    self.buf = held;
-                    return;
+                LineMatch::Prefix => {
+                    self.state = State::Seek;
+                    return None;
                 }
-                LineMatch::Prefix => return,
                 LineMatch::No => {
-                    let drop = self
-                        .buf
-                        .get(1..)
-                        .and_then(K::find_boundary)
-                        .map_or(self.buf.len(), |q| q + 1);
-                    self.buf.drain(..drop.min(self.buf.len()));
-                    self.start_offset += drop as u64;
-                    self.skipped(ts, drop as u64);
+                    self.drop_candidate(ts);
+                    judge_head = false;
+                }
+                LineMatch::Yes => {
+                    self.state = State::Head;
+                    self.nl = 0;
+                    let held = std::mem::take(&mut self.buf);
+                    found = self.scan_terminator(&held).1;
+                    self.buf = held;
+                    self.line_checked = self.buf.contains(&b'\n');
+                    judge_head = true;
                 }
             }
+        }
+    }
+
+    /// Skips the byte at the start of `buf` and everything up to the next
+    /// possible start line within it.
+    fn drop_candidate(&mut self, ts: u64) {
+        let drop = self
+            .buf
+            .get(1..)
+            .and_then(K::find_boundary)
+            .map_or(self.buf.len(), |q| q + 1)
+            .min(self.buf.len());
+        self.buf.drain(..drop);
+        // The candidate's own timestamp is unknown; the original start is a
+        // lower bound.
+        self.start_offset += drop as u64;
+        self.skipped(ts, drop as u64);
+        self.state = State::Seek;
+    }
+
+    fn head_parsed(&mut self, head: K::Head, ts: u64) -> Event<K::Head> {
+        self.note_resync();
+        self.buf.clear();
+        self.state = State::AwaitFraming;
+        self.head_end_ns = ts;
+        self.last_ns = ts;
+        Event::Head {
+            head,
+            start_ns: self.start_ns,
+            start_offset: self.start_offset,
+            end_ns: ts,
+        }
+    }
+
+    /// Counts regaining sync after bytes were dropped.
+    fn note_resync(&mut self) {
+        if self.discarded {
+            self.counters.resyncs += 1;
+            self.discarded = false;
         }
     }
 
@@ -449,63 +496,24 @@ impl<K: MessageKind> MessageStream<K> {
             self.line_checked = false;
         }
         let fresh = self.buf.is_empty();
-        let (n, found) = self.scan_terminator(input.data);
-        if self.buf.len() + n > self.max_head {
-            self.take_data(input, n);
-            self.skipped(ts, n as u64);
-            self.counters.invalid_messages += 1;
-            self.enter_seek(ts);
-            return None;
-        }
+        let room = self.max_head.saturating_sub(self.buf.len()) + 1;
+        let (n, found) = self.scan_terminator(input.data.get(..room).unwrap_or(input.data));
         let taken = self.take_data(input, n);
         let new_line = !self.line_checked && taken.contains(&b'\n');
         self.buf.extend_from_slice(taken);
         self.last_ns = ts;
         self.line_checked |= new_line;
-        if found {
-            return self.complete_head(ts);
+        if self.buf.len() > self.max_head {
+            self.counters.invalid_messages += 1;
+            self.drop_candidate(ts);
+            return self.settle(ts, false, false);
         }
-        if fresh || new_line {
-            // Reject garbage as soon as the first bytes or the start line
-            // are in, instead of buffering up to the cap.
-            match K::parse(&self.buf, self.max_target) {
-                Ok(Parsed::NeedMore) => {}
-                Ok(Parsed::Ignored) => self.enter_seek(ts),
-                // A complete parse needs the terminator, which was not seen.
-                Ok(Parsed::Complete { .. }) | Err(_) => {
-                    self.counters.invalid_messages += 1;
-                    self.enter_seek(ts);
-                }
-            }
+        // Judge garbage as soon as the first bytes or the start line are in,
+        // instead of buffering up to the cap.
+        if found || fresh || new_line {
+            return self.settle(ts, true, found);
         }
         None
-    }
-
-    fn complete_head(&mut self, ts: u64) -> Option<Event<K::Head>> {
-        match K::parse(&self.buf, self.max_target) {
-            Ok(Parsed::Complete { frame, consumed }) if consumed == self.buf.len() => {
-                self.buf.clear();
-                self.state = State::AwaitFraming;
-                self.head_end_ns = ts;
-                self.last_ns = ts;
-                Some(Event::Head {
-                    head: frame,
-                    start_ns: self.start_ns,
-                    start_offset: self.start_offset,
-                    end_ns: ts,
-                })
-            }
-            Ok(Parsed::NeedMore) => None,
-            Ok(Parsed::Ignored) => {
-                self.enter_seek(ts);
-                None
-            }
-            Ok(Parsed::Complete { .. }) | Err(_) => {
-                self.counters.invalid_messages += 1;
-                self.enter_seek(ts);
-                None
-            }
-        }
     }
 
     /// A gap hit a head (or the place where the next head starts).
@@ -518,6 +526,7 @@ impl<K: MessageKind> MessageStream<K> {
         };
         match salvaged {
             Some(head) => {
+                self.note_resync();
                 // The head bytes were used, only the gap is unknown.
                 self.buf.clear();
                 self.skipped(ts, gap);
