@@ -9,8 +9,9 @@ use libbpf_cargo::SkeletonBuilder;
 const PROGRAMS: &[&str] = &["capture"];
 
 fn main() {
-    let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-        .join("../..");
+    let root =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../..");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // libbpf-sys exports the include directory of the libbpf it bundles
     // (bpf_helpers.h & co.): we build against those headers, never the

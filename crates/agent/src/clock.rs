@@ -8,7 +8,9 @@ use rustix::time::{ClockId, clock_gettime};
 
 fn ns(c: ClockId) -> i64 {
     let t = clock_gettime(c);
-    t.tv_sec.saturating_mul(1_000_000_000).saturating_add(t.tv_nsec)
+    t.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec)
 }
 
 /// Shared, cheaply cloned converter.
@@ -33,7 +35,9 @@ impl Clock {
     }
 
     pub fn to_wall_ns(&self, mono_ns: u64) -> u64 {
-        (mono_ns as i64).saturating_add(self.offset.load(Ordering::Relaxed)).max(0) as u64
+        (mono_ns as i64)
+            .saturating_add(self.offset.load(Ordering::Relaxed))
+            .max(0) as u64
     }
 
     pub fn now_mono_ns() -> u64 {

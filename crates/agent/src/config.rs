@@ -120,7 +120,9 @@ impl FromStr for PrinterMode {
             "text" => Ok(PrinterMode::Text),
             "json" => Ok(PrinterMode::Json),
             "disabled" | "none" | "off" | "" => Ok(PrinterMode::Disabled),
-            other => Err(format!("unknown trace printer `{other}` (expected text, json or disabled)")),
+            other => Err(format!(
+                "unknown trace printer `{other}` (expected text, json or disabled)"
+            )),
         }
     }
 }
@@ -145,7 +147,13 @@ impl FromStr for PortSet {
             p.trim()
                 .parse::<u16>()
                 .map_err(|_| format!("`{}` is not a port (1-65535)", p.trim()))
-                .and_then(|n| if n == 0 { Err("port 0 is not a port".to_string()) } else { Ok(n) })
+                .and_then(|n| {
+                    if n == 0 {
+                        Err("port 0 is not a port".to_string())
+                    } else {
+                        Ok(n)
+                    }
+                })
         };
         let mut ranges = Vec::new();
         for part in s.split(',').filter(|p| !p.trim().is_empty()) {
@@ -218,9 +226,18 @@ pub struct Config {
 /// neither the flag nor the RATATOSK_* variable is set, in order.
 const ALIASES: &[(&str, &[&str])] = &[
     ("open_port", &["BEYLA_OPEN_PORT", "OTEL_EBPF_OPEN_PORT"]),
-    ("exe_path", &["BEYLA_EXECUTABLE_NAME", "OTEL_EBPF_AUTO_TARGET_EXE"]),
-    ("trace_printer", &["BEYLA_TRACE_PRINTER", "OTEL_EBPF_TRACE_PRINTER"]),
-    ("prometheus_port", &["BEYLA_PROMETHEUS_PORT", "OTEL_EBPF_PROMETHEUS_PORT"]),
+    (
+        "exe_path",
+        &["BEYLA_EXECUTABLE_NAME", "OTEL_EBPF_AUTO_TARGET_EXE"],
+    ),
+    (
+        "trace_printer",
+        &["BEYLA_TRACE_PRINTER", "OTEL_EBPF_TRACE_PRINTER"],
+    ),
+    (
+        "prometheus_port",
+        &["BEYLA_PROMETHEUS_PORT", "OTEL_EBPF_PROMETHEUS_PORT"],
+    ),
     ("log_level", &["BEYLA_LOG_LEVEL", "OTEL_EBPF_LOG_LEVEL"]),
 ];
 
@@ -241,18 +258,26 @@ impl Config {
     }
 
     /// Parses `args` against an explicit environment (for tests).
-    pub fn from_args_with_env<I, T>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError>
+    pub fn from_args_with_env<I, T>(
+        args: I,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
         // clap reads `env = …` from the real environment; tests pass their
         // own, so the RATATOSK_* variables are applied here like aliases.
-        let matches = Cli::command().ignore_errors(false).try_get_matches_from(args)?;
+        let matches = Cli::command()
+            .ignore_errors(false)
+            .try_get_matches_from(args)?;
         Config::from_matches(&matches, env)
     }
 
-    fn from_matches(m: &ArgMatches, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    fn from_matches(
+        m: &ArgMatches,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let cli = Cli::from_arg_matches(m)?;
         // Resolve a string setting and where it came from.
         let pick = |id: &'static str, from_cli: Option<String>| -> Option<(String, Origin)> {
@@ -265,8 +290,12 @@ impl Config {
             };
             let primary = PRIMARY_ENV.iter().find(|(k, _)| *k == id).map(|(_, v)| *v);
             match m.value_source(id) {
-                Some(ValueSource::CommandLine) => return from_cli.map(|v| (v, Origin::Flag(flag_name))),
-                Some(ValueSource::EnvVariable) => return from_cli.map(|v| (v, Origin::Env(primary.unwrap_or("")))),
+                Some(ValueSource::CommandLine) => {
+                    return from_cli.map(|v| (v, Origin::Flag(flag_name)));
+                }
+                Some(ValueSource::EnvVariable) => {
+                    return from_cli.map(|v| (v, Origin::Env(primary.unwrap_or(""))));
+                }
                 _ => {}
             }
             if let Some(p) = primary
@@ -274,7 +303,11 @@ impl Config {
             {
                 return Some((v, Origin::Env(p)));
             }
-            let aliases = ALIASES.iter().find(|(k, _)| *k == id).map(|(_, a)| *a).unwrap_or(&[]);
+            let aliases = ALIASES
+                .iter()
+                .find(|(k, _)| *k == id)
+                .map(|(_, a)| *a)
+                .unwrap_or(&[]);
             for a in aliases {
                 if let Some(v) = env(a) {
                     return Some((v, Origin::Env(a)));
@@ -316,7 +349,10 @@ impl Config {
             return Err(invalid(&Origin::Flag("pid"), "pid 0 is not a process"));
         }
         if cli.max_connections == 0 {
-            return Err(invalid(&Origin::Flag("max-connections"), "must be at least 1"));
+            return Err(invalid(
+                &Origin::Flag("max-connections"),
+                "must be at least 1",
+            ));
         }
         Ok(Config {
             selection: Selection {
@@ -325,7 +361,8 @@ impl Config {
                 pids: cli.pid.clone(),
             },
             printer,
-            prometheus: prometheus_port.map(|p| std::net::SocketAddr::new(cli.prometheus_address, p)),
+            prometheus: prometheus_port
+                .map(|p| std::net::SocketAddr::new(cli.prometheus_address, p)),
             capture_bytes: cli.capture_bytes,
             ringbuf_bytes: cli.ringbuf_mib.next_power_of_two().saturating_mul(1 << 20),
             max_connections: cli.max_connections,
@@ -341,7 +378,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut argv = vec!["ratatosk"];
         argv.extend_from_slice(args);
         Config::from_args_with_env(argv, &|k| env.get(k).cloned())
@@ -420,11 +460,20 @@ mod tests {
 
     #[test]
     fn errors_name_their_source() {
-        let e = parse(&[], &[("BEYLA_OPEN_PORT", "eighty")]).unwrap_err().to_string();
-        assert!(e.contains("$BEYLA_OPEN_PORT") && e.contains("eighty"), "{e}");
-        let e = parse(&["--exe-path", "(unclosed"], &[]).unwrap_err().to_string();
+        let e = parse(&[], &[("BEYLA_OPEN_PORT", "eighty")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("$BEYLA_OPEN_PORT") && e.contains("eighty"),
+            "{e}"
+        );
+        let e = parse(&["--exe-path", "(unclosed"], &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--exe-path") && e.contains("regex"), "{e}");
-        let e = parse(&["--trace-printer", "fancy"], &[]).unwrap_err().to_string();
+        let e = parse(&["--trace-printer", "fancy"], &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fancy"), "{e}");
         assert!(parse(&["--capture-bytes", "9"], &[]).is_err());
     }

@@ -6,8 +6,8 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ratatosk_abi::{
-    rt_close_event, rt_conn_event, rt_data_event, rt_direction, rt_event_kind, rt_header, rt_listen_event,
-    rt_proc_event, rt_tuple,
+    rt_close_event, rt_conn_event, rt_data_event, rt_direction, rt_event_kind, rt_header,
+    rt_listen_event, rt_proc_event, rt_tuple,
 };
 use ratatosk_protocols::parse::Direction;
 
@@ -147,7 +147,11 @@ fn addr(family: u16, raw: &[u8]) -> IpAddr {
 
 fn tuple(b: &[u8], base: usize) -> Tuple {
     let family = u16_at(b, base + offset_of!(rt_tuple, family));
-    let family = if family == AF_INET6 { AF_INET6 } else { AF_INET };
+    let family = if family == AF_INET6 {
+        AF_INET6
+    } else {
+        AF_INET
+    };
     let s = base + offset_of!(rt_tuple, saddr);
     let d = base + offset_of!(rt_tuple, daddr);
     Tuple {
@@ -177,11 +181,15 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
         let data_off = offset_of!(rt_data_event, data);
         need(b, kind, data_off)?;
         let captured = u32_at(b, offset_of!(rt_data_event, captured)) as usize;
-        let payload = b.get(data_off..data_off + captured).ok_or(DecodeError::BadCapture {
-            captured,
-            carried: b.len() - data_off,
-        })?;
-        let direction = if u8_at(b, offset_of!(rt_data_event, direction)) == rt_direction::RT_DIR_EGRESS as u8 {
+        let payload = b
+            .get(data_off..data_off + captured)
+            .ok_or(DecodeError::BadCapture {
+                captured,
+                carried: b.len() - data_off,
+            })?;
+        let direction = if u8_at(b, offset_of!(rt_data_event, direction))
+            == rt_direction::RT_DIR_EGRESS as u8
+        {
             Direction::Egress
         } else {
             Direction::Ingress
@@ -200,7 +208,8 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
     }
     if k(rt_event_kind::RT_EV_CONN_OPEN) {
         need(b, kind, size_of::<rt_conn_event>())?;
-        let origin = if u8_at(b, offset_of!(rt_conn_event, origin)) == ratatosk_abi::rt_conn_origin::RT_ORIGIN_ACCEPT as u8
+        let origin = if u8_at(b, offset_of!(rt_conn_event, origin))
+            == ratatosk_abi::rt_conn_origin::RT_ORIGIN_ACCEPT as u8
         {
             ConnOrigin::Accept
         } else {
@@ -263,16 +272,34 @@ mod tests {
         put(&mut b, offset_of!(rt_header, tgid), 42u32.to_ne_bytes());
         put(&mut b, offset_of!(rt_header, ts_ns), 7u64.to_ne_bytes());
         put(&mut b, offset_of!(rt_data_event, len), 100u64.to_ne_bytes());
-        put(&mut b, offset_of!(rt_data_event, captured), 5u32.to_ne_bytes());
+        put(
+            &mut b,
+            offset_of!(rt_data_event, captured),
+            5u32.to_ne_bytes(),
+        );
         b[offset_of!(rt_data_event, direction)] = rt_direction::RT_DIR_EGRESS as u8;
         let t = offset_of!(rt_data_event, tuple);
-        put(&mut b, t + offset_of!(rt_tuple, family), AF_INET.to_ne_bytes());
+        put(
+            &mut b,
+            t + offset_of!(rt_tuple, family),
+            AF_INET.to_ne_bytes(),
+        );
         put(&mut b, t + offset_of!(rt_tuple, saddr), [127, 0, 0, 1]);
         put(&mut b, t + offset_of!(rt_tuple, daddr), [10, 0, 0, 2]);
-        put(&mut b, t + offset_of!(rt_tuple, sport), 8080u16.to_ne_bytes());
-        put(&mut b, t + offset_of!(rt_tuple, dport), 50000u16.to_ne_bytes());
+        put(
+            &mut b,
+            t + offset_of!(rt_tuple, sport),
+            8080u16.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            t + offset_of!(rt_tuple, dport),
+            50000u16.to_ne_bytes(),
+        );
         b[off..].copy_from_slice(b"HTTP/");
-        let Record::Data(d) = decode(&b).unwrap() else { panic!("not data") };
+        let Record::Data(d) = decode(&b).unwrap() else {
+            panic!("not data")
+        };
         assert_eq!(d.hdr.tgid, 42);
         assert_eq!(d.len, 100);
         assert_eq!(d.payload, b"HTTP/");
@@ -284,13 +311,20 @@ mod tests {
     #[test]
     fn rejects_bad_records() {
         assert_eq!(decode(&[]).unwrap_err(), DecodeError::Empty);
-        assert_eq!(decode(&[99, 0, 0]).unwrap_err(), DecodeError::UnknownKind(99));
+        assert_eq!(
+            decode(&[99, 0, 0]).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
         assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::Short { .. })));
         // Claims more payload than it carries.
         let off = offset_of!(rt_data_event, data);
         let mut b = vec![0u8; off + 2];
         b[0] = rt_event_kind::RT_EV_DATA as u8;
-        put(&mut b, offset_of!(rt_data_event, captured), 9u32.to_ne_bytes());
+        put(
+            &mut b,
+            offset_of!(rt_data_event, captured),
+            9u32.to_ne_bytes(),
+        );
         assert!(matches!(decode(&b), Err(DecodeError::BadCapture { .. })));
     }
 

@@ -16,7 +16,9 @@ pub const DURATION_BUCKETS: [f64; 15] = [
     0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 /// Body size buckets (bytes), as Beyla uses.
-pub const SIZE_BUCKETS: [f64; 10] = [0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0];
+pub const SIZE_BUCKETS: [f64; 10] = [
+    0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -100,7 +102,10 @@ impl HttpMetrics {
             client: Direction::new(),
             target_info: Family::default(),
             known_targets: HashSet::new(),
-            host_name: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+            host_name: rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
         };
         m.server.register(registry, "server");
         m.client.register(registry, "client");

@@ -60,6 +60,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let http_metrics = HttpMetrics::new(&mut registry);
     let registry = Arc::new(Mutex::new(registry));
 
+    // Privileges and kernel features first: a clear one-line refusal
+    // before anything is touched.
+    ratatosk_bpf::preflight().context("checking the kernel and privileges")?;
     match ratatosk_bpf::ensure_tracefs() {
         Ok(true) => info!("mounted tracefs on /sys/kernel/tracing"),
         Ok(false) => {}
@@ -102,14 +105,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let clock = Clock::new();
-    let (tracker_to_outputs, outputs_rx) =
-        queue::bounded::<Batch>("tracker_to_outputs", TRACKER_TO_OUTPUTS_CAPACITY, self_metrics.clone());
+    let (tracker_to_outputs, outputs_rx) = queue::bounded::<Batch>(
+        "tracker_to_outputs",
+        TRACKER_TO_OUTPUTS_CAPACITY,
+        self_metrics.clone(),
+    );
 
     // Reader thread: the hot path.
     let events = capture.events().context("opening the ring buffer")?;
     let mut reader = Reader {
         discovery,
-        tracker: Tracker::new(config.max_connections, Limits::default(), self_metrics.clone()),
+        tracker: Tracker::new(
+            config.max_connections,
+            Limits::default(),
+            self_metrics.clone(),
+        ),
         spans: SpanBuilder::new(clock.clone()),
         routes: RouteCap::new(MAX_ROUTES_PER_SERVICE),
         finished: Vec::new(),
@@ -125,11 +135,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     // Outputs thread.
     let counters = capture.counters().context("opening BPF counters")?;
-    let printer = Printer::new(config.printer, BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let printer = Printer::new(
+        config.printer,
+        BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+    );
     let outputs_metrics = self_metrics.clone();
     let outputs_thread = thread::Builder::new()
         .name("ratatosk-outputs".into())
-        .spawn(move || run_outputs(outputs_rx, http_metrics, printer, counters, outputs_metrics, clock))
+        .spawn(move || {
+            run_outputs(
+                outputs_rx,
+                http_metrics,
+                printer,
+                counters,
+                outputs_metrics,
+                clock,
+            )
+        })
         .context("starting the outputs thread")?;
 
     // tokio: metrics endpoint and signals.
@@ -151,7 +173,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 let shutdown = async move {
                     let _ = rx.wait_for(|v| *v).await;
                 };
-                Some(tokio::spawn(prometheus::serve(listener, registry.clone(), shutdown)))
+                Some(tokio::spawn(prometheus::serve(
+                    listener,
+                    registry.clone(),
+                    shutdown,
+                )))
             }
             None => None,
         };
@@ -203,7 +229,10 @@ fn describe_selection(config: &Config) -> String {
     parts.join(" or ")
 }
 
-async fn wait_for_signal(stop: &AtomicBool, reader: &thread::JoinHandle<Result<(), ratatosk_bpf::MapError>>) -> anyhow::Result<()> {
+async fn wait_for_signal(
+    stop: &AtomicBool,
+    reader: &thread::JoinHandle<Result<(), ratatosk_bpf::MapError>>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -240,7 +269,10 @@ struct Reader {
 
 impl Reader {
     fn count(&self, kind: &'static str) {
-        self.metrics.reader_records.get_or_create(&KindLabel { kind }).inc();
+        self.metrics
+            .reader_records
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     fn build_spans(&mut self) {
@@ -250,9 +282,11 @@ impl Reader {
                 .routes
                 .admit(&process.exe_name, route::heuristic(f.exchange.path()));
             if folded {
-                self.metrics.parser_error("route_overflow", 1);
+                self.metrics.routes_folded.inc();
             }
-            let span = self.spans.build(f.exchange, &f.tuple, f.queue_ns, route, process);
+            let span = self
+                .spans
+                .build(f.exchange, &f.tuple, f.queue_ns, route, process);
             self.batch.push(span);
         }
         if self.batch.len() >= BATCH_SPANS {
@@ -301,14 +335,27 @@ impl RecordSink for Reader {
                 if self.discovery.is_rejected(hdr.tgid) {
                     return;
                 }
-                self.tracker
-                    .on_open(hdr.tgid, hdr.ts_ns, sock_id, fd, origin, tuple, &mut self.finished);
+                self.tracker.on_open(
+                    hdr.tgid,
+                    hdr.ts_ns,
+                    sock_id,
+                    fd,
+                    origin,
+                    tuple,
+                    &mut self.finished,
+                );
             }
             Record::Close { hdr, fd } => {
                 self.count("close");
-                self.tracker.on_close(hdr.tgid, fd, hdr.ts_ns, &mut self.finished);
+                self.tracker
+                    .on_close(hdr.tgid, fd, hdr.ts_ns, &mut self.finished);
             }
-            Record::Exec { hdr, comm, filename, .. } => {
+            Record::Exec {
+                hdr,
+                comm,
+                filename,
+                ..
+            } => {
                 self.count("exec");
                 self.discovery.on_exec(hdr.tgid, comm, filename);
                 if self.discovery.is_rejected(hdr.tgid) {
@@ -317,7 +364,8 @@ impl RecordSink for Reader {
             }
             Record::Exit { hdr } => {
                 self.count("exit");
-                self.tracker.on_exit(hdr.tgid, hdr.ts_ns, &mut self.finished);
+                self.tracker
+                    .on_exit(hdr.tgid, hdr.ts_ns, &mut self.finished);
                 // Spans of the process are built before it is forgotten.
                 self.build_spans();
                 self.discovery.on_exit(hdr.tgid);
@@ -336,7 +384,9 @@ impl RecordSink for Reader {
 
     fn drained(&mut self) -> bool {
         self.flush();
-        self.metrics.connections_tracked.set(self.tracker.tracked() as i64);
+        self.metrics
+            .connections_tracked
+            .set(self.tracker.tracked() as i64);
         self.metrics
             .queue_fill
             .get_or_create(&QueueLabel {

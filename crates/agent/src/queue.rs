@@ -16,7 +16,11 @@ pub struct QueueTx<T> {
 }
 
 /// A bounded queue named after both ends, e.g. `tracker_to_outputs`.
-pub fn bounded<T>(name: &'static str, capacity: usize, metrics: SelfMetrics) -> (QueueTx<T>, Receiver<T>) {
+pub fn bounded<T>(
+    name: &'static str,
+    capacity: usize,
+    metrics: SelfMetrics,
+) -> (QueueTx<T>, Receiver<T>) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     (
         QueueTx {
@@ -41,7 +45,10 @@ impl<T> QueueTx<T> {
                     .get_or_create(&QueueLabel { queue: self.name })
                     .inc_by(weight);
                 if !self.warned {
-                    warn!(queue = self.name, "queue full: dropping (counted in ratatosk_queue_dropped_total)");
+                    warn!(
+                        queue = self.name,
+                        "queue full: dropping (counted in ratatosk_queue_dropped_total)"
+                    );
                     self.warned = true;
                 }
                 false
@@ -66,7 +73,12 @@ mod tests {
         let (mut tx, rx) = bounded::<u32>("a_to_b", 2, m.clone());
         assert!(tx.send(1, 1) && tx.send(2, 1));
         assert!(!tx.send(3, 5));
-        assert_eq!(m.queue_dropped.get_or_create(&QueueLabel { queue: "a_to_b" }).get(), 5);
+        assert_eq!(
+            m.queue_dropped
+                .get_or_create(&QueueLabel { queue: "a_to_b" })
+                .get(),
+            5
+        );
         assert_eq!(rx.recv().unwrap(), 1);
         assert!(tx.send(4, 1));
     }

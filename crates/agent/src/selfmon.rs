@@ -59,6 +59,8 @@ pub struct SelfMetrics {
     pub queue_dropped: Family<QueueLabel, Counter>,
     /// Items waiting in a bounded queue, by queue.
     pub queue_fill: Family<QueueLabel, Gauge>,
+    /// Routes folded into `/**` because a service reached its route cap.
+    pub routes_folded: Counter,
     pub processes_selected: Counter,
     pub process_cache_resets: Counter,
     /// Last BPF counters seen, to turn absolute values into increments.
@@ -67,7 +69,11 @@ pub struct SelfMetrics {
 
 impl SelfMetrics {
     pub fn register(&self, r: &mut Registry) {
-        r.register("ratatosk_bpf_events", "Records the kernel wrote to the ring buffer", self.bpf_events.clone());
+        r.register(
+            "ratatosk_bpf_events",
+            "Records the kernel wrote to the ring buffer",
+            self.bpf_events.clone(),
+        );
         r.register(
             "ratatosk_ringbuf_dropped",
             "Records lost in the kernel because the ring buffer was full",
@@ -88,7 +94,11 @@ impl SelfMetrics {
             "Processes not traced because the target map was full",
             self.targets_full.clone(),
         );
-        r.register("ratatosk_reader_records", "Records read from the ring buffer", self.reader_records.clone());
+        r.register(
+            "ratatosk_reader_records",
+            "Records read from the ring buffer",
+            self.reader_records.clone(),
+        );
         r.register(
             "ratatosk_reader_invalid_records",
             "Ring-buffer records that could not be decoded",
@@ -99,18 +109,46 @@ impl SelfMetrics {
             "Connections whose bytes are not parsed, by reason",
             self.unparsed_connections.clone(),
         );
-        r.register("ratatosk_unparsed_bytes", "Bytes on connections that are not parsed", self.unparsed_bytes.clone());
-        r.register("ratatosk_parser_errors", "Parser events that lose data, by reason", self.parser_errors.clone());
-        r.register("ratatosk_connections_tracked", "Connections currently tracked", self.connections_tracked.clone());
+        r.register(
+            "ratatosk_unparsed_bytes",
+            "Bytes on connections that are not parsed",
+            self.unparsed_bytes.clone(),
+        );
+        r.register(
+            "ratatosk_parser_errors",
+            "Parser events that lose data, by reason",
+            self.parser_errors.clone(),
+        );
+        r.register(
+            "ratatosk_connections_tracked",
+            "Connections currently tracked",
+            self.connections_tracked.clone(),
+        );
         r.register(
             "ratatosk_connections_evicted",
             "Connections forgotten to stay within the connection limit",
             self.connections_evicted.clone(),
         );
-        r.register("ratatosk_spans_emitted", "Spans built from parsed requests", self.spans_emitted.clone());
-        r.register("ratatosk_queue_dropped", "Items dropped because a bounded queue was full", self.queue_dropped.clone());
-        r.register("ratatosk_queue_fill", "Items waiting in a bounded queue", self.queue_fill.clone());
-        r.register("ratatosk_processes_selected", "Processes selected for instrumentation", self.processes_selected.clone());
+        r.register(
+            "ratatosk_spans_emitted",
+            "Spans built from parsed requests",
+            self.spans_emitted.clone(),
+        );
+        r.register(
+            "ratatosk_queue_dropped",
+            "Items dropped because a bounded queue was full",
+            self.queue_dropped.clone(),
+        );
+        r.register(
+            "ratatosk_queue_fill",
+            "Items waiting in a bounded queue",
+            self.queue_fill.clone(),
+        );
+        r.register(
+            "ratatosk_processes_selected",
+            "Processes selected for instrumentation",
+            self.processes_selected.clone(),
+        );
         r.register(
             "ratatosk_process_cache_resets",
             "Times the process cache was cleared to stay bounded",
@@ -120,7 +158,9 @@ impl SelfMetrics {
 
     /// Folds a fresh read of the BPF counters into the counters above.
     pub fn observe_bpf(&self, now: BpfStats) {
-        let Ok(mut last) = self.last_bpf.lock() else { return };
+        let Ok(mut last) = self.last_bpf.lock() else {
+            return;
+        };
         let d = |a: u64, b: u64| a.saturating_sub(b);
         self.bpf_events.inc_by(d(now.events, last.events));
         self.ringbuf_dropped
@@ -129,15 +169,20 @@ impl SelfMetrics {
         self.ringbuf_dropped
             .get_or_create(&KindLabel { kind: "control" })
             .inc_by(d(now.ringbuf_full_ctrl, last.ringbuf_full_ctrl));
-        self.capture_truncated.inc_by(d(now.truncated, last.truncated));
-        self.capture_read_faults.inc_by(d(now.read_faults, last.read_faults));
-        self.targets_full.inc_by(d(now.targets_full, last.targets_full));
+        self.capture_truncated
+            .inc_by(d(now.truncated, last.truncated));
+        self.capture_read_faults
+            .inc_by(d(now.read_faults, last.read_faults));
+        self.targets_full
+            .inc_by(d(now.targets_full, last.targets_full));
         *last = now;
     }
 
     pub fn parser_error(&self, reason: &'static str, n: u64) {
         if n > 0 {
-            self.parser_errors.get_or_create(&ReasonLabel { reason }).inc_by(n);
+            self.parser_errors
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(n);
         }
     }
 }

@@ -26,7 +26,11 @@ fn main() {
                 .expect("events")
                 .run(std::time::Duration::from_millis(50), &mut sink)
                 .expect("read");
-            println!("records read: {}; kernel counters: {:?}", sink.0, counters.read());
+            println!(
+                "records read: {}; kernel counters: {:?}",
+                sink.0,
+                counters.read()
+            );
         }
         Err(e) => {
             let mut s: &dyn std::error::Error = &e;

@@ -71,7 +71,9 @@ pub enum LoadError {
         #[source]
         source: libbpf_rs::Error,
     },
-    #[error("the kernel refused to load the BPF programs (verifier or missing feature; run with RUST_LOG=debug for the libbpf log)")]
+    #[error(
+        "the kernel refused to load the BPF programs (verifier or missing feature; run with RUST_LOG=debug for the libbpf log)"
+    )]
     Load(#[source] libbpf_rs::Error),
     #[error("attaching {prog} failed")]
     Attach {
@@ -110,7 +112,8 @@ impl Capture {
         preflight()?;
         // The skeleton borrows its object for its whole life, which is the
         // agent's life: one small leak instead of a self-referential type.
-        let object: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let object: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
         let builder = skel::CaptureSkelBuilder::default();
         let mut open = builder.open(object).map_err(LoadError::Open)?;
 
@@ -127,20 +130,31 @@ impl Capture {
         open.maps
             .events
             .set_max_entries(rb)
-            .map_err(|source| LoadError::Map { map: "events", source })?;
+            .map_err(|source| LoadError::Map {
+                map: "events",
+                source,
+            })?;
         open.maps
             .targets
             .set_max_entries(opts.max_targets.max(1))
-            .map_err(|source| LoadError::Map { map: "targets", source })?;
+            .map_err(|source| LoadError::Map {
+                map: "targets",
+                source,
+            })?;
 
         let skel = open.load().map_err(LoadError::Load)?;
         let mut links = Vec::new();
         macro_rules! attach {
             ($name:ident) => {
-                links.push(skel.progs.$name.attach().map_err(|source| LoadError::Attach {
-                    prog: stringify!($name),
-                    source,
-                })?)
+                links.push(
+                    skel.progs
+                        .$name
+                        .attach()
+                        .map_err(|source| LoadError::Attach {
+                            prog: stringify!($name),
+                            source,
+                        })?,
+                )
             };
         }
         attach!(sys_exit);
@@ -212,7 +226,10 @@ impl Targets {
     }
 
     pub fn contains(&self, tgid: u32) -> bool {
-        matches!(self.0.lookup(&tgid.to_ne_bytes(), MapFlags::ANY), Ok(Some(_)))
+        matches!(
+            self.0.lookup(&tgid.to_ne_bytes(), MapFlags::ANY),
+            Ok(Some(_))
+        )
     }
 }
 
@@ -241,7 +258,11 @@ impl Counters {
                 .unwrap_or_default();
             Ok(per_cpu
                 .iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+                .filter_map(|v| {
+                    v.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_ne_bytes)
+                })
                 .sum())
         };
         Ok(BpfStats {
@@ -319,12 +340,30 @@ mod tests {
     fn abi_matches_bpf_object() {
         assert_eq!(size_of::<abi::rt_header>(), size_of::<types::rt_header>());
         assert_eq!(size_of::<abi::rt_tuple>(), size_of::<types::rt_tuple>());
-        assert_eq!(size_of::<abi::rt_data_event>(), size_of::<types::rt_data_event>());
+        assert_eq!(
+            size_of::<abi::rt_data_event>(),
+            size_of::<types::rt_data_event>()
+        );
         assert_eq!(size_of::<abi::rt_target>(), size_of::<types::rt_target>());
-        assert_eq!(offset_of!(abi::rt_data_event, data), offset_of!(types::rt_data_event, data));
-        assert_eq!(offset_of!(abi::rt_data_event, tuple), offset_of!(types::rt_data_event, tuple));
-        assert_eq!(offset_of!(abi::rt_data_event, captured), offset_of!(types::rt_data_event, captured));
-        assert_eq!(offset_of!(abi::rt_data_event, direction), offset_of!(types::rt_data_event, direction));
-        assert_eq!(offset_of!(abi::rt_header, ts_ns), offset_of!(types::rt_header, ts_ns));
+        assert_eq!(
+            offset_of!(abi::rt_data_event, data),
+            offset_of!(types::rt_data_event, data)
+        );
+        assert_eq!(
+            offset_of!(abi::rt_data_event, tuple),
+            offset_of!(types::rt_data_event, tuple)
+        );
+        assert_eq!(
+            offset_of!(abi::rt_data_event, captured),
+            offset_of!(types::rt_data_event, captured)
+        );
+        assert_eq!(
+            offset_of!(abi::rt_data_event, direction),
+            offset_of!(types::rt_data_event, direction)
+        );
+        assert_eq!(
+            offset_of!(abi::rt_header, ts_ns),
+            offset_of!(types::rt_header, ts_ns)
+        );
     }
 }

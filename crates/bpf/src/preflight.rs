@@ -17,7 +17,9 @@ const CAP_BPF: u32 = 39;
 pub enum PreflightError {
     #[error("this build supports x86_64 only (syscall numbers and registers are x86_64's)")]
     Arch,
-    #[error("kernel BTF is missing ({BTF_PATH}): the kernel needs CONFIG_DEBUG_INFO_BTF=y; nothing can be captured")]
+    #[error(
+        "kernel BTF is missing ({BTF_PATH}): the kernel needs CONFIG_DEBUG_INFO_BTF=y; nothing can be captured"
+    )]
     NoBtf,
     #[error("missing privilege: need CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run as root")]
     Privilege,
@@ -54,12 +56,15 @@ pub fn preflight() -> Result<(), PreflightError> {
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
         return Err(PreflightError::Privilege);
     }
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").map_err(|source| PreflightError::Io {
-        what: "/proc/sys/kernel/osrelease",
-        source,
-    })?;
+    let release =
+        fs::read_to_string("/proc/sys/kernel/osrelease").map_err(|source| PreflightError::Io {
+            what: "/proc/sys/kernel/osrelease",
+            source,
+        })?;
     let release = release.trim();
-    let mut nums = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
     if version < (5, 8) {
         return Err(PreflightError::Kernel {

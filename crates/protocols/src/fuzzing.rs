@@ -151,7 +151,11 @@ pub fn http1_conn(input: &[u8]) {
     // Closed connections stay quiet.
     let mut conn = conn;
     let mut more = Vec::new();
-    conn.on_data(Direction::Ingress, Segment::new(max_ts, b"GET / HTTP/1.1\r\n\r\n"), &mut more);
+    conn.on_data(
+        Direction::Ingress,
+        Segment::new(max_ts, b"GET / HTTP/1.1\r\n\r\n"),
+        &mut more,
+    );
     conn.on_close(max_ts, &mut more);
     assert!(more.is_empty());
 

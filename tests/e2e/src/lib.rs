@@ -22,12 +22,19 @@ pub fn require_root() {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|v| v.split_whitespace().nth(1))
         .expect("Uid line");
-    assert_eq!(euid, "0", "end-to-end tests load BPF programs: run them as root");
+    assert_eq!(
+        euid, "0",
+        "end-to-end tests load BPF programs: run them as root"
+    );
 }
 
 /// The path of a required tool, or a panic naming it.
 pub fn tool(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;
@@ -141,14 +148,19 @@ impl Agent {
         require_root();
         let metrics_port = free_port();
         let mut cmd = Command::new(agent_bin());
-        cmd.args(["--trace-printer", "json", "--prometheus-address", "127.0.0.1"])
-            .args(["--prometheus-port", &metrics_port.to_string()])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--trace-printer",
+            "json",
+            "--prometheus-address",
+            "127.0.0.1",
+        ])
+        .args(["--prometheus-port", &metrics_port.to_string()])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut proc = Proc::spawn("ratatosk", &mut cmd);
         let stdout = proc.child.stdout.take().expect("stdout");
         let stderr = proc.child.stderr.take().expect("stderr");
@@ -182,7 +194,13 @@ impl Agent {
         };
         let start = Instant::now();
         loop {
-            if agent.stderr.lock().expect("lock").iter().any(|l| l.contains(" ready")) {
+            if agent
+                .stderr
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains(" ready"))
+            {
                 return agent;
             }
             assert!(
@@ -206,7 +224,12 @@ impl Agent {
     /// Waits until `pred` holds for at least `n` spans (or the timeout),
     /// then a little longer to catch any extra span, and returns the
     /// matching spans.
-    pub fn wait_spans(&self, n: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub fn wait_spans(
+        &self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let start = Instant::now();
         loop {
             let got: Vec<Value> = self.spans().into_iter().filter(|s| pred(s)).collect();
@@ -235,7 +258,11 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -243,8 +270,13 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut buf = String::new();
     s.read_to_string(&mut buf).expect("read");
     let status = buf
@@ -252,7 +284,10 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -262,7 +297,10 @@ pub fn curl(url: &str) -> u16 {
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
         .output()
         .expect("run curl");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// A span's attribute as a string (numbers rendered).
@@ -277,7 +315,10 @@ pub fn attr(span: &Value, key: &str) -> String {
 /// Scratch directory with files to serve, world-readable (nginx workers
 /// run as nobody).
 pub fn www_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("ratatosk-e2e").tempdir_in("/tmp").expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("ratatosk-e2e")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
     std::fs::write(dir.path().join("hello"), "Hello world\n").expect("write");
     std::fs::write(dir.path().join("big"), "x".repeat(100_000)).expect("write");
     set_mode(dir.path(), 0o755);
@@ -296,7 +337,14 @@ pub fn python_http_server(dir: &Path, port: u16) -> Proc {
     let p = Proc::spawn(
         "python3 http.server",
         Command::new(tool("python3"))
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
@@ -365,7 +413,10 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(www: &Path, port: u16) -> Nginx {
-        let state = tempfile::Builder::new().prefix("ratatosk-nginx").tempdir_in("/tmp").expect("tempdir");
+        let state = tempfile::Builder::new()
+            .prefix("ratatosk-nginx")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let s = state.path().display();
         let conf = format!(
             r#"daemon off;
@@ -422,7 +473,8 @@ http {{
 /// responses (Content-Length framed) have arrived.
 pub fn raw_exchange(port: u16, chunks: &[&[u8]], responses: usize) -> Vec<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     for c in chunks {
         s.write_all(c).expect("write");
         thread::sleep(Duration::from_millis(5));
@@ -436,12 +488,17 @@ pub fn raw_exchange(port: u16, chunks: &[&[u8]], responses: usize) -> Vec<u16> {
         let mut rest = &buf[..];
         while let Some(end) = find(rest, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&rest[..end]).to_string();
-            let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
             let len: usize = head
                 .lines()
                 .find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
                 })
                 .unwrap_or(0);
             if rest.len() < end + 4 + len {
@@ -469,4 +526,61 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A Node.js `http` server (libuv: read/writev on non-blocking sockets):
+/// `/hello` answers 12 bytes with Content-Length, `/stream` is chunked.
+pub fn node_http_server(port: u16) -> Proc {
+    const APP: &str = r#"
+const http = require('http');
+http.createServer((req, res) => {
+  if (req.url.startsWith('/stream')) {
+    res.write('part one\n'); res.write('part two\n'); res.end();
+  } else {
+    res.setHeader('Content-Length', '12'); res.end('Hello world\n');
+  }
+}).listen(Number(process.argv[1]), '127.0.0.1');
+"#;
+    let p = Proc::spawn(
+        "node http server",
+        Command::new(tool("node"))
+            .args(["-e", APP, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(20));
+    p
+}
+
+/// A Java 17 `com.sun.net.httpserver` server (NIO) answering 12 bytes.
+pub fn java_http_server(port: u16) -> (Proc, tempfile::TempDir) {
+    const APP: &str = r#"
+import com.sun.net.httpserver.HttpServer;
+import java.net.InetSocketAddress;
+public class Server {
+    public static void main(String[] a) throws Exception {
+        HttpServer s = HttpServer.create(new InetSocketAddress("127.0.0.1", Integer.parseInt(a[0])), 64);
+        s.createContext("/", ex -> {
+            byte[] body = "Hello world\n".getBytes();
+            ex.sendResponseHeaders(200, body.length);
+            ex.getResponseBody().write(body);
+            ex.close();
+        });
+        s.start();
+    }
+}
+"#;
+    let dir = tempfile::Builder::new().prefix("ratatosk-java").tempdir_in("/tmp").expect("tempdir");
+    let src = dir.path().join("Server.java");
+    std::fs::write(&src, APP).expect("write Server.java");
+    let p = Proc::spawn(
+        "java http server",
+        Command::new(tool("java"))
+            .arg(&src)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(60));
+    (p, dir)
 }

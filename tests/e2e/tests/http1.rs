@@ -32,26 +32,55 @@ fn python_http_server_each_request_is_one_span_and_one_count() {
         assert_eq!(attr(s, "url.path"), "/hello");
         assert_eq!(attr(s, "http.response.status_code"), "200");
         assert_eq!(attr(s, "http.response.body.size"), "12");
-        assert_eq!(attr(s, "network.protocol.version"), "1.1", "curl asks in HTTP/1.1");
+        assert_eq!(
+            attr(s, "network.protocol.version"),
+            "1.1",
+            "curl asks in HTTP/1.1"
+        );
         assert_eq!(attr(s, "url.scheme"), "http");
         assert_eq!(attr(s, "client.address"), "127.0.0.1");
-        assert!(s["service.name"].as_str().unwrap().starts_with("python"), "{s}");
+        assert!(
+            s["service.name"].as_str().unwrap().starts_with("python"),
+            "{s}"
+        );
         assert_eq!(s["name"], "GET /hello");
-        let (start, end) = (s["start_time_unix_nano"].as_u64().unwrap(), s["end_time_unix_nano"].as_u64().unwrap());
+        let (start, end) = (
+            s["start_time_unix_nano"].as_u64().unwrap(),
+            s["end_time_unix_nano"].as_u64().unwrap(),
+        );
         assert!(start > 1_700_000_000_000_000_000 && start <= end, "{s}");
         assert_eq!(s["trace_id"].as_str().unwrap().len(), 32);
         assert_eq!(s["span_id"].as_str().unwrap().len(), 16);
     }
-    assert_eq!(spans.iter().filter(|s| attr(s, "url.query") == "x=1").count(), N / 2);
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|s| attr(s, "url.query") == "x=1")
+            .count(),
+        N / 2
+    );
 
     let p = port.to_string();
     let count = agent.metric_sum(
         "http_server_request_duration_seconds_count",
-        &[("server_port", &p), ("http_response_status_code", "200"), ("http_request_method", "GET")],
+        &[
+            ("server_port", &p),
+            ("http_response_status_code", "200"),
+            ("http_request_method", "GET"),
+        ],
     );
     assert_eq!(count, N as f64, "metrics:\n{}", agent.metrics());
-    assert_eq!(agent.metric_sum("http_server_response_body_size_bytes_sum", &[("server_port", &p)]), 12.0 * N as f64);
-    assert!(agent.metrics().contains("target_info"), "target_info missing");
+    assert_eq!(
+        agent.metric_sum(
+            "http_server_response_body_size_bytes_sum",
+            &[("server_port", &p)]
+        ),
+        12.0 * N as f64
+    );
+    assert!(
+        agent.metrics().contains("target_info"),
+        "target_info missing"
+    );
 }
 
 #[test]
@@ -72,7 +101,10 @@ fn nginx_keepalive_pipelining_errors_and_load() {
     let pipelined = format!(
         "GET /hello HTTP/1.1\r\n{host}\r\nGET /missing HTTP/1.1\r\n{host}\r\nGET /fail HTTP/1.1\r\n{host}\r\n"
     );
-    assert_eq!(raw_exchange(port, &[pipelined.as_bytes()], 3), vec![200, 404, 500]);
+    assert_eq!(
+        raw_exchange(port, &[pipelined.as_bytes()], 3),
+        vec![200, 404, 500]
+    );
     // A request split across many writes.
     let split = format!("GET /hello?split=1 HTTP/1.1\r\n{host}User-Agent: slow\r\n\r\n");
     let parts: Vec<&[u8]> = split.as_bytes().chunks(7).collect();
@@ -80,22 +112,37 @@ fn nginx_keepalive_pipelining_errors_and_load() {
 
     let spans = agent.wait_spans(9, WAIT, server_spans_on(port));
     assert_eq!(spans.len(), 9, "{spans:#?}");
-    let statuses: Vec<String> = spans.iter().map(|s| attr(s, "http.response.status_code")).collect();
+    let statuses: Vec<String> = spans
+        .iter()
+        .map(|s| attr(s, "http.response.status_code"))
+        .collect();
     assert_eq!(statuses.iter().filter(|s| *s == "200").count(), 7);
     assert_eq!(statuses.iter().filter(|s| *s == "404").count(), 1);
     assert_eq!(statuses.iter().filter(|s| *s == "500").count(), 1);
     assert!(spans.iter().any(|s| attr(s, "url.query") == "split=1"));
-    assert!(spans.iter().all(|s| s["service.name"] == "nginx"), "{spans:#?}");
+    assert!(
+        spans.iter().all(|s| s["service.name"] == "nginx"),
+        "{spans:#?}"
+    );
     let errors: Vec<&Value> = spans.iter().filter(|s| s["status"] == "error").collect();
     assert_eq!(errors.len(), 1, "only the 500 is an error for a server");
 
     // Load from wrk: spans == requests nginx logged.
     let before = nginx.access_log_lines();
     let out = std::process::Command::new(tool("wrk"))
-        .args(["-t1", "-c4", "-d2s", &format!("http://127.0.0.1:{port}/hello")])
+        .args([
+            "-t1",
+            "-c4",
+            "-d2s",
+            &format!("http://127.0.0.1:{port}/hello"),
+        ])
         .output()
         .expect("run wrk");
-    assert!(out.status.success(), "wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "wrk failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // nginx writes its access log after each response: let it settle.
     std::thread::sleep(Duration::from_millis(300));
     let served = nginx.access_log_lines() - before;
@@ -103,9 +150,16 @@ fn nginx_keepalive_pipelining_errors_and_load() {
     let total = 9 + served;
     let spans = agent.wait_spans(total, Duration::from_secs(30), server_spans_on(port));
     assert_eq!(spans.len(), total, "spans vs requests nginx logged");
-    let count = agent.metric_sum("http_server_request_duration_seconds_count", &[("server_port", &port.to_string())]);
+    let count = agent.metric_sum(
+        "http_server_request_duration_seconds_count",
+        &[("server_port", &port.to_string())],
+    );
     assert_eq!(count, total as f64);
-    assert_eq!(agent.metric_sum("ratatosk_ringbuf_dropped_total", &[]), 0.0, "ring buffer drops");
+    assert_eq!(
+        agent.metric_sum("ratatosk_ringbuf_dropped_total", &[]),
+        0.0,
+        "ring buffer drops"
+    );
 }
 
 #[test]
@@ -126,14 +180,26 @@ fn chunked_responses_post_bodies_and_errors() {
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/chunked")), 200);
     let rest: Vec<&str> = reqs.splitn(2, "POST").collect();
     let tail = format!("POST{}", rest[1]);
-    assert_eq!(raw_exchange(port, &[tail.as_bytes()], 3), vec![201, 500, 404]);
+    assert_eq!(
+        raw_exchange(port, &[tail.as_bytes()], 3),
+        vec![201, 500, 404]
+    );
 
     let spans = agent.wait_spans(4, WAIT, server_spans_on(port));
     assert_eq!(spans.len(), 4, "{spans:#?}");
-    let by_path = |p: &str| spans.iter().find(|s| attr(s, "url.path") == p).unwrap_or_else(|| panic!("no {p}"));
+    let by_path = |p: &str| {
+        spans
+            .iter()
+            .find(|s| attr(s, "url.path") == p)
+            .unwrap_or_else(|| panic!("no {p}"))
+    };
     let chunked = by_path("/chunked");
     assert_eq!(attr(chunked, "http.response.status_code"), "200");
-    assert_eq!(attr(chunked, "http.response.body.size"), "20", "decoded chunk bytes: 6 + 8 + 6");
+    assert_eq!(
+        attr(chunked, "http.response.body.size"),
+        "20",
+        "decoded chunk bytes: 6 + 8 + 6"
+    );
     let post = by_path("/echo");
     assert_eq!(attr(post, "http.request.method"), "POST");
     assert_eq!(attr(post, "http.request.body.size"), "11");
@@ -170,7 +236,10 @@ fn client_spans_from_curl_selected_by_executable() {
     let agent = Agent::start(&["--exe-path", "/curl$"]);
     const N: usize = 5;
     for _ in 0..N {
-        assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello?from=curl")), 200);
+        assert_eq!(
+            curl(&format!("http://127.0.0.1:{port}/hello?from=curl")),
+            200
+        );
     }
     let spans = agent.wait_spans(N, WAIT, |s| s["kind"] == "client");
     assert_eq!(spans.len(), N, "{spans:#?}");
@@ -184,7 +253,10 @@ fn client_spans_from_curl_selected_by_executable() {
     }
     // Only curl is selected: the python server makes no server spans.
     assert!(agent.spans().iter().all(|s| s["kind"] == "client"));
-    let count = agent.metric_sum("http_client_request_duration_seconds_count", &[("service_name", "curl")]);
+    let count = agent.metric_sum(
+        "http_client_request_duration_seconds_count",
+        &[("service_name", "curl")],
+    );
     assert_eq!(count, N as f64);
 }
 
@@ -198,14 +270,25 @@ fn no_selector_instruments_everything_but_itself() {
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello")), 200);
     let on_port = |s: &Value| attr(s, "server.port") == port.to_string();
     let spans = agent.wait_spans(2, WAIT, on_port);
-    assert_eq!(spans.iter().filter(|s| s["kind"] == "server").count(), 1, "{spans:#?}");
-    assert_eq!(spans.iter().filter(|s| s["kind"] == "client").count(), 1, "{spans:#?}");
+    assert_eq!(
+        spans.iter().filter(|s| s["kind"] == "server").count(),
+        1,
+        "{spans:#?}"
+    );
+    assert_eq!(
+        spans.iter().filter(|s| s["kind"] == "client").count(),
+        1,
+        "{spans:#?}"
+    );
     // Scraping the agent's own endpoint is never traced.
     let mp = agent.metrics_port.to_string();
     let _ = agent.metrics();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        !agent.spans().iter().any(|s| attr(s, "server.port") == mp && s["kind"] == "server"),
+        !agent
+            .spans()
+            .iter()
+            .any(|s| attr(s, "server.port") == mp && s["kind"] == "server"),
         "the agent traced its own /metrics endpoint"
     );
 }
@@ -215,7 +298,11 @@ fn sigterm_flushes_and_exits_zero() {
     let _g = serial();
     let mut agent = Agent::start(&["--open-port", &free_port().to_string()]);
     let status = agent.proc.stop().expect("agent exit status");
-    assert!(status.success(), "agent exited with {status}: {}", agent.stderr_text());
+    assert!(
+        status.success(),
+        "agent exited with {status}: {}",
+        agent.stderr_text()
+    );
 }
 
 #[test]
@@ -246,10 +333,79 @@ while True:
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/slow")), 200);
     let spans = agent.wait_spans(1, WAIT, server_spans_on(port));
     assert_eq!(spans.len(), 1, "{spans:#?}");
-    let q = spans[0]["attributes"]["ratatosk.queue_time_ns"].as_u64().expect("queue time reported");
+    let q = spans[0]["attributes"]["ratatosk.queue_time_ns"]
+        .as_u64()
+        .expect("queue time reported");
     // Kernel-tick resolution (4 ms at HZ=250): allow two ticks either way.
     assert!((292_000_000..400_000_000).contains(&q), "queue time {q} ns");
     // The span itself starts when the server read the request.
-    let d = spans[0]["end_time_unix_nano"].as_u64().unwrap() - spans[0]["start_time_unix_nano"].as_u64().unwrap();
+    let d = spans[0]["end_time_unix_nano"].as_u64().unwrap()
+        - spans[0]["start_time_unix_nano"].as_u64().unwrap();
     assert!(d < 100_000_000, "handler duration {d} ns includes the wait");
+}
+
+#[test]
+fn node_http_server_keepalive_and_chunked() {
+    let _g = serial();
+    let port = free_port();
+    let _server = node_http_server(port);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    let host = format!("Host: 127.0.0.1:{port}\r\n");
+    // Two requests on one keep-alive connection, then a chunked stream.
+    let two = format!("GET /hello HTTP/1.1\r\n{host}\r\nGET /hello?n=2 HTTP/1.1\r\n{host}\r\n");
+    assert_eq!(raw_exchange(port, &[two.as_bytes()], 2), vec![200, 200]);
+    assert_eq!(curl(&format!("http://127.0.0.1:{port}/stream")), 200);
+    let spans = agent.wait_spans(3, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    assert!(spans.iter().all(|s| s["service.name"] == "node"), "{spans:#?}");
+    let stream = spans.iter().find(|s| attr(s, "url.path") == "/stream").expect("/stream span");
+    assert_eq!(attr(stream, "http.response.body.size"), "18");
+}
+
+#[test]
+fn java_http_server_nio() {
+    let _g = serial();
+    let port = free_port();
+    let (_server, _dir) = java_http_server(port);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    for _ in 0..5 {
+        assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello")), 200);
+    }
+    let spans = agent.wait_spans(5, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 5, "{spans:#?}");
+    for s in &spans {
+        assert_eq!(s["service.name"], "java");
+        assert_eq!(attr(s, "http.response.status_code"), "200");
+        assert_eq!(attr(s, "http.response.body.size"), "12");
+    }
+}
+
+#[test]
+fn without_privilege_one_line_names_what_is_missing() {
+    let _g = serial();
+    require_root();
+    // Drop to nobody with no capabilities.
+    let out = std::process::Command::new(tool("setpriv"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(agent_bin())
+        .args(["--open-port", "1"])
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr}");
+    assert!(lines[0].contains("missing privilege") && lines[0].contains("CAP_BPF"), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
+}
+
+#[test]
+fn bad_settings_are_refused_with_their_source() {
+    let out = std::process::Command::new(agent_bin())
+        .env("BEYLA_OPEN_PORT", "80-70")
+        .output()
+        .expect("run agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("$BEYLA_OPEN_PORT") && stderr.contains("backwards"), "{stderr}");
 }

@@ -78,7 +78,10 @@ impl Conn {
         if ex.role != Role::Server {
             return None;
         }
-        let (_, queued) = self.arrivals.iter().find(|(ts, _)| *ts == ex.request_start_ns)?;
+        let (_, queued) = self
+            .arrivals
+            .iter()
+            .find(|(ts, _)| *ts == ex.request_start_ns)?;
         (*queued > 0).then_some(*queued)
     }
 }
@@ -136,7 +139,10 @@ impl Tracker {
 
     pub fn on_data(&mut self, d: &Data<'_>, out: &mut Vec<Finished>) {
         let tgid = d.hdr.tgid;
-        let known = self.procs.get(&tgid).is_some_and(|p| p.conns.contains_key(&d.sock_id));
+        let known = self
+            .procs
+            .get(&tgid)
+            .is_some_and(|p| p.conns.contains_key(&d.sock_id));
         if !known {
             self.make_room(out);
             self.total += 1;
@@ -145,7 +151,10 @@ impl Tracker {
         if pc.fds.get(&d.fd) != Some(&d.sock_id) {
             pc.fds.insert(d.fd, d.sock_id);
         }
-        let conn = pc.conns.entry(d.sock_id).or_insert_with(|| Conn::new(d.tuple, d.hdr.ts_ns));
+        let conn = pc
+            .conns
+            .entry(d.sock_id)
+            .or_insert_with(|| Conn::new(d.tuple, d.hdr.ts_ns));
         conn.last_ns = d.hdr.ts_ns;
         // connect() may report the tuple before the local port is final.
         conn.tuple = d.tuple;
@@ -177,7 +186,9 @@ impl Tracker {
                             segments: Vec::new(),
                         })
                     });
-                    if p.bytes.len() + d.payload.len() > PROBE_MAX_BYTES || p.segments.len() >= PROBE_MAX_SEGMENTS {
+                    if p.bytes.len() + d.payload.len() > PROBE_MAX_BYTES
+                        || p.segments.len() >= PROBE_MAX_SEGMENTS
+                    {
                         unparsed(&self.metrics, conn_len(&p) + d.len, "undetected");
                         Proto::Opaque
                     } else {
@@ -187,7 +198,11 @@ impl Tracker {
                     }
                 }
                 Detect::No => {
-                    unparsed(&self.metrics, held.as_deref().map_or(0, conn_len) + d.len, "unknown_protocol");
+                    unparsed(
+                        &self.metrics,
+                        held.as_deref().map_or(0, conn_len) + d.len,
+                        "unknown_protocol",
+                    );
                     Proto::Opaque
                 }
             };
@@ -207,7 +222,15 @@ impl Tracker {
             for (ts, n, len) in p.segments {
                 let data = p.bytes.get(at..at + n).unwrap_or(&[]);
                 at += n;
-                http.on_data(p.direction, Segment { ts_ns: ts, data, len }, &mut self.scratch);
+                http.on_data(
+                    p.direction,
+                    Segment {
+                        ts_ns: ts,
+                        data,
+                        len,
+                    },
+                    &mut self.scratch,
+                );
             }
         }
         if d.direction == Direction::Ingress {
@@ -245,14 +268,20 @@ impl Tracker {
             return;
         };
         self.finish(tgid, sock_id, ts, out);
-        if self.procs.get(&tgid).is_some_and(|p| p.conns.is_empty() && p.fds.is_empty()) {
+        if self
+            .procs
+            .get(&tgid)
+            .is_some_and(|p| p.conns.is_empty() && p.fds.is_empty())
+        {
             self.procs.remove(&tgid);
         }
     }
 
     /// The process is gone: every connection of it ends now.
     pub fn on_exit(&mut self, tgid: u32, ts: u64, out: &mut Vec<Finished>) {
-        let Some(pc) = self.procs.remove(&tgid) else { return };
+        let Some(pc) = self.procs.remove(&tgid) else {
+            return;
+        };
         for (_, conn) in pc.conns {
             self.total = self.total.saturating_sub(1);
             self.close_conn(tgid, conn, ts, out);
@@ -268,7 +297,11 @@ impl Tracker {
     }
 
     fn finish(&mut self, tgid: u32, sock_id: u64, ts: u64, out: &mut Vec<Finished>) {
-        let Some(conn) = self.procs.get_mut(&tgid).and_then(|p| p.conns.remove(&sock_id)) else {
+        let Some(conn) = self
+            .procs
+            .get_mut(&tgid)
+            .and_then(|p| p.conns.remove(&sock_id))
+        else {
             return;
         };
         self.total = self.total.saturating_sub(1);
@@ -313,13 +346,16 @@ impl Tracker {
             self.finish(tgid, sock, ts, out);
             self.metrics.connections_evicted.inc();
         }
-        self.procs.retain(|_, p| !p.conns.is_empty() || !p.fds.is_empty());
+        self.procs
+            .retain(|_, p| !p.conns.is_empty() || !p.fds.is_empty());
     }
 }
 
 fn unparsed(m: &SelfMetrics, bytes: u64, reason: &'static str) {
     m.unparsed_bytes.inc_by(bytes);
-    m.unparsed_connections.get_or_create(&ReasonLabel { reason }).inc();
+    m.unparsed_connections
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
 }
 
 /// Bytes a probe stood for.
@@ -331,9 +367,24 @@ fn count_parser_stats(m: &SelfMetrics, before: &http1::ConnStats, now: &http1::C
     if before == now {
         return;
     }
-    m.parser_error("invalid_message", now.invalid_messages.saturating_sub(before.invalid_messages));
+    m.parser_error(
+        "invalid_message",
+        now.invalid_messages.saturating_sub(before.invalid_messages),
+    );
     m.parser_error("resync", now.resyncs.saturating_sub(before.resyncs));
-    m.parser_error("unpaired_response", now.unpaired_responses.saturating_sub(before.unpaired_responses));
-    m.parser_error("pending_queue_full", now.dropped_pending.saturating_sub(before.dropped_pending));
-    m.parser_error("lost_sync", now.lost_sync_bytes.saturating_sub(before.lost_sync_bytes).min(1));
+    m.parser_error(
+        "unpaired_response",
+        now.unpaired_responses
+            .saturating_sub(before.unpaired_responses),
+    );
+    m.parser_error(
+        "pending_queue_full",
+        now.dropped_pending.saturating_sub(before.dropped_pending),
+    );
+    m.parser_error(
+        "lost_sync",
+        now.lost_sync_bytes
+            .saturating_sub(before.lost_sync_bytes)
+            .min(1),
+    );
 }

@@ -66,7 +66,12 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(selection: Selection, targets: Option<Targets>, max_procs: usize, metrics: SelfMetrics) -> Self {
+    pub fn new(
+        selection: Selection,
+        targets: Option<Targets>,
+        max_procs: usize,
+        metrics: SelfMetrics,
+    ) -> Self {
         Discovery {
             selection,
             targets,
@@ -116,7 +121,9 @@ impl Discovery {
             let Some(ns) = procfs::netns(pid) else {
                 return false;
             };
-            let listeners = listeners_by_ns.entry(ns).or_insert_with(|| procfs::listening_sockets(pid));
+            let listeners = listeners_by_ns
+                .entry(ns)
+                .or_insert_with(|| procfs::listening_sockets(pid));
             return inodes
                 .iter()
                 .filter_map(|i| listeners.get(i))
@@ -146,13 +153,17 @@ impl Discovery {
         self.remember(tgid, info.clone());
         let Some(targets) = &self.targets else { return };
         let sel = &self.selection;
-        let by_exe = sel.exe_path.as_ref().is_some_and(|re| re.is_match(&info.exe_path));
+        let by_exe = sel
+            .exe_path
+            .as_ref()
+            .is_some_and(|re| re.is_match(&info.exe_path));
         let by_pid = sel.pids.contains(&tgid);
         // The kernel traces an exec'd process provisionally (exe selector)
         // or because its parent was traced; inherited listening sockets are
         // only worth a /proc scan in that case.
         let was_traced = targets.contains(tgid);
-        let by_port = was_traced && !sel.open_ports.is_empty() && self.matches(tgid, &mut HashMap::new());
+        let by_port =
+            was_traced && !sel.open_ports.is_empty() && self.matches(tgid, &mut HashMap::new());
         if by_exe || by_pid || by_port {
             self.select(tgid, "exec");
         } else if was_traced {
@@ -190,7 +201,8 @@ impl Discovery {
     fn reject(&mut self, tgid: u32) {
         if self.rejected.len() >= 1024 {
             let now = Instant::now();
-            self.rejected.retain(|_, t| now.duration_since(*t) < REJECT_GRACE);
+            self.rejected
+                .retain(|_, t| now.duration_since(*t) < REJECT_GRACE);
         }
         self.rejected.insert(tgid, Instant::now());
     }

@@ -112,6 +112,9 @@ pub fn text_line(s: &Span) -> String {
 pub fn json_value(s: &Span) -> Value {
     let mut a = Map::new();
     a.insert(semconv::HTTP_REQUEST_METHOD.into(), json!(s.method));
+    if let Some(m) = &s.method_original {
+        a.insert(semconv::HTTP_REQUEST_METHOD_ORIGINAL.into(), json!(m));
+    }
     a.insert(semconv::URL_PATH.into(), json!(s.path));
     if let Some(q) = &s.query {
         a.insert(semconv::URL_QUERY.into(), json!(q));
@@ -128,11 +131,23 @@ pub fn json_value(s: &Span) -> Value {
         .unwrap_or_else(|| s.server.ip().to_string());
     a.insert(semconv::SERVER_ADDRESS.into(), json!(server_address));
     a.insert(semconv::SERVER_PORT.into(), json!(s.server.port()));
-    a.insert(semconv::CLIENT_ADDRESS.into(), json!(s.client.ip().to_string()));
+    a.insert(
+        semconv::CLIENT_ADDRESS.into(),
+        json!(s.client.ip().to_string()),
+    );
     a.insert(semconv::CLIENT_PORT.into(), json!(s.client.port()));
-    a.insert(semconv::NETWORK_PROTOCOL_VERSION.into(), json!(s.protocol_version));
-    a.insert(semconv::HTTP_REQUEST_BODY_SIZE.into(), json!(s.request_body_size));
-    a.insert(semconv::HTTP_RESPONSE_BODY_SIZE.into(), json!(s.response_body_size));
+    a.insert(
+        semconv::NETWORK_PROTOCOL_VERSION.into(),
+        json!(s.protocol_version),
+    );
+    a.insert(
+        semconv::HTTP_REQUEST_BODY_SIZE.into(),
+        json!(s.request_body_size),
+    );
+    a.insert(
+        semconv::HTTP_RESPONSE_BODY_SIZE.into(),
+        json!(s.response_body_size),
+    );
     if let Some(q) = s.queue_ns {
         a.insert("ratatosk.queue_time_ns".into(), json!(q));
     }
@@ -169,9 +184,15 @@ mod tests {
     #[test]
     fn formats_times_and_durations() {
         // 2026-11-23 13:49:04.123 UTC
-        assert_eq!(format_time(1_795_528_144_123_000_000), "2026-11-23 13:49:04.123");
+        assert_eq!(
+            format_time(1_795_528_144_123_000_000),
+            "2026-11-23 13:49:04.123"
+        );
         assert_eq!(format_time(0), "1970-01-01 00:00:00.000");
-        assert_eq!(format_time(951_782_400_000_000_000), "2000-02-29 00:00:00.000");
+        assert_eq!(
+            format_time(951_782_400_000_000_000),
+            "2000-02-29 00:00:00.000"
+        );
         assert_eq!(format_duration(15_220_000), "15.22ms");
         assert_eq!(format_duration(689_900), "689.9µs");
         assert_eq!(format_duration(999), "999ns");

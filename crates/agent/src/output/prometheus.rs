@@ -48,5 +48,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/", get(|| async { "ratatosk: metrics at /metrics\n" }))
         .with_state(registry);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -42,7 +42,11 @@ pub struct Span {
     /// Time the request waited in the socket before the server read it,
     /// when the kernel told us when it arrived.
     pub queue_ns: Option<u64>,
+    /// A known method, or `_OTHER` (OpenTelemetry's rule: keeps metric
+    /// label values bounded whatever clients send).
     pub method: String,
+    /// The method as sent, when it is not a known one.
+    pub method_original: Option<String>,
     pub path: String,
     pub query: Option<String>,
     pub route: String,
@@ -83,6 +87,11 @@ impl Span {
     }
 }
 
+/// RFC 9110 methods plus PATCH (OpenTelemetry's list).
+const KNOWN_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 pub struct SpanBuilder {
     clock: Clock,
 }
@@ -111,6 +120,11 @@ impl SpanBuilder {
         };
         let path = ex.path().to_string();
         let query = ex.query().map(str::to_string);
+        let (method, method_original) = if KNOWN_METHODS.contains(&ex.method.as_str()) {
+            (ex.method, None)
+        } else {
+            ("_OTHER".to_string(), Some(ex.method))
+        };
         Span {
             kind,
             trace_id: rand::random(),
@@ -119,7 +133,8 @@ impl SpanBuilder {
             start_ns: self.clock.to_wall_ns(ex.request_start_ns),
             end_ns: self.clock.to_wall_ns(end_mono.max(ex.request_start_ns)),
             queue_ns,
-            method: ex.method,
+            method,
+            method_original,
             path,
             query,
             route,

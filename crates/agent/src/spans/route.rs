@@ -38,7 +38,9 @@ fn looks_like_id(seg: &str) -> bool {
         return true; // deadbeef01, UUIDs
     }
     // Long tokens mixing letters and digits (session ids, base64 keys).
-    let alnum = b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=' | b'.'));
+    let alnum = b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=' | b'.'));
     alnum && b.len() >= 20 && digits * 5 >= b.len()
 }
 

@@ -80,7 +80,10 @@ impl BodyDecoder {
         let state = match framing {
             Framing::None | Framing::Length(0) => BodyState::None,
             Framing::Length(n) => BodyState::Length(n),
-            Framing::Chunked => BodyState::Chunked(ChunkState::Size { value: 0, digits: 0 }),
+            Framing::Chunked => BodyState::Chunked(ChunkState::Size {
+                value: 0,
+                digits: 0,
+            }),
             Framing::UntilClose => BodyState::UntilClose,
         };
         BodyDecoder { state, size: 0 }
@@ -123,12 +126,9 @@ impl BodyDecoder {
                 }
                 BodyState::Chunked(ChunkState::Data { remaining }) => {
                     let n = remaining.min(avail);
-                    self.take_payload(
-                        n,
-                        remaining,
-                        BodyState::Chunked(ChunkState::DataCr),
-                        |r| BodyState::Chunked(ChunkState::Data { remaining: r }),
-                    );
+                    self.take_payload(n, remaining, BodyState::Chunked(ChunkState::DataCr), |r| {
+                        BodyState::Chunked(ChunkState::Data { remaining: r })
+                    });
                     pos += n as usize;
                 }
                 BodyState::Chunked(cs) => {
@@ -167,12 +167,9 @@ impl BodyDecoder {
             }
             BodyState::Chunked(ChunkState::Data { remaining }) => {
                 let k = remaining.min(n);
-                self.take_payload(
-                    k,
-                    remaining,
-                    BodyState::Chunked(ChunkState::DataCr),
-                    |r| BodyState::Chunked(ChunkState::Data { remaining: r }),
-                );
+                self.take_payload(k, remaining, BodyState::Chunked(ChunkState::DataCr), |r| {
+                    BodyState::Chunked(ChunkState::Data { remaining: r })
+                });
                 if k < n {
                     self.state = BodyState::Lost;
                     return Err(BodyError {
@@ -231,7 +228,10 @@ fn chunk_step(cs: ChunkState, b: u8) -> Result<BodyState, ParseError> {
             b'\r' => C::SizeLf { value },
             b'\n' => return Ok(size_line_done(value)),
             _ if len >= MAX_CHUNK_EXT_LEN => return Err(ParseError::ChunkExtensionTooLong),
-            _ => C::Extension { value, len: len + 1 },
+            _ => C::Extension {
+                value,
+                len: len + 1,
+            },
         },
         C::SizeLf { value } => match b {
             b'\n' => return Ok(size_line_done(value)),
@@ -242,11 +242,17 @@ fn chunk_step(cs: ChunkState, b: u8) -> Result<BodyState, ParseError> {
         C::Data { .. } | C::DataCr => match b {
             b'\r' => C::DataLf,
             // Bare LF line ends are tolerated as many servers do.
-            b'\n' => C::Size { value: 0, digits: 0 },
+            b'\n' => C::Size {
+                value: 0,
+                digits: 0,
+            },
             _ => return Err(ParseError::MissingChunkCrlf),
         },
         C::DataLf => match b {
-            b'\n' => C::Size { value: 0, digits: 0 },
+            b'\n' => C::Size {
+                value: 0,
+                digits: 0,
+            },
             _ => return Err(ParseError::MissingChunkCrlf),
         },
         C::TrailerStart { total } => match b {

@@ -316,7 +316,12 @@ impl Http1Conn {
         }
     }
 
-    fn on_request_event(&mut self, dir: Direction, ev: Event<RequestHead>, out: &mut Vec<Exchange>) {
+    fn on_request_event(
+        &mut self,
+        dir: Direction,
+        ev: Event<RequestHead>,
+        out: &mut Vec<Exchange>,
+    ) {
         match ev {
             Event::Head {
                 head,
@@ -456,7 +461,9 @@ impl Http1Conn {
             } => {
                 if head.is_interim() {
                     self.own.interim_responses += 1;
-                    let _ = self.resp_stream().and_then(|s| s.set_framing(Framing::None));
+                    let _ = self
+                        .resp_stream()
+                        .and_then(|s| s.set_framing(Framing::None));
                     return;
                 }
                 self.end_truncated(out);
@@ -611,8 +618,7 @@ impl Http1Conn {
 }
 
 fn is_tunnel(head: &ResponseHead, request_method: Option<&str>) -> bool {
-    head.status == 101
-        || (request_method == Some("CONNECT") && (200..300).contains(&head.status))
+    head.status == 101 || (request_method == Some("CONNECT") && (200..300).contains(&head.status))
 }
 
 fn exchange(

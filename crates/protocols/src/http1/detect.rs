@@ -77,7 +77,11 @@ pub fn detect(buf: &[u8]) -> Detect {
 /// method starts, or where the buffer ends inside what may still become one
 /// (the caller should keep those bytes and look again when more arrive).
 pub fn find_request_boundary(buf: &[u8]) -> Option<usize> {
-    find_boundary(buf, |b| KNOWN_METHODS.iter().any(|m| m.first() == Some(&b)), match_request_line)
+    find_boundary(
+        buf,
+        |b| KNOWN_METHODS.iter().any(|m| m.first() == Some(&b)),
+        match_request_line,
+    )
 }
 
 /// Offset of the first place in `buf` where a status line starts, or where
@@ -196,7 +200,10 @@ mod tests {
         assert_eq!(detect(b"GET / HTTP/1.1\r\nHost: a\r\n"), Detect::Request);
         assert_eq!(detect(b"DELETE /x?y=1 HTTP/1.0\n"), Detect::Request);
         assert_eq!(detect(b"OPTIONS * HTTP/1.1\r\n"), Detect::Request);
-        assert_eq!(detect(b"CONNECT example.com:443 HTTP/1.1\r\n"), Detect::Request);
+        assert_eq!(
+            detect(b"CONNECT example.com:443 HTTP/1.1\r\n"),
+            Detect::Request
+        );
         assert_eq!(detect(b"GET http://a/b HTTP/1.1\r\n"), Detect::Request);
         assert_eq!(detect(b"HTTP/1.1 200 OK\r\n"), Detect::Response);
         assert_eq!(detect(b"HTTP/1.0 404\r\n"), Detect::Response);
@@ -221,14 +228,21 @@ mod tests {
             b"HTTP/1.1 20",
             b"HTTP/1.1 200",
         ] {
-            assert_eq!(detect(p), Detect::NeedMore, "{:?}", String::from_utf8_lossy(p));
+            assert_eq!(
+                detect(p),
+                Detect::NeedMore,
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
         }
     }
 
     #[test]
     fn other_protocols_are_rejected() {
         // TLS 1.0 record header carrying a ClientHello.
-        let tls = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+        let tls = [
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
         assert_eq!(detect(&tls), Detect::No);
         // Postgres StartupMessage: length 8, protocol 3.0.
         let pg = [0x00, 0x00, 0x00, 0x08, 0x00, 0x03, 0x00, 0x00];
@@ -259,7 +273,10 @@ mod tests {
         assert_eq!(find_request_boundary(b"xyzGE"), Some(3));
         let resp = b"ody bytes}HTTP/1.1 204 No Content\r\n";
         assert_eq!(find_response_boundary(resp), Some(10));
-        assert_eq!(find_response_boundary(b"HTTP/2 200 HTTP/1.1 200\r"), Some(11));
+        assert_eq!(
+            find_response_boundary(b"HTTP/2 200 HTTP/1.1 200\r"),
+            Some(11)
+        );
         assert_eq!(find_response_boundary(b"no status here"), None);
         assert_eq!(find_response_boundary(b"...HTT"), Some(3));
         assert_eq!(find_request_boundary(b""), None);

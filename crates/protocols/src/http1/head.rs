@@ -245,10 +245,7 @@ pub(crate) fn salvage_response_head(buf: &[u8]) -> Option<ResponseHead> {
     salvage(buf, parse_response_head)
 }
 
-fn salvage<T>(
-    buf: &[u8],
-    parse: impl Fn(&[u8]) -> Result<Parsed<T>, ParseError>,
-) -> Option<T> {
+fn salvage<T>(buf: &[u8], parse: impl Fn(&[u8]) -> Result<Parsed<T>, ParseError>) -> Option<T> {
     let first_lf = buf.iter().position(|&b| b == b'\n')?;
     let last_lf = buf.iter().rposition(|&b| b == b'\n')?;
     let attempt = |end: usize| {
@@ -377,7 +374,9 @@ fn valid_traceparent(value: &[u8]) -> Option<String> {
         && trace_id.len() == 32
         && parent_id.len() == 16
         && flags.len() == 2
-        && [version, trace_id, parent_id, flags].iter().all(|s| lower_hex(s));
+        && [version, trace_id, parent_id, flags]
+            .iter()
+            .all(|s| lower_hex(s));
     let ids_ok = trace_id.iter().any(|&b| b != b'0') && parent_id.iter().any(|&b| b != b'0');
     let tail_ok = match version {
         b"00" => tail.is_empty(),

@@ -335,6 +335,9 @@ impl<K: MessageKind> MessageStream<K> {
         let ts = input.ts;
         if input.data.is_empty() {
             // Unknown bytes break any candidate and may hide message starts.
+            if !self.buf.is_empty() {
+                self.counters.lost_heads += 1;
+            }
             let n = self.buf.len() as u64 + input.gap;
             self.buf.clear();
             self.skipped(ts, n);

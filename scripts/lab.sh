@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the real servers and clients the end-to-end tests drive
+# (see ../shared/lab.md): Debian packages, nothing started here.
+set -euo pipefail
+
+pkgs=(nginx wrk curl python3 bpftool)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "lab: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for t in nginx wrk curl python3; do
+    command -v "$t" >/dev/null || { echo "lab: $t is still missing" >&2; exit 1; }
+done

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit tests, the privileged
+# end-to-end tests against real servers (serially: BPF programs are global
+# kernel state) and a short fuzz run. Installs what it needs. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" = 0 ] || { echo "test: run as root (the end-to-end tests load BPF programs)" >&2; exit 1; }
+./scripts/setup.sh
+./scripts/lab.sh
+
+echo "== fmt"; cargo fmt --all -- --check
+echo "== clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== unit tests"; cargo test --locked --workspace --exclude ratatosk-e2e
+echo "== end-to-end tests"
+cargo build --locked -p ratatosk
+cargo test --locked -p ratatosk-e2e -- --test-threads=1
+echo "== fuzz smoke"; ./fuzz/smoke.sh
