@@ -8,11 +8,15 @@ missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node and a JDK ship with these machines; on a bare Debian take the
+# distribution's.
+command -v node >/dev/null || missing+=(nodejs)
+command -v java >/dev/null || missing+=(openjdk-17-jdk-headless)
 if ((${#missing[@]})); then
     echo "lab: installing ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for t in nginx wrk curl python3; do
+for t in nginx wrk curl python3 node java setpriv; do
     command -v "$t" >/dev/null || { echo "lab: $t is still missing" >&2; exit 1; }
 done
