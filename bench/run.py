@@ -59,7 +59,11 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            # Its own session, so the group holds only what it started (e.g. nginx workers).
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             proc.wait()
     return proc.returncode
 
@@ -226,16 +230,38 @@ def agent_prog_ids(pid: int) -> set[int]:
     # programs with the same names).
     ids = set()
     for fd in Path(f"/proc/{pid}/fdinfo").iterdir():
-        m = re.search(r"^prog_id:\s+(\d+)", fd.read_text(), re.M)
+        try:
+            m = re.search(r"^prog_id:\s+(\d+)", fd.read_text(), re.M)
+        except OSError:      # an fd closed while we looked
+            continue
         if m:
             ids.add(int(m.group(1)))
+    if not ids:
+        print("warning: the agent holds no BPF program fds; BPF costs will read 0", file=sys.stderr)
     return ids
 
 
-def bpf_stats(ids: set[int]) -> dict[str, dict[str, int]]:
+def agent_like_progs() -> list[dict]:
+    """Loaded BPF programs named like the agent's (ours or anyone else's)."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, timeout=10)
+    return [p for p in json.loads(out.stdout) if p.get("name") in BPF_PROG_NAMES]
+
+
+def foreign_progs(ours: set[int] = frozenset(), grace: float = 5) -> int:
+    """Agent-like BPF programs not ours. Another agent (e.g. a concurrent
+    test) taxes every syscall, baseline included, so count them. A stopped
+    agent's programs are freed asynchronously (RCU), so give them time to go."""
+    deadline = time.monotonic() + grace
+    while (n := sum(1 for p in agent_like_progs() if p["id"] not in ours)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if n:
+        print(f"warning: {n} BPF programs of another agent-like process are loaded", file=sys.stderr)
+    return n
+
+
+def bpf_stats(ids: set[int]) -> dict[str, dict[str, int]]:
     return {p["name"]: {"ns": p.get("run_time_ns", 0), "cnt": p.get("run_cnt", 0)}
-            for p in json.loads(out.stdout) if p["id"] in ids and p.get("name") in BPF_PROG_NAMES}
+            for p in agent_like_progs() if p["id"] in ids}
 
 
 def scrape(mport: int) -> list[tuple[str, dict[str, str], float]]:
@@ -279,8 +305,11 @@ class Agent:
             wait_until(ready, 30, "agent did not become ready within 30 s; its last log lines:",
                        lambda: self.proc.poll() is None, lambda: log_tail(log))
             self.prog_ids = agent_prog_ids(self.proc.pid)
-        except BaseException:
+        except BaseException as e:
+            rc = self.proc.poll()
             stop(self.proc)
+            if isinstance(e, BenchError) and rc is not None:
+                raise BenchError(f"agent exited with {rc} before it was ready:\n{log_tail(log)}") from None
             raise
 
     def check_alive(self) -> None:
@@ -289,6 +318,10 @@ class Agent:
 
     def stop(self) -> int:
         return stop(self.proc)
+
+    def warnings(self, limit: int = 10) -> list[str]:
+        text = ANSI.sub("", self.log.read_text(errors="replace"))
+        return [l for l in text.splitlines() if re.search(r"\b(WARN|ERROR)\b", l)][:limit]
 
     def check_exit(self) -> None:
         if self.proc.returncode != 0:
@@ -309,50 +342,66 @@ def stop_perf(proc: subprocess.Popen, log: Path) -> float | None:
 # ---------------------------------------------------------------- runs
 
 def baseline_run(w: Workload, port: int, opts: argparse.Namespace) -> dict:
+    foreign = foreign_progs()
     before = w.served(port)
     load = w.load(port, opts, opts.duration)
     after = w.served(port)
     served = after - before if before is not None else load.requests
-    return {**vars(load), "served": served}
+    return {**vars(load), "served": served, "foreign_bpf_progs": foreign}
 
 
 def instrumented_run(w: Workload, port: int, opts: argparse.Namespace, tmp: Path, rnd: int) -> dict:
     agent = Agent(opts.agent, port, tmp / f"agent-{rnd}.log")
-    perf = None
     try:
-        served0, counters0 = w.served(port), agent_counters(agent.mport, w.load_routes)
+        raw = measure_with_agent(agent, w, port, opts, tmp / f"perf-{rnd}.log")
+    finally:
+        agent.stop()     # never raises, so it cannot mask an error in flight
+    agent.check_exit()
+    return {**per_request(raw), "agent_warnings": agent.warnings()}
+
+
+def measure_with_agent(agent: Agent, w: Workload, port: int, opts: argparse.Namespace, perf_log: Path) -> dict:
+    """Raw counters around one load run. CPU and BPF are sampled right
+    around the load so idle time and our own scrapes stay out."""
+    pid, perf = agent.proc.pid, None
+    foreign = foreign_progs(agent.prog_ids)
+    served0, counters0 = w.served(port), agent_counters(agent.mport, w.load_routes)
+    try:
         if opts.perf:
-            perf = start_perf(agent.proc.pid, tmp / f"perf-{rnd}.log")
-        bpf0, cpu0 = bpf_stats(agent.prog_ids), proc_cpu_s(agent.proc.pid)
+            perf = start_perf(pid, perf_log)
+        bpf0, cpu0 = bpf_stats(agent.prog_ids), proc_cpu_s(pid)
         load = w.load(port, opts, opts.duration)
-        cpu1, bpf1 = proc_cpu_s(agent.proc.pid), bpf_stats(agent.prog_ids)
-        perf_s = stop_perf(perf, tmp / f"perf-{rnd}.log") if perf else None
-        served1 = w.served(port)
-        agent.check_alive()
-        counters1 = settle(agent.mport, w.load_routes)
-        cpu_drained = proc_cpu_s(agent.proc.pid)     # includes draining what was queued at wrk's end
-        mem = proc_mem_mb(agent.proc.pid)
+        cpu1, bpf1 = proc_cpu_s(pid), bpf_stats(agent.prog_ids)
+        perf_s = stop_perf(perf, perf_log) if perf else None
     finally:
         if perf:
             stop(perf, signal.SIGINT, 10)
-        agent.stop()     # never raises here, so it cannot mask an error in flight
-    agent.check_exit()
-    served = served1 - served0 if served0 is not None else load.requests
+    served1 = w.served(port)
+    agent.check_alive()
+    counters1 = settle(agent.mport, w.load_routes)
+    return {"load": load, "served": served1 - served0 if served0 is not None else load.requests,
+            "foreign": foreign, "cpu_s": cpu1 - cpu0, "perf_s": perf_s,
+            # Includes draining what was still queued when the load ended.
+            "cpu_drained_s": proc_cpu_s(pid) - cpu0,
+            "bpf": {n: {k: bpf1[n][k] - bpf0[n][k] for k in ("ns", "cnt")} for n in bpf1 if n in bpf0},
+            "mem": proc_mem_mb(pid),
+            "counters": {k: counters1.get(k, 0) - counters0.get(k, 0) for k in counters1.keys() | counters0.keys()}}
+
+
+def per_request(raw: dict) -> dict:
+    served, c = raw["served"], raw["counters"]
     per_req = lambda x: x / served if served else float("nan")
-    delta = {k: counters1.get(k, 0) - counters0.get(k, 0) for k in counters1.keys() | counters0.keys()}
-    bpf_ns = sum(bpf1[n]["ns"] - bpf0[n]["ns"] for n in bpf1 if n in bpf0)
-    bpf_cnt = sum(bpf1[n]["cnt"] - bpf0[n]["cnt"] for n in bpf1 if n in bpf0)
-    return {**vars(load), "served": served,
-            "agent_cpu_us_per_req": per_req((cpu1 - cpu0) * 1e6),
-            "agent_cpu_drained_us_per_req": per_req((cpu_drained - cpu0) * 1e6),
-            "perf_task_clock_us_per_req": per_req(perf_s * 1e6) if perf_s is not None else None,
-            "bpf_us_per_req": per_req(bpf_ns / 1e3), "bpf_hits_per_req": per_req(bpf_cnt),
-            "bpf_per_prog": {n: {"ns": bpf1[n]["ns"] - bpf0[n]["ns"], "cnt": bpf1[n]["cnt"] - bpf0[n]["cnt"]}
-                             for n in bpf1 if n in bpf0},
-            **mem, "spans_per_req": per_req(delta.get("spans", 0)),
-            "drops": sum(v for k, v in delta.items() if k.startswith(("ringbuf_dropped", "queue_dropped"))),
-            "parser_errors": sum(v for k, v in delta.items() if k.startswith("parser_errors")),
-            "agent_counters_delta": delta}
+    return {**vars(raw["load"]), "served": served, "foreign_bpf_progs": raw["foreign"],
+            "agent_cpu_us_per_req": per_req(raw["cpu_s"] * 1e6),
+            "agent_cpu_drained_us_per_req": per_req(raw["cpu_drained_s"] * 1e6),
+            "perf_task_clock_us_per_req": per_req(raw["perf_s"] * 1e6) if raw["perf_s"] is not None else None,
+            "bpf_us_per_req": per_req(sum(p["ns"] for p in raw["bpf"].values()) / 1e3),
+            "bpf_hits_per_req": per_req(sum(p["cnt"] for p in raw["bpf"].values())),
+            "bpf_per_prog": raw["bpf"], **raw["mem"],
+            "spans_per_req": per_req(c.get("spans", 0)),
+            "drops": sum(v for k, v in c.items() if k.startswith(("ringbuf_dropped", "queue_dropped"))),
+            "parser_errors": sum(v for k, v in c.items() if k.startswith("parser_errors")),
+            "agent_counters_delta": c}
 
 
 def settle(mport: int, load_routes: set[str], timeout: float = 5) -> dict[str, float]:
@@ -384,6 +433,7 @@ SUMMARY_ROWS = [  # (label, key in summary, format)
     ("spans / requests served", "spans_per_req", "{:.4f}"),
     ("ring-buffer + queue drops", "drops", "{:,.0f}"),
     ("parser errors", "parser_errors", "{:,.0f}"),
+    ("load errors (both runs)", "load_errors", "{:,.0f}"),
 ]
 
 
@@ -394,7 +444,8 @@ def summarize(rounds: list[dict]) -> dict[str, list[float]]:
         b, i = r["baseline"], r["instrumented"]
         vals = {"baseline_rps": b["rps"], "instrumented_rps": i["rps"],
                 "throughput_ratio": i["rps"] / b["rps"],
-                "added_p50_us": i["p50_us"] - b["p50_us"], "added_p99_us": i["p99_us"] - b["p99_us"]}
+                "added_p50_us": i["p50_us"] - b["p50_us"], "added_p99_us": i["p99_us"] - b["p99_us"],
+                "load_errors": b["errors"] + i["errors"]}
         vals |= {k: i[k] for _, k, _ in SUMMARY_ROWS if k not in vals}
         for k, v in vals.items():
             if v is not None:
@@ -402,13 +453,17 @@ def summarize(rounds: list[dict]) -> dict[str, list[float]]:
     return per
 
 
-def markdown(per: dict[str, list[float]], meta: dict) -> str:
+def markdown(per: dict[str, list[float]], meta: dict, rounds: list[dict]) -> str:
+    m, o = meta["machine"], meta["options"]
     lines = [f"## Ratatosk overhead: {meta['workload']}", "",
-             f"{meta['machine']['cpu']}, {meta['machine']['nproc']} CPUs, kernel {meta['machine']['kernel']}, "
-             f"commit {meta['machine']['commit']}{' (dirty)' if meta['machine']['dirty'] else ''}; "
-             f"{meta['options']['rounds']} rounds × {meta['options']['duration']} s, "
-             f"wrk -t{meta['options']['threads']} -c{meta['options']['connections']}", "",
-             "| metric | median | min | max |", "|---|---:|---:|---:|"]
+             f"{m['cpu']}, {m['nproc']} CPUs, kernel {m['kernel']}, "
+             f"commit {m['commit']}{' (dirty)' if m['dirty'] else ''}; "
+             f"{o['rounds']} rounds × {o['duration']} s, {o['threads']} load threads, {o['connections']} connections", ""]
+    tainted = sum(1 for r in rounds for k in ("baseline", "instrumented") if r[k]["foreign_bpf_progs"])
+    if tainted:
+        lines += [f"**Warning:** another agent's BPF programs were loaded during {tainted} runs; "
+                  "every syscall paid for them, baseline included.", ""]
+    lines += ["| metric | median | min | max |", "|---|---:|---:|---:|"]
     for label, key, fmt in SUMMARY_ROWS:
         if key in per:
             v = per[key]
@@ -416,13 +471,17 @@ def markdown(per: dict[str, list[float]], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine_facts() -> dict:
+def machine_facts(agent: Path) -> dict:
     git = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
     cpu = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
     return {"nproc": os.cpu_count(), "kernel": os.uname().release,
             "cpu": cpu.group(1) if cpu else "unknown",
             "commit": git("rev-parse", "--short", "HEAD") or "unknown",
-            "dirty": bool(git("status", "--porcelain"))}
+            # Our own result files do not make the tree dirty.
+            "dirty": any("bench/results/" not in l for l in git("status", "--porcelain").splitlines()),
+            # The binary may predate HEAD if nobody rebuilt it.
+            "agent_binary": str(agent), "agent_built_utc": datetime.fromtimestamp(
+                agent.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")}
 
 
 # ---------------------------------------------------------------- main
@@ -500,10 +559,10 @@ def main() -> int:
     finally:
         if stats_before is not None:
             BPF_STATS_SYSCTL.write_text(stats_before)
-    meta |= {"started_utc": started.isoformat(timespec="seconds"), "machine": machine_facts(),
+    meta |= {"started_utc": started.isoformat(timespec="seconds"), "machine": machine_facts(opts.agent),
              "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}}
     per = summarize(rounds)
-    md = markdown(per, meta)
+    md = markdown(per, meta, rounds)
     print(md)
     opts.out.mkdir(parents=True, exist_ok=True)
     stem = opts.out / f"{meta['workload']}-{started.strftime('%Y%m%dT%H%M%SZ')}"
