@@ -131,47 +131,74 @@ static __always_inline void fill_header(struct rt_header *h, __u8 kind, __u64 pi
 }
 
 /* The TCP socket behind a file descriptor of the current process, or NULL
- * when the descriptor is anything else (file, pipe, UDP, unix socket). */
+ * when the descriptor is anything else (file, pipe, UDP, unix socket).
+ *
+ * Direct loads through BTF-typed pointers (tp_btf lets the verifier follow
+ * them, with fault handling) instead of one bpf_probe_read_kernel() call
+ * per field: this walk runs on every socket syscall of a traced process. */
 static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
-	unsigned int max_fds = BPF_CORE_READ(task, files, fdt, max_fds);
+	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 
-	if (fd >= max_fds)
+	if (fd >= fdt->max_fds)
 		return NULL;
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+	/* The array index is variable: one read for the slot. */
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]) || !file)
 		return NULL;
-	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
+	file = bpf_core_cast(file, struct file);
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
 		return NULL;
-	struct socket *sock = BPF_CORE_READ(file, private_data);
-	struct sock *sk = BPF_CORE_READ(sock, sk);
+	struct socket *sock = bpf_core_cast(file->private_data, struct socket);
+	struct sock *sk = sock->sk;
 	if (!sk)
 		return NULL;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return NULL;
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+	if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
 		return NULL;
 	return sk;
 }
 
 static __always_inline void read_tuple(struct sock *sk, struct rt_tuple *t)
 {
-	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	struct sock_common *c = &sk->__sk_common;
+
+	t->family = c->skc_family;
+	t->sport = c->skc_num;
+	t->dport = bpf_ntohs(c->skc_dport);
 	if (t->family == AF_INET) {
-		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__u32 s = c->skc_rcv_saddr;
+		__u32 d = c->skc_daddr;
 		__builtin_memcpy(t->saddr, &s, 4);
 		__builtin_memcpy(t->daddr, &d, 4);
 	} else {
-		BPF_CORE_READ_INTO(&t->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&t->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->saddr, c, skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->daddr, c, skc_v6_daddr.in6_u.u6_addr8);
 	}
+}
+
+/* (tgid << 32 | fd) of sockets seen in traced processes, so that close()
+ * reports only sockets: servers close files (nginx) or pipes per request,
+ * and a lookup is far cheaper than a record. LRU: a lost entry costs one
+ * missed close record, which userspace's connection bound absorbs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} sock_fds SEC(".maps");
+
+static __always_inline void remember_fd(__u64 pid_tgid, __u32 fd, struct sock *sk)
+{
+	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | fd;
+	__u64 *known = bpf_map_lookup_elem(&sock_fds, &key);
+	__u64 val = (__u64)sk;
+
+	if (!known || *known != val)
+		bpf_map_update_elem(&sock_fds, &key, &val, BPF_ANY);
 }
 
 /* Copy up to `want` bytes from an iovec array into ev->data. */
@@ -212,6 +239,7 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return;
+	remember_fd(pid_tgid, fd, sk);
 
 	__u32 zero = 0;
 	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
@@ -229,7 +257,7 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 		/* tcp_mstamp would be precise but the read itself refreshes it;
 		 * lrcvtime (jiffies of the last data segment received) is not
 		 * touched by reads. Two ticks or more is a real wait. */
-		__u32 last = BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_ack.lrcvtime);
+		__u32 last = bpf_core_cast(sk, struct inet_connection_sock)->icsk_ack.lrcvtime;
 		__u32 ticks = (__u32)bpf_jiffies64() - last;
 		if (ticks >= 2 && ticks < 0x7fffffff)
 			ev->queued_ns = (__u64)ticks * (1000000000ULL / CONFIG_HZ);
@@ -291,6 +319,7 @@ static __always_inline void emit_conn(long fd, __u8 origin, __u64 pid_tgid)
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return;
+	remember_fd(pid_tgid, fd, sk);
 	struct rt_conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
@@ -308,6 +337,9 @@ static __always_inline void emit_conn(long fd, __u8 origin, __u64 pid_tgid)
 
 static __always_inline void emit_close(long fd, __u64 pid_tgid)
 {
+	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
+	if (bpf_map_delete_elem(&sock_fds, &key))
+		return; /* not a socket we saw */
 	struct rt_close_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);

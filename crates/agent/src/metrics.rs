@@ -2,6 +2,9 @@
 //! existing dashboards keep working.
 
 use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::{FxHashMap, FxHasher};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -87,9 +90,25 @@ impl Direction {
     }
 }
 
+/// The three histograms of one label set, held directly so that a span
+/// whose labels were seen before costs no allocation and no family lookup.
+struct Handles {
+    duration: Histogram,
+    request_size: Histogram,
+    response_size: Histogram,
+}
+
+/// Cached label sets before the cache starts over (bounded like the label
+/// sets themselves: routes are capped per service, methods and statuses are
+/// few).
+const MAX_CACHED_LABEL_SETS: usize = 16384;
+
 pub struct HttpMetrics {
     server: Direction,
     client: Direction,
+    /// Label-set hash -> (kind, labels, handles); collisions kept apart.
+    cache: FxHashMap<u64, Vec<(SpanKind, HttpLabels, Handles)>>,
+    cached: usize,
     target_info: Family<TargetLabels, Gauge>,
     known_targets: HashSet<u32>,
     host_name: String,
@@ -100,6 +119,8 @@ impl HttpMetrics {
         let m = HttpMetrics {
             server: Direction::new(),
             client: Direction::new(),
+            cache: FxHashMap::default(),
+            cached: 0,
             target_info: Family::default(),
             known_targets: HashSet::new(),
             host_name: rustix::system::uname()
@@ -114,27 +135,57 @@ impl HttpMetrics {
     }
 
     pub fn record(&mut self, span: &Span) {
-        let dir = match span.kind {
-            SpanKind::Server => &self.server,
-            SpanKind::Client => &self.client,
+        let service = span.service_name();
+        let port = span.server.port();
+        let mut h = FxHasher::default();
+        (span.kind as u8, &span.method, span.status, &span.route, span.scheme, port, service).hash(&mut h);
+        let key = h.finish();
+        let same = |(k, l, _): &&(SpanKind, HttpLabels, Handles)| {
+            *k == span.kind
+                && l.http_response_status_code == span.status
+                && l.server_port == port
+                && l.http_request_method == span.method
+                && l.http_route == span.route
+                && l.url_scheme == span.scheme
+                && l.service_name == service
         };
-        let labels = HttpLabels {
-            http_request_method: span.method.clone(),
-            http_response_status_code: span.status,
-            http_route: span.route.clone(),
-            url_scheme: span.scheme,
-            server_port: span.server.port(),
-            service_name: span.service_name().to_string(),
+        let hit = self.cache.get(&key).and_then(|v| v.iter().find(same));
+        let handles = match hit {
+            Some((_, _, handles)) => handles,
+            None => {
+                let labels = HttpLabels {
+                    http_request_method: span.method.clone(),
+                    http_response_status_code: span.status,
+                    http_route: span.route.clone(),
+                    url_scheme: span.scheme,
+                    server_port: port,
+                    service_name: service.to_string(),
+                };
+                let dir = match span.kind {
+                    SpanKind::Server => &self.server,
+                    SpanKind::Client => &self.client,
+                };
+                let handles = Handles {
+                    duration: dir.duration.get_or_create(&labels).clone(),
+                    request_size: dir.request_size.get_or_create(&labels).clone(),
+                    response_size: dir.response_size.get_or_create(&labels).clone(),
+                };
+                if self.cached >= MAX_CACHED_LABEL_SETS {
+                    self.cache.clear();
+                    self.cached = 0;
+                }
+                self.cached += 1;
+                let slot = self.cache.entry(key).or_default();
+                slot.push((span.kind, labels, handles));
+                match slot.last() {
+                    Some((_, _, h)) => h,
+                    None => return,
+                }
+            }
         };
-        dir.duration
-            .get_or_create(&labels)
-            .observe(span.duration_ns() as f64 / 1e9);
-        dir.request_size
-            .get_or_create(&labels)
-            .observe(span.request_body_size as f64);
-        dir.response_size
-            .get_or_create(&labels)
-            .observe(span.response_body_size as f64);
+        handles.duration.observe(span.duration_ns() as f64 / 1e9);
+        handles.request_size.observe(span.request_body_size as f64);
+        handles.response_size.observe(span.response_body_size as f64);
 
         let p = &span.process;
         if self.known_targets.insert(p.pid) {

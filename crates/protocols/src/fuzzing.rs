@@ -33,7 +33,7 @@ pub fn http1_head(data: &[u8]) {
     match detected {
         Detect::Request => assert_eq!(req_at, Some(0)),
         Detect::Response => assert_eq!(resp_at, Some(0)),
-        Detect::NeedMore => assert!(req_at == Some(0) || resp_at == Some(0)),
+        Detect::NeedMore => assert!(data.is_empty() || req_at == Some(0) || resp_at == Some(0)),
         Detect::No => assert!(req_at != Some(0) && resp_at != Some(0)),
     }
     // A recognised request line must also satisfy the full parser's start

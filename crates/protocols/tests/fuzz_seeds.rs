@@ -1,4 +1,319 @@
+//! Runs the fuzz target bodies over the committed seed corpus (and cheap
+//! deterministic mutations of it), so `cargo test` on stable covers them.
+//!
+//! Regenerate the seeds after changing fixtures with
+//! `RATATOSK_WRITE_SEEDS=1 cargo test -p ratatosk-protocols --test fuzz_seeds`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use common::*;
+use ratatosk_protocols::fuzzing::{encode_conn_input, http1_conn, http1_head};
+use ratatosk_protocols::parse::Direction::{Egress as E, Ingress as I};
+
+fn seed_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/seeds")
+        .join(target)
+}
+
+fn head_seeds() -> BTreeMap<String, Vec<u8>> {
+    let raw: &[(&str, &[u8])] = &[
+        ("curl_get", CURL_GET),
+        ("curl_post", CURL_POST_HEAD),
+        ("curl_post_expect", CURL_POST_EXPECT_HEAD),
+        ("curl_chunked_post", CURL_CHUNKED_POST),
+        ("wrk_get", WRK_GET),
+        ("curl_head", CURL_HEAD),
+        ("ws_upgrade", WS_UPGRADE),
+        ("curl_connect", CURL_CONNECT),
+        ("go_traced_get", GO_TRACED_GET),
+        ("nginx_200", NGINX_200),
+        ("nginx_head_200", NGINX_HEAD_200),
+        ("nginx_404", NGINX_404),
+        ("nginx_500", NGINX_500),
+        ("nginx_chunked", NGINX_CHUNKED),
+        ("nginx_204", NGINX_204),
+        ("nginx_304", NGINX_304),
+        ("node_chunked_head", NODE_CHUNKED_HEAD),
+        ("chunked_ext_trailer", CHUNKED_EXT_TRAILER),
+        ("python_200", PYTHON_200),
+        ("python_until_close", PYTHON_UNTIL_CLOSE_HEAD),
+        ("continue_100", CONTINUE_100),
+        ("early_hints_103", EARLY_HINTS_103),
+        ("ws_101", WS_101),
+        ("tls_client_hello", TLS_CLIENT_HELLO),
+        ("pg_startup", PG_STARTUP),
+        ("redis_ping", REDIS_PING),
+    ];
+    raw.iter()
+        .map(|(n, b)| (format!("{n}.bin"), b.to_vec()))
+        .collect()
+}
+
+fn conn_seeds() -> BTreeMap<String, Vec<u8>> {
+    let d = [0u8, 0u8]; // default limits
+    let pipelined = cat(&[CURL_GET, CURL_HEAD, WRK_GET]);
+    let pipelined_resp = cat(&[NGINX_200, NGINX_HEAD_200, NGINX_404]);
+    let node_resp = cat(&[
+        NODE_CHUNKED_HEAD,
+        NODE_CHUNK_1,
+        NODE_CHUNK_2,
+        NODE_LAST_CHUNK,
+    ]);
+    let garbage_then_get = cat(&[b"\x00\x01tail of body}", CURL_GET]);
+    let upgrade_resp = cat(&[WS_101, WS_FRAME]);
+    let seeds: Vec<(&str, [u8; 2], Vec<(_, u8, &[u8], u8)>)> = vec![
+        (
+            "simple_get",
+            d,
+            vec![(I, 1, CURL_GET, 0), (E, 1, NGINX_200, 0)],
+        ),
+        (
+            "keep_alive",
+            d,
+            vec![
+                (I, 1, WRK_GET, 0),
+                (E, 1, NGINX_200, 0),
+                (I, 5, CURL_HEAD, 0),
+                (E, 1, NGINX_HEAD_200, 0),
+                (I, 5, WRK_GET, 0),
+                (E, 1, NGINX_500, 0),
+            ],
+        ),
+        (
+            "pipelined",
+            d,
+            vec![(I, 1, &pipelined, 0), (E, 1, &pipelined_resp, 0)],
+        ),
+        (
+            "post_split",
+            d,
+            vec![
+                (I, 1, CURL_POST_HEAD, 0),
+                (I, 1, &CURL_POST_BODY[..5], 0),
+                (I, 1, &CURL_POST_BODY[5..], 0),
+                (E, 1, NGINX_204, 0),
+            ],
+        ),
+        (
+            "chunked_both",
+            d,
+            vec![(I, 1, CURL_CHUNKED_POST, 0), (E, 1, CHUNKED_EXT_TRAILER, 0)],
+        ),
+        (
+            "node_chunked",
+            d,
+            vec![(E, 1, WRK_GET, 0), (I, 1, &node_resp, 0)],
+        ),
+        (
+            "gap_in_chunk_framing",
+            d,
+            vec![
+                (I, 1, CURL_GET, 0),
+                (E, 1, NODE_CHUNKED_HEAD, 200),
+                (E, 1, b"junk", 0),
+                (I, 1, WRK_GET, 0),
+                (E, 1, NGINX_200, 0),
+            ],
+        ),
+        (
+            "gap_in_length_body",
+            d,
+            vec![
+                (I, 1, CURL_GET, 0),
+                (E, 1, &NGINX_404[..200], 0xf1),
+                (I, 1, WRK_GET, 0),
+            ],
+        ),
+        (
+            "gap_in_head",
+            d,
+            vec![
+                (I, 1, &CURL_GET[..40], 30),
+                (E, 1, NGINX_200, 0),
+                (I, 1, WRK_GET, 0),
+                (E, 1, NGINX_204, 0),
+            ],
+        ),
+        (
+            "expect_continue",
+            d,
+            vec![
+                (I, 1, CURL_POST_EXPECT_HEAD, 0),
+                (E, 1, CONTINUE_100, 0),
+                (I, 1, &[b'a'; 255], 0xe0),
+                (I, 1, &[b'b'; 255], 0xe0),
+                (E, 1, NGINX_200, 0),
+            ],
+        ),
+        (
+            "upgrade",
+            d,
+            vec![
+                (I, 1, WS_UPGRADE, 0),
+                (E, 1, &upgrade_resp, 0),
+                (I, 1, WS_FRAME, 0),
+            ],
+        ),
+        (
+            "connect",
+            d,
+            vec![
+                (E, 1, CURL_CONNECT, 0),
+                (I, 1, PROXY_200_ESTABLISHED, 0),
+                (E, 1, TLS_CLIENT_HELLO, 0),
+            ],
+        ),
+        (
+            "until_close",
+            d,
+            vec![
+                (I, 1, b"GET / HTTP/1.0\r\n\r\n", 0),
+                (E, 1, PYTHON_UNTIL_CLOSE_HEAD, 0),
+                (E, 1, b"body until close", 0),
+            ],
+        ),
+        (
+            "garbage_resync",
+            d,
+            vec![(I, 1, &garbage_then_get, 0), (E, 1, NGINX_200, 0)],
+        ),
+        (
+            "unpaired_response",
+            d,
+            vec![
+                (E, 1, NGINX_404, 0),
+                (I, 1, CURL_GET, 0),
+                (E, 1, NGINX_200, 0),
+            ],
+        ),
+        (
+            "small_limits",
+            [0x80 | 12, 0x80 | 0x40 | 2 | (2 << 3)],
+            vec![(I, 1, &pipelined, 0), (E, 1, &pipelined_resp, 0)],
+        ),
+        (
+            "other_protocols",
+            d,
+            vec![
+                (E, 1, TLS_CLIENT_HELLO, 0),
+                (I, 1, REDIS_PING, 0),
+                (E, 1, PG_STARTUP, 0),
+            ],
+        ),
+    ];
+    seeds
+        .into_iter()
+        .map(|(n, limits, segs)| (format!("{n}.bin"), encode_conn_input(limits, &segs)))
+        .collect()
+}
+
+fn committed(target: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(seed_dir(target)).expect("seed dir exists") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        out.insert(name, std::fs::read(&path).unwrap());
+    }
+    out
+}
+
 #[test]
-fn smoke() {
-    ratatosk_protocols::fuzzing::http1_head(b"GET / HTTP/1.1\r\n\r\n");
+fn seeds_match_fixtures() {
+    for (target, expected) in [("http1_head", head_seeds()), ("http1_conn", conn_seeds())] {
+        if std::env::var_os("RATATOSK_WRITE_SEEDS").is_some() {
+            let dir = seed_dir(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, bytes) in &expected {
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+        let have = committed(target);
+        for (name, bytes) in &expected {
+            assert_eq!(
+                have.get(name),
+                Some(bytes),
+                "fuzz/seeds/{target}/{name} is stale; rerun with RATATOSK_WRITE_SEEDS=1"
+            );
+        }
+    }
+}
+
+#[test]
+fn seeds_run_clean() {
+    let heads = committed("http1_head");
+    assert!(heads.len() >= 20);
+    for bytes in heads.values() {
+        http1_head(bytes);
+    }
+    let conns = committed("http1_conn");
+    assert!(conns.len() >= 15);
+    for bytes in conns.values() {
+        http1_conn(bytes);
+    }
+}
+
+/// xorshift64*: deterministic, dependency-free.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Flips, inserts, deletes and splices bytes, like a fuzzer's first round.
+fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(v.len() + 1);
+        match rng.below(5) {
+            0 if at < v.len() => v[at] ^= 1 << rng.below(8),
+            1 => v.insert(at, rng.next() as u8),
+            2 if at < v.len() => {
+                v.remove(at);
+            }
+            3 => {
+                let from = rng.below(other.len());
+                let len = rng.below(64).min(other.len() - from.min(other.len()));
+                v.splice(at..at, other[from..from + len].iter().copied());
+            }
+            _ => {
+                let special = [b'\r', b'\n', b' ', b'0', b':', 0xff, 0x00];
+                v.insert(at, special[rng.below(special.len())]);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn mutated_seeds_hold_invariants() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let heads: Vec<_> = committed("http1_head").into_values().collect();
+    let conns: Vec<_> = committed("http1_conn").into_values().collect();
+    for _ in 0..3000 {
+        let a = &heads[rng.below(heads.len())];
+        let b = &heads[rng.below(heads.len())];
+        http1_head(&mutate(&mut rng, a, b));
+    }
+    for _ in 0..1500 {
+        let a = &conns[rng.below(conns.len())];
+        let b = &conns[rng.below(conns.len())];
+        let m = mutate(&mut rng, a, b);
+        if std::env::var_os("DUMP").is_some() {
+            std::fs::write("/tmp/last_conn_input.bin", &m).unwrap();
+        }
+        http1_conn(&m);
+    }
 }

@@ -58,7 +58,7 @@ const CHUNKED: &[u8] = concat!(
     "hello\r\n",
     "6 \t; a=\"b;c\"\r\n", // BWS before a quoted extension
     " world\r\n",
-    "000\r\n",            // last chunk with leading zeros
+    "000\r\n",             // last chunk with leading zeros
     "X-Checksum: abc\r\n", // trailer field
     "X-Other: d\r\n",
     "\r\n",
@@ -93,7 +93,10 @@ fn gap_inside_chunk_data_keeps_sync() {
     let mut d = BodyDecoder::new(Framing::Chunked);
     assert_eq!(d.feed(b"400\r\nabc").unwrap(), 8); // 1024-byte chunk
     assert_eq!(d.feed_gap(1021).unwrap(), 1021);
-    assert_eq!(d.state(), BodyState::Chunked(ratatosk_protocols::http1::ChunkState::DataCr));
+    assert_eq!(
+        d.state(),
+        BodyState::Chunked(ratatosk_protocols::http1::ChunkState::DataCr)
+    );
     assert_eq!(d.feed(b"\r\n0\r\n\r\n").unwrap(), 7);
     assert!(d.is_complete());
     assert_eq!(d.body_size(), 1024);
@@ -129,7 +132,12 @@ fn chunk_framing_errors() {
     for &(input, kind, consumed) in cases {
         let mut d = BodyDecoder::new(Framing::Chunked);
         let e = d.feed(input).unwrap_err();
-        assert_eq!((e.kind, e.consumed), (kind, consumed), "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            (e.kind, e.consumed),
+            (kind, consumed),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
     }
 }
 
@@ -138,13 +146,19 @@ fn chunk_extension_and_trailer_limits() {
     let mut d = BodyDecoder::new(Framing::Chunked);
     let mut line = b"1;".to_vec();
     line.extend(std::iter::repeat_n(b'e', 5000));
-    assert_eq!(d.feed(&line).unwrap_err().kind, ParseError::ChunkExtensionTooLong);
+    assert_eq!(
+        d.feed(&line).unwrap_err().kind,
+        ParseError::ChunkExtensionTooLong
+    );
     let mut d = BodyDecoder::new(Framing::Chunked);
     let mut trailers = b"0\r\n".to_vec();
     for _ in 0..1000 {
         trailers.extend_from_slice(b"X-Trailer: value\r\n");
     }
-    assert_eq!(d.feed(&trailers).unwrap_err().kind, ParseError::InvalidTrailers);
+    assert_eq!(
+        d.feed(&trailers).unwrap_err().kind,
+        ParseError::InvalidTrailers
+    );
 }
 
 #[test]

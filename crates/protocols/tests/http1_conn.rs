@@ -60,7 +60,14 @@ fn keep_alive_sequence() {
     let xs = w.take();
     let got: Vec<_> = xs
         .iter()
-        .map(|x| (x.method.as_str(), x.status, x.response_body_size, x.response_end_ns))
+        .map(|x| {
+            (
+                x.method.as_str(),
+                x.status,
+                x.response_body_size,
+                x.response_end_ns,
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -87,7 +94,11 @@ fn pipelined_requests_in_one_segment_responses_in_one() {
         .collect();
     assert_eq!(
         got,
-        [("/hello?x=1", 200, 13), ("/index.html", 200, 0), ("/", 404, 153)]
+        [
+            ("/hello?x=1", 200, 13),
+            ("/index.html", 200, 0),
+            ("/", 404, 153)
+        ]
     );
 }
 
@@ -103,7 +114,10 @@ fn pipelined_responses_split_anywhere() {
             w.write(3, &responses[cut1..cut2]);
             w.write(4, &responses[cut2..]);
             let xs = w.take();
-            let got: Vec<_> = xs.iter().map(|x| (x.status, x.response_body_size)).collect();
+            let got: Vec<_> = xs
+                .iter()
+                .map(|x| (x.status, x.response_body_size))
+                .collect();
             assert_eq!(got, [(200, 13), (200, 0), (200, 27)], "cuts {cut1} {cut2}");
             assert_eq!(w.stats().lost_sync_bytes, 0);
         }
@@ -176,7 +190,11 @@ fn head_and_body_in_one_read_then_next_request() {
 fn chunked_request_with_extensions_and_trailers() {
     let mut w = Wire::new();
     // Head in one read, chunks dribbling in.
-    let split = CURL_CHUNKED_POST.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let split = CURL_CHUNKED_POST
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap()
+        + 4;
     w.read(1, &CURL_CHUNKED_POST[..split]);
     for (i, piece) in CURL_CHUNKED_POST[split..].chunks(3).enumerate() {
         w.read(2 + i as u64, piece);
@@ -306,7 +324,10 @@ fn capture_gap_over_chunk_framing_truncates_response() {
     // The following exchange is parsed normally again.
     w.write(40, NGINX_200);
     let x = only(w.take());
-    assert_eq!((x.target.as_str(), x.status, x.outcome), ("/", 200, Outcome::Complete));
+    assert_eq!(
+        (x.target.as_str(), x.status, x.outcome),
+        ("/", 200, Outcome::Complete)
+    );
     let s = w.stats();
     assert_eq!((s.lost_bodies, s.truncated_responses), (1, 1));
     assert!(s.lost_sync_bytes > 0);
@@ -347,7 +368,10 @@ fn head_request_response_has_no_body() {
     w.write(2, &cat(&[NGINX_HEAD_200, NGINX_200]));
     let xs = w.take();
     assert_eq!(xs.len(), 2);
-    assert_eq!((xs[0].method.as_str(), xs[0].response_body_size), ("HEAD", 0));
+    assert_eq!(
+        (xs[0].method.as_str(), xs[0].response_body_size),
+        ("HEAD", 0)
+    );
     assert_eq!(xs[1].response_body_size, 13);
 }
 
@@ -400,7 +424,10 @@ fn connect_2xx_opens_a_tunnel() {
     let mut w = Wire::new();
     w.write(1, CURL_CONNECT).read(2, PROXY_200_ESTABLISHED);
     let x = only(w.take());
-    assert_eq!((x.method.as_str(), x.status, x.role), ("CONNECT", 200, Role::Client));
+    assert_eq!(
+        (x.method.as_str(), x.status, x.role),
+        ("CONNECT", 200, Role::Client)
+    );
     assert_eq!(x.target, "example.com:443");
     assert!(w.conn.is_upgraded());
     w.write(3, TLS_CLIENT_HELLO).close(4);
@@ -435,7 +462,10 @@ fn python_http10_with_length() {
     let req = b"GET /notes.txt HTTP/1.0\r\nHost: localhost:8000\r\n\r\n";
     w.write(5, req).read(6, PYTHON_200);
     let x = only(w.take());
-    assert_eq!((x.minor_version, x.status, x.response_body_size), (0, 200, 23));
+    assert_eq!(
+        (x.minor_version, x.status, x.response_body_size),
+        (0, 200, 23)
+    );
     assert_eq!(x.outcome, Outcome::Complete);
 }
 
@@ -459,11 +489,17 @@ fn until_close_response_emitted_at_close() {
 fn until_close_response_cut_short_by_new_request() {
     let mut w = Wire::new();
     w.read(1, WRK_GET);
-    w.write(2, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b");
+    w.write(
+        2,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b",
+    );
     // A further request proves the connection was not close-delimited.
     w.read(3, CURL_GET);
     let x = only(w.take());
-    assert_eq!((x.status, x.outcome, x.response_end_ns), (200, Outcome::ResponseTruncated, 2));
+    assert_eq!(
+        (x.status, x.outcome, x.response_end_ns),
+        (200, Outcome::ResponseTruncated, 2)
+    );
     w.write(4, NGINX_200);
     assert_eq!(only(w.take()).target, "/hello?x=1");
 }
@@ -476,14 +512,18 @@ fn close_emits_pending_without_response() {
     assert_eq!(w.take().len(), 1);
     w.close(3);
     let x = only(w.take());
-    assert_eq!((x.target.as_str(), x.status, x.outcome), ("/", 0, Outcome::NoResponse));
+    assert_eq!(
+        (x.target.as_str(), x.status, x.outcome),
+        ("/", 0, Outcome::NoResponse)
+    );
     assert_eq!((x.response_start_ns, x.response_end_ns), (0, 0));
 }
 
 #[test]
 fn close_mid_length_body_truncates() {
     let mut w = Wire::new();
-    w.read(1, CURL_GET).write(2, &NGINX_404[..NGINX_404.len() - 40]);
+    w.read(1, CURL_GET)
+        .write(2, &NGINX_404[..NGINX_404.len() - 40]);
     w.close(3);
     let x = only(w.take());
     assert_eq!((x.status, x.outcome), (404, Outcome::ResponseTruncated));
@@ -622,7 +662,10 @@ fn long_target_is_truncated_not_rejected() {
         ..Limits::default()
     };
     let mut w = Wire::with_limits(limits);
-    let req = format!("GET /search?q={} HTTP/1.1\r\nHost: a\r\n\r\n", "é".repeat(30));
+    let req = format!(
+        "GET /search?q={} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "é".repeat(30)
+    );
     w.read(1, req.as_bytes()).write(2, NGINX_200);
     let x = only(w.take());
     assert!(x.target.len() <= 16);
@@ -655,7 +698,10 @@ fn gap_inside_request_head_salvages_start_line() {
     w.read_cut(1, &head.as_bytes()[..1024], head.len() as u64);
     w.write(2, NGINX_200);
     let x = only(w.take());
-    assert_eq!((x.method.as_str(), x.path(), x.status), ("GET", "/account", 200));
+    assert_eq!(
+        (x.method.as_str(), x.path(), x.status),
+        ("GET", "/account", 200)
+    );
     assert_eq!(x.host.as_deref(), Some("shop.example"));
     assert_eq!(x.outcome, Outcome::Complete);
     // The connection carries on in sync.
@@ -700,7 +746,8 @@ fn gap_before_status_line_complete_loses_response() {
 #[test]
 fn early_response_before_request_body_finishes() {
     let head = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 3000\r\n\r\n";
-    let too_large = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let too_large =
+        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let mut w = Wire::new();
     w.read(1, head).read(2, &[0u8; 1000]);
     w.write(3, too_large);

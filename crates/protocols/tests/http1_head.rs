@@ -64,10 +64,18 @@ fn consumed_stops_at_end_of_head() {
 #[test]
 fn partial_heads_need_more() {
     for cut in 0..CURL_GET.len() {
-        assert_eq!(parse_request_head(&CURL_GET[..cut]), Ok(Parsed::NeedMore), "cut {cut}");
+        assert_eq!(
+            parse_request_head(&CURL_GET[..cut]),
+            Ok(Parsed::NeedMore),
+            "cut {cut}"
+        );
     }
     for cut in 0..NGINX_204.len() {
-        assert_eq!(parse_response_head(&NGINX_204[..cut]), Ok(Parsed::NeedMore), "cut {cut}");
+        assert_eq!(
+            parse_response_head(&NGINX_204[..cut]),
+            Ok(Parsed::NeedMore),
+            "cut {cut}"
+        );
     }
 }
 
@@ -133,7 +141,11 @@ fn content_length_rules() {
     );
     for bad in ["-1", "+5", "0x10", "1 2", "", "99999999999999999999", "5,"] {
         let buf = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
-        assert_eq!(req_err(buf.as_bytes()), ParseError::InvalidContentLength, "{bad:?}");
+        assert_eq!(
+            req_err(buf.as_bytes()),
+            ParseError::InvalidContentLength,
+            "{bad:?}"
+        );
     }
     assert_eq!(
         parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n"),
@@ -148,7 +160,8 @@ fn chunked_overrides_content_length() {
     assert!(h.chunked);
     assert_eq!(h.content_length, None);
     assert_eq!(h.framing(), Framing::Chunked);
-    let h = req(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\nContent-Length: x\r\n\r\n");
+    let h =
+        req(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\nContent-Length: x\r\n\r\n");
     assert!(h.chunked);
     let r = resp(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n");
     assert_eq!(r.framing(Some("GET")), Framing::Chunked);
@@ -165,7 +178,8 @@ fn transfer_encoding_without_final_chunked() {
     assert!(!r.chunked);
     assert_eq!(r.framing(Some("GET")), Framing::UntilClose);
     // Several fields form one list: the last coding decides.
-    let r = resp(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let r =
+        resp(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert!(r.chunked);
 }
 
@@ -190,7 +204,11 @@ fn response_framing_table() {
         (500, Some("POST"), Framing::Length(9)),
     ];
     for &(status, method, framing) in cases {
-        assert_eq!(with_len(status).framing(method), framing, "{status} {method:?}");
+        assert_eq!(
+            with_len(status).framing(method),
+            framing,
+            "{status} {method:?}"
+        );
     }
     let r = resp(PYTHON_UNTIL_CLOSE_HEAD);
     assert_eq!(r.framing(Some("GET")), Framing::UntilClose);
@@ -219,10 +237,22 @@ fn status_rules() {
 
 #[test]
 fn malformed_requests() {
-    assert_eq!(req_err(b"GET  / HTTP/1.1\r\n\r\n"), ParseError::InvalidToken);
-    assert_eq!(req_err(b"GET / HTTP/1.2\r\n\r\n"), ParseError::InvalidVersion);
-    assert_eq!(req_err(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), ParseError::InvalidHeaderName);
-    assert_eq!(req_err(b"GET / HTTP/1.1\rX\n\r\n"), ParseError::InvalidNewLine);
+    assert_eq!(
+        req_err(b"GET  / HTTP/1.1\r\n\r\n"),
+        ParseError::InvalidToken
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.2\r\n\r\n"),
+        ParseError::InvalidVersion
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
+        ParseError::InvalidHeaderName
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\rX\n\r\n"),
+        ParseError::InvalidNewLine
+    );
     let long_method = format!("{} / HTTP/1.1\r\n\r\n", "M".repeat(33));
     assert_eq!(req_err(long_method.as_bytes()), ParseError::InvalidToken);
 }
@@ -234,7 +264,10 @@ fn too_many_headers() {
         buf.push_str(&format!("X-H{i}: v\r\n"));
     }
     buf.push_str("\r\n");
-    assert!(matches!(parse_request_head(buf.as_bytes()), Ok(Parsed::Complete { .. })));
+    assert!(matches!(
+        parse_request_head(buf.as_bytes()),
+        Ok(Parsed::Complete { .. })
+    ));
     let more = buf.replacen("\r\n\r\n", "\r\nX-One-More: v\r\n\r\n", 1);
     assert_eq!(req_err(more.as_bytes()), ParseError::TooManyHeaders);
 }
@@ -243,11 +276,15 @@ fn too_many_headers() {
 fn target_truncation_respects_char_boundaries() {
     let buf = "GET /caf\u{e9}/\u{1f600} HTTP/1.1\r\n\r\n";
     for max in 0..20 {
-        let Ok(Parsed::Complete { frame, .. }) = parse_request_head_with(buf.as_bytes(), max) else {
+        let Ok(Parsed::Complete { frame, .. }) = parse_request_head_with(buf.as_bytes(), max)
+        else {
             panic!()
         };
         assert!(frame.target.len() <= max);
-        assert_eq!(frame.target_truncated, frame.target.len() < "/caf\u{e9}/\u{1f600}".len());
+        assert_eq!(
+            frame.target_truncated,
+            frame.target.len() < "/caf\u{e9}/\u{1f600}".len()
+        );
         assert!("/caf\u{e9}/\u{1f600}".starts_with(&frame.target));
     }
 }

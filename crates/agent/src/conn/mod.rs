@@ -7,7 +7,7 @@
 //! bounded: connections by `max_conns` (least recently active evicted,
 //! counted), and per-connection state by the parser's own limits.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use ratatosk_protocols::http1::{self, Detect, Exchange, Http1Conn, Limits};
 use ratatosk_protocols::parse::{Direction, Role, Segment};
@@ -104,7 +104,7 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(max_conns: usize, limits: Limits, metrics: SelfMetrics) -> Self {
         Tracker {
-            procs: HashMap::new(),
+            procs: HashMap::default(),
             total: 0,
             max_conns: max_conns.max(1),
             limits,

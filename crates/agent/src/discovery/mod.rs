@@ -8,6 +8,8 @@
 pub mod procfs;
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,11 +59,11 @@ pub struct Discovery {
     /// None when every process is traced (no selector).
     targets: Option<Targets>,
     agent: u32,
-    procs: HashMap<u32, Arc<ProcInfo>>,
+    procs: FxHashMap<u32, Arc<ProcInfo>>,
     max_procs: usize,
     /// Processes found not to match at exec, whose records may still be
     /// in the ring buffer.
-    rejected: HashMap<u32, Instant>,
+    rejected: FxHashMap<u32, Instant>,
     metrics: SelfMetrics,
 }
 
@@ -76,9 +78,9 @@ impl Discovery {
             selection,
             targets,
             agent: std::process::id(),
-            procs: HashMap::new(),
+            procs: FxHashMap::default(),
             max_procs,
-            rejected: HashMap::new(),
+            rejected: FxHashMap::default(),
             metrics,
         }
     }

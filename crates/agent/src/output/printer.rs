@@ -185,7 +185,7 @@ mod tests {
     fn formats_times_and_durations() {
         // 2026-11-23 13:49:04.123 UTC
         assert_eq!(
-            format_time(1_795_528_144_123_000_000),
+            format_time(1_795_441_744_123_000_000),
             "2026-11-23 13:49:04.123"
         );
         assert_eq!(format_time(0), "1970-01-01 00:00:00.000");

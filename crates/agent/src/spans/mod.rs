@@ -6,6 +6,8 @@ pub mod route;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use ratatosk_protocols::http1::{Exchange, Outcome};
 use ratatosk_protocols::parse::Role;
 
@@ -94,15 +96,21 @@ const KNOWN_METHODS: &[&str] = &[
 
 pub struct SpanBuilder {
     clock: Clock,
+    /// Ids need to be unique, not secret: a fast generator seeded from the
+    /// OS beats a cryptographic one on the hot path.
+    rng: SmallRng,
 }
 
 impl SpanBuilder {
     pub fn new(clock: Clock) -> Self {
-        SpanBuilder { clock }
+        SpanBuilder {
+            clock,
+            rng: SmallRng::from_os_rng(),
+        }
     }
 
     pub fn build(
-        &self,
+        &mut self,
         ex: Exchange,
         tuple: &Tuple,
         queue_ns: Option<u64>,
@@ -127,8 +135,8 @@ impl SpanBuilder {
         };
         Span {
             kind,
-            trace_id: rand::random(),
-            span_id: rand::random(),
+            trace_id: self.rng.random(),
+            span_id: self.rng.random(),
             parent_span_id: None,
             start_ns: self.clock.to_wall_ns(ex.request_start_ns),
             end_ns: self.clock.to_wall_ns(end_mono.max(ex.request_start_ns)),

@@ -85,3 +85,54 @@ fn strip_scheme_authority(target: &str) -> Option<&str> {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     rest.get(end..)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_target(target: &str) -> Exchange {
+        Exchange {
+            role: Role::Server,
+            method: "GET".into(),
+            target: target.into(),
+            minor_version: 1,
+            host: None,
+            traceparent: None,
+            status: 200,
+            request_start_ns: 1,
+            request_end_ns: 1,
+            response_start_ns: 2,
+            response_end_ns: 2,
+            request_body_size: 0,
+            response_body_size: 0,
+            outcome: Outcome::Complete,
+        }
+    }
+
+    #[test]
+    fn path_and_query() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("/", "/", None),
+            ("/a/b?x=1&y=2", "/a/b", Some("x=1&y=2")),
+            ("/a?", "/a", Some("")),
+            ("/a?q#frag", "/a", Some("q")),
+            ("/a?x=http://b/c", "/a", Some("x=http://b/c")),
+            ("http://h:8080/p/q?z", "/p/q", Some("z")),
+            ("https://h", "/", None),
+            ("HTTP://h?x", "/", Some("x")),
+            ("*", "*", None),
+            ("example.com:443", "example.com:443", None),
+            (
+                "/redirect?to=https://x/y",
+                "/redirect",
+                Some("to=https://x/y"),
+            ),
+            ("", "", None),
+        ];
+        for &(target, path, query) in cases {
+            let x = with_target(target);
+            assert_eq!((x.path(), x.query()), (path, query), "{target}");
+        }
+        assert!(with_target("/").is_server());
+    }
+}

@@ -19,6 +19,10 @@ pub(crate) trait MessageKind {
     fn find_boundary(buf: &[u8]) -> Option<usize>;
 }
 
+/// Timestamp marks kept per held head; more distinct segments than this
+/// in one head only blur start times of messages found inside it.
+const MAX_MARKS: usize = 64;
+
 pub(crate) struct Requests;
 pub(crate) struct Responses;
 
@@ -113,6 +117,17 @@ impl<H> Event<H> {
     }
 }
 
+/// Verdict on a head in progress.
+enum Judgement<H> {
+    Parsed(H),
+    /// Plausible so far; wait for more bytes.
+    Wait,
+    /// Not a message start (no error counted).
+    Garbage,
+    /// Malformed or over the head cap.
+    Invalid,
+}
+
 /// How the in-flight message stood when the connection closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finish {
@@ -152,10 +167,11 @@ pub(crate) struct MessageStream<K: MessageKind> {
     state: State,
     /// Head bytes of the current message (or a Seek candidate).
     buf: Vec<u8>,
+    /// `(offset in buf, ts)` where bytes of a new timestamp start, so a
+    /// message found inside held bytes gets the right start time.
+    marks: Vec<(usize, u64)>,
     /// Head terminator scan state: 1 after LF, 2 after LF CR.
     nl: u8,
-    /// The first line of the head in `buf` has been sanity-checked.
-    line_checked: bool,
     start_ns: u64,
     start_offset: u64,
     head_end_ns: u64,
@@ -181,8 +197,8 @@ impl<K: MessageKind> MessageStream<K> {
         MessageStream {
             state: State::Seek,
             buf: Vec::new(),
+            marks: Vec::new(),
             nl: 0,
-            line_checked: false,
             start_ns: 0,
             start_offset: 0,
             head_end_ns: 0,
@@ -272,7 +288,7 @@ impl<K: MessageKind> MessageStream<K> {
     /// Drops the current message and looks for the next start line.
     pub(crate) fn resync(&mut self) {
         if self.state != State::Stopped {
-            self.buf.clear();
+            self.clear_buf();
             self.state = State::Seek;
             self.discarded = true;
         }
@@ -281,7 +297,9 @@ impl<K: MessageKind> MessageStream<K> {
     /// Ends parsing on this direction for good.
     pub(crate) fn stop(&mut self) {
         self.state = State::Stopped;
+        self.clear_buf();
         self.buf = Vec::new();
+        self.marks = Vec::new();
     }
 
     /// Reports how the in-flight body stood at connection close, then stops.
@@ -299,6 +317,47 @@ impl<K: MessageKind> MessageStream<K> {
         };
         self.stop();
         finish
+    }
+
+    fn push_buf(&mut self, ts: u64, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.buf.is_empty() {
+            self.marks.clear();
+            self.start_ns = ts;
+        }
+        if self.marks.last().is_none_or(|&(_, last)| last != ts) {
+            if self.marks.len() >= MAX_MARKS {
+                // Merge into the earlier mark: its time stays a lower bound.
+                self.marks.remove(1);
+            }
+            self.marks.push((self.buf.len(), ts));
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn clear_buf(&mut self) {
+        self.buf.clear();
+        self.marks.clear();
+    }
+
+    /// Drops the first `n` held bytes; the start time becomes that of the
+    /// segment holding the new first byte.
+    fn drain_buf(&mut self, n: usize) {
+        let n = n.min(self.buf.len());
+        self.buf.drain(..n);
+        let first_kept = self.marks.iter().rposition(|&(at, _)| at <= n).unwrap_or(0);
+        self.marks.drain(..first_kept);
+        for (i, mark) in self.marks.iter_mut().enumerate() {
+            mark.0 = if i == 0 { 0 } else { mark.0 - n };
+        }
+        if let Some(&(_, ts)) = self.marks.first() {
+            self.start_ns = ts;
+        }
+        if self.buf.is_empty() {
+            self.marks.clear();
+        }
     }
 
     fn take_data<'a>(&mut self, input: &mut Input<'a>, n: usize) -> &'a [u8] {
@@ -325,7 +384,7 @@ impl<K: MessageKind> MessageStream<K> {
 
     fn enter_seek(&mut self, ts: u64) {
         let n = self.buf.len() as u64;
-        self.buf.clear();
+        self.clear_buf();
         self.skipped(ts, n);
         self.discarded = true;
         self.state = State::Seek;
@@ -339,7 +398,7 @@ impl<K: MessageKind> MessageStream<K> {
                 self.counters.lost_heads += 1;
             }
             let n = self.buf.len() as u64 + input.gap;
-            self.buf.clear();
+            self.clear_buf();
             self.skipped(ts, n);
             let g = input.gap;
             self.take_gap(input, g);
@@ -354,7 +413,6 @@ impl<K: MessageKind> MessageStream<K> {
             };
             self.take_data(input, p);
             self.skipped(ts, p as u64);
-            self.start_ns = ts;
             self.start_offset = self.offset;
         }
         // A start line is judged on its own, so take at most one line (and
@@ -366,36 +424,35 @@ impl<K: MessageKind> MessageStream<K> {
             .map_or(input.data.len(), |i| i + 1);
         let room = self.max_head.saturating_sub(self.buf.len()) + 1;
         let taken = self.take_data(input, line.min(room));
-        self.buf.extend_from_slice(taken);
+        self.push_buf(ts, taken);
         self.settle(ts, false, false)
     }
 
     /// Decides what the bytes held in `buf` are. With `judge_head` the
     /// buffer is a head in progress (`found`: its terminator is in) and is
-    /// parsed first. Whatever is rejected is searched for the next start
-    /// line, so the outcome does not depend on how bytes were segmented.
+    /// judged first. Whatever is rejected is searched for the next start
+    /// line.
+    ///
+    /// Every decision is tied to a byte position fixed by the content (the
+    /// first byte, each line end, the head cap, the terminator), never to
+    /// where a segment happened to end, so the outcome does not depend on
+    /// segmentation.
     fn settle(&mut self, ts: u64, mut judge_head: bool, mut found: bool) -> Option<Event<K::Head>> {
         loop {
             if judge_head {
-                match K::parse(&self.buf, self.max_target) {
-                    Ok(Parsed::Complete { frame, consumed })
-                        if found && consumed == self.buf.len() =>
-                    {
-                        return Some(self.head_parsed(frame, ts));
-                    }
-                    Ok(Parsed::NeedMore) if !found => return None,
-                    // Not a message start at all: garbage, not an error.
-                    Ok(Parsed::Ignored) => {}
-                    _ => self.counters.invalid_messages += 1,
+                match self.judge(found) {
+                    Judgement::Parsed(frame) => return Some(self.head_parsed(frame, ts)),
+                    Judgement::Wait => return None,
+                    Judgement::Garbage => {}
+                    Judgement::Invalid => self.counters.invalid_messages += 1,
                 }
                 self.drop_candidate(ts);
             }
-            let verdict = if self.buf.is_empty() {
-                LineMatch::Prefix
-            } else if self.buf.len() > self.max_head {
-                LineMatch::No
-            } else {
-                K::match_line(&self.buf)
+            let within_cap = self.buf.get(..self.max_head).unwrap_or(&self.buf);
+            let verdict = match K::match_line(within_cap) {
+                _ if self.buf.is_empty() => LineMatch::Prefix,
+                LineMatch::Prefix if self.buf.len() > self.max_head => LineMatch::No,
+                v => v,
             };
             match verdict {
                 LineMatch::Prefix => {
@@ -412,10 +469,37 @@ impl<K: MessageKind> MessageStream<K> {
                     let held = std::mem::take(&mut self.buf);
                     found = self.scan_terminator(&held).1;
                     self.buf = held;
-                    self.line_checked = self.buf.contains(&b'\n');
                     judge_head = true;
                 }
             }
+        }
+    }
+
+    /// Judges a head in progress at the last decision point it reached.
+    fn judge(&self, found: bool) -> Judgement<K::Head> {
+        let over_cap = self.buf.len() > self.max_head;
+        if found && !over_cap {
+            return match K::parse(&self.buf, self.max_target) {
+                Ok(Parsed::Complete { frame, consumed }) if consumed == self.buf.len() => {
+                    Judgement::Parsed(frame)
+                }
+                Ok(Parsed::Ignored) => Judgement::Garbage,
+                _ => Judgement::Invalid,
+            };
+        }
+        // Parser errors are prefix-monotonic, so judging up to the last
+        // complete line within the cap (or just the first byte) finds any
+        // rejection an earlier line end would have found.
+        let within_cap = self.buf.get(..self.max_head).unwrap_or(&self.buf);
+        let upto = within_cap
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(1, |i| i + 1);
+        match K::parse(self.buf.get(..upto).unwrap_or(&self.buf), self.max_target) {
+            Ok(Parsed::NeedMore) if over_cap => Judgement::Invalid,
+            Ok(Parsed::NeedMore) => Judgement::Wait,
+            Ok(Parsed::Ignored) => Judgement::Garbage,
+            Ok(Parsed::Complete { .. }) | Err(_) => Judgement::Invalid,
         }
     }
 
@@ -428,9 +512,7 @@ impl<K: MessageKind> MessageStream<K> {
             .and_then(K::find_boundary)
             .map_or(self.buf.len(), |q| q + 1)
             .min(self.buf.len());
-        self.buf.drain(..drop);
-        // The candidate's own timestamp is unknown; the original start is a
-        // lower bound.
+        self.drain_buf(drop);
         self.start_offset += drop as u64;
         self.skipped(ts, drop as u64);
         self.state = State::Seek;
@@ -438,7 +520,7 @@ impl<K: MessageKind> MessageStream<K> {
 
     fn head_parsed(&mut self, head: K::Head, ts: u64) -> Event<K::Head> {
         self.note_resync();
-        self.buf.clear();
+        self.clear_buf();
         self.state = State::AwaitFraming;
         self.head_end_ns = ts;
         self.last_ns = ts;
@@ -493,27 +575,19 @@ impl<K: MessageKind> MessageStream<K> {
             if input.data.is_empty() {
                 return None;
             }
-            self.start_ns = ts;
             self.start_offset = self.offset;
             self.nl = 0;
-            self.line_checked = false;
         }
         let fresh = self.buf.is_empty();
         let room = self.max_head.saturating_sub(self.buf.len()) + 1;
         let (n, found) = self.scan_terminator(input.data.get(..room).unwrap_or(input.data));
         let taken = self.take_data(input, n);
-        let new_line = !self.line_checked && taken.contains(&b'\n');
-        self.buf.extend_from_slice(taken);
+        let new_line = taken.contains(&b'\n');
+        self.push_buf(ts, taken);
         self.last_ns = ts;
-        self.line_checked |= new_line;
-        if self.buf.len() > self.max_head {
-            self.counters.invalid_messages += 1;
-            self.drop_candidate(ts);
-            return self.settle(ts, false, false);
-        }
-        // Judge garbage as soon as the first bytes or the start line are in,
-        // instead of buffering up to the cap.
-        if found || fresh || new_line {
+        // Judge at the first byte, at every completed line and at the cap
+        // instead of only when the head is complete.
+        if found || fresh || new_line || self.buf.len() > self.max_head {
             return self.settle(ts, true, found);
         }
         None
@@ -531,7 +605,7 @@ impl<K: MessageKind> MessageStream<K> {
             Some(head) => {
                 self.note_resync();
                 // The head bytes were used, only the gap is unknown.
-                self.buf.clear();
+                self.clear_buf();
                 self.skipped(ts, gap);
                 self.state = State::Seek;
                 self.last_ns = ts;
@@ -578,7 +652,7 @@ impl<K: MessageKind> MessageStream<K> {
                 self.last_ns = ts;
                 self.counters.lost_bodies += 1;
                 self.discarded = true;
-                self.buf.clear();
+                self.clear_buf();
                 self.state = State::Seek;
                 return Some(Event::BodyLost {
                     last_ns: ts,

@@ -55,23 +55,19 @@ pub const CURL_CHUNKED_POST: &[u8] = concat!(
     "Transfer-Encoding: chunked\r\n", // no Content-Length
     "Content-Type: application/x-www-form-urlencoded\r\n",
     "\r\n",
-    "5;name=value\r\n", // chunk of 5 with an extension
-    "hello\r\n",        // data + CRLF
-    "6\r\n",            // chunk of 6
-    " world\r\n",       //
-    "0\r\n",            // last chunk
+    "5;name=value\r\n",    // chunk of 5 with an extension
+    "hello\r\n",           // data + CRLF
+    "6\r\n",               // chunk of 6
+    " world\r\n",          //
+    "0\r\n",               // last chunk
     "X-Checksum: abc\r\n", // trailer field
-    "\r\n",             // end of trailers
+    "\r\n",                // end of trailers
 )
 .as_bytes();
 
 /// `wrk -c1 -t1 http://127.0.0.1:8080/`: wrk sends only Host.
-pub const WRK_GET: &[u8] = concat!(
-    "GET / HTTP/1.1\r\n",
-    "Host: 127.0.0.1:8080\r\n",
-    "\r\n",
-)
-.as_bytes();
+pub const WRK_GET: &[u8] =
+    concat!("GET / HTTP/1.1\r\n", "Host: 127.0.0.1:8080\r\n", "\r\n",).as_bytes();
 
 /// `curl -I http://127.0.0.1:18080/index.html`.
 pub const CURL_HEAD: &[u8] = concat!(
@@ -197,7 +193,7 @@ pub const NGINX_CHUNKED: &[u8] = concat!(
     "Transfer-Encoding: chunked\r\n",
     "Connection: keep-alive\r\n",
     "\r\n",
-    "1b\r\n",                          // 27 bytes
+    "1b\r\n",                              // 27 bytes
     "{\"items\":[1,2,3],\"ok\":true}\r\n", // 27 bytes + CRLF
     "0\r\n",
     "\r\n",
@@ -251,11 +247,11 @@ pub const CHUNKED_EXT_TRAILER: &[u8] = concat!(
     "Trailer: X-Checksum\r\n",
     "Transfer-Encoding: chunked\r\n",
     "\r\n",
-    "a;part=1\r\n",       // 10 bytes, extension without quotes
-    "0123456789\r\n",     //
-    "4 ; q=\"x;y\"\r\n",  // BWS and a quoted extension value
-    "abcd\r\n",           //
-    "0\r\n",              // last chunk
+    "a;part=1\r\n",             // 10 bytes, extension without quotes
+    "0123456789\r\n",           //
+    "4 ; q=\"x;y\"\r\n",        // BWS and a quoted extension value
+    "abcd\r\n",                 //
+    "0\r\n",                    // last chunk
     "X-Checksum: 5d41402a\r\n", // trailer
     "\r\n",
 )
@@ -322,7 +318,8 @@ pub const TLS_CLIENT_HELLO: &[u8] = &[
 ];
 
 /// Postgres StartupMessage: length 31, protocol 3.0, user=app database=app.
-pub const PG_STARTUP: &[u8] = b"\x00\x00\x00\x1f\x00\x03\x00\x00user\x00app\x00database\x00app\x00\x00";
+pub const PG_STARTUP: &[u8] =
+    b"\x00\x00\x00\x1f\x00\x03\x00\x00user\x00app\x00database\x00app\x00\x00";
 
 /// RESP `PING` as redis-cli sends it.
 pub const REDIS_PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
