@@ -40,6 +40,7 @@ impl Clock {
             .max(0) as u64
     }
 
+    #[cfg(test)]
     pub fn now_mono_ns() -> u64 {
         ns(ClockId::Monotonic).max(0) as u64
     }

@@ -258,6 +258,7 @@ impl Config {
     }
 
     /// Parses `args` against an explicit environment (for tests).
+    #[cfg(test)]
     pub fn from_args_with_env<I, T>(
         args: I,
         env: &dyn Fn(&str) -> Option<String>,

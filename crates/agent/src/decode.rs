@@ -51,7 +51,6 @@ pub enum Record<'a> {
     },
     Exec {
         hdr: Header,
-        ppid: u32,
         comm: &'a str,
         filename: &'a str,
     },
@@ -75,7 +74,6 @@ pub struct Data<'a> {
     pub queued_ns: u64,
     pub fd: u32,
     pub direction: Direction,
-    pub syscall: u8,
     pub tuple: Tuple,
     pub payload: &'a [u8],
 }
@@ -201,7 +199,6 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             queued_ns: u64_at(b, offset_of!(rt_data_event, queued_ns)),
             fd: u32_at(b, offset_of!(rt_data_event, fd)),
             direction,
-            syscall: u8_at(b, offset_of!(rt_data_event, syscall)),
             tuple: tuple(b, offset_of!(rt_data_event, tuple)),
             payload,
         }));
@@ -240,7 +237,6 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
         let path_len = ratatosk_abi::rt_limits::RT_PATH_LEN as usize;
         return Ok(Record::Exec {
             hdr,
-            ppid: u32_at(b, offset_of!(rt_proc_event, ppid)),
             comm: cstr(b, offset_of!(rt_proc_event, comm), comm_len),
             filename: cstr(b, offset_of!(rt_proc_event, filename), path_len),
         });

@@ -138,7 +138,16 @@ impl HttpMetrics {
         let service = span.service_name();
         let port = span.server.port();
         let mut h = FxHasher::default();
-        (span.kind as u8, &span.method, span.status, &span.route, span.scheme, port, service).hash(&mut h);
+        (
+            span.kind as u8,
+            &span.method,
+            span.status,
+            &span.route,
+            span.scheme,
+            port,
+            service,
+        )
+            .hash(&mut h);
         let key = h.finish();
         let same = |(k, l, _): &&(SpanKind, HttpLabels, Handles)| {
             *k == span.kind
@@ -185,7 +194,9 @@ impl HttpMetrics {
         };
         handles.duration.observe(span.duration_ns() as f64 / 1e9);
         handles.request_size.observe(span.request_body_size as f64);
-        handles.response_size.observe(span.response_body_size as f64);
+        handles
+            .response_size
+            .observe(span.response_body_size as f64);
 
         let p = &span.process;
         if self.known_targets.insert(p.pid) {

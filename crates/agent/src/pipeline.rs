@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn::{Finished, Tracker};
-use crate::decode::{self, Record};
+use crate::decode::{self, ConnOrigin, Record};
 use crate::discovery::Discovery;
 use crate::metrics::HttpMetrics;
 use crate::output::printer::Printer;
@@ -296,7 +296,10 @@ impl Reader {
         for (i, n) in self.record_counts.iter_mut().enumerate() {
             if *n > 0 {
                 let kind = RECORD_KINDS[i];
-                self.metrics.reader_records.get_or_create(&KindLabel { kind }).inc_by(*n);
+                self.metrics
+                    .reader_records
+                    .get_or_create(&KindLabel { kind })
+                    .inc_by(*n);
                 *n = 0;
             }
         }
@@ -355,22 +358,23 @@ impl RecordSink for Reader {
                 hdr,
                 sock_id,
                 fd,
-                origin,
                 tuple,
+                origin,
             } => {
                 self.count(RecordKind::ConnOpen);
+                let kind = match origin {
+                    ConnOrigin::Accept => "accept",
+                    ConnOrigin::Connect => "connect",
+                };
+                self.metrics
+                    .connections_opened
+                    .get_or_create(&KindLabel { kind })
+                    .inc();
                 if self.discovery.is_rejected(hdr.tgid) {
                     return;
                 }
-                self.tracker.on_open(
-                    hdr.tgid,
-                    hdr.ts_ns,
-                    sock_id,
-                    fd,
-                    origin,
-                    tuple,
-                    &mut self.finished,
-                );
+                self.tracker
+                    .on_open(hdr.tgid, hdr.ts_ns, sock_id, fd, tuple, &mut self.finished);
             }
             Record::Close { hdr, fd } => {
                 self.count(RecordKind::Close);

@@ -50,6 +50,8 @@ pub struct SelfMetrics {
     /// Parser events that lose data, by reason (invalid message, resync,
     /// unpaired response, pending queue full, ...).
     pub parser_errors: Family<ReasonLabel, Counter>,
+    /// Connections seen opening, by origin (accept, connect).
+    pub connections_opened: Family<KindLabel, Counter>,
     /// Connections currently tracked.
     pub connections_tracked: Gauge,
     /// Connections forgotten to stay within --max-connections.
@@ -118,6 +120,11 @@ impl SelfMetrics {
             "ratatosk_parser_errors",
             "Parser events that lose data, by reason",
             self.parser_errors.clone(),
+        );
+        r.register(
+            "ratatosk_connections_opened",
+            "Connections of traced processes seen opening, by origin",
+            self.connections_opened.clone(),
         );
         r.register(
             "ratatosk_connections_tracked",

@@ -570,7 +570,10 @@ public class Server {
     }
 }
 "#;
-    let dir = tempfile::Builder::new().prefix("ratatosk-java").tempdir_in("/tmp").expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("ratatosk-java")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
     let src = dir.path().join("Server.java");
     std::fs::write(&src, APP).expect("write Server.java");
     let p = Proc::spawn(
@@ -628,8 +631,15 @@ func main() {
 }
 "#;
     let go = lab_dir().join("bin/go");
-    assert!(go.is_file(), "{} is missing: run scripts/lab.sh", go.display());
-    let dir = tempfile::Builder::new().prefix("ratatosk-go").tempdir_in("/tmp").expect("tempdir");
+    assert!(
+        go.is_file(),
+        "{} is missing: run scripts/lab.sh",
+        go.display()
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("ratatosk-go")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
     std::fs::write(dir.path().join("main.go"), SRC).expect("write main.go");
     let out = dir.path().join("gohttp");
     let status = Command::new(&go)

@@ -357,8 +357,14 @@ fn node_http_server_keepalive_and_chunked() {
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/stream")), 200);
     let spans = agent.wait_spans(3, WAIT, server_spans_on(port));
     assert_eq!(spans.len(), 3, "{spans:#?}");
-    assert!(spans.iter().all(|s| s["service.name"] == "node"), "{spans:#?}");
-    let stream = spans.iter().find(|s| attr(s, "url.path") == "/stream").expect("/stream span");
+    assert!(
+        spans.iter().all(|s| s["service.name"] == "node"),
+        "{spans:#?}"
+    );
+    let stream = spans
+        .iter()
+        .find(|s| attr(s, "url.path") == "/stream")
+        .expect("/stream span");
     assert_eq!(attr(stream, "http.response.body.size"), "18");
 }
 
@@ -386,7 +392,13 @@ fn without_privilege_one_line_names_what_is_missing() {
     require_root();
     // Drop to nobody with no capabilities.
     let out = std::process::Command::new(tool("setpriv"))
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(agent_bin())
         .args(["--open-port", "1"])
         .output()
@@ -395,7 +407,10 @@ fn without_privilege_one_line_names_what_is_missing() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line expected: {stderr}");
-    assert!(lines[0].contains("missing privilege") && lines[0].contains("CAP_BPF"), "{stderr}");
+    assert!(
+        lines[0].contains("missing privilege") && lines[0].contains("CAP_BPF"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
 }
 
@@ -407,7 +422,10 @@ fn bad_settings_are_refused_with_their_source() {
         .expect("run agent");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("$BEYLA_OPEN_PORT") && stderr.contains("backwards"), "{stderr}");
+    assert!(
+        stderr.contains("$BEYLA_OPEN_PORT") && stderr.contains("backwards"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -424,7 +442,11 @@ fn go_server_and_client() {
     let agent = Agent::start(&["--exe-path", "/gohttp$"]);
     const N: usize = 10;
     let status = std::process::Command::new(&bin)
-        .args(["get", &format!("http://127.0.0.1:{port}/go?x=1"), &N.to_string()])
+        .args([
+            "get",
+            &format!("http://127.0.0.1:{port}/go?x=1"),
+            &N.to_string(),
+        ])
         .status()
         .expect("run go client");
     assert!(status.success());

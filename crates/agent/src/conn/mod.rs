@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap as HashMap;
 use ratatosk_protocols::http1::{self, Detect, Exchange, Http1Conn, Limits};
 use ratatosk_protocols::parse::{Direction, Role, Segment};
 
-use crate::decode::{ConnOrigin, Data, Tuple};
+use crate::decode::{Data, Tuple};
 use crate::selfmon::{ReasonLabel, SelfMetrics};
 
 /// A parsed exchange and the connection it happened on.
@@ -124,7 +124,6 @@ impl Tracker {
         ts: u64,
         sock_id: u64,
         fd: u32,
-        _origin: ConnOrigin,
         tuple: Tuple,
         out: &mut Vec<Finished>,
     ) {
@@ -176,7 +175,7 @@ impl Tracker {
             conn.proto = match verdict {
                 Detect::Request | Detect::Response => {
                     replay = held;
-                    Proto::Http1(Box::new(Http1Conn::new(self.limits.clone())))
+                    Proto::Http1(Box::new(Http1Conn::new(self.limits)))
                 }
                 Detect::NeedMore => {
                     let mut p = held.unwrap_or_else(|| {

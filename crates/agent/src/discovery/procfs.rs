@@ -31,15 +31,6 @@ pub fn comm(pid: u32) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
-/// Thread-group id of a task (threads appear in /proc too).
-pub fn tgid(pid: u32) -> Option<u32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Socket inodes open in a process.
 pub fn socket_inodes(pid: u32) -> Vec<u64> {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -121,7 +112,6 @@ mod tests {
         let me = std::process::id();
         assert!(pids().contains(&me));
         assert!(exe(me).is_some());
-        assert_eq!(tgid(me), Some(me));
         assert!(netns(me).is_some());
     }
 }

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use opentelemetry_semantic_conventions::attribute as semconv;
+use ratatosk_protocols::http1::Outcome;
 use serde_json::{Map, Value, json};
 
 use crate::config::PrinterMode;
@@ -148,6 +149,15 @@ pub fn json_value(s: &Span) -> Value {
         semconv::HTTP_RESPONSE_BODY_SIZE.into(),
         json!(s.response_body_size),
     );
+    match s.outcome {
+        Outcome::Complete => {}
+        Outcome::NoResponse => {
+            a.insert("ratatosk.outcome".into(), json!("no_response"));
+        }
+        Outcome::ResponseTruncated => {
+            a.insert("ratatosk.outcome".into(), json!("response_truncated"));
+        }
+    }
     if let Some(q) = s.queue_ns {
         a.insert("ratatosk.queue_time_ns".into(), json!(q));
     }
