@@ -244,7 +244,9 @@ def agent_prog_ids(pid: int) -> set[int]:
 def agent_like_progs() -> list[dict]:
     """Loaded BPF programs named like the agent's (ours or anyone else's)."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, timeout=10)
-    return [p for p in json.loads(out.stdout) if p.get("name") in BPF_PROG_NAMES]
+    # Names are cut at 15 bytes: the per-syscall programs show as sys_exit_….
+    return [p for p in json.loads(out.stdout)
+            if p.get("name") in BPF_PROG_NAMES or p.get("name", "").startswith("sys_exit_")]
 
 
 def foreign_progs(ours: set[int] = frozenset(), grace: float = 5) -> int:
@@ -296,9 +298,10 @@ def agent_counters(mport: int, load_routes: set[str]) -> dict[str, float]:
 class Agent:
     """One agent process, started for one instrumented run."""
 
-    def __init__(self, binary: Path, port: int, log: Path):
+    def __init__(self, binary: Path, port: int, log: Path, hooks: str):
         self.mport, self.log = free_port(), log
         self.proc = spawn([str(binary), "--open-port", str(port), "--trace-printer", "disabled",
+                           "--syscall-hooks", hooks,
                            "--prometheus-port", str(self.mport), "--prometheus-address", "127.0.0.1"], log)
         ready = lambda: re.search(r"\bready\b", ANSI.sub("", log.read_text(errors="replace"))) is not None
         try:
@@ -350,8 +353,12 @@ def baseline_run(w: Workload, port: int, opts: argparse.Namespace) -> dict:
     return {**vars(load), "served": served, "foreign_bpf_progs": foreign}
 
 
-def instrumented_run(w: Workload, port: int, opts: argparse.Namespace, tmp: Path, rnd: int) -> dict:
-    agent = Agent(opts.agent, port, tmp / f"agent-{rnd}.log")
+def instrumented_run(w: Workload, port: int, opts: argparse.Namespace, tmp: Path, rnd: int,
+                     hooks: str, select_port: int | None = None) -> dict:
+    """With `select_port` the agent selects a port nobody listens on: its
+    programs are attached (every syscall on the host pays the hook and the
+    filter) but nothing is captured: the cost of the hooks alone."""
+    agent = Agent(opts.agent, select_port or port, tmp / f"agent-{rnd}-{hooks}-{select_port or port}.log", hooks)
     try:
         raw = measure_with_agent(agent, w, port, opts, tmp / f"perf-{rnd}.log")
     finally:
@@ -422,6 +429,8 @@ SUMMARY_ROWS = [  # (label, key in summary, format)
     ("baseline req/s", "baseline_rps", "{:,.0f}"),
     ("instrumented req/s", "instrumented_rps", "{:,.0f}"),
     ("throughput ratio (instr/base)", "throughput_ratio", "{:.3f}"),
+    ("hooks attached, nothing selected: ratio", "hooks_only_ratio", "{:.3f}"),
+    ("hooks attached, nothing selected: BPF µs/req", "hooks_only_bpf_us_per_req", "{:.3f}"),
     ("added p50 latency (µs)", "added_p50_us", "{:+.1f}"),
     ("added p99 latency (µs)", "added_p99_us", "{:+.1f}"),
     ("agent CPU user+sys (µs/req)", "agent_cpu_us_per_req", "{:.3f}"),
@@ -437,37 +446,45 @@ SUMMARY_ROWS = [  # (label, key in summary, format)
 ]
 
 
-def summarize(rounds: list[dict]) -> dict[str, list[float]]:
-    """Per-round values of each summary metric (the median is taken later)."""
-    per: dict[str, list[float]] = {}
-    for r in rounds:
-        b, i = r["baseline"], r["instrumented"]
-        vals = {"baseline_rps": b["rps"], "instrumented_rps": i["rps"],
-                "throughput_ratio": i["rps"] / b["rps"],
-                "added_p50_us": i["p50_us"] - b["p50_us"], "added_p99_us": i["p99_us"] - b["p99_us"],
-                "load_errors": b["errors"] + i["errors"]}
-        vals |= {k: i[k] for _, k, _ in SUMMARY_ROWS if k not in vals}
-        for k, v in vals.items():
-            if v is not None:
-                per.setdefault(k, []).append(v)
-    return per
+def summarize(rounds: list[dict], modes: list[str]) -> dict[str, dict[str, list[float]]]:
+    """Per hook mode, per-round values of each summary metric (the median
+    is taken later)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for mode in modes:
+        per = out.setdefault(mode, {})
+        for r in rounds:
+            b, i, h = r["baseline"], r[f"instrumented/{mode}"], r[f"hooks_only/{mode}"]
+            vals = {"baseline_rps": b["rps"], "instrumented_rps": i["rps"],
+                    "throughput_ratio": i["rps"] / b["rps"],
+                    "hooks_only_ratio": h["rps"] / b["rps"], "hooks_only_bpf_us_per_req": h["bpf_us_per_req"],
+                    "added_p50_us": i["p50_us"] - b["p50_us"], "added_p99_us": i["p99_us"] - b["p99_us"],
+                    "load_errors": b["errors"] + i["errors"]}
+            vals |= {k: i[k] for _, k, _ in SUMMARY_ROWS if k not in vals}
+            for k, v in vals.items():
+                if v is not None:
+                    per.setdefault(k, []).append(v)
+    return out
 
 
-def markdown(per: dict[str, list[float]], meta: dict, rounds: list[dict]) -> str:
+def markdown(per_mode: dict[str, dict[str, list[float]]], meta: dict, rounds: list[dict]) -> str:
     m, o = meta["machine"], meta["options"]
     lines = [f"## Ratatosk overhead: {meta['workload']}", "",
              f"{m['cpu']}, {m['nproc']} CPUs, kernel {m['kernel']}, "
              f"commit {m['commit']}{' (dirty)' if m['dirty'] else ''}; "
              f"{o['rounds']} rounds × {o['duration']} s, {o['threads']} load threads, {o['connections']} connections", ""]
-    tainted = sum(1 for r in rounds for k in ("baseline", "instrumented") if r[k]["foreign_bpf_progs"])
+    tainted = sum(1 for r in rounds for k in r["order"] if r[k]["foreign_bpf_progs"])
     if tainted:
         lines += [f"**Warning:** another agent's BPF programs were loaded during {tainted} runs; "
                   "every syscall paid for them, baseline included.", ""]
     lines += ["| metric | median | min | max |", "|---|---:|---:|---:|"]
-    for label, key, fmt in SUMMARY_ROWS:
-        if key in per:
-            v = per[key]
-            lines.append(f"| {label} | {fmt.format(statistics.median(v))} | {fmt.format(min(v))} | {fmt.format(max(v))} |")
+    for mode, per in per_mode.items():
+        # With several hook modes, each row says which one it measured.
+        tag = f" [{mode}]" if len(per_mode) > 1 else ""
+        for label, key, fmt in SUMMARY_ROWS:
+            if key in per and not (tag and key == "baseline_rps" and mode != next(iter(per_mode))):
+                v = per[key]
+                lines.append(f"| {label}{'' if key == 'baseline_rps' else tag} | {fmt.format(statistics.median(v))} "
+                             f"| {fmt.format(min(v))} | {fmt.format(max(v))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -496,6 +513,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--perf", action="store_true", help="also record perf stat task-clock of the agent")
+    p.add_argument("--hooks", type=lambda v: v.split(","), default=["raw"],
+                   help="agent --syscall-hooks modes to compare, e.g. raw,per-syscall")
     p.add_argument("--out", type=Path, default=REPO / "bench/results")
     return p.parse_args()
 
@@ -524,11 +543,17 @@ def run(opts: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict]:
             w.load(port, opts, opts.warmup)
         for rnd in range(1, opts.rounds + 1):
             # Alternate the order so slow drift (thermal, caches) cancels out.
-            order = ["baseline", "instrumented"] if rnd % 2 else ["instrumented", "baseline"]
+            kinds = ["baseline"] + [f"{k}/{m}" for m in opts.hooks for k in ("hooks_only", "instrumented")]
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
             r = {"round": rnd, "order": order}
             for kind in order:
-                r[kind] = (baseline_run(w, port, opts) if kind == "baseline"
-                           else instrumented_run(w, port, opts, tmp, rnd))
+                if kind == "baseline":
+                    r[kind] = baseline_run(w, port, opts)
+                else:
+                    what, mode = kind.split("/")
+                    # hooks_only: the agent selects a port nobody listens on.
+                    select = free_port() if what == "hooks_only" else None
+                    r[kind] = instrumented_run(w, port, opts, tmp, rnd, mode, select)
                 print(f"round {rnd} {kind:>12}: {r[kind]['rps']:,.0f} req/s, "
                       f"p50 {r[kind]['p50_us']:.0f} µs, p99 {r[kind]['p99_us']:.0f} µs", file=sys.stderr)
             rounds.append(r)
@@ -561,12 +586,13 @@ def main() -> int:
             BPF_STATS_SYSCTL.write_text(stats_before)
     meta |= {"started_utc": started.isoformat(timespec="seconds"), "machine": machine_facts(opts.agent),
              "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}}
-    per = summarize(rounds)
+    per = summarize(rounds, opts.hooks)
     md = markdown(per, meta, rounds)
     print(md)
     opts.out.mkdir(parents=True, exist_ok=True)
     stem = opts.out / f"{meta['workload']}-{started.strftime('%Y%m%dT%H%M%SZ')}"
-    summary = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in per.items()}
+    summary = {mode: {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in vals.items()}
+               for mode, vals in per.items()}
     stem.with_suffix(".json").write_text(json.dumps({**meta, "summary": summary, "rounds": rounds}, indent=2) + "\n")
     stem.with_suffix(".md").write_text(md)
     print(f"wrote {stem}.json and {stem}.md", file=sys.stderr)

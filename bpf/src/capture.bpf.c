@@ -372,10 +372,9 @@ static __always_inline void emit_listen(long fd, __u64 pid_tgid)
 	stat_inc(RT_STAT_EVENTS);
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+/* The whole syscall-exit logic, shared by the two ways of hooking it. */
+static __always_inline int handle_exit(long nr, long ret, struct pt_regs *regs)
 {
-	long nr = BPF_CORE_READ(regs, orig_ax);
 	__u8 sc, dir = RT_DIR_INGRESS;
 
 	/* Cheapest test first: most syscalls on the host are not ours. */
@@ -428,6 +427,42 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	emit_data(regs, ret, sc, dir, pid_tgid);
 	return 0;
 }
+
+/* One program on raw_syscalls:sys_exit: every syscall on the host enters
+ * it and leaves at the switch unless it is a socket syscall. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+{
+	return handle_exit(regs->orig_ax, ret, regs);
+}
+
+/* Alternative (--syscall-hooks per-syscall): one program per socket
+ * syscall on syscalls:sys_exit_*, so other syscalls never run BPF, at the
+ * price of the heavier perf-event tracepoint path per hit. Userspace
+ * attaches one set or the other. */
+#define SYSCALL_EXIT(tp, nr)                                                      \
+	SEC("tracepoint/syscalls/sys_exit_" #tp)                                 \
+	int sys_exit_##tp(struct trace_event_raw_sys_exit *ctx)                  \
+	{                                                                         \
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(        \
+			bpf_get_current_task_btf());                              \
+		return handle_exit(nr, ctx->ret, regs);                           \
+	}
+
+SYSCALL_EXIT(read, NR_read)
+SYSCALL_EXIT(write, NR_write)
+SYSCALL_EXIT(readv, NR_readv)
+SYSCALL_EXIT(writev, NR_writev)
+SYSCALL_EXIT(recvfrom, NR_recvfrom)
+SYSCALL_EXIT(sendto, NR_sendto)
+SYSCALL_EXIT(recvmsg, NR_recvmsg)
+SYSCALL_EXIT(sendmsg, NR_sendmsg)
+SYSCALL_EXIT(sendfile64, NR_sendfile)
+SYSCALL_EXIT(accept, NR_accept)
+SYSCALL_EXIT(accept4, NR_accept4)
+SYSCALL_EXIT(connect, NR_connect)
+SYSCALL_EXIT(close, NR_close)
+SYSCALL_EXIT(listen, NR_listen)
 
 /* Children of traced processes are traced from their first instruction
  * (nginx workers, pre-fork servers); userspace re-checks them at exec. */

@@ -53,6 +53,14 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(64..=8192))]
     pub capture_bytes: u32,
 
+    /// How socket syscalls are hooked: `raw` (one tp_btf program on
+    /// raw_syscalls:sys_exit, entered by every syscall on the host) or
+    /// `per-syscall` (one syscalls:sys_exit_* tracepoint per socket syscall;
+    /// other syscalls run no BPF, socket syscalls cost more). See
+    /// bench/README.md for the measured trade-off.
+    #[arg(long, env = "RATATOSK_SYSCALL_HOOKS", value_enum, default_value_t = HookMode::Raw)]
+    pub syscall_hooks: HookMode,
+
     /// Size of the kernel-to-agent ring buffer in MiB (power of two).
     #[arg(long, env = "RATATOSK_RINGBUF_MIB", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -104,6 +112,12 @@ fn invalid(origin: &Origin, msg: impl Into<String>) -> ConfigError {
         origin: origin.clone(),
         msg: msg.into(),
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookMode {
+    Raw,
+    PerSyscall,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -216,6 +230,7 @@ pub struct Config {
     pub printer: PrinterMode,
     pub prometheus: Option<std::net::SocketAddr>,
     pub capture_bytes: u32,
+    pub syscall_hooks: HookMode,
     pub ringbuf_bytes: u32,
     pub max_connections: usize,
     pub max_processes: u32,
@@ -365,6 +380,7 @@ impl Config {
             prometheus: prometheus_port
                 .map(|p| std::net::SocketAddr::new(cli.prometheus_address, p)),
             capture_bytes: cli.capture_bytes,
+            syscall_hooks: cli.syscall_hooks,
             ringbuf_bytes: cli.ringbuf_mib.next_power_of_two().saturating_mul(1 << 20),
             max_connections: cli.max_connections,
             max_processes: cli.max_processes.max(1),

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossbeam_channel::{Receiver, TryRecvError};
 use prometheus_client::registry::Registry;
-use ratatosk_bpf::{Capture, Counters, LoadOptions, RecordSink};
+use ratatosk_bpf::{Capture, Counters, LoadOptions, RecordSink, SyscallHooks};
 use ratatosk_protocols::http1::Limits;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, HookMode};
 use crate::conn::{Finished, Tracker};
 use crate::decode::{self, ConnOrigin, Record};
 use crate::discovery::Discovery;
@@ -83,12 +83,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         wakeup_bytes: (512 * 1024).min(u64::from(config.ringbuf_bytes) / 4),
         ringbuf_bytes: config.ringbuf_bytes,
         max_targets: config.max_processes,
+        syscall_hooks: match config.syscall_hooks {
+            HookMode::Raw => SyscallHooks::RawExit,
+            HookMode::PerSyscall => SyscallHooks::PerSyscall,
+        },
     })
     .context("loading the BPF capture programs")?;
     info!(
         selection = %describe_selection(&config),
         capture_bytes = capture.capture_bytes(),
-        "capture attached (tp_btf/sys_exit, sched_process_fork/exec/exit)"
+        hooks = ?config.syscall_hooks,
+        "capture attached (syscall exits, sched_process_fork/exec/exit)"
     );
 
     let targets = if trace_all {

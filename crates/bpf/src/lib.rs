@@ -19,6 +19,18 @@ use ratatosk_abi::{rt_limits, rt_stat, rt_target};
 
 pub use preflight::{PreflightError, ensure_tracefs, preflight};
 
+/// How socket syscalls are hooked at their exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyscallHooks {
+    /// One `tp_btf/sys_exit` program that every syscall on the host enters.
+    #[default]
+    RawExit,
+    /// One `syscalls:sys_exit_*` tracepoint per socket syscall: other
+    /// syscalls run no BPF, socket syscalls take the heavier perf path.
+    /// Needs tracefs.
+    PerSyscall,
+}
+
 /// Settings fixed at load time (BPF read-only data and map sizes).
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -39,6 +51,7 @@ pub struct LoadOptions {
     pub ringbuf_bytes: u32,
     /// Most processes traced at once.
     pub max_targets: u32,
+    pub syscall_hooks: SyscallHooks,
 }
 
 impl Default for LoadOptions {
@@ -52,6 +65,7 @@ impl Default for LoadOptions {
             wakeup_bytes: 64 * 1024,
             ringbuf_bytes: 8 << 20,
             max_targets: 16384,
+            syscall_hooks: SyscallHooks::default(),
         }
     }
 }
@@ -142,6 +156,29 @@ impl Capture {
                 source,
             })?;
 
+        let per_syscall = opts.syscall_hooks == SyscallHooks::PerSyscall;
+        {
+            let p = &mut open.progs;
+            p.sys_exit.set_autoload(!per_syscall);
+            for prog in [
+                &mut p.sys_exit_read,
+                &mut p.sys_exit_write,
+                &mut p.sys_exit_readv,
+                &mut p.sys_exit_writev,
+                &mut p.sys_exit_recvfrom,
+                &mut p.sys_exit_sendto,
+                &mut p.sys_exit_recvmsg,
+                &mut p.sys_exit_sendmsg,
+                &mut p.sys_exit_sendfile64,
+                &mut p.sys_exit_accept,
+                &mut p.sys_exit_accept4,
+                &mut p.sys_exit_connect,
+                &mut p.sys_exit_close,
+                &mut p.sys_exit_listen,
+            ] {
+                prog.set_autoload(per_syscall);
+            }
+        }
         let skel = open.load().map_err(LoadError::Load)?;
         let mut links = Vec::new();
         macro_rules! attach {
@@ -157,7 +194,24 @@ impl Capture {
                 )
             };
         }
-        attach!(sys_exit);
+        if per_syscall {
+            attach!(sys_exit_read);
+            attach!(sys_exit_write);
+            attach!(sys_exit_readv);
+            attach!(sys_exit_writev);
+            attach!(sys_exit_recvfrom);
+            attach!(sys_exit_sendto);
+            attach!(sys_exit_recvmsg);
+            attach!(sys_exit_sendmsg);
+            attach!(sys_exit_sendfile64);
+            attach!(sys_exit_accept);
+            attach!(sys_exit_accept4);
+            attach!(sys_exit_connect);
+            attach!(sys_exit_close);
+            attach!(sys_exit_listen);
+        } else {
+            attach!(sys_exit);
+        }
         attach!(sched_process_fork);
         attach!(sched_process_exec);
         attach!(sched_process_exit);

@@ -96,9 +96,12 @@ pub fn decode_conn_input(input: &[u8]) -> (Limits, Vec<FuzzSegment<'_>>) {
     (limits, segs)
 }
 
-/// Encodes segments (direction, timestamp increment, data, gap) in the
-/// `http1_conn` format; long data is split over several records.
-pub fn encode_conn_input(limits: [u8; 2], segs: &[(Direction, u8, &[u8], u8)]) -> Vec<u8> {
+/// One segment to encode: direction, timestamp increment, data, gap code.
+pub type SegmentSpec<'a> = (Direction, u8, &'a [u8], u8);
+
+/// Encodes segments in the `http1_conn` format; long data is split over
+/// several records.
+pub fn encode_conn_input(limits: [u8; 2], segs: &[SegmentSpec<'_>]) -> Vec<u8> {
     let mut out = limits.to_vec();
     for &(dir, dt, data, gap) in segs {
         let dir_bit = u8::from(dir == Direction::Egress);

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::*;
-use ratatosk_protocols::fuzzing::{encode_conn_input, http1_conn, http1_head};
+use ratatosk_protocols::fuzzing::{SegmentSpec, encode_conn_input, http1_conn, http1_head};
 use ratatosk_protocols::parse::Direction::{Egress as E, Ingress as I};
 
 fn seed_dir(target: &str) -> PathBuf {
@@ -65,7 +65,7 @@ fn conn_seeds() -> BTreeMap<String, Vec<u8>> {
     ]);
     let garbage_then_get = cat(&[b"\x00\x01tail of body}", CURL_GET]);
     let upgrade_resp = cat(&[WS_101, WS_FRAME]);
-    let seeds: Vec<(&str, [u8; 2], Vec<(_, u8, &[u8], u8)>)> = vec![
+    let seeds: Vec<(&str, [u8; 2], Vec<SegmentSpec>)> = vec![
         (
             "simple_get",
             d,

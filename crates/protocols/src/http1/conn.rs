@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use super::body::Framing;
 use super::exchange::{Exchange, Outcome};
 use super::head::{RequestHead, ResponseHead};
-use super::stream::{Event, Finish, Input, MessageStream, Requests, Responses, StreamCounters};
+pub use super::stats::ConnStats;
+use super::stream::{Event, Finish, Input, MessageStream, Requests, Responses};
 use crate::parse::{Direction, Role, Segment};
 
 /// Bounds on per-connection state.
@@ -30,53 +31,15 @@ impl Default for Limits {
     }
 }
 
-/// Per-connection counters of everything that did not become a clean
-/// exchange.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConnStats {
-    /// Request heads accepted (including salvaged ones).
-    pub requests: u64,
-    /// Final response heads seen (paired or not).
-    pub responses: u64,
-    /// Interim 1xx responses skipped.
-    pub interim_responses: u64,
-    /// Exchanges emitted.
-    pub exchanges: u64,
-    /// Heads rejected as malformed or over the size cap.
-    pub invalid_messages: u64,
-    /// Heads cut by a capture gap (salvaged or not).
-    pub lost_heads: u64,
-    /// Times a stream found a message again after dropping bytes.
-    pub resyncs: u64,
-    /// Bytes (captured or not) dropped while out of sync.
-    pub lost_sync_bytes: u64,
-    /// Bodies whose framing was lost (gap over chunk framing, bad chunk).
-    pub lost_bodies: u64,
-    /// Final responses with no request to pair with; dropped.
-    pub unpaired_responses: u64,
-    /// Requests dropped because the pending queue was full.
-    pub dropped_pending: u64,
-    /// Exchanges emitted as [`Outcome::ResponseTruncated`].
-    pub truncated_responses: u64,
-}
-
-impl ConnStats {
-    fn add(&mut self, c: StreamCounters) {
-        self.invalid_messages += c.invalid_messages;
-        self.lost_heads += c.lost_heads;
-        self.resyncs += c.resyncs;
-        self.lost_sync_bytes += c.lost_sync_bytes;
-        self.lost_bodies += c.lost_bodies;
-    }
-}
-
 /// Parsers for one direction. Until the connection's roles are known both
 /// interpretations run; the first message found fixes them.
+#[derive(Debug)]
 struct Side {
     req: Option<MessageStream<Requests>>,
     resp: Option<MessageStream<Responses>>,
 }
 
+#[derive(Debug)]
 struct PendingRequest {
     id: u64,
     dir: Direction,
@@ -112,6 +75,7 @@ impl Progress {
 }
 
 /// A final response being received or awaiting its (unknown) end.
+#[derive(Debug)]
 struct Answer {
     /// None when nothing was pending (counted, never emitted).
     request: Option<PendingRequest>,
@@ -122,6 +86,7 @@ struct Answer {
 }
 
 /// HTTP/1 state of one TCP connection.
+#[derive(Debug)]
 pub struct Http1Conn {
     limits: Limits,
     /// Direction that carries requests, once known.

@@ -10,6 +10,8 @@ pub mod detect;
 mod error;
 mod exchange;
 pub mod head;
+mod message;
+mod stats;
 mod stream;
 
 pub use body::{BodyDecoder, BodyError, BodyState, ChunkState, Framing};

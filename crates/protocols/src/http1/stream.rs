@@ -4,81 +4,15 @@
 
 use std::marker::PhantomData;
 
-use super::body::{BodyDecoder, BodyState, Framing};
-use super::detect::{self, LineMatch};
-use super::error::ParseError;
-use super::head::{self, RequestHead, ResponseHead};
-use crate::parse::{Parsed, Segment};
+pub(crate) use super::message::{Input, MessageKind, Requests, Responses};
 
-/// What the assembler needs to know about one message type.
-pub(crate) trait MessageKind {
-    type Head;
-    fn parse(buf: &[u8], max_target_len: usize) -> Result<Parsed<Self::Head>, ParseError>;
-    fn salvage(buf: &[u8], max_target_len: usize) -> Option<Self::Head>;
-    fn match_line(buf: &[u8]) -> LineMatch;
-    fn find_boundary(buf: &[u8]) -> Option<usize>;
-}
+use super::body::{BodyDecoder, BodyState, Framing};
+use super::detect::LineMatch;
+use crate::parse::Parsed;
 
 /// Timestamp marks kept per held head; more distinct segments than this
 /// in one head only blur start times of messages found inside it.
 const MAX_MARKS: usize = 64;
-
-pub(crate) struct Requests;
-pub(crate) struct Responses;
-
-impl MessageKind for Requests {
-    type Head = RequestHead;
-    fn parse(buf: &[u8], max_target_len: usize) -> Result<Parsed<RequestHead>, ParseError> {
-        head::parse_request_head_with(buf, max_target_len)
-    }
-    fn salvage(buf: &[u8], max_target_len: usize) -> Option<RequestHead> {
-        head::salvage_request_head(buf, max_target_len)
-    }
-    fn match_line(buf: &[u8]) -> LineMatch {
-        detect::match_request_line(buf)
-    }
-    fn find_boundary(buf: &[u8]) -> Option<usize> {
-        detect::find_request_boundary(buf)
-    }
-}
-
-impl MessageKind for Responses {
-    type Head = ResponseHead;
-    fn parse(buf: &[u8], _: usize) -> Result<Parsed<ResponseHead>, ParseError> {
-        head::parse_response_head(buf)
-    }
-    fn salvage(buf: &[u8], _: usize) -> Option<ResponseHead> {
-        head::salvage_response_head(buf)
-    }
-    fn match_line(buf: &[u8]) -> LineMatch {
-        detect::match_status_line(buf)
-    }
-    fn find_boundary(buf: &[u8]) -> Option<usize> {
-        detect::find_response_boundary(buf)
-    }
-}
-
-/// The unconsumed rest of one segment: captured bytes, then a gap.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Input<'a> {
-    pub(crate) ts: u64,
-    data: &'a [u8],
-    gap: u64,
-}
-
-impl<'a> Input<'a> {
-    pub(crate) fn new(seg: Segment<'a>) -> Self {
-        Input {
-            ts: seg.ts_ns,
-            data: seg.data,
-            gap: seg.gap(),
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.data.is_empty() && self.gap == 0
-    }
-}
 
 /// Something the consumer of a stream must react to.
 #[derive(Debug)]
@@ -163,6 +97,7 @@ enum State {
     Stopped,
 }
 
+#[derive(Debug)]
 pub(crate) struct MessageStream<K: MessageKind> {
     state: State,
     /// Head bytes of the current message (or a Seek candidate).
@@ -626,39 +561,33 @@ impl<K: MessageKind> MessageStream<K> {
 
     fn body(&mut self, input: &mut Input<'_>) -> Option<Event<K::Head>> {
         let ts = input.ts;
-        let result = if input.data.is_empty() {
-            self.body.feed_gap(input.gap).map(|n| {
-                self.take_gap(input, n);
-                n
-            })
+        let gap_only = input.data.is_empty();
+        let result = if gap_only {
+            self.body.feed_gap(input.gap)
         } else {
-            self.body.feed(input.data).map(|n| {
-                self.take_data(input, n);
-                n as u64
-            })
+            self.body.feed(input.data).map(|n| n as u64)
         };
-        match result {
-            Ok(n) => {
-                if n > 0 {
-                    self.last_ns = ts;
-                }
-            }
-            Err(e) => {
-                if input.data.is_empty() {
-                    self.take_gap(input, e.consumed);
-                } else {
-                    self.take_data(input, e.consumed as usize);
-                }
-                self.last_ns = ts;
-                self.counters.lost_bodies += 1;
-                self.discarded = true;
-                self.clear_buf();
-                self.state = State::Seek;
-                return Some(Event::BodyLost {
-                    last_ns: ts,
-                    body_size: self.body.body_size(),
-                });
-            }
+        let (taken, lost) = match result {
+            Ok(n) => (n, false),
+            Err(e) => (e.consumed, true),
+        };
+        if gap_only {
+            self.take_gap(input, taken);
+        } else {
+            self.take_data(input, usize::try_from(taken).unwrap_or(usize::MAX));
+        }
+        if taken > 0 || lost {
+            self.last_ns = ts;
+        }
+        if lost {
+            self.counters.lost_bodies += 1;
+            self.discarded = true;
+            self.clear_buf();
+            self.state = State::Seek;
+            return Some(Event::BodyLost {
+                last_ns: ts,
+                body_size: self.body.body_size(),
+            });
         }
         if self.body.is_complete() {
             self.state = State::Head;
