@@ -188,7 +188,7 @@ impl Tracker {
                     if p.bytes.len() + d.payload.len() > PROBE_MAX_BYTES
                         || p.segments.len() >= PROBE_MAX_SEGMENTS
                     {
-                        unparsed(&self.metrics, conn_len(&p) + d.len, "undetected");
+                        unparsed(&self.metrics, conn_len(&p), "undetected");
                         Proto::Opaque
                     } else {
                         p.bytes.extend_from_slice(d.payload);
@@ -199,7 +199,7 @@ impl Tracker {
                 Detect::No => {
                     unparsed(
                         &self.metrics,
-                        held.as_deref().map_or(0, conn_len) + d.len,
+                        held.as_deref().map_or(0, conn_len),
                         "unknown_protocol",
                     );
                     Proto::Opaque
@@ -350,6 +350,8 @@ impl Tracker {
     }
 }
 
+/// A connection given up on; `bytes` held so far (the current segment is
+/// counted by the caller).
 fn unparsed(m: &SelfMetrics, bytes: u64, reason: &'static str) {
     m.unparsed_bytes.inc_by(bytes);
     m.unparsed_connections
@@ -386,4 +388,130 @@ fn count_parser_stats(m: &SelfMetrics, before: &http1::ConnStats, now: &http1::C
             .saturating_sub(before.lost_sync_bytes)
             .min(1),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Header;
+
+    fn tuple() -> Tuple {
+        Tuple {
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "127.0.0.1:50000".parse().unwrap(),
+        }
+    }
+
+    fn data<'a>(sock: u64, fd: u32, ts: u64, dir: Direction, payload: &'a [u8]) -> Data<'a> {
+        Data {
+            hdr: Header {
+                tgid: 7,
+                tid: 7,
+                ts_ns: ts,
+            },
+            sock_id: sock,
+            len: payload.len() as u64,
+            queued_ns: 0,
+            fd,
+            direction: dir,
+            tuple: tuple(),
+            payload,
+        }
+    }
+
+    fn tracker(max: usize) -> (Tracker, SelfMetrics) {
+        let m = SelfMetrics::default();
+        (Tracker::new(max, Limits::default(), m.clone()), m)
+    }
+
+    const REQ: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    #[test]
+    fn request_split_before_detection_is_replayed() {
+        let (mut t, _) = tracker(16);
+        let mut out = Vec::new();
+        // "GET /" alone cannot be told from other protocols yet.
+        t.on_data(&data(1, 3, 10, Direction::Ingress, &REQ[..5]), &mut out);
+        t.on_data(&data(1, 3, 20, Direction::Ingress, &REQ[5..]), &mut out);
+        t.on_data(&data(1, 3, 30, Direction::Egress, RESP), &mut out);
+        assert_eq!(out.len(), 1);
+        let ex = &out[0].exchange;
+        assert_eq!(
+            (ex.method.as_str(), ex.path(), ex.status),
+            ("GET", "/a", 200)
+        );
+        assert_eq!(
+            (ex.request_start_ns, ex.response_end_ns),
+            (10, 30),
+            "starts at the first held byte"
+        );
+        assert_eq!(ex.role, Role::Server);
+    }
+
+    #[test]
+    fn other_protocols_are_counted_not_parsed() {
+        let (mut t, m) = tracker(16);
+        let mut out = Vec::new();
+        // A TLS ClientHello record header.
+        t.on_data(
+            &data(
+                1,
+                3,
+                10,
+                Direction::Ingress,
+                &[0x16, 0x03, 0x01, 0x02, 0x00],
+            ),
+            &mut out,
+        );
+        t.on_data(&data(1, 3, 20, Direction::Ingress, REQ), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(m.unparsed_bytes.get(), 5 + REQ.len() as u64);
+    }
+
+    #[test]
+    fn close_maps_fd_back_to_the_socket_and_flushes() {
+        let (mut t, _) = tracker(16);
+        let mut out = Vec::new();
+        t.on_data(&data(9, 4, 10, Direction::Egress, REQ), &mut out);
+        t.on_close(7, 4, 50, &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "a request without response is flushed at close"
+        );
+        assert_eq!(out[0].exchange.status, 0);
+        assert_eq!(out[0].exchange.role, Role::Client);
+        assert_eq!(t.tracked(), 0);
+        // Closing an fd we never saw does nothing.
+        t.on_close(7, 99, 60, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn table_stays_bounded_and_counts_evictions() {
+        let (mut t, m) = tracker(8);
+        let mut out = Vec::new();
+        for sock in 0..100u64 {
+            t.on_data(
+                &data(sock, sock as u32, sock, Direction::Ingress, REQ),
+                &mut out,
+            );
+        }
+        assert!(t.tracked() <= 8, "{}", t.tracked());
+        assert!(m.connections_evicted.get() >= 92);
+        // Evicted connections flushed their pending requests.
+        assert!(out.len() >= 92);
+    }
+
+    #[test]
+    fn exit_ends_every_connection_of_the_process() {
+        let (mut t, _) = tracker(16);
+        let mut out = Vec::new();
+        t.on_data(&data(1, 3, 10, Direction::Ingress, REQ), &mut out);
+        t.on_data(&data(2, 4, 10, Direction::Ingress, REQ), &mut out);
+        t.on_exit(7, 99, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(t.tracked(), 0);
+    }
 }

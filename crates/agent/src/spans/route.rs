@@ -63,7 +63,13 @@ impl RouteCap {
 
     /// Returns the route to use and whether it was folded.
     pub fn admit(&mut self, service: &str, route: String) -> (String, bool) {
-        let set = self.seen.entry(service.to_string()).or_default();
+        // Look up before inserting: no key allocation on the common path.
+        if !self.seen.contains_key(service) {
+            self.seen.insert(service.to_string(), HashSet::new());
+        }
+        let Some(set) = self.seen.get_mut(service) else {
+            return (route, false);
+        };
         if set.contains(&route) {
             return (route, false);
         }
