@@ -124,6 +124,9 @@ impl Capture {
     /// Checks privileges and kernel features, loads and attaches.
     pub fn load(opts: &LoadOptions) -> Result<Capture, LoadError> {
         preflight()?;
+        // libbpf's own messages (a verifier log can be thousands of lines)
+        // go to the debug log; failures surface as one error line.
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_log)));
         // The skeleton borrows its object for its whole life, which is the
         // agent's life: one small leak instead of a self-referential type.
         let object: &'static mut MaybeUninit<OpenObject> =
@@ -370,6 +373,14 @@ impl EventsSource {
         rb.consume().map_err(MapError::Poll)?;
         sink.borrow_mut().drained();
         Ok(())
+    }
+}
+
+fn libbpf_log(level: libbpf_rs::PrintLevel, msg: String) {
+    let msg = msg.trim_end();
+    match level {
+        libbpf_rs::PrintLevel::Warn => tracing::debug!(target: "libbpf", "{msg}"),
+        _ => tracing::trace!(target: "libbpf", "{msg}"),
     }
 }
 
