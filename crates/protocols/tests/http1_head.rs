@@ -328,3 +328,34 @@ fn lenient_response_quirks() {
     let r = resp(b"HTTP/1.1  200  OK\r\nX-Long: a\r\n b\r\nContent-Length: 3\r\n\r\n");
     assert_eq!((r.status, r.content_length), (200, Some(3)));
 }
+
+#[test]
+fn detect_on_first_bytes_of_real_traffic() {
+    use ratatosk_protocols::http1::{Detect, detect};
+    for req in [
+        CURL_GET,
+        CURL_POST_HEAD,
+        WRK_GET,
+        CURL_HEAD,
+        WS_UPGRADE,
+        CURL_CONNECT,
+        GO_TRACED_GET,
+    ] {
+        assert_eq!(detect(req), Detect::Request);
+        assert_eq!(detect(&req[..3]), Detect::NeedMore);
+    }
+    for resp in [
+        NGINX_200,
+        NGINX_404,
+        NODE_CHUNKED_HEAD,
+        PYTHON_200,
+        CONTINUE_100,
+        WS_101,
+    ] {
+        assert_eq!(detect(resp), Detect::Response);
+    }
+    for other in [TLS_CLIENT_HELLO, PG_STARTUP, REDIS_PING, WS_FRAME] {
+        assert_eq!(detect(other), Detect::No);
+        assert_eq!(detect(&other[..1]), Detect::No, "decided on the first byte");
+    }
+}

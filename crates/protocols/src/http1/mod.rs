@@ -1,7 +1,7 @@
 //! HTTP/1.0 and HTTP/1.1 over captured segments.
 //!
 //! Layers, bottom up: [`head`] parses heads, [`body`] tracks body framing,
-//! [`detect`] finds start lines, `stream` assembles messages per direction,
+//! [`detect`](mod@detect) finds start lines, `stream` assembles messages per direction,
 //! and [`conn`] pairs requests with responses into [`Exchange`]s.
 
 pub mod body;

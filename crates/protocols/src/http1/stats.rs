@@ -28,7 +28,7 @@ pub struct ConnStats {
     pub unpaired_responses: u64,
     /// Requests dropped because the pending queue was full.
     pub dropped_pending: u64,
-    /// Exchanges emitted as [`Outcome::ResponseTruncated`].
+    /// Exchanges emitted as [`Outcome::ResponseTruncated`](super::Outcome::ResponseTruncated).
     pub truncated_responses: u64,
 }
 

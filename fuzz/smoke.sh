@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# A short fuzz run of every target, seeded from seeds/ (part of the test
+# command). Needs the nightly toolchain (shipped with these machines) and
+# cargo-fuzz (installed from crates.io if missing). Fails on any crash.
+set -euo pipefail
+cd "$(dirname "$0")"
+SECONDS_PER_TARGET=${FUZZ_SECONDS:-20}
+
+rustup toolchain list | grep -q '^nightly' || {
+    echo "fuzz: no nightly toolchain (cargo fuzz needs one): rustup toolchain install nightly" >&2
+    exit 1
+}
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+
+for target in $(cargo +nightly fuzz list); do
+    mkdir -p "corpus/$target"
+    echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
+    log=$(mktemp)
+    if ! cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+        -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
+        tail -40 "$log" >&2
+        rm -f "$log"
+        echo "fuzz: $target crashed; the input is in fuzz/artifacts/$target/" >&2
+        exit 1
+    fi
+    grep -E "^stat::number_of_executed_units" "$log" || true
+    rm -f "$log"
+done
+echo "fuzz: no crash"
