@@ -478,16 +478,32 @@ impl<K: MessageKind> MessageStream<K> {
     /// Scans for the empty line ending a head; returns how many bytes of
     /// `data` belong to the head and whether the end was found.
     fn scan_terminator(&mut self, data: &[u8]) -> (usize, bool) {
-        for (i, &b) in data.iter().enumerate() {
-            self.nl = match (self.nl, b) {
-                (1 | 2, b'\n') => {
-                    self.nl = 0;
-                    return (i + 1, true);
+        // Jump from line end to line end (memchr) instead of stepping
+        // through every byte: this runs over every head on the hot path.
+        // `nl` carries across segments: 1 after '\n', 2 after "\n\r".
+        let mut at = 0;
+        while let Some(&b) = data.get(at) {
+            if self.nl != 0 {
+                match (self.nl, b) {
+                    (_, b'\n') => {
+                        self.nl = 0;
+                        return (at + 1, true);
+                    }
+                    (1, b'\r') => {
+                        self.nl = 2;
+                        at += 1;
+                        continue;
+                    }
+                    _ => self.nl = 0,
                 }
-                (_, b'\n') => 1,
-                (1, b'\r') => 2,
-                _ => 0,
-            };
+            }
+            match memchr::memchr(b'\n', data.get(at..).unwrap_or_default()) {
+                Some(i) => {
+                    at += i + 1;
+                    self.nl = 1;
+                }
+                None => return (data.len(), false),
+            }
         }
         (data.len(), false)
     }
@@ -516,6 +532,20 @@ impl<K: MessageKind> MessageStream<K> {
         let fresh = self.buf.is_empty();
         let room = self.max_head.saturating_sub(self.buf.len()) + 1;
         let (n, found) = self.scan_terminator(input.data.get(..room).unwrap_or(input.data));
+        // Fast path: a whole head in one segment is parsed where it lies,
+        // without copying it into `buf`. Same verdict as `settle` would
+        // reach on the copy (a complete, valid head within the cap).
+        if fresh && found && n <= self.max_head {
+            let head = input.data.get(..n).unwrap_or_default();
+            if let Ok(Parsed::Complete { frame, consumed }) = K::parse(head, self.max_target)
+                && consumed == n
+            {
+                self.take_data(input, n);
+                self.start_ns = ts;
+                self.last_ns = ts;
+                return Some(self.head_parsed(frame, ts));
+            }
+        }
         let taken = self.take_data(input, n);
         let new_line = taken.contains(&b'\n');
         self.push_buf(ts, taken);
