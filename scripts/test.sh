@@ -9,10 +9,17 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/lab.sh
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "== fmt"; cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings
-echo "== unit tests"; cargo test --locked --workspace --exclude ratatosk-e2e
+echo "== unit tests"
+cargo test --locked --workspace --exclude ratatosk-e2e 2>&1 | tee -a "$log"
 echo "== end-to-end tests"
 cargo build --locked -p ratatosk
-cargo test --locked -p ratatosk-e2e -- --test-threads=1
+cargo test --locked -p ratatosk-e2e -- --test-threads=1 2>&1 | tee -a "$log"
 echo "== fuzz smoke"; ./fuzz/smoke.sh
+
+sum() { grep -oE "test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed" "$log" | awk -v f="$1" '{s += $f} END {print s + 0}'; }
+echo "tests: $(sum 4) passed, $(sum 6) failed"
