@@ -462,3 +462,34 @@ fn go_server_and_client() {
         assert_eq!(attr(s, "http.response.body.size"), "12");
     }
 }
+
+#[test]
+fn selected_by_pid_over_ipv6() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let server = Proc::spawn(
+        "python3 http.server on ::1",
+        std::process::Command::new(tool("python3"))
+            .args(["-m", "http.server", &port.to_string(), "--bind", "::1", "--directory"])
+            .arg(www.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("::1", port)).is_err() {
+        assert!(start.elapsed() < WAIT, "python did not listen on [::1]:{port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let agent = Agent::start(&["--pid", &server.pid().to_string()]);
+    for _ in 0..3 {
+        assert_eq!(curl(&format!("http://[::1]:{port}/hello")), 200);
+    }
+    let spans = agent.wait_spans(3, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    for s in &spans {
+        assert_eq!(attr(s, "client.address"), "::1");
+        assert_eq!(s["process.pid"], server.pid());
+        assert_eq!(s["parent_span_id"], "");
+    }
+}
