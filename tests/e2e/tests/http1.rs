@@ -298,11 +298,29 @@ fn sigterm_flushes_and_exits_zero() {
     let _g = serial();
     let mut agent = Agent::start(&["--open-port", &free_port().to_string()]);
     let status = agent.proc.stop().expect("agent exit status");
-    assert!(
-        status.success(),
-        "agent exited with {status}: {}",
-        agent.stderr_text()
-    );
+    assert!(status.success(), "agent exited with {status}: {}", agent.stderr_text());
+}
+
+#[test]
+fn sigint_flushes_what_was_captured_and_exits_zero() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _server = python_http_server(www.path(), port);
+    let mut agent = Agent::start(&["--open-port", &port.to_string()]);
+    for _ in 0..3 {
+        assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello")), 200);
+    }
+    // Straight away, before the reader's next timed drain.
+    let pid = rustix::process::Pid::from_raw(agent.proc.pid() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let status = agent.proc.child.wait().expect("wait for agent");
+    assert!(status.success(), "agent exited with {status}: {}", agent.stderr_text());
+    // stdout is read on another thread: give it a moment to reach EOF.
+    std::thread::sleep(Duration::from_millis(200));
+    let spans: Vec<Value> = agent.spans().into_iter().filter(server_spans_on(port)).collect();
+    assert_eq!(spans.len(), 3, "spans flushed at exit: {spans:#?}");
+    assert!(agent.stderr_text().contains("SIGINT"));
 }
 
 #[test]
