@@ -314,25 +314,42 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 		stat_inc(RT_STAT_EVENTS);
 }
 
+/* A zeroed control record (not payload) with its header filled in, or NULL
+ * (counted) when the ring buffer is full. `size` is constant at each
+ * inlined call site, as bpf_ringbuf_reserve() requires. */
+static __always_inline void *ctrl_reserve(__u64 size, __u8 kind, __u64 pid_tgid)
+{
+	struct rt_header *h = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!h) {
+		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+		return NULL;
+	}
+	__builtin_memset(h, 0, size);
+	fill_header(h, kind, pid_tgid);
+	return h;
+}
+
+static __always_inline void ctrl_submit(void *ev, __u64 flags)
+{
+	bpf_ringbuf_submit(ev, flags);
+	stat_inc(RT_STAT_EVENTS);
+}
+
 static __always_inline void emit_conn(long fd, __u8 origin, __u64 pid_tgid)
 {
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return;
 	remember_fd(pid_tgid, fd, sk);
-	struct rt_conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+	struct rt_conn_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_CONN_OPEN, pid_tgid);
+	if (!ev)
 		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_header(&ev->hdr, RT_EV_CONN_OPEN, pid_tgid);
 	ev->sock_id = (__u64)sk;
 	ev->fd = fd;
 	ev->origin = origin;
 	read_tuple(sk, &ev->tuple);
-	bpf_ringbuf_submit(ev, rb_flags());
-	stat_inc(RT_STAT_EVENTS);
+	ctrl_submit(ev, rb_flags());
 }
 
 static __always_inline void emit_close(long fd, __u64 pid_tgid)
@@ -340,16 +357,11 @@ static __always_inline void emit_close(long fd, __u64 pid_tgid)
 	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
 	if (bpf_map_delete_elem(&sock_fds, &key))
 		return; /* not a socket we saw */
-	struct rt_close_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+	struct rt_close_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_CLOSE, pid_tgid);
+	if (!ev)
 		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_header(&ev->hdr, RT_EV_CLOSE, pid_tgid);
 	ev->fd = fd;
-	bpf_ringbuf_submit(ev, rb_flags());
-	stat_inc(RT_STAT_EVENTS);
+	ctrl_submit(ev, rb_flags());
 }
 
 static __always_inline void emit_listen(long fd, __u64 pid_tgid)
@@ -357,19 +369,14 @@ static __always_inline void emit_listen(long fd, __u64 pid_tgid)
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return;
-	struct rt_listen_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+	struct rt_listen_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_LISTEN, pid_tgid);
+	if (!ev)
 		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_header(&ev->hdr, RT_EV_LISTEN, pid_tgid);
 	ev->port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	ev->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	ev->fd = fd;
 	/* Always wake: discovery must be prompt, and listen() is rare. */
-	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
-	stat_inc(RT_STAT_EVENTS);
+	ctrl_submit(ev, BPF_RB_FORCE_WAKEUP);
 }
 
 /* The whole syscall-exit logic, shared by the two ways of hooking it. */
@@ -495,18 +502,13 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid, struct
 		if (bpf_map_update_elem(&targets, &tgid, &t, BPF_ANY) == -7 /* E2BIG */)
 			stat_inc(RT_STAT_TARGETS_FULL);
 	}
-	struct rt_proc_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+	struct rt_proc_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_EXEC, pid_tgid);
+	if (!ev)
 		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_header(&ev->hdr, RT_EV_EXEC, pid_tgid);
 	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), BPF_CORE_READ(bprm, filename));
-	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
-	stat_inc(RT_STAT_EVENTS);
+	ctrl_submit(ev, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
 
@@ -523,15 +525,10 @@ int BPF_PROG(sched_process_exit, struct task_struct *task)
 	bpf_map_delete_elem(&targets, &tgid);
 	if (!traced)
 		return 0;
-	struct rt_proc_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+	struct rt_proc_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_EXIT, pid_tgid);
+	if (!ev)
 		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_header(&ev->hdr, RT_EV_EXIT, pid_tgid);
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-	bpf_ringbuf_submit(ev, rb_flags());
-	stat_inc(RT_STAT_EVENTS);
+	ctrl_submit(ev, rb_flags());
 	return 0;
 }

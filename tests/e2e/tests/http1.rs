@@ -298,7 +298,11 @@ fn sigterm_flushes_and_exits_zero() {
     let _g = serial();
     let mut agent = Agent::start(&["--open-port", &free_port().to_string()]);
     let status = agent.proc.stop().expect("agent exit status");
-    assert!(status.success(), "agent exited with {status}: {}", agent.stderr_text());
+    assert!(
+        status.success(),
+        "agent exited with {status}: {}",
+        agent.stderr_text()
+    );
 }
 
 #[test]
@@ -315,10 +319,18 @@ fn sigint_flushes_what_was_captured_and_exits_zero() {
     let pid = rustix::process::Pid::from_raw(agent.proc.pid() as i32).expect("pid");
     rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
     let status = agent.proc.child.wait().expect("wait for agent");
-    assert!(status.success(), "agent exited with {status}: {}", agent.stderr_text());
+    assert!(
+        status.success(),
+        "agent exited with {status}: {}",
+        agent.stderr_text()
+    );
     // stdout is read on another thread: give it a moment to reach EOF.
     std::thread::sleep(Duration::from_millis(200));
-    let spans: Vec<Value> = agent.spans().into_iter().filter(server_spans_on(port)).collect();
+    let spans: Vec<Value> = agent
+        .spans()
+        .into_iter()
+        .filter(server_spans_on(port))
+        .collect();
     assert_eq!(spans.len(), 3, "spans flushed at exit: {spans:#?}");
     assert!(agent.stderr_text().contains("SIGINT"));
 }
@@ -489,14 +501,24 @@ fn selected_by_pid_over_ipv6() {
     let server = Proc::spawn(
         "python3 http.server on ::1",
         std::process::Command::new(tool("python3"))
-            .args(["-m", "http.server", &port.to_string(), "--bind", "::1", "--directory"])
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "::1",
+                "--directory",
+            ])
             .arg(www.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     );
     let start = Instant::now();
     while std::net::TcpStream::connect(("::1", port)).is_err() {
-        assert!(start.elapsed() < WAIT, "python did not listen on [::1]:{port}");
+        assert!(
+            start.elapsed() < WAIT,
+            "python did not listen on [::1]:{port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let agent = Agent::start(&["--pid", &server.pid().to_string()]);

@@ -244,17 +244,7 @@ impl Tracker {
         http.on_data(d.direction, seg, &mut self.scratch);
         let upgraded = http.is_upgraded();
         let stats = *http.stats();
-        count_parser_stats(&self.metrics, &conn.stats_seen, &stats);
-        conn.stats_seen = stats;
-        for ex in self.scratch.drain(..) {
-            let queue_ns = conn.queue_time(&ex);
-            out.push(Finished {
-                tgid,
-                tuple: conn.tuple,
-                exchange: ex,
-                queue_ns,
-            });
-        }
+        collect(tgid, conn, stats, &self.metrics, &mut self.scratch, out);
         if upgraded {
             conn.proto = Proto::Opaque;
             unparsed(&self.metrics, 0, "upgraded");
@@ -311,16 +301,14 @@ impl Tracker {
         if let Proto::Http1(http) = &mut conn.proto {
             http.on_close(ts, &mut self.scratch);
             let stats = *http.stats();
-            count_parser_stats(&self.metrics, &conn.stats_seen, &stats);
-            for ex in self.scratch.drain(..) {
-                let queue_ns = conn.queue_time(&ex);
-                out.push(Finished {
-                    tgid,
-                    tuple: conn.tuple,
-                    exchange: ex,
-                    queue_ns,
-                });
-            }
+            collect(
+                tgid,
+                &mut conn,
+                stats,
+                &self.metrics,
+                &mut self.scratch,
+                out,
+            );
         }
     }
 
@@ -347,6 +335,29 @@ impl Tracker {
         }
         self.procs
             .retain(|_, p| !p.conns.is_empty() || !p.fds.is_empty());
+    }
+}
+
+/// Moves what the parser produced into `out` with the connection's
+/// identity, and counts the parser's losses since the last look.
+fn collect(
+    tgid: u32,
+    conn: &mut Conn,
+    stats: http1::ConnStats,
+    metrics: &SelfMetrics,
+    scratch: &mut Vec<Exchange>,
+    out: &mut Vec<Finished>,
+) {
+    count_parser_stats(metrics, &conn.stats_seen, &stats);
+    conn.stats_seen = stats;
+    for ex in scratch.drain(..) {
+        let queue_ns = conn.queue_time(&ex);
+        out.push(Finished {
+            tgid,
+            tuple: conn.tuple,
+            exchange: ex,
+            queue_ns,
+        });
     }
 }
 
