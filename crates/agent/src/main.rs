@@ -10,6 +10,7 @@ mod metrics;
 mod output;
 mod pipeline;
 mod queue;
+mod reader;
 mod selfmon;
 mod spans;
 

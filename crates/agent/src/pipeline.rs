@@ -15,43 +15,32 @@ use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use crossbeam_channel::{Receiver, TryRecvError};
 use prometheus_client::registry::Registry;
-use ratatosk_bpf::{Capture, Counters, LoadOptions, RecordSink, SyscallHooks};
+use ratatosk_bpf::{Capture, LoadOptions, SyscallHooks};
 use ratatosk_protocols::http1::Limits;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, HookMode};
-use crate::conn::{Finished, Tracker};
-use crate::decode::{self, ConnOrigin, Record};
+use crate::conn::Tracker;
 use crate::discovery::Discovery;
 use crate::metrics::HttpMetrics;
 use crate::output::printer::Printer;
-use crate::output::prometheus;
-use crate::queue::{self, QueueTx};
-use crate::selfmon::{KindLabel, QueueLabel, SelfMetrics};
-use crate::spans::route::{self, RouteCap};
-use crate::spans::{Span, SpanBuilder};
-
-/// What the reader hands to the outputs stage.
-pub enum Batch {
-    Spans(Vec<Span>),
-    ProcessExit(u32),
-}
+use crate::output::{self, Batch, prometheus};
+use crate::queue;
+use crate::reader::Reader;
+use crate::selfmon::SelfMetrics;
+use crate::spans::SpanBuilder;
+use crate::spans::route::RouteCap;
 
 /// Batches of spans waiting for the outputs thread.
 const TRACKER_TO_OUTPUTS_CAPACITY: usize = 1024;
-/// Spans per batch before the reader sends one without waiting for a drain.
-const BATCH_SPANS: usize = 256;
 /// How often the reader drains the ring buffer when the kernel did not
 /// wake it (the kernel only wakes it once enough data waits).
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// How often the outputs thread drains its queue.
-const OUTPUTS_TICK: Duration = Duration::from_millis(20);
 /// Distinct routes per service before they fold into `/**`.
 const MAX_ROUTES_PER_SERVICE: usize = 100;
 
@@ -124,22 +113,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     // Reader thread: the hot path.
     let events = capture.events().context("opening the ring buffer")?;
-    let mut reader = Reader {
-        record_counts: [0; RECORD_KINDS.len()],
+    let mut reader = Reader::new(
         discovery,
-        tracker: Tracker::new(
+        Tracker::new(
             config.max_connections,
             Limits::default(),
             self_metrics.clone(),
         ),
-        spans: SpanBuilder::new(clock.clone()),
-        routes: RouteCap::new(MAX_ROUTES_PER_SERVICE),
-        finished: Vec::new(),
-        batch: Vec::with_capacity(BATCH_SPANS),
-        tx: tracker_to_outputs,
-        metrics: self_metrics.clone(),
-        stop: stop.clone(),
-    };
+        SpanBuilder::new(clock.clone()),
+        RouteCap::new(MAX_ROUTES_PER_SERVICE),
+        tracker_to_outputs,
+        self_metrics.clone(),
+        stop.clone(),
+    );
     let reader_thread = thread::Builder::new()
         .name("ratatosk-reader".into())
         .spawn(move || events.run(POLL_INTERVAL, &mut reader))
@@ -155,7 +141,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let outputs_thread = thread::Builder::new()
         .name("ratatosk-outputs".into())
         .spawn(move || {
-            run_outputs(
+            output::run(
                 outputs_rx,
                 http_metrics,
                 printer,
@@ -264,227 +250,4 @@ async fn wait_for_signal(
     }
     stop.store(true, Ordering::Relaxed);
     Ok(())
-}
-
-#[derive(Clone, Copy)]
-enum RecordKind {
-    Data,
-    ConnOpen,
-    Close,
-    Exec,
-    Exit,
-    Listen,
-}
-const RECORD_KINDS: [&str; 6] = ["data", "conn_open", "close", "exec", "exit", "listen"];
-
-/// Reader-thread state: everything from a raw record to a span.
-struct Reader {
-    record_counts: [u64; RECORD_KINDS.len()],
-    discovery: Discovery,
-    tracker: Tracker,
-    spans: SpanBuilder,
-    routes: RouteCap,
-    finished: Vec<Finished>,
-    batch: Vec<Span>,
-    tx: QueueTx<Batch>,
-    metrics: SelfMetrics,
-    stop: Arc<AtomicBool>,
-}
-
-impl Reader {
-    /// Counts a record; one local add per record, folded into the shared
-    /// counters once per drain (a family lookup per record showed up in
-    /// profiles).
-    fn count(&mut self, kind: RecordKind) {
-        self.record_counts[kind as usize] += 1;
-    }
-
-    fn publish_counts(&mut self) {
-        for (i, n) in self.record_counts.iter_mut().enumerate() {
-            if *n > 0 {
-                let kind = RECORD_KINDS[i];
-                self.metrics
-                    .reader_records
-                    .get_or_create(&KindLabel { kind })
-                    .inc_by(*n);
-                *n = 0;
-            }
-        }
-    }
-
-    fn build_spans(&mut self) {
-        for f in self.finished.drain(..) {
-            let process = self.discovery.info(f.tgid);
-            let (route, folded) = self
-                .routes
-                .admit(&process.exe_name, route::heuristic(f.exchange.path()));
-            if folded {
-                self.metrics.routes_folded.inc();
-            }
-            let span = self
-                .spans
-                .build(f.exchange, &f.tuple, f.queue_ns, route, process);
-            self.batch.push(span);
-        }
-        if self.batch.len() >= BATCH_SPANS {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_SPANS));
-        let n = batch.len() as u64;
-        if self.tx.send(Batch::Spans(batch), n) {
-            self.metrics.spans_emitted.inc_by(n);
-        }
-    }
-}
-
-impl RecordSink for Reader {
-    fn record(&mut self, raw: &[u8]) {
-        let rec = match decode::decode(raw) {
-            Ok(r) => r,
-            Err(e) => {
-                self.metrics.reader_invalid_records.inc();
-                warn!(error = %e, "undecodable ring-buffer record");
-                return;
-            }
-        };
-        match rec {
-            Record::Data(d) => {
-                self.count(RecordKind::Data);
-                if self.discovery.is_rejected(d.hdr.tgid) {
-                    return;
-                }
-                self.tracker.on_data(&d, &mut self.finished);
-            }
-            Record::ConnOpen {
-                hdr,
-                sock_id,
-                fd,
-                tuple,
-                origin,
-            } => {
-                self.count(RecordKind::ConnOpen);
-                let kind = match origin {
-                    ConnOrigin::Accept => "accept",
-                    ConnOrigin::Connect => "connect",
-                };
-                self.metrics
-                    .connections_opened
-                    .get_or_create(&KindLabel { kind })
-                    .inc();
-                if self.discovery.is_rejected(hdr.tgid) {
-                    return;
-                }
-                self.tracker
-                    .on_open(hdr.tgid, hdr.ts_ns, sock_id, fd, tuple, &mut self.finished);
-            }
-            Record::Close { hdr, fd } => {
-                self.count(RecordKind::Close);
-                self.tracker
-                    .on_close(hdr.tgid, fd, hdr.ts_ns, &mut self.finished);
-            }
-            Record::Exec {
-                hdr,
-                comm,
-                filename,
-                ..
-            } => {
-                self.count(RecordKind::Exec);
-                self.discovery.on_exec(hdr.tgid, comm, filename);
-                if self.discovery.is_rejected(hdr.tgid) {
-                    self.tracker.forget(hdr.tgid);
-                }
-            }
-            Record::Exit { hdr } => {
-                self.count(RecordKind::Exit);
-                self.tracker
-                    .on_exit(hdr.tgid, hdr.ts_ns, &mut self.finished);
-                // Spans of the process are built before it is forgotten.
-                self.build_spans();
-                self.discovery.on_exit(hdr.tgid);
-                self.flush();
-                self.tx.send(Batch::ProcessExit(hdr.tgid), 0);
-            }
-            Record::Listen { hdr, port } => {
-                self.count(RecordKind::Listen);
-                self.discovery.on_listen(hdr.tgid, port);
-            }
-        }
-        if !self.finished.is_empty() {
-            self.build_spans();
-        }
-    }
-
-    fn drained(&mut self) -> bool {
-        self.flush();
-        self.publish_counts();
-        self.metrics
-            .connections_tracked
-            .set(self.tracker.tracked() as i64);
-        self.metrics
-            .queue_fill
-            .get_or_create(&QueueLabel {
-                queue: "tracker_to_outputs",
-            })
-            .set(self.tx.len() as i64);
-        !self.stop.load(Ordering::Relaxed)
-    }
-}
-
-fn run_outputs<W: std::io::Write>(
-    rx: Receiver<Batch>,
-    mut http: HttpMetrics,
-    mut printer: Printer<W>,
-    counters: Counters,
-    metrics: SelfMetrics,
-    clock: Clock,
-) {
-    let mut last_housekeeping = Instant::now();
-    let mut print_failed = false;
-    let mut open = true;
-    while open {
-        // Wake on a timer and drain what queued meanwhile: one wake-up per
-        // tick instead of one per batch (context switches showed in
-        // profiles); spans wait at most one tick.
-        thread::sleep(OUTPUTS_TICK);
-        loop {
-            match rx.try_recv() {
-                Ok(Batch::Spans(spans)) => {
-                    for s in &spans {
-                        http.record(s);
-                        if let Err(e) = printer.print(s)
-                            && !print_failed
-                        {
-                            warn!(error = %e, "trace printer cannot write to stdout");
-                            print_failed = true;
-                        }
-                    }
-                }
-                Ok(Batch::ProcessExit(pid)) => http.forget_process(pid),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        let _ = printer.flush();
-        if last_housekeeping.elapsed() >= Duration::from_secs(1) {
-            last_housekeeping = Instant::now();
-            match counters.read() {
-                Ok(s) => metrics.observe_bpf(s),
-                Err(e) => warn!(error = %e, "cannot read BPF counters"),
-            }
-            clock.refresh();
-        }
-    }
-    if let Ok(s) = counters.read() {
-        metrics.observe_bpf(s);
-    }
-    let _ = printer.flush();
 }
