@@ -411,6 +411,10 @@ static __always_inline int handle_exit(long nr, long ret, struct pt_regs *regs)
 			emit_listen(PT_REGS_PARM1_CORE_SYSCALL(regs), pid_tgid);
 		return 0;
 	}
+	/* Failed or empty transfers (EAGAIN after an edge-triggered read loop)
+	 * leave before the target lookup. */
+	if (sc != 0 && ret <= 0)
+		return 0;
 	if (!is_target(tgid))
 		return 0;
 
@@ -429,8 +433,6 @@ static __always_inline int handle_exit(long nr, long ret, struct pt_regs *regs)
 			emit_close(PT_REGS_PARM1_CORE_SYSCALL(regs), pid_tgid);
 		return 0;
 	}
-	if (ret <= 0)
-		return 0;
 	emit_data(regs, ret, sc, dir, pid_tgid);
 	return 0;
 }
