@@ -533,3 +533,35 @@ fn selected_by_pid_over_ipv6() {
         assert_eq!(s["parent_span_id"], "");
     }
 }
+
+#[test]
+fn sizes_stay_exact_when_the_capture_is_cut() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _server = python_http_server(www.path(), port);
+    // 256 bytes per read/write: the request head below (a long cookie) and
+    // the 100 kB body are cut, the response head (~190 bytes) is not; sizes
+    // come from the syscalls' lengths, not from the captured bytes.
+    let agent = Agent::start(&["--open-port", &port.to_string(), "--capture-bytes", "256"]);
+    let cookie = "c".repeat(600);
+    let out = std::process::Command::new(tool("curl"))
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Cookie: {cookie}"))
+        .arg(format!("http://127.0.0.1:{port}/big"))
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let spans = agent.wait_spans(1, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let s = &spans[0];
+    assert_eq!(attr(s, "url.path"), "/big");
+    assert_eq!(attr(s, "http.response.status_code"), "200");
+    assert_eq!(attr(s, "http.response.body.size"), "100000");
+    // BPF counters are folded into /metrics once a second.
+    let start = Instant::now();
+    while agent.metric_sum("ratatosk_capture_truncated_total", &[]) == 0.0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "truncations not counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
