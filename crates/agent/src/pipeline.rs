@@ -74,6 +74,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         wakeup_bytes: (64 * 1024).min(u64::from(config.ringbuf_bytes) / 4),
         ringbuf_bytes: config.ringbuf_bytes,
         max_targets: config.max_processes,
+        max_sockets: u32::try_from(config.max_connections).unwrap_or(u32::MAX),
         syscall_hooks: match config.syscall_hooks {
             HookMode::Raw => SyscallHooks::RawExit,
             HookMode::PerSyscall => SyscallHooks::PerSyscall,

@@ -51,6 +51,8 @@ pub struct LoadOptions {
     pub ringbuf_bytes: u32,
     /// Most processes traced at once.
     pub max_targets: u32,
+    /// Socket descriptors remembered for close() reporting (LRU).
+    pub max_sockets: u32,
     pub syscall_hooks: SyscallHooks,
 }
 
@@ -65,6 +67,7 @@ impl Default for LoadOptions {
             wakeup_bytes: 64 * 1024,
             ringbuf_bytes: 8 << 20,
             max_targets: 16384,
+            max_sockets: 65536,
             syscall_hooks: SyscallHooks::default(),
         }
     }
@@ -156,6 +159,13 @@ impl Capture {
             .set_max_entries(opts.max_targets.max(1))
             .map_err(|source| LoadError::Map {
                 map: "targets",
+                source,
+            })?;
+        open.maps
+            .sock_fds
+            .set_max_entries(opts.max_sockets.max(1024))
+            .map_err(|source| LoadError::Map {
+                map: "sock_fds",
                 source,
             })?;
 
