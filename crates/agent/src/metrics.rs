@@ -154,7 +154,7 @@ impl HttpMetrics {
                 && l.http_response_status_code == span.status
                 && l.server_port == port
                 && l.http_request_method == span.method
-                && l.http_route == span.route
+                && *l.http_route == *span.route
                 && l.url_scheme == span.scheme
                 && l.service_name == service
         };
@@ -165,7 +165,7 @@ impl HttpMetrics {
                 let labels = HttpLabels {
                     http_request_method: span.method.clone(),
                     http_response_status_code: span.status,
-                    http_route: span.route.clone(),
+                    http_route: span.route.to_string(),
                     url_scheme: span.scheme,
                     server_port: port,
                     service_name: service.to_string(),

@@ -34,7 +34,7 @@ use crate::queue;
 use crate::reader::Reader;
 use crate::selfmon::SelfMetrics;
 use crate::spans::SpanBuilder;
-use crate::spans::route::RouteCap;
+use crate::spans::route::Routes;
 
 /// Batches of spans waiting for the outputs thread.
 const TRACKER_TO_OUTPUTS_CAPACITY: usize = 1024;
@@ -122,7 +122,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             self_metrics.clone(),
         ),
         SpanBuilder::new(clock.clone()),
-        RouteCap::new(MAX_ROUTES_PER_SERVICE),
+        Routes::new(MAX_ROUTES_PER_SERVICE),
         tracker_to_outputs,
         self_metrics.clone(),
         stop.clone(),

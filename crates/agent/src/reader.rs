@@ -15,7 +15,7 @@ use crate::discovery::Discovery;
 use crate::output::Batch;
 use crate::queue::QueueTx;
 use crate::selfmon::{KindLabel, QueueLabel, SelfMetrics};
-use crate::spans::route::{self, RouteCap};
+use crate::spans::route::Routes;
 use crate::spans::{Span, SpanBuilder};
 
 /// Spans per batch before the reader sends one without waiting for a drain.
@@ -38,7 +38,7 @@ pub struct Reader {
     discovery: Discovery,
     tracker: Tracker,
     spans: SpanBuilder,
-    routes: RouteCap,
+    routes: Routes,
     finished: Vec<Finished>,
     batch: Vec<Span>,
     tx: QueueTx<Batch>,
@@ -51,7 +51,7 @@ impl Reader {
         discovery: Discovery,
         tracker: Tracker,
         spans: SpanBuilder,
-        routes: RouteCap,
+        routes: Routes,
         tx: QueueTx<Batch>,
         metrics: SelfMetrics,
         stop: Arc<AtomicBool>,
@@ -93,9 +93,7 @@ impl Reader {
     fn build_spans(&mut self) {
         for f in self.finished.drain(..) {
             let process = self.discovery.info(f.tgid);
-            let (route, folded) = self
-                .routes
-                .admit(&process.exe_name, route::heuristic(f.exchange.path()));
+            let (route, folded) = self.routes.route(&process.exe_name, f.exchange.path());
             if folded {
                 self.metrics.routes_folded.inc();
             }

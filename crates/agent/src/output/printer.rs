@@ -88,9 +88,9 @@ pub fn text_line(s: &Span) -> String {
         SpanKind::Server => "HTTP",
         SpanKind::Client => "HTTPClient",
     };
-    let target = match &s.query {
-        Some(q) => format!("{}?{}", s.path, q),
-        None => s.path.clone(),
+    let target = match s.query() {
+        Some(q) => format!("{}?{}", s.path(), q),
+        None => s.path().to_string(),
     };
     format!(
         "{} ({}[{}]) {} {} {} {} [{}]->[{}] size:{}B svc=[{}] traceparent=[00-{}-{}-01]",
@@ -116,12 +116,12 @@ pub fn json_value(s: &Span) -> Value {
     if let Some(m) = &s.method_original {
         a.insert(semconv::HTTP_REQUEST_METHOD_ORIGINAL.into(), json!(m));
     }
-    a.insert(semconv::URL_PATH.into(), json!(s.path));
-    if let Some(q) = &s.query {
+    a.insert(semconv::URL_PATH.into(), json!(s.path()));
+    if let Some(q) = s.query() {
         a.insert(semconv::URL_QUERY.into(), json!(q));
     }
     a.insert(semconv::URL_SCHEME.into(), json!(s.scheme));
-    a.insert(semconv::HTTP_ROUTE.into(), json!(s.route));
+    a.insert(semconv::HTTP_ROUTE.into(), json!(&*s.route));
     a.insert(semconv::HTTP_RESPONSE_STATUS_CODE.into(), json!(s.status));
     // server.address: the logical name the client used (Host header), else
     // the IP the connection went to.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use ratatosk_protocols::http1::{Exchange, Outcome};
+use ratatosk_protocols::http1::{Exchange, Outcome, target_path, target_query};
 use ratatosk_protocols::parse::Role;
 
 use crate::clock::Clock;
@@ -49,9 +49,9 @@ pub struct Span {
     pub method: String,
     /// The method as sent, when it is not a known one.
     pub method_original: Option<String>,
-    pub path: String,
-    pub query: Option<String>,
-    pub route: String,
+    /// The request-target as sent (path and query are views of it).
+    pub target: String,
+    pub route: Arc<str>,
     pub scheme: &'static str,
     /// 0 when no response was seen.
     pub status: u16,
@@ -68,6 +68,14 @@ pub struct Span {
 impl Span {
     pub fn name(&self) -> String {
         format!("{} {}", self.method, self.route)
+    }
+
+    pub fn path(&self) -> &str {
+        target_path(&self.target)
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        target_query(&self.target)
     }
 
     pub fn service_name(&self) -> &str {
@@ -114,7 +122,7 @@ impl SpanBuilder {
         ex: Exchange,
         tuple: &Tuple,
         queue_ns: Option<u64>,
-        route: String,
+        route: Arc<str>,
         process: Arc<ProcInfo>,
     ) -> Span {
         let (kind, server, client) = match ex.role {
@@ -126,8 +134,6 @@ impl SpanBuilder {
         } else {
             ex.request_end_ns
         };
-        let path = ex.path().to_string();
-        let query = ex.query().map(str::to_string);
         let (method, method_original) = if KNOWN_METHODS.contains(&ex.method.as_str()) {
             (ex.method, None)
         } else {
@@ -143,8 +149,7 @@ impl SpanBuilder {
             queue_ns,
             method,
             method_original,
-            path,
-            query,
+            target: ex.target,
             route,
             scheme: "http",
             status: ex.status,

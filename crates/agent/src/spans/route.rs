@@ -2,7 +2,9 @@
 //! identifier-like segments collapsed, so that /users/123 and /users/456
 //! share one route and metric labels stay bounded.
 
-use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// Collapses numbers, UUIDs, hex ids and long random tokens to `*`.
 pub fn heuristic(path: &str) -> String {
@@ -47,37 +49,65 @@ fn looks_like_id(seg: &str) -> bool {
 /// The value a route takes once a service has used up its cap.
 pub const OVERFLOW_ROUTE: &str = "/**";
 
-/// Caps the distinct routes per service; later ones fold into `/**`.
-pub struct RouteCap {
-    max: usize,
-    seen: HashMap<String, HashSet<String>>,
+/// Paths remembered per service before the path cache starts over.
+const PATH_CACHE: usize = 4096;
+
+#[derive(Default)]
+struct ServiceRoutes {
+    /// Distinct routes admitted, at most `max`.
+    routes: HashSet<Arc<str>>,
+    /// Path -> route already decided, so a repeated path costs a lookup
+    /// and a reference count, not a heuristic pass and an allocation.
+    by_path: HashMap<Box<str>, Arc<str>>,
 }
 
-impl RouteCap {
+/// Routes per service: the heuristic applied once per distinct path, and a
+/// cap on distinct routes beyond which they fold into `/**`.
+pub struct Routes {
+    max: usize,
+    services: HashMap<Box<str>, ServiceRoutes>,
+    overflow: Arc<str>,
+}
+
+impl Routes {
     pub fn new(max: usize) -> Self {
-        RouteCap {
+        Routes {
             max,
-            seen: HashMap::new(),
+            services: HashMap::default(),
+            overflow: Arc::from(OVERFLOW_ROUTE),
         }
     }
 
-    /// Returns the route to use and whether it was folded.
-    pub fn admit(&mut self, service: &str, route: String) -> (String, bool) {
-        // Look up before inserting: no key allocation on the common path.
-        if !self.seen.contains_key(service) {
-            self.seen.insert(service.to_string(), HashSet::new());
+    /// The route of `path` for `service`, and whether it was folded by the
+    /// cap.
+    pub fn route(&mut self, service: &str, path: &str) -> (Arc<str>, bool) {
+        if !self.services.contains_key(service) {
+            self.services
+                .insert(service.into(), ServiceRoutes::default());
         }
-        let Some(set) = self.seen.get_mut(service) else {
-            return (route, false);
+        let Some(svc) = self.services.get_mut(service) else {
+            return (self.overflow.clone(), true);
         };
-        if set.contains(&route) {
-            return (route, false);
+        if let Some(r) = svc.by_path.get(path) {
+            let folded = Arc::ptr_eq(r, &self.overflow);
+            return (r.clone(), folded);
         }
-        if set.len() >= self.max {
-            return (OVERFLOW_ROUTE.to_string(), true);
+        let candidate = heuristic(path);
+        let route = match svc.routes.get(candidate.as_str()) {
+            Some(r) => r.clone(),
+            None if svc.routes.len() >= self.max => self.overflow.clone(),
+            None => {
+                let r: Arc<str> = Arc::from(candidate);
+                svc.routes.insert(r.clone());
+                r
+            }
+        };
+        if svc.by_path.len() >= PATH_CACHE {
+            svc.by_path.clear();
         }
-        set.insert(route.clone());
-        (route, false)
+        svc.by_path.insert(path.into(), route.clone());
+        let folded = Arc::ptr_eq(&route, &self.overflow);
+        (route, folded)
     }
 }
 
@@ -101,11 +131,22 @@ mod tests {
 
     #[test]
     fn caps_routes_per_service() {
-        let mut c = RouteCap::new(2);
-        assert_eq!(c.admit("a", "/1".into()), ("/1".into(), false));
-        assert_eq!(c.admit("a", "/2".into()), ("/2".into(), false));
-        assert_eq!(c.admit("a", "/3".into()), (OVERFLOW_ROUTE.into(), true));
-        assert_eq!(c.admit("a", "/1".into()), ("/1".into(), false));
-        assert_eq!(c.admit("b", "/3".into()), ("/3".into(), false));
+        let mut r = Routes::new(2);
+        let mut route = |svc: &str, path: &str| {
+            let (route, folded) = r.route(svc, path);
+            (route.to_string(), folded)
+        };
+        assert_eq!(route("a", "/x"), ("/x".into(), false));
+        assert_eq!(route("a", "/users/1"), ("/users/*".into(), false));
+        // Another id: same route, no new slot taken.
+        assert_eq!(route("a", "/users/2"), ("/users/*".into(), false));
+        assert_eq!(route("a", "/y"), (OVERFLOW_ROUTE.into(), true));
+        assert_eq!(
+            route("a", "/y"),
+            (OVERFLOW_ROUTE.into(), true),
+            "cached as folded"
+        );
+        assert_eq!(route("a", "/x"), ("/x".into(), false));
+        assert_eq!(route("b", "/y"), ("/y".into(), false));
     }
 }

@@ -46,31 +46,46 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Path part of the target: no query, and no scheme/authority for
-    /// absolute-form targets (`http://h/p?q` gives `/p`).
+    /// Path part of the target: see [`target_path`].
     pub fn path(&self) -> &str {
-        let (rest, absolute) = match strip_scheme_authority(&self.target) {
-            Some(rest) => (rest, true),
-            None => (self.target.as_str(), false),
-        };
-        let path = rest.split(['?', '#']).next().unwrap_or_default();
-        if absolute && path.is_empty() {
-            "/"
-        } else {
-            path
-        }
+        target_path(&self.target)
     }
 
-    /// Query part of the target (after the first `?`, without fragment).
+    /// Query part of the target: see [`target_query`].
     pub fn query(&self) -> Option<&str> {
-        let (_, q) = self.target.split_once('?')?;
-        q.split('#').next()
+        target_query(&self.target)
     }
 
     /// Whether the observed process served (true) or issued the request.
     pub fn is_server(&self) -> bool {
         self.role == Role::Server
     }
+}
+
+/// Path part of a request-target: no query, and no scheme/authority for
+/// absolute-form targets (`http://h/p?q` gives `/p`).
+pub fn target_path(target: &str) -> &str {
+    // Origin form (`/p?q`), by far the most common, needs no scheme search.
+    let (rest, absolute) = if target.starts_with('/') {
+        (target, false)
+    } else {
+        match strip_scheme_authority(target) {
+            Some(rest) => (rest, true),
+            None => (target, false),
+        }
+    };
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    if absolute && path.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
+/// Query part of a request-target (after the first `?`, without fragment).
+pub fn target_query(target: &str) -> Option<&str> {
+    let (_, q) = target.split_once('?')?;
+    q.split('#').next()
 }
 
 /// For an absolute-form target, the part after `scheme://authority`.

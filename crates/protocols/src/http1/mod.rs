@@ -18,7 +18,7 @@ pub use body::{BodyDecoder, BodyError, BodyState, ChunkState, Framing};
 pub use conn::{ConnStats, Http1Conn, Limits};
 pub use detect::{Detect, detect, find_request_boundary, find_response_boundary};
 pub use error::ParseError;
-pub use exchange::{Exchange, Outcome};
+pub use exchange::{Exchange, Outcome, target_path, target_query};
 pub use head::{
     RequestHead, ResponseHead, parse_request_head, parse_request_head_with, parse_response_head,
 };
