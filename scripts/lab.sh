@@ -12,6 +12,7 @@ done
 # distribution's.
 command -v node >/dev/null || missing+=(nodejs)
 command -v java >/dev/null || missing+=(openjdk-17-jdk-headless)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
     echo "lab: installing ${missing[*]}" >&2
     apt-get update -qq
