@@ -561,7 +561,10 @@ fn sizes_stay_exact_when_the_capture_is_cut() {
     // BPF counters are folded into /metrics once a second.
     let start = Instant::now();
     while agent.metric_sum("ratatosk_capture_truncated_total", &[]) == 0.0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "truncations not counted");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "truncations not counted"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
