@@ -202,7 +202,7 @@ impl HttpMetrics {
         if self.known_targets.insert(p.pid) {
             self.target_info
                 .get_or_create(&TargetLabels {
-                    service_name: p.exe_name.clone(),
+                    service_name: p.service_name.clone(),
                     service_instance_id: format!("{}-{}", self.host_name, p.pid),
                     host_name: self.host_name.clone(),
                     process_pid: p.pid,

@@ -93,7 +93,7 @@ impl Reader {
     fn build_spans(&mut self) {
         for f in self.finished.drain(..) {
             let process = self.discovery.info(f.tgid);
-            let (route, folded) = self.routes.route(&process.exe_name, f.exchange.path());
+            let (route, folded) = self.routes.route(&process.service_name, f.exchange.path());
             if folded {
                 self.metrics.routes_folded.inc();
             }

@@ -568,3 +568,37 @@ fn sizes_stay_exact_when_the_capture_is_cut() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn service_name_comes_from_the_process_own_otel_environment() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _server = Proc::spawn(
+        "python3 http.server with OTEL_SERVICE_NAME",
+        std::process::Command::new(tool("python3"))
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(www.path())
+            .env("OTEL_SERVICE_NAME", "shop")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_port(port, WAIT);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello")), 200);
+    let spans = agent.wait_spans(1, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0]["service.name"], "shop");
+    let count = agent.metric_sum(
+        "http_server_request_duration_seconds_count",
+        &[("service_name", "shop")],
+    );
+    assert_eq!(count, 1.0);
+}

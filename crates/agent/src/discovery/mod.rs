@@ -25,8 +25,12 @@ use crate::selfmon::SelfMetrics;
 pub struct ProcInfo {
     pub pid: u32,
     pub exe_path: String,
-    /// Executable file name: the default service name.
+    /// Executable file name.
     pub exe_name: String,
+    /// What the process calls itself, as an OpenTelemetry SDK in it would:
+    /// `OTEL_SERVICE_NAME`, else `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`, else the executable name.
+    pub service_name: String,
 }
 
 impl ProcInfo {
@@ -42,10 +46,14 @@ impl ProcInfo {
             .or_else(|| fallback_comm.map(str::to_string))
             .or_else(|| procfs::comm(pid))
             .unwrap_or_else(|| format!("pid-{pid}"));
+        let service_name = procfs::environ(pid)
+            .and_then(|env| procfs::service_name_from_env(&env))
+            .unwrap_or_else(|| exe_name.clone());
         ProcInfo {
             pid,
             exe_path,
             exe_name,
+            service_name,
         }
     }
 }

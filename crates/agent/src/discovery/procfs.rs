@@ -31,6 +31,54 @@ pub fn comm(pid: u32) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
+/// A process's environment as it was at exec (`/proc/PID/environ`).
+pub fn environ(pid: u32) -> Option<Vec<u8>> {
+    fs::read(format!("/proc/{pid}/environ")).ok()
+}
+
+/// The service name an OpenTelemetry SDK in the process would use, from its
+/// NUL-separated environment: `OTEL_SERVICE_NAME`, else `service.name` in
+/// `OTEL_RESOURCE_ATTRIBUTES` (`k=v,k=v`, values percent-encoded).
+pub fn service_name_from_env(environ: &[u8]) -> Option<String> {
+    let var = |name: &str| {
+        environ.split(|&b| b == 0).find_map(|kv| {
+            let kv = std::str::from_utf8(kv).ok()?;
+            let (k, v) = kv.split_once('=')?;
+            (k == name && !v.trim().is_empty()).then(|| v.trim().to_string())
+        })
+    };
+    if let Some(name) = var("OTEL_SERVICE_NAME") {
+        return Some(name);
+    }
+    let attrs = var("OTEL_RESOURCE_ATTRIBUTES")?;
+    attrs.split(',').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == "service.name" && !v.trim().is_empty()).then(|| percent_decode(v.trim()))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (c, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Socket inodes open in a process.
 pub fn socket_inodes(pid: u32) -> Vec<u64> {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -105,6 +153,16 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[&12345], 8080);
         assert_eq!(m[&12346], 8081);
+    }
+
+    #[test]
+    fn service_name_as_an_sdk_would_pick_it() {
+        let env = b"PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=deployment.environment=prod,service.name=my%20shop\0";
+        assert_eq!(service_name_from_env(env).as_deref(), Some("my shop"));
+        let env = b"OTEL_SERVICE_NAME=checkout\0OTEL_RESOURCE_ATTRIBUTES=service.name=other\0";
+        assert_eq!(service_name_from_env(env).as_deref(), Some("checkout"));
+        assert_eq!(service_name_from_env(b"OTEL_SERVICE_NAME=\0HOME=/\0"), None);
+        assert_eq!(service_name_from_env(b""), None);
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Span {
     }
 
     pub fn service_name(&self) -> &str {
-        &self.process.exe_name
+        &self.process.service_name
     }
 
     pub fn duration_ns(&self) -> u64 {
