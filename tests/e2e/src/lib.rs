@@ -53,14 +53,18 @@ pub fn free_port() -> u16 {
 }
 
 pub fn wait_for_port(port: u16, timeout: Duration) {
+    wait_for_addr("127.0.0.1", port, timeout);
+}
+
+pub fn wait_for_addr(host: &str, port: u16, timeout: Duration) {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((host, port)).is_ok() {
             return;
         }
         thread::sleep(Duration::from_millis(20));
     }
-    panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+    panic!("nothing listens on {host}:{port} after {timeout:?}");
 }
 
 fn workspace_root() -> PathBuf {
@@ -334,6 +338,11 @@ fn set_mode(p: &Path, mode: u32) {
 
 /// `python3 -m http.server` (HTTP/1.0, a connection per request).
 pub fn python_http_server(dir: &Path, port: u16) -> Proc {
+    python_http_server_on(dir, "127.0.0.1", port, &[])
+}
+
+/// `python3 -m http.server` bound to `host`, with extra environment.
+pub fn python_http_server_on(dir: &Path, host: &str, port: u16, env: &[(&str, &str)]) -> Proc {
     let p = Proc::spawn(
         "python3 http.server",
         Command::new(tool("python3"))
@@ -342,14 +351,15 @@ pub fn python_http_server(dir: &Path, port: u16) -> Proc {
                 "http.server",
                 &port.to_string(),
                 "--bind",
-                "127.0.0.1",
+                host,
                 "--directory",
             ])
             .arg(dir)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    wait_for_port(port, Duration::from_secs(10));
+    wait_for_addr(host, port, Duration::from_secs(10));
     p
 }
 

@@ -498,29 +498,7 @@ fn selected_by_pid_over_ipv6() {
     let _g = serial();
     let www = www_dir();
     let port = free_port();
-    let server = Proc::spawn(
-        "python3 http.server on ::1",
-        std::process::Command::new(tool("python3"))
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "::1",
-                "--directory",
-            ])
-            .arg(www.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("::1", port)).is_err() {
-        assert!(
-            start.elapsed() < WAIT,
-            "python did not listen on [::1]:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = python_http_server_on(www.path(), "::1", port, &[]);
     let agent = Agent::start(&["--pid", &server.pid().to_string()]);
     for _ in 0..3 {
         assert_eq!(curl(&format!("http://[::1]:{port}/hello")), 200);
@@ -574,23 +552,12 @@ fn service_name_comes_from_the_process_own_otel_environment() {
     let _g = serial();
     let www = www_dir();
     let port = free_port();
-    let _server = Proc::spawn(
-        "python3 http.server with OTEL_SERVICE_NAME",
-        std::process::Command::new(tool("python3"))
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(www.path())
-            .env("OTEL_SERVICE_NAME", "shop")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
+    let _server = python_http_server_on(
+        www.path(),
+        "127.0.0.1",
+        port,
+        &[("OTEL_SERVICE_NAME", "shop")],
     );
-    wait_for_port(port, WAIT);
     let agent = Agent::start(&["--open-port", &port.to_string()]);
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello")), 200);
     let spans = agent.wait_spans(1, WAIT, server_spans_on(port));
