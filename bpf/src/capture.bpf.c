@@ -217,10 +217,10 @@ static __always_inline __u32 copy_iov(struct rt_data_event *ev, const struct iov
 		__u32 n = want - done;
 		if (v.iov_len < n)
 			n = v.iov_len;
-		/* Bounds the verifier can follow: done < RT_MAX_CAPTURE and
-		 * n <= RT_MAX_CAPTURE - done. */
 		if (n == 0)
 			continue;
+		/* Each bounded on its own (done < RT_MAX_CAPTURE, n <=
+		 * RT_MAX_CAPTURE); the scratch spill absorbs their sum. */
 		if (n > RT_MAX_CAPTURE)
 			n = RT_MAX_CAPTURE;
 		done &= RT_MAX_CAPTURE - 1;
@@ -301,7 +301,8 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	default: /* sendfile: the bytes come from a file; only the count */
 		break;
 	}
-	if ((__u64)got < (__u64)ret)
+	/* sendfile has no payload to capture: not a truncation. */
+	if (sc != RT_SYS_SENDFILE && (__u64)got < (__u64)ret)
 		stat_inc(RT_STAT_TRUNCATED);
 	ev->captured = got;
 
