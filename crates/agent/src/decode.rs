@@ -29,10 +29,11 @@ pub struct Tuple {
     pub remote: SocketAddr,
 }
 
+/// Indexes `reader::ORIGINS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnOrigin {
-    Accept,
-    Connect,
+    Accept = 0,
+    Connect = 1,
 }
 
 #[derive(Debug)]

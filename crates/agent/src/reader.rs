@@ -6,11 +6,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use ratatosk_bpf::RecordSink;
 use tracing::warn;
 
 use crate::conn::{Finished, Tracker};
-use crate::decode::{self, ConnOrigin, Record};
+use crate::decode::{self, Record};
 use crate::discovery::Discovery;
 use crate::output::Batch;
 use crate::queue::QueueTx;
@@ -32,6 +34,19 @@ enum RecordKind {
     Exit,
     Listen,
 }
+/// Label of `ratatosk_connections_opened_total`, indexed by `ConnOrigin`.
+const ORIGINS: [&str; 2] = ["accept", "connect"];
+
+/// Adds local counts to a labelled counter family and clears them.
+fn publish(counts: &mut [u64], kinds: &[&'static str], family: &Family<KindLabel, Counter>) {
+    for (n, &kind) in counts.iter_mut().zip(kinds) {
+        if *n > 0 {
+            family.get_or_create(&KindLabel { kind }).inc_by(*n);
+            *n = 0;
+        }
+    }
+}
+
 const RECORD_KINDS: [&str; 6] = ["data", "conn_open", "close", "exec", "exit", "listen"];
 
 /// Reader-thread state: everything from a raw record to a span.
@@ -39,6 +54,8 @@ pub struct Reader {
     /// Records since the reader last yielded its core.
     since_yield: u32,
     record_counts: [u64; RECORD_KINDS.len()],
+    /// Connections opened since the last drain, by origin.
+    opened: [u64; ORIGINS.len()],
     discovery: Discovery,
     tracker: Tracker,
     spans: SpanBuilder,
@@ -63,6 +80,7 @@ impl Reader {
         Reader {
             since_yield: 0,
             record_counts: [0; RECORD_KINDS.len()],
+            opened: [0; ORIGINS.len()],
             discovery,
             tracker,
             spans,
@@ -83,16 +101,12 @@ impl Reader {
     }
 
     fn publish_counts(&mut self) {
-        for (i, n) in self.record_counts.iter_mut().enumerate() {
-            if *n > 0 {
-                let kind = RECORD_KINDS[i];
-                self.metrics
-                    .reader_records
-                    .get_or_create(&KindLabel { kind })
-                    .inc_by(*n);
-                *n = 0;
-            }
-        }
+        publish(
+            &mut self.record_counts,
+            &RECORD_KINDS,
+            &self.metrics.reader_records,
+        );
+        publish(&mut self.opened, &ORIGINS, &self.metrics.connections_opened);
     }
 
     fn build_spans(&mut self) {
@@ -158,14 +172,7 @@ impl RecordSink for Reader {
                 origin,
             } => {
                 self.count(RecordKind::ConnOpen);
-                let kind = match origin {
-                    ConnOrigin::Accept => "accept",
-                    ConnOrigin::Connect => "connect",
-                };
-                self.metrics
-                    .connections_opened
-                    .get_or_create(&KindLabel { kind })
-                    .inc();
+                self.opened[origin as usize] += 1;
                 if self.discovery.is_rejected(hdr.tgid) {
                     return;
                 }
@@ -181,7 +188,6 @@ impl RecordSink for Reader {
                 hdr,
                 comm,
                 filename,
-                ..
             } => {
                 self.count(RecordKind::Exec);
                 self.discovery.on_exec(hdr.tgid, comm, filename);

@@ -123,23 +123,34 @@ impl Discovery {
         {
             return true;
         }
-        if !sel.open_ports.is_empty() {
-            let inodes = procfs::socket_inodes(pid);
-            if inodes.is_empty() {
-                return false;
-            }
-            let Some(ns) = procfs::netns(pid) else {
-                return false;
-            };
-            let listeners = listeners_by_ns
-                .entry(ns)
-                .or_insert_with(|| procfs::listening_sockets(pid));
-            return inodes
-                .iter()
-                .filter_map(|i| listeners.get(i))
-                .any(|p| sel.open_ports.contains(*p));
+        self.listens_on_selected_port(pid, listeners_by_ns)
+    }
+
+    /// Whether `pid` holds a listening socket on a selected port.
+    /// `listeners_by_ns` caches /proc/PID/net/tcp{,6} per network namespace.
+    fn listens_on_selected_port(
+        &self,
+        pid: u32,
+        listeners_by_ns: &mut HashMap<u64, HashMap<u64, u16>>,
+    ) -> bool {
+        let ports = &self.selection.open_ports;
+        if ports.is_empty() {
+            return false;
         }
-        false
+        let inodes = procfs::socket_inodes(pid);
+        if inodes.is_empty() {
+            return false;
+        }
+        let Some(ns) = procfs::netns(pid) else {
+            return false;
+        };
+        let listeners = listeners_by_ns
+            .entry(ns)
+            .or_insert_with(|| procfs::listening_sockets(pid));
+        inodes
+            .iter()
+            .filter_map(|i| listeners.get(i))
+            .any(|p| ports.contains(*p))
     }
 
     fn select(&mut self, tgid: u32, why: &str) {
@@ -157,8 +168,7 @@ impl Discovery {
 
     /// A process executed a program: decide whether it stays traced.
     pub fn on_exec(&mut self, tgid: u32, comm: &str, filename: &str) {
-        // A new program: whatever we knew about the old one is stale.
-        self.procs.remove(&tgid);
+        // A new program: whatever we knew about the old one is replaced.
         let info = Arc::new(ProcInfo::from_proc(tgid, Some(comm), Some(filename)));
         self.remember(tgid, info.clone());
         let Some(targets) = &self.targets else { return };
@@ -172,9 +182,10 @@ impl Discovery {
         // or because its parent was traced; inherited listening sockets are
         // only worth a /proc scan in that case.
         let was_traced = targets.contains(tgid);
-        let by_port =
-            was_traced && !sel.open_ports.is_empty() && self.matches(tgid, &mut HashMap::new());
-        if by_exe || by_pid || by_port {
+        if by_exe
+            || by_pid
+            || (was_traced && self.listens_on_selected_port(tgid, &mut HashMap::new()))
+        {
             self.select(tgid, "exec");
         } else if was_traced {
             debug!(pid = tgid, exe = %info.exe_path, "exec'd program not selected");
@@ -228,7 +239,7 @@ impl Discovery {
     }
 
     fn remember(&mut self, tgid: u32, info: Arc<ProcInfo>) {
-        if self.procs.len() >= self.max_procs {
+        if self.procs.len() >= self.max_procs && !self.procs.contains_key(&tgid) {
             // Exit records normally keep this small; if they were lost,
             // forget everything rather than grow (entries are re-read).
             self.procs.clear();
