@@ -1,6 +1,10 @@
 //! Settings: command line, environment (with Beyla/OBI migration aliases),
 //! validated into one `Config`. Precedence: flag > RATATOSK_* > alias > default.
 
+// Consumed as the exporters and routes land.
+#[allow(dead_code)]
+pub mod export;
+
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
@@ -225,6 +229,7 @@ impl Selection {
 
 /// The validated settings the agent runs with.
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // until the exporters and routes consume the new fields
 pub struct Config {
     pub selection: Selection,
     pub printer: PrinterMode,
@@ -235,6 +240,11 @@ pub struct Config {
     pub max_connections: usize,
     pub max_processes: u32,
     pub log_level: String,
+    pub prometheus_features: export::Features,
+    pub naming: export::Naming,
+    pub routes: export::RouteSettings,
+    pub otlp: export::OtlpSettings,
+    pub sampler: export::Sampler,
 }
 
 /// Migration aliases: for a setting, the environment names read when
@@ -385,6 +395,11 @@ impl Config {
             max_connections: cli.max_connections,
             max_processes: cli.max_processes.max(1),
             log_level,
+            prometheus_features: export::Features::default(),
+            naming: export::Naming::default(),
+            routes: export::RouteSettings::default(),
+            otlp: export::OtlpSettings::default(),
+            sampler: export::Sampler::default(),
         })
     }
 }
