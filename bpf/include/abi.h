@@ -68,6 +68,15 @@ enum rt_syscall {
 	RT_SYS_RECVMSG = 7,
 	RT_SYS_SENDMSG = 8,
 	RT_SYS_SENDFILE = 9,
+	RT_SYS_SSL_READ = 10,	/* TLS plaintext: SSL_read / SSL_read_ex returned */
+	RT_SYS_SSL_WRITE = 11,	/* TLS plaintext: SSL_write / SSL_write_ex returned */
+};
+
+/* Bits of rt_data_event.flags. */
+enum rt_data_flags {
+	/* Plaintext of a TLS connection, from the TLS library (the socket's
+	 * ciphertext is not reported once this is known). */
+	RT_DATA_TLS = 1,
 };
 
 /* Indexes of the per-CPU counters in the `stats` map. */
@@ -78,6 +87,17 @@ enum rt_stat {
 	RT_STAT_TRUNCATED,		/* data records whose payload was cut at the capture size */
 	RT_STAT_READ_FAULTS,		/* payload could not be read from user memory */
 	RT_STAT_TARGETS_FULL,		/* forked child not added: targets map full */
+	/* Uprobe program runs, one counter per probe. Entries are traps
+	 * (~16-24 us each here); returns go through sys_uretprobe. */
+	RT_STAT_UPROBE_SSL_READ,
+	RT_STAT_UPROBE_SSL_READ_EX,
+	RT_STAT_UPROBE_SSL_WRITE,
+	RT_STAT_UPROBE_SSL_WRITE_EX,
+	RT_STAT_URETPROBE_SSL_READ,
+	RT_STAT_URETPROBE_SSL_READ_EX,
+	RT_STAT_URETPROBE_SSL_WRITE,
+	RT_STAT_URETPROBE_SSL_WRITE_EX,
+	RT_STAT_TLS_NO_SOCKET,		/* TLS plaintext dropped: its socket was not found */
 	RT_STAT_COUNT,			/* number of counters; keep last */
 };
 
@@ -113,7 +133,8 @@ struct rt_data_event {
 	__u32 captured;		/* payload bytes that follow, <= len */
 	__u8 direction;		/* enum rt_direction */
 	__u8 syscall;		/* enum rt_syscall */
-	__u8 _pad[6];
+	__u8 flags;		/* enum rt_data_flags */
+	__u8 _pad[5];
 	struct rt_tuple tuple;
 	__u8 data[RT_MAX_CAPTURE];	/* only `captured` bytes are sent */
 };

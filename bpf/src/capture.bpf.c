@@ -2,7 +2,8 @@
 /*
  * Kernel capture: one tp_btf program on raw_syscalls:sys_exit sees every
  * socket syscall of the traced processes, plus sched tracepoints for
- * process discovery. No kprobes, no fentry, no uprobes.
+ * process discovery, plus uprobes on OpenSSL's SSL_read/SSL_write for TLS
+ * plaintext. No kprobes, no fentry.
  *
  * Why sys_exit alone: at syscall exit the return value says how many bytes
  * moved and the arguments are still in the saved user registers, so one hit
@@ -63,6 +64,9 @@ const volatile __u32 capture_bytes = 1024;
 const volatile bool trace_new_execs = false;
 /* Wake the reader only once this much data is waiting; it also polls. */
 const volatile __u64 wakeup_bytes = 65536;
+/* TLS plaintext capture is on: syscall exits look for SSL calls in
+ * progress and skip the ciphertext of known TLS sockets. */
+const volatile bool tls_capture = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -201,6 +205,80 @@ static __always_inline void remember_fd(__u64 pid_tgid, __u32 fd, struct sock *s
 		bpf_map_update_elem(&sock_fds, &key, &val, BPF_ANY);
 }
 
+/* TLS (OpenSSL) plaintext.
+ *
+ * SSL_read/SSL_write and their _ex forms are probed at entry and return.
+ * The entry saves the call (SSL*, buffer, _ex length pointer) per thread;
+ * socket syscalls exiting while the call is in progress are its ciphertext:
+ * they tell the socket (SSL* -> socket is cached) and are not reported;
+ * the return reports the plaintext with the exact length the function
+ * returned. The return costs no extra trap on this kernel (sys_uretprobe);
+ * entries are the expensive part (see ARCHITECTURE.md). */
+struct tls_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 len_ptr;	/* SSL_read_ex/SSL_write_ex: size_t *; else 0 */
+	__u64 sock;	/* learned from a socket syscall inside the call */
+	__u32 fd;
+	__u32 _pad;
+};
+
+/* pid_tgid -> the SSL call the thread is in. LRU: a call whose return
+ * never comes (thread killed) ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct tls_call);
+} tls_calls SEC(".maps");
+
+struct ssl_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 ssl;
+};
+
+struct sock_fd {
+	__u64 sock;
+	__u32 fd;
+	__u32 _pad;
+};
+
+/* (tgid, SSL*) -> socket: later calls that do no syscall (data OpenSSL
+ * buffered) still know their connection. Checked against the fd table
+ * before use, since an SSL* may be freed and reused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* sized with sock_fds by userspace */
+	__type(key, struct ssl_key);
+	__type(value, struct sock_fd);
+} ssl_socks SEC(".maps");
+
+/* Sockets known to carry TLS: their ciphertext is not reported. Removed
+ * at close (the struct sock address is then reused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* sized with sock_fds by userspace */
+	__type(key, __u64);
+	__type(value, __u8);
+} tls_socks SEC(".maps");
+
+/* pid_tgid -> the last socket the thread read TLS records from outside an
+ * SSL call: libraries that feed OpenSSL through memory BIOs (Node) read the
+ * ciphertext before SSL_read, so the call itself sees no syscall. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct sock_fd);
+} tls_last SEC(".maps");
+
+/* A TLS record header: content type 20-23, major version 3. */
+static __always_inline bool looks_tls(const __u8 *d, __u32 got)
+{
+	return got >= 5 && d[0] >= 20 && d[0] <= 23 && d[1] == 3;
+}
+
 /* Copy up to `want` bytes from an iovec array into ev->data. */
 static __always_inline __u32 copy_iov(struct rt_data_event *ev, const struct iovec *iov, __u64 iovcnt,
 				      __u32 want)
@@ -233,6 +311,18 @@ static __always_inline __u32 copy_iov(struct rt_data_event *ev, const struct iov
 	return done;
 }
 
+/* Sends a staged data record with its `got` captured bytes. */
+static __always_inline void send_data(struct rt_data_event *ev, __u32 got)
+{
+	__u64 size = offsetof(struct rt_data_event, data) + (got & (RT_MAX_CAPTURE - 1));
+	if (got == RT_MAX_CAPTURE)
+		size = sizeof(*ev);
+	if (bpf_ringbuf_output(&events, ev, size, rb_flags()))
+		stat_inc(RT_STAT_RINGBUF_FULL_DATA);
+	else
+		stat_inc(RT_STAT_EVENTS);
+}
+
 static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, __u8 dir, __u64 pid_tgid)
 {
 	__u32 fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
@@ -240,6 +330,26 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	if (!sk)
 		return;
 	remember_fd(pid_tgid, fd, sk);
+
+	if (tls_capture) {
+		__u64 sock = (__u64)sk;
+		struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+		if (c) {
+			/* Inside SSL_read/SSL_write: this is its ciphertext. */
+			c->sock = sock;
+			c->fd = fd;
+			__u8 one = 1;
+			bpf_map_update_elem(&tls_socks, &sock, &one, BPF_ANY);
+			return;
+		}
+		if (bpf_map_lookup_elem(&tls_socks, &sock)) {
+			if (dir == RT_DIR_INGRESS) {
+				struct sock_fd last = { .sock = sock, .fd = fd };
+				bpf_map_update_elem(&tls_last, &pid_tgid, &last, BPF_ANY);
+			}
+			return;
+		}
+	}
 
 	__u32 zero = 0;
 	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
@@ -305,14 +415,13 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	if (sc != RT_SYS_SENDFILE && (__u64)got < (__u64)ret)
 		stat_inc(RT_STAT_TRUNCATED);
 	ev->captured = got;
-
-	__u64 size = offsetof(struct rt_data_event, data) + (got & (RT_MAX_CAPTURE - 1));
-	if (got == RT_MAX_CAPTURE)
-		size = sizeof(*ev);
-	if (bpf_ringbuf_output(&events, ev, size, rb_flags()))
-		stat_inc(RT_STAT_RINGBUF_FULL_DATA);
-	else
-		stat_inc(RT_STAT_EVENTS);
+	ev->flags = 0;
+	if (tls_capture && dir == RT_DIR_INGRESS && looks_tls(ev->data, got)) {
+		/* Maybe the ciphertext of an SSL_read to come (memory BIOs). */
+		struct sock_fd last = { .sock = (__u64)sk, .fd = fd };
+		bpf_map_update_elem(&tls_last, &pid_tgid, &last, BPF_ANY);
+	}
+	send_data(ev, got);
 }
 
 /* A zeroed control record (not payload) with its header filled in, or NULL
@@ -356,6 +465,14 @@ static __always_inline void emit_conn(long fd, __u8 origin, __u64 pid_tgid)
 static __always_inline void emit_close(long fd, __u64 pid_tgid)
 {
 	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
+	if (tls_capture) {
+		/* The struct sock address will be reused by another socket. */
+		__u64 *sock = bpf_map_lookup_elem(&sock_fds, &key);
+		if (sock) {
+			__u64 sk = *sock;
+			bpf_map_delete_elem(&tls_socks, &sk);
+		}
+	}
 	if (bpf_map_delete_elem(&sock_fds, &key))
 		return; /* not a socket we saw */
 	struct rt_close_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_CLOSE, pid_tgid);
@@ -473,6 +590,173 @@ SYSCALL_EXIT(accept4, NR_accept4)
 SYSCALL_EXIT(connect, NR_connect)
 SYSCALL_EXIT(close, NR_close)
 SYSCALL_EXIT(listen, NR_listen)
+
+/* ---- TLS: OpenSSL uprobes ---- */
+
+static __always_inline int tls_enter(void *ssl, const void *buf, __u64 len_ptr)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!is_target(pid_tgid >> 32))
+		return 0;
+	struct tls_call c = { .ssl = (__u64)ssl, .buf = (__u64)buf, .len_ptr = len_ptr };
+	bpf_map_update_elem(&tls_calls, &pid_tgid, &c, BPF_ANY);
+	return 0;
+}
+
+/* The socket of a returning SSL call: the one its own syscalls used, else
+ * the cached one for its SSL* if the fd still holds it, else the last TLS
+ * socket the thread read. Learned answers are cached. */
+static __always_inline bool tls_socket(struct tls_call *c, __u64 pid_tgid, struct sock_fd *out)
+{
+	struct ssl_key key = { .tgid = pid_tgid >> 32, .ssl = c->ssl };
+
+	if (c->sock) {
+		out->sock = c->sock;
+		out->fd = c->fd;
+		bpf_map_update_elem(&ssl_socks, &key, out, BPF_ANY);
+		return true;
+	}
+	struct sock_fd *known = bpf_map_lookup_elem(&ssl_socks, &key);
+	if (known && (__u64)tcp_sock_of_fd(known->fd) == known->sock) {
+		*out = *known;
+		return true;
+	}
+	struct sock_fd *last = bpf_map_lookup_elem(&tls_last, &pid_tgid);
+	if (last && (__u64)tcp_sock_of_fd(last->fd) == last->sock) {
+		*out = *last;
+		bpf_map_update_elem(&ssl_socks, &key, out, BPF_ANY);
+		__u8 one = 1;
+		bpf_map_update_elem(&tls_socks, &out->sock, &one, BPF_ANY);
+		return true;
+	}
+	return false;
+}
+
+/* At return: `ret` is the function's return value; `ex` the _ex form
+ * (returns 1 and stores the length through len_ptr). */
+static __always_inline int tls_exit(long ret, bool ex, __u8 sc, __u8 dir)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tls_call *cp = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	if (!cp)
+		return 0;
+	struct tls_call c = *cp;
+	bpf_map_delete_elem(&tls_calls, &pid_tgid);
+
+	__u64 n = 0;
+	if (ex) {
+		if (ret != 1 || !c.len_ptr || bpf_probe_read_user(&n, sizeof(n), (void *)c.len_ptr))
+			return 0;
+	} else {
+		if (ret <= 0)
+			return 0;
+		n = ret;
+	}
+	if (n == 0)
+		return 0;
+
+	struct sock_fd sf;
+	if (!tls_socket(&c, pid_tgid, &sf)) {
+		stat_inc(RT_STAT_TLS_NO_SOCKET);
+		return 0;
+	}
+	struct sock *sk = bpf_core_cast((void *)sf.sock, struct sock);
+	remember_fd(pid_tgid, sf.fd, (struct sock *)sf.sock);
+
+	__u32 zero = 0;
+	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!buf)
+		return 0;
+	struct rt_data_event *ev = &buf->ev;
+	fill_header(&ev->hdr, RT_EV_DATA, pid_tgid);
+	ev->sock_id = sf.sock;
+	ev->len = n;
+	ev->fd = sf.fd;
+	ev->direction = dir;
+	ev->syscall = sc;
+	ev->flags = RT_DATA_TLS;
+	ev->queued_ns = 0;
+	read_tuple(sk, &ev->tuple);
+
+	__u32 want = capture_bytes;
+	if (want > RT_MAX_CAPTURE)
+		want = RT_MAX_CAPTURE;
+	if (n < want)
+		want = n;
+	__u32 got = 0;
+	if (want > 0) {
+		if (bpf_probe_read_user(ev->data, want & (RT_MAX_CAPTURE - 1) ?: RT_MAX_CAPTURE, (void *)c.buf))
+			stat_inc(RT_STAT_READ_FAULTS);
+		else
+			got = want;
+	}
+	if ((__u64)got < n)
+		stat_inc(RT_STAT_TRUNCATED);
+	ev->captured = got;
+	send_data(ev, got);
+	return 0;
+}
+
+/* int SSL_read(SSL *ssl, void *buf, int num) */
+SEC("uprobe")
+int BPF_UPROBE(ssl_read, void *ssl, void *buf)
+{
+	stat_inc(RT_STAT_UPROBE_SSL_READ);
+	return tls_enter(ssl, buf, 0);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ssl_read_ret, int ret)
+{
+	stat_inc(RT_STAT_URETPROBE_SSL_READ);
+	return tls_exit(ret, false, RT_SYS_SSL_READ, RT_DIR_INGRESS);
+}
+
+/* int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes) */
+SEC("uprobe")
+int BPF_UPROBE(ssl_read_ex, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	stat_inc(RT_STAT_UPROBE_SSL_READ_EX);
+	return tls_enter(ssl, buf, (__u64)readbytes);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ssl_read_ex_ret, int ret)
+{
+	stat_inc(RT_STAT_URETPROBE_SSL_READ_EX);
+	return tls_exit(ret, true, RT_SYS_SSL_READ, RT_DIR_INGRESS);
+}
+
+/* int SSL_write(SSL *ssl, const void *buf, int num) */
+SEC("uprobe")
+int BPF_UPROBE(ssl_write, void *ssl, const void *buf)
+{
+	stat_inc(RT_STAT_UPROBE_SSL_WRITE);
+	return tls_enter(ssl, buf, 0);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ssl_write_ret, int ret)
+{
+	stat_inc(RT_STAT_URETPROBE_SSL_WRITE);
+	return tls_exit(ret, false, RT_SYS_SSL_WRITE, RT_DIR_EGRESS);
+}
+
+/* int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written) */
+SEC("uprobe")
+int BPF_UPROBE(ssl_write_ex, void *ssl, const void *buf, __u64 num, __u64 *written)
+{
+	stat_inc(RT_STAT_UPROBE_SSL_WRITE_EX);
+	return tls_enter(ssl, buf, (__u64)written);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(ssl_write_ex_ret, int ret)
+{
+	stat_inc(RT_STAT_URETPROBE_SSL_WRITE_EX);
+	return tls_exit(ret, true, RT_SYS_SSL_WRITE, RT_DIR_EGRESS);
+}
 
 /* Children of traced processes are traced from their first instruction
  * (nginx workers, pre-fork servers); userspace re-checks them at exec. */

@@ -6,8 +6,8 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ratatosk_abi::{
-    rt_close_event, rt_conn_event, rt_data_event, rt_direction, rt_event_kind, rt_header,
-    rt_listen_event, rt_proc_event, rt_tuple,
+    rt_close_event, rt_conn_event, rt_data_event, rt_data_flags, rt_direction, rt_event_kind,
+    rt_header, rt_listen_event, rt_proc_event, rt_tuple,
 };
 use ratatosk_protocols::parse::Direction;
 
@@ -75,6 +75,8 @@ pub struct Data<'a> {
     pub queued_ns: u64,
     pub fd: u32,
     pub direction: Direction,
+    /// TLS plaintext from the TLS library (not the socket's bytes).
+    pub tls: bool,
     pub tuple: Tuple,
     pub payload: &'a [u8],
 }
@@ -200,6 +202,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             queued_ns: u64_at(b, offset_of!(rt_data_event, queued_ns)),
             fd: u32_at(b, offset_of!(rt_data_event, fd)),
             direction,
+            tls: u8_at(b, offset_of!(rt_data_event, flags)) & rt_data_flags::RT_DATA_TLS as u8 != 0,
             tuple: tuple(b, offset_of!(rt_data_event, tuple)),
             payload,
         }));
@@ -275,6 +278,7 @@ mod tests {
             5u32.to_ne_bytes(),
         );
         b[offset_of!(rt_data_event, direction)] = rt_direction::RT_DIR_EGRESS as u8;
+        b[offset_of!(rt_data_event, flags)] = rt_data_flags::RT_DATA_TLS as u8;
         let t = offset_of!(rt_data_event, tuple);
         put(
             &mut b,
@@ -301,6 +305,7 @@ mod tests {
         assert_eq!(d.len, 100);
         assert_eq!(d.payload, b"HTTP/");
         assert_eq!(d.direction, Direction::Egress);
+        assert!(d.tls);
         assert_eq!(d.tuple.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(d.tuple.remote, "10.0.0.2:50000".parse().unwrap());
     }

@@ -15,7 +15,7 @@ use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
@@ -27,6 +27,7 @@ use crate::clock::Clock;
 use crate::config::{Config, HookMode};
 use crate::conn::Tracker;
 use crate::discovery::Discovery;
+use crate::discovery::openssl::OpensslFiles;
 use crate::metrics::HttpMetrics;
 use crate::output::printer::Printer;
 use crate::output::{self, Batch, prometheus};
@@ -43,6 +44,9 @@ const TRACKER_TO_OUTPUTS_CAPACITY: usize = 1024;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Distinct routes per service before they fold into `/**`.
 const MAX_ROUTES_PER_SERVICE: usize = 100;
+/// How often the traced processes' mappings are scanned for OpenSSL
+/// files to probe: a process that maps libssl is covered within this.
+const OPENSSL_SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     let self_metrics = SelfMetrics::default();
@@ -82,6 +86,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             HookMode::Raw => SyscallHooks::RawExit,
             HookMode::PerSyscall => SyscallHooks::PerSyscall,
         },
+        tls: config.tls_capture,
     })
     .context("loading the BPF capture programs")?;
     info!(
@@ -105,6 +110,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let found = discovery.initial_scan();
     if !trace_all {
         info!(processes = found, "initial scan done");
+    }
+    // Processes whose mappings are scanned for OpenSSL: the target set
+    // (forked children included), or every process.
+    let scan_targets = capture.targets().context("opening the target map")?;
+    let mut openssl = OpensslFiles::new(self_metrics.clone());
+    let mut capture = capture;
+    let mut scan_openssl = |capture: &mut Capture| {
+        let pids = if trace_all {
+            crate::discovery::procfs::pids()
+        } else {
+            scan_targets.list()
+        };
+        let me = std::process::id();
+        openssl.scan(pids.into_iter().filter(|p| *p != me), &mut |path| {
+            capture.attach_openssl(path)
+        });
+    };
+    if config.tls_capture {
+        scan_openssl(&mut capture);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -184,7 +208,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             None => None,
         };
         info!("ready");
-        wait_for_signal(&stop, &reader_thread).await?;
+        let mut last_scan = Instant::now();
+        let mut housekeeping = || {
+            if config.tls_capture && last_scan.elapsed() >= OPENSSL_SCAN_INTERVAL {
+                last_scan = Instant::now();
+                scan_openssl(&mut capture);
+            }
+        };
+        wait_for_signal(&stop, &reader_thread, &mut housekeeping).await?;
         let _ = shutdown_tx.send(true);
         if let Some(s) = server {
             match s.await {
@@ -231,9 +262,12 @@ fn describe_selection(config: &Config) -> String {
     parts.join(" or ")
 }
 
+/// Waits for SIGINT/SIGTERM or a failed reader, running `housekeeping`
+/// (on this thread, which owns the loaded programs) at every tick.
 async fn wait_for_signal(
     stop: &AtomicBool,
     reader: &thread::JoinHandle<Result<(), ratatosk_bpf::MapError>>,
+    housekeeping: &mut dyn FnMut(),
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -249,6 +283,7 @@ async fn wait_for_signal(
                     error!("the reader stopped unexpectedly");
                     break;
                 }
+                housekeeping();
             }
         }
     }

@@ -118,7 +118,7 @@ impl Reader {
             }
             let span = self
                 .spans
-                .build(f.exchange, &f.tuple, f.queue_ns, route, process);
+                .build(f.exchange, &f.tuple, f.queue_ns, f.tls, route, process);
             self.batch.push(span);
         }
         if self.batch.len() >= BATCH_SPANS {

@@ -22,6 +22,13 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabel {
+    pub probe: &'static str,
+    /// `entry` (a trap into the kernel) or `return`.
+    pub point: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
     pub queue: &'static str,
 }
@@ -65,6 +72,14 @@ pub struct SelfMetrics {
     pub routes_folded: Counter,
     pub processes_selected: Counter,
     pub process_cache_resets: Counter,
+    /// Uprobe program runs, by probe and point (entry/return), every
+    /// process mapping a probed file included.
+    pub uprobe_hits: Family<ProbeLabel, Counter>,
+    /// TLS plaintext dropped in the kernel: its socket was not found.
+    pub tls_unattributed: Counter,
+    /// Files (libraries, executables) given OpenSSL probes, by result
+    /// (`attached`, `failed`, `limit`).
+    pub tls_files: Family<ReasonLabel, Counter>,
     /// Last BPF counters seen, to turn absolute values into increments.
     last_bpf: std::sync::Arc<std::sync::Mutex<BpfStats>>,
 }
@@ -157,6 +172,21 @@ impl SelfMetrics {
             self.processes_selected.clone(),
         );
         r.register(
+            "ratatosk_uprobe_hits",
+            "Uprobe program runs by probe and point (entry: a trap; return)",
+            self.uprobe_hits.clone(),
+        );
+        r.register(
+            "ratatosk_tls_unattributed",
+            "TLS plaintext dropped because its socket was not found",
+            self.tls_unattributed.clone(),
+        );
+        r.register(
+            "ratatosk_tls_files",
+            "Libraries and executables given OpenSSL probes, by result",
+            self.tls_files.clone(),
+        );
+        r.register(
             "ratatosk_process_cache_resets",
             "Times the process cache was cleared to stay bounded",
             self.process_cache_resets.clone(),
@@ -182,6 +212,20 @@ impl SelfMetrics {
             .inc_by(d(now.read_faults, last.read_faults));
         self.targets_full
             .inc_by(d(now.targets_full, last.targets_full));
+        for (i, (probe, entry)) in ratatosk_bpf::UPROBES.iter().enumerate() {
+            let n = d(
+                now.uprobe_hits.get(i).copied().unwrap_or(0),
+                last.uprobe_hits.get(i).copied().unwrap_or(0),
+            );
+            if n > 0 {
+                let point = if *entry { "entry" } else { "return" };
+                self.uprobe_hits
+                    .get_or_create(&ProbeLabel { probe, point })
+                    .inc_by(n);
+            }
+        }
+        self.tls_unattributed
+            .inc_by(d(now.tls_no_socket, last.tls_no_socket));
         *last = now;
     }
 

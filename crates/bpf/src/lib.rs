@@ -11,10 +11,11 @@ mod skel {
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::path::Path;
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilder, UprobeOpts};
 use ratatosk_abi::{rt_limits, rt_stat, rt_target};
 
 pub use preflight::{PreflightError, ensure_tracefs, preflight};
@@ -54,6 +55,9 @@ pub struct LoadOptions {
     /// Socket descriptors remembered for close() reporting (LRU).
     pub max_sockets: u32,
     pub syscall_hooks: SyscallHooks,
+    /// Load the OpenSSL uprobe programs and let syscall exits recognise
+    /// TLS calls in progress (attach them with `Capture::attach_openssl`).
+    pub tls: bool,
 }
 
 impl Default for LoadOptions {
@@ -69,6 +73,7 @@ impl Default for LoadOptions {
             max_targets: 16384,
             max_sockets: 65536,
             syscall_hooks: SyscallHooks::default(),
+            tls: true,
         }
     }
 }
@@ -100,6 +105,28 @@ pub enum LoadError {
     },
 }
 
+/// Why OpenSSL probes could not be attached to a file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsAttachError {
+    #[error("TLS capture is off (the uprobe programs were not loaded)")]
+    Disabled,
+    #[error("no {0} symbol (not OpenSSL, or stripped)")]
+    NoSymbol(&'static str),
+    #[error("attaching a uprobe to {func} failed")]
+    Attach {
+        func: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+}
+
+/// The OpenSSL functions probed in one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpensslProbes {
+    /// SSL_read_ex/SSL_write_ex were found too (OpenSSL >= 1.1.1).
+    pub ex: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MapError {
     #[error("updating the target set for pid {tgid} failed")]
@@ -120,6 +147,10 @@ pub enum MapError {
 pub struct Capture {
     skel: skel::CaptureSkel<'static>,
     _links: Vec<Link>,
+    /// Uprobe links, kept while the agent runs (bounded by the caller,
+    /// which attaches once per file).
+    tls_links: Vec<Link>,
+    tls: bool,
     capture_bytes: u32,
 }
 
@@ -145,6 +176,7 @@ impl Capture {
             ro.trace_new_execs = opts.trace_new_execs;
             ro.capture_bytes = capture_bytes;
             ro.wakeup_bytes = opts.wakeup_bytes;
+            ro.tls_capture = opts.tls;
         }
         let rb = opts.ringbuf_bytes.max(4096).next_power_of_two();
         open.maps
@@ -161,13 +193,14 @@ impl Capture {
                 map: "targets",
                 source,
             })?;
-        open.maps
-            .sock_fds
-            .set_max_entries(opts.max_sockets.max(1024))
-            .map_err(|source| LoadError::Map {
-                map: "sock_fds",
-                source,
-            })?;
+        for (map, name) in [
+            (&mut open.maps.sock_fds, "sock_fds"),
+            (&mut open.maps.ssl_socks, "ssl_socks"),
+            (&mut open.maps.tls_socks, "tls_socks"),
+        ] {
+            map.set_max_entries(opts.max_sockets.max(1024))
+                .map_err(|source| LoadError::Map { map: name, source })?;
+        }
 
         let per_syscall = opts.syscall_hooks == SyscallHooks::PerSyscall;
         {
@@ -190,6 +223,19 @@ impl Capture {
                 &mut p.sys_exit_listen,
             ] {
                 prog.set_autoload(per_syscall);
+            }
+            // Attached per library by attach_openssl, never by the skeleton.
+            for prog in [
+                &mut p.ssl_read,
+                &mut p.ssl_read_ret,
+                &mut p.ssl_read_ex,
+                &mut p.ssl_read_ex_ret,
+                &mut p.ssl_write,
+                &mut p.ssl_write_ret,
+                &mut p.ssl_write_ex,
+                &mut p.ssl_write_ex_ret,
+            ] {
+                prog.set_autoload(opts.tls);
             }
         }
         let skel = open.load().map_err(LoadError::Load)?;
@@ -231,8 +277,68 @@ impl Capture {
         Ok(Capture {
             skel,
             _links: links,
+            tls_links: Vec::new(),
+            tls: opts.tls,
             capture_bytes,
         })
+    }
+
+    /// Attaches the OpenSSL probes (entry and return of SSL_read,
+    /// SSL_write and, when present, their _ex forms) to the library or
+    /// executable at `path`. The kernel probes the file's inode: every
+    /// process mapping it is covered, now and later, so call this once per
+    /// file. Symbols are resolved by libbpf (dynamic symbols included).
+    pub fn attach_openssl(&mut self, path: &Path) -> Result<OpensslProbes, TlsAttachError> {
+        if !self.tls {
+            return Err(TlsAttachError::Disabled);
+        }
+        let p = &self.skel.progs;
+        let attach = |prog: &libbpf_rs::ProgramMut<'_>, func: &'static str, retprobe: bool| {
+            prog.attach_uprobe_with_opts(
+                -1,
+                path,
+                0,
+                UprobeOpts {
+                    retprobe,
+                    func_name: Some(func.to_string()),
+                    ..Default::default()
+                },
+            )
+            .map_err(|source| {
+                if source.kind() == libbpf_rs::ErrorKind::NotFound {
+                    TlsAttachError::NoSymbol(func)
+                } else {
+                    TlsAttachError::Attach { func, source }
+                }
+            })
+        };
+        // All or nothing for the required pair, so a failure leaves no
+        // half-probed library behind.
+        let mut links = vec![
+            attach(&p.ssl_read, "SSL_read", false)?,
+            attach(&p.ssl_read_ret, "SSL_read", true)?,
+            attach(&p.ssl_write, "SSL_write", false)?,
+            attach(&p.ssl_write_ret, "SSL_write", true)?,
+        ];
+        let ex = (|| -> Result<Vec<Link>, TlsAttachError> {
+            Ok(vec![
+                attach(&p.ssl_read_ex, "SSL_read_ex", false)?,
+                attach(&p.ssl_read_ex_ret, "SSL_read_ex", true)?,
+                attach(&p.ssl_write_ex, "SSL_write_ex", false)?,
+                attach(&p.ssl_write_ex_ret, "SSL_write_ex", true)?,
+            ])
+        })();
+        let has_ex = match ex {
+            Ok(l) => {
+                links.extend(l);
+                true
+            }
+            // OpenSSL 1.1.0 has no _ex functions.
+            Err(TlsAttachError::NoSymbol(_)) => false,
+            Err(e) => return Err(e),
+        };
+        self.tls_links.extend(links);
+        Ok(OpensslProbes { ex: has_ex })
     }
 
     /// The payload prefix size in effect.
@@ -312,7 +418,24 @@ pub struct BpfStats {
     pub truncated: u64,
     pub read_faults: u64,
     pub targets_full: u64,
+    /// Uprobe program runs by probe (`UPROBES` names them).
+    pub uprobe_hits: [u64; UPROBES.len()],
+    /// TLS plaintext dropped because its socket was not found.
+    pub tls_no_socket: u64,
 }
+
+/// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
+/// whether the probe is a function entry (a trap) or a return.
+pub const UPROBES: [(&str, bool); 8] = [
+    ("SSL_read", true),
+    ("SSL_read_ex", true),
+    ("SSL_write", true),
+    ("SSL_write_ex", true),
+    ("SSL_read", false),
+    ("SSL_read_ex", false),
+    ("SSL_write", false),
+    ("SSL_write_ex", false),
+];
 
 impl Counters {
     pub fn read(&self) -> Result<BpfStats, MapError> {
@@ -339,6 +462,17 @@ impl Counters {
             truncated: get(rt_stat::RT_STAT_TRUNCATED)?,
             read_faults: get(rt_stat::RT_STAT_READ_FAULTS)?,
             targets_full: get(rt_stat::RT_STAT_TARGETS_FULL)?,
+            uprobe_hits: [
+                get(rt_stat::RT_STAT_UPROBE_SSL_READ)?,
+                get(rt_stat::RT_STAT_UPROBE_SSL_READ_EX)?,
+                get(rt_stat::RT_STAT_UPROBE_SSL_WRITE)?,
+                get(rt_stat::RT_STAT_UPROBE_SSL_WRITE_EX)?,
+                get(rt_stat::RT_STAT_URETPROBE_SSL_READ)?,
+                get(rt_stat::RT_STAT_URETPROBE_SSL_READ_EX)?,
+                get(rt_stat::RT_STAT_URETPROBE_SSL_WRITE)?,
+                get(rt_stat::RT_STAT_URETPROBE_SSL_WRITE_EX)?,
+            ],
+            tls_no_socket: get(rt_stat::RT_STAT_TLS_NO_SOCKET)?,
         })
     }
 }
@@ -429,7 +563,7 @@ mod tests {
     fn abi_matches_bpf_object() {
         same_layout!(rt_header: kind, tgid, tid, ts_ns);
         same_layout!(rt_tuple: saddr, daddr, sport, dport, family);
-        same_layout!(rt_data_event: hdr, sock_id, len, queued_ns, fd, captured, direction, syscall, tuple, data);
+        same_layout!(rt_data_event: hdr, sock_id, len, queued_ns, fd, captured, direction, syscall, flags, tuple, data);
         same_layout!(rt_target: inherited);
     }
 }

@@ -65,6 +65,13 @@ pub struct Cli {
     #[arg(long, env = "RATATOSK_SYSCALL_HOOKS", value_enum, default_value_t = HookMode::Raw)]
     pub syscall_hooks: HookMode,
 
+    /// Capture TLS plaintext from OpenSSL (libssl.so and executables that
+    /// export SSL_read/SSL_write) with uprobes; `false` leaves TLS
+    /// connections unparsed and costs nothing per TLS call.
+    #[arg(long, env = "RATATOSK_TLS_CAPTURE", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_capture: bool,
+
     /// Size of the kernel-to-agent ring buffer in MiB (power of two).
     #[arg(long, env = "RATATOSK_RINGBUF_MIB", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -236,6 +243,7 @@ pub struct Config {
     pub prometheus: Option<std::net::SocketAddr>,
     pub capture_bytes: u32,
     pub syscall_hooks: HookMode,
+    pub tls_capture: bool,
     pub ringbuf_bytes: u32,
     pub max_connections: usize,
     pub max_processes: u32,
@@ -391,6 +399,7 @@ impl Config {
                 .map(|p| std::net::SocketAddr::new(cli.prometheus_address, p)),
             capture_bytes: cli.capture_bytes,
             syscall_hooks: cli.syscall_hooks,
+            tls_capture: cli.tls_capture,
             ringbuf_bytes: cli.ringbuf_mib.next_power_of_two().saturating_mul(1 << 20),
             max_connections: cli.max_connections,
             max_processes: cli.max_processes.max(1),

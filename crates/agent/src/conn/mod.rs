@@ -23,6 +23,8 @@ pub struct Finished {
     pub exchange: Exchange,
     /// Time the request waited in the socket before the server read it.
     pub queue_ns: Option<u64>,
+    /// The exchange was read from TLS plaintext (`https`).
+    pub tls: bool,
 }
 
 /// Most bytes and segments held while the first bytes of a connection
@@ -58,6 +60,9 @@ struct Conn {
     arrivals: [(u64, u64); ARRIVALS],
     next_arrival: usize,
     stats_seen: http1::ConnStats,
+    /// Plaintext comes from the TLS library: the socket's own bytes
+    /// (ciphertext) are ignored from then on.
+    tls: bool,
 }
 
 impl Conn {
@@ -69,6 +74,7 @@ impl Conn {
             arrivals: [(0, 0); ARRIVALS],
             next_arrival: 0,
             stats_seen: http1::ConnStats::default(),
+            tls: false,
         }
     }
 
@@ -157,6 +163,19 @@ impl Tracker {
         conn.last_ns = d.hdr.ts_ns;
         // connect() may report the tuple before the local port is final.
         conn.tuple = d.tuple;
+        if d.tls != conn.tls {
+            if conn.tls {
+                // Ciphertext that left the kernel before the socket was
+                // known to carry TLS: the plaintext is parsed instead.
+                self.metrics.unparsed_bytes.inc_by(d.len);
+                return;
+            }
+            // First plaintext on a connection whose handshake was seen as
+            // ciphertext (and given up on): parse from here, as HTTP over
+            // TLS goes through the same parsers as plaintext.
+            conn.tls = true;
+            conn.proto = Proto::Detecting(None);
+        }
 
         let mut replay = None;
         if let Proto::Detecting(probe) = &mut conn.proto
@@ -357,6 +376,7 @@ fn collect(
             tuple: conn.tuple,
             exchange: ex,
             queue_ns,
+            tls: conn.tls,
         });
     }
 }
@@ -425,8 +445,16 @@ mod tests {
             queued_ns: 0,
             fd,
             direction: dir,
+            tls: false,
             tuple: tuple(),
             payload,
+        }
+    }
+
+    fn tls_data<'a>(sock: u64, ts: u64, dir: Direction, payload: &'a [u8]) -> Data<'a> {
+        Data {
+            tls: true,
+            ..data(sock, 3, ts, dir, payload)
         }
     }
 
@@ -478,6 +506,25 @@ mod tests {
         t.on_data(&data(1, 3, 20, Direction::Ingress, REQ), &mut out);
         assert!(out.is_empty());
         assert_eq!(m.unparsed_bytes.get(), 5 + REQ.len() as u64);
+    }
+
+    #[test]
+    fn tls_plaintext_is_parsed_after_the_handshake_and_ciphertext_ignored() {
+        let (mut t, m) = tracker(16);
+        let mut out = Vec::new();
+        // Handshake seen as ciphertext: given up on.
+        let hello = [0x16, 0x03, 0x01, 0x02, 0x00];
+        t.on_data(&data(1, 3, 10, Direction::Ingress, &hello), &mut out);
+        // Then the library's plaintext, and a late ciphertext record.
+        t.on_data(&tls_data(1, 20, Direction::Ingress, REQ), &mut out);
+        let record = [0x17, 0x03, 0x03, 0x00, 0x20];
+        t.on_data(&data(1, 3, 25, Direction::Egress, &record), &mut out);
+        t.on_data(&tls_data(1, 30, Direction::Egress, RESP), &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].tls);
+        assert_eq!(out[0].exchange.path(), "/a");
+        assert_eq!(out[0].exchange.status, 200);
+        assert_eq!(m.unparsed_bytes.get(), 10);
     }
 
     #[test]

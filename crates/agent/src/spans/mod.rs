@@ -122,6 +122,7 @@ impl SpanBuilder {
         ex: Exchange,
         tuple: &Tuple,
         queue_ns: Option<u64>,
+        tls: bool,
         route: Arc<str>,
         process: Arc<ProcInfo>,
     ) -> Span {
@@ -151,7 +152,7 @@ impl SpanBuilder {
             method_original,
             target: ex.target,
             route,
-            scheme: "http",
+            scheme: if tls { "https" } else { "http" },
             status: ex.status,
             protocol_version: if ex.minor_version == 0 { "1.0" } else { "1.1" },
             server,

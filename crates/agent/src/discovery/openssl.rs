@@ -1,0 +1,250 @@
+//! Which files of the traced processes get the OpenSSL uprobes: every
+//! mapped `libssl*.so*` and the process's own executable (Node links
+//! OpenSSL statically and exports `SSL_read`/`SSL_write`).
+//!
+//! A uprobe lives on a file's inode and fires in every process that maps
+//! it, so each file is attached once, whichever process revealed it; the
+//! BPF programs filter on the target set like the syscall path. Processes
+//! are rescanned periodically because libraries are also loaded late
+//! (Python imports `ssl` on demand).
+
+use std::path::{Path, PathBuf};
+
+use ratatosk_bpf::{OpensslProbes, TlsAttachError};
+use rustc_hash::FxHashSet;
+use tracing::{debug, info, warn};
+
+use crate::selfmon::{ReasonLabel, SelfMetrics};
+
+/// Most files given probes (each holds 8 uprobe links).
+const MAX_ATTACHED: usize = 64;
+/// Most files remembered as not probeable before the memory is cleared
+/// (they are then looked at again once).
+const MAX_REJECTED: usize = 4096;
+
+/// A file mapped executable by a process: (device, inode) identify it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub dev: u64,
+    pub inode: u64,
+    /// The path as the process sees it.
+    pub path: String,
+    /// Named like OpenSSL's library: failing to probe it is worth a warning.
+    pub libssl: bool,
+}
+
+/// Executable mappings of `libssl*.so*` or of `exe`, once per file, from
+/// the text of /proc/PID/maps.
+pub fn candidates(maps: &str, exe: Option<&str>) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.splitn(6, ' ');
+        let (Some(_range), Some(perms), Some(_off), Some(dev), Some(inode), Some(path)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let path = path.trim_start();
+        if !perms.contains('x') || !path.starts_with('/') || path.ends_with(" (deleted)") {
+            continue;
+        }
+        let Ok(inode) = inode.parse::<u64>() else {
+            continue;
+        };
+        let Some(dev) = parse_dev(dev) else { continue };
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let libssl = name.starts_with("libssl") && name.contains(".so");
+        if !libssl && exe != Some(path) {
+            continue;
+        }
+        if out.iter().any(|c| c.dev == dev && c.inode == inode) {
+            continue;
+        }
+        out.push(Candidate {
+            dev,
+            inode,
+            path: path.to_string(),
+            libssl,
+        });
+    }
+    out
+}
+
+/// `fd:01` (hex major:minor) as one number.
+fn parse_dev(s: &str) -> Option<u64> {
+    let (maj, min) = s.split_once(':')?;
+    Some((u64::from_str_radix(maj, 16).ok()? << 32) | u64::from_str_radix(min, 16).ok()?)
+}
+
+/// The files already looked at, and the attach decisions.
+pub struct OpensslFiles {
+    attached: FxHashSet<(u64, u64)>,
+    rejected: FxHashSet<(u64, u64)>,
+    limit_warned: bool,
+    metrics: SelfMetrics,
+}
+
+impl OpensslFiles {
+    pub fn new(metrics: SelfMetrics) -> Self {
+        OpensslFiles {
+            attached: FxHashSet::default(),
+            rejected: FxHashSet::default(),
+            limit_warned: false,
+            metrics,
+        }
+    }
+
+    /// Looks at the executable mappings of `pids` and attaches the probes
+    /// to every new OpenSSL file with `attach`.
+    pub fn scan(
+        &mut self,
+        pids: impl IntoIterator<Item = u32>,
+        attach: &mut dyn FnMut(&Path) -> Result<OpensslProbes, TlsAttachError>,
+    ) {
+        for pid in pids {
+            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+                continue; // gone, or a kernel thread
+            };
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            let exe = exe.as_deref().and_then(Path::to_str);
+            for c in candidates(&maps, exe) {
+                self.consider(pid, &c, attach);
+            }
+        }
+    }
+
+    fn consider(
+        &mut self,
+        pid: u32,
+        c: &Candidate,
+        attach: &mut dyn FnMut(&Path) -> Result<OpensslProbes, TlsAttachError>,
+    ) {
+        let key = (c.dev, c.inode);
+        if self.attached.contains(&key) || self.rejected.contains(&key) {
+            return;
+        }
+        if self.attached.len() >= MAX_ATTACHED {
+            self.count("limit");
+            if !self.limit_warned {
+                self.limit_warned = true;
+                warn!(file = %c.path, limit = MAX_ATTACHED,
+                    "TLS capture: too many OpenSSL files probed already; this one and later ones are not");
+            }
+            self.reject(key);
+            return;
+        }
+        // The path as this process sees it (it may live in another mount
+        // namespace): the kernel probes the inode behind it.
+        let path = PathBuf::from(format!("/proc/{pid}/root{}", c.path));
+        match attach(&path) {
+            Ok(p) => {
+                self.attached.insert(key);
+                self.count("attached");
+                info!(file = %c.path, pid, ex_functions = p.ex, "TLS capture: OpenSSL probes attached");
+            }
+            Err(TlsAttachError::NoSymbol(_)) if !c.libssl => {
+                // An ordinary executable without OpenSSL inside.
+                self.reject(key);
+            }
+            Err(e) => {
+                self.count("failed");
+                warn!(file = %c.path, pid, reason = %chain(&e),
+                    "TLS capture: cannot probe this file (its TLS traffic stays unparsed; plaintext capture continues)");
+                self.reject(key);
+            }
+        }
+    }
+
+    fn reject(&mut self, key: (u64, u64)) {
+        if self.rejected.len() >= MAX_REJECTED {
+            debug!("forgetting files found not probeable");
+            self.rejected.clear();
+        }
+        self.rejected.insert(key);
+    }
+
+    fn count(&self, reason: &'static str) {
+        self.metrics
+            .tls_files
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+}
+
+/// An error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d4a0a00000-55d4a0a30000 r--p 00000000 fd:01 1311 /usr/sbin/nginx
+55d4a0a30000-55d4a0b30000 r-xp 00030000 fd:01 1311 /usr/sbin/nginx
+7f0000000000-7f0000020000 r--p 00000000 fd:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f0000020000-7f0000080000 r-xp 00020000 fd:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f0000100000-7f0000200000 r-xp 00020000 fd:01 3333 /usr/lib/x86_64-linux-gnu/libcrypto.so.3
+7f0000300000-7f0000310000 r-xp 00000000 00:1f 4444 /tmp/my lib/libssl.so.1.1
+7f0000400000-7f0000410000 r-xp 00000000 fd:01 5555 /tmp/libssl.so.3 (deleted)
+7f0000500000-7f0000510000 rw-p 00000000 00:00 0 
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+";
+
+    #[test]
+    fn finds_libssl_and_the_executable_once_each() {
+        let c = candidates(MAPS, Some("/usr/sbin/nginx"));
+        let paths: Vec<(&str, bool)> = c.iter().map(|c| (c.path.as_str(), c.libssl)).collect();
+        assert_eq!(
+            paths,
+            vec![
+                ("/usr/sbin/nginx", false),
+                ("/usr/lib/x86_64-linux-gnu/libssl.so.3", true),
+                ("/tmp/my lib/libssl.so.1.1", true),
+            ]
+        );
+        assert_eq!(c[1].dev, 0xfd << 32 | 1);
+        assert_eq!(c[1].inode, 2222);
+        assert_eq!(c[2].dev, 0x1f);
+    }
+
+    #[test]
+    fn each_file_is_attached_once_and_failures_are_remembered() {
+        let mut files = OpensslFiles::new(SelfMetrics::default());
+        let mut tried = Vec::new();
+        let c = candidates(MAPS, Some("/usr/sbin/nginx"));
+        let mut attach = |p: &Path| {
+            tried.push(p.to_path_buf());
+            if p.to_string_lossy().contains("nginx") {
+                Err(TlsAttachError::NoSymbol("SSL_read"))
+            } else {
+                Ok(OpensslProbes { ex: true })
+            }
+        };
+        for _ in 0..3 {
+            for cand in &c {
+                files.consider(42, cand, &mut attach);
+            }
+        }
+        assert_eq!(tried.len(), 3, "{tried:?}");
+        assert_eq!(
+            tried[1],
+            PathBuf::from("/proc/42/root/usr/lib/x86_64-linux-gnu/libssl.so.3")
+        );
+        assert_eq!(files.attached.len(), 2);
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped() {
+        assert!(candidates("nonsense\n\n1 2 3\n", None).is_empty());
+        assert!(candidates("a r-xp 0 zz:01 12 /libssl.so.3\n", None).is_empty());
+    }
+}
