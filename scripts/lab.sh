@@ -3,7 +3,7 @@
 # (see ../shared/lab.md): Debian packages, nothing started here.
 set -euo pipefail
 
-pkgs=(nginx wrk curl python3 bpftool)
+pkgs=(nginx wrk curl python3 bpftool openssl libnss3)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

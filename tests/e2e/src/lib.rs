@@ -423,6 +423,23 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(www: &Path, port: u16) -> Nginx {
+        Nginx::start_with(www, port, &format!("listen 127.0.0.1:{port};"))
+    }
+
+    /// nginx serving HTTPS with the certificate in `certs` (see
+    /// `tls_cert`), through the system's shared libssl.
+    pub fn start_tls(www: &Path, port: u16, certs: &Path) -> Nginx {
+        let c = certs.display();
+        Nginx::start_with(
+            www,
+            port,
+            &format!(
+                "listen 127.0.0.1:{port} ssl; ssl_certificate {c}/cert.pem; ssl_certificate_key {c}/key.pem;"
+            ),
+        )
+    }
+
+    fn start_with(www: &Path, port: u16, listen: &str) -> Nginx {
         let state = tempfile::Builder::new()
             .prefix("ratatosk-nginx")
             .tempdir_in("/tmp")
@@ -445,7 +462,7 @@ http {{
     default_type text/plain;
     keepalive_requests 100000;
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         root {www};
         location = /fail {{ return 500 "boom\n"; }}
     }}
@@ -665,4 +682,156 @@ func main() {
         .expect("run go build");
     assert!(status.success(), "go build failed");
     (out, dir)
+}
+
+/// A self-signed certificate for 127.0.0.1/localhost (`cert.pem`,
+/// `key.pem`), readable by nginx's unprivileged worker.
+pub fn tls_cert() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ratatosk-cert")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let status = Command::new(tool("openssl"))
+        .current_dir(dir.path())
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl req");
+    assert!(status.success(), "openssl req failed");
+    set_mode(dir.path(), 0o755);
+    set_mode(&dir.path().join("cert.pem"), 0o644);
+    set_mode(&dir.path().join("key.pem"), 0o644);
+    dir
+}
+
+/// The system's shared OpenSSL library (what nginx, curl and python use).
+pub fn system_libssl() -> PathBuf {
+    let p = PathBuf::from("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+    assert!(
+        p.is_file(),
+        "{} is missing (Debian package libssl3)",
+        p.display()
+    );
+    p
+}
+
+/// A private copy of the system libssl: a client loading it
+/// (`LD_LIBRARY_PATH`) runs OpenSSL from another inode, so the probes the
+/// agent put on the system library count only the server's calls.
+pub fn private_libssl() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ratatosk-libssl")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::copy(system_libssl(), dir.path().join("libssl.so.3")).expect("copy libssl");
+    dir
+}
+
+/// `curl -k` fetching `url` `n` times over one keep-alive connection
+/// (URL glob), with extra environment; returns every status.
+pub fn curl_tls_keepalive(url: &str, n: usize, env: &[(&str, &str)]) -> Vec<u16> {
+    let glob = format!("{url}?i=[1-{n}]");
+    let out = Command::new(tool("curl"))
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{num_connects}\n",
+            &glob,
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let connects: u32 = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
+        .sum();
+    assert_eq!(
+        connects, 1,
+        "curl did not keep its connection alive: {text}"
+    );
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// `python_app_server`'s routes over HTTPS (python's `ssl`, which calls
+/// SSL_read_ex/SSL_write_ex in the shared libssl).
+pub fn python_tls_server(port: u16, certs: &Path) -> Proc {
+    const APP: &str = r#"
+import ssl, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        body = b"hello over tls\n" if self.path.startswith("/hello") else b"not here\n"
+        self.send_response(200 if self.path.startswith("/hello") else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = str(len(data)).encode()
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+srv = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2] + "/cert.pem", sys.argv[2] + "/key.pem")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+    let p = Proc::spawn(
+        "python3 tls server",
+        Command::new(tool("python3"))
+            .args(["-c", APP, &port.to_string()])
+            .arg(certs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(10));
+    p
+}
+
+/// A Node.js `https` server (OpenSSL 3 linked into the `node` executable)
+/// answering `/hello` with 12 bytes.
+pub fn node_https_server(port: u16, certs: &Path) -> Proc {
+    const APP: &str = r#"
+const https = require('https'), fs = require('fs');
+const dir = process.argv[2];
+https.createServer({ key: fs.readFileSync(dir + '/key.pem'), cert: fs.readFileSync(dir + '/cert.pem') },
+  (req, res) => { res.setHeader('Content-Length', '12'); res.end('Hello world\n'); })
+  .listen(Number(process.argv[1]), '127.0.0.1');
+"#;
+    let p = Proc::spawn(
+        "node https server",
+        Command::new(tool("node"))
+            .args(["-e", APP, &port.to_string()])
+            .arg(certs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(20));
+    p
 }

@@ -1,0 +1,220 @@
+//! TLS plaintext capture from OpenSSL end to end: real servers using the
+//! shared libssl (nginx, python `ssl`) or a statically linked OpenSSL
+//! (node), real clients, the real agent.
+
+use std::time::{Duration, Instant};
+
+use ratatosk_e2e::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn server_spans_on(port: u16) -> impl Fn(&Value) -> bool {
+    move |s| s["kind"] == "server" && attr(s, "server.port") == port.to_string()
+}
+
+/// The BPF counters reach /metrics once a second.
+fn settle_counters() {
+    std::thread::sleep(Duration::from_millis(1300));
+}
+
+fn uprobe_hits(agent: &Agent, labels: &[(&str, &str)]) -> f64 {
+    agent.metric_sum("ratatosk_uprobe_hits_total", labels)
+}
+
+/// `n` keep-alive GETs of `path`, every span https with the right fields.
+fn check_https_spans(agent: &Agent, port: u16, path: &str, n: usize, body: usize) -> Vec<Value> {
+    let spans = agent.wait_spans(n, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), n, "server spans: {spans:#?}");
+    for s in &spans {
+        assert_eq!(attr(s, "url.scheme"), "https", "{s}");
+        assert_eq!(attr(s, "http.request.method"), "GET");
+        assert_eq!(attr(s, "url.path"), path);
+        assert_eq!(attr(s, "http.response.status_code"), "200");
+        assert_eq!(attr(s, "http.response.body.size"), body.to_string());
+        assert_eq!(attr(s, "network.protocol.version"), "1.1");
+        assert_eq!(attr(s, "client.address"), "127.0.0.1");
+    }
+    // Every request once: the glob numbers them.
+    let mut queries: Vec<String> = spans.iter().map(|s| attr(s, "url.query")).collect();
+    queries.sort();
+    queries.dedup();
+    assert_eq!(queries.len(), n, "duplicated or lost requests: {queries:?}");
+    spans
+}
+
+#[test]
+fn nginx_https_keepalive_one_span_per_request_and_uprobe_hits() {
+    let _g = serial();
+    let www = www_dir();
+    let certs = tls_cert();
+    let port = free_port();
+    let nginx = Nginx::start_tls(www.path(), port, certs.path());
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    assert!(
+        agent
+            .stderr_text()
+            .contains("OpenSSL probes attached file=/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+        "libssl not probed before ready:\n{}",
+        agent.stderr_text()
+    );
+
+    // The client runs its own copy of libssl: the hits counted are nginx's.
+    let lib = private_libssl();
+    let env = [("LD_LIBRARY_PATH", lib.path().to_str().expect("utf-8 path"))];
+    const N: usize = 50;
+    let url = format!("https://127.0.0.1:{port}/hello");
+    let statuses = curl_tls_keepalive(&url, N, &env);
+    assert_eq!(statuses, vec![200; N]);
+    check_https_spans(&agent, port, "/hello", N, 12);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(nginx.access_log_lines(), N);
+    // Nothing from the ciphertext: no other span at all.
+    assert_eq!(agent.spans().len(), N, "{:#?}", agent.spans());
+
+    settle_counters();
+    let entries = uprobe_hits(&agent, &[("point", "entry")]);
+    let returns = uprobe_hits(&agent, &[("point", "return")]);
+    let per_req = entries / N as f64;
+    eprintln!(
+        "nginx over TLS: {per_req:.2} uprobe entries (traps) and {:.2} returns per request \
+         (SSL_read entries {}, SSL_write entries {})",
+        returns / N as f64,
+        uprobe_hits(&agent, &[("probe", "SSL_read"), ("point", "entry")]),
+        uprobe_hits(&agent, &[("probe", "SSL_write"), ("point", "entry")]),
+    );
+    // nginx calls SSL_read until it would block (twice per request) and
+    // SSL_write once: 3 entries per request, plus the handshake's reads.
+    assert!(per_req <= 3.1, "{per_req} uprobe entries per request");
+    assert!(per_req >= 2.0, "{per_req}: nginx's calls were not all seen");
+    assert_eq!(entries, returns, "every entry has its return");
+    assert_eq!(
+        agent.metric_sum("ratatosk_tls_unattributed_total", &[]),
+        0.0
+    );
+    // The ciphertext of the TLS connection was never reported as data:
+    // only the handshake's records, before the socket was known as TLS.
+    assert!(
+        agent.metric_sum("ratatosk_unparsed_bytes_total", &[]) < 4096.0,
+        "ciphertext reached userspace:\n{}",
+        agent.metrics()
+    );
+}
+
+#[test]
+fn python_ssl_server_started_after_the_agent_is_covered_within_a_second() {
+    let _g = serial();
+    let certs = tls_cert();
+    let port = free_port();
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    assert!(!agent.stderr_text().contains("OpenSSL probes attached"));
+    let _server = python_tls_server(port, certs.path());
+    let listening = Instant::now();
+    // Selected at listen(), its mappings scanned within the scan interval.
+    while !agent.stderr_text().contains("OpenSSL probes attached") {
+        assert!(
+            listening.elapsed() < Duration::from_secs(1),
+            "libssl of a new process not probed within 1 s:\n{}",
+            agent.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    const N: usize = 20;
+    let statuses = curl_tls_keepalive(&format!("https://127.0.0.1:{port}/hello"), N, &[]);
+    assert_eq!(statuses, vec![200; N]);
+    check_https_spans(&agent, port, "/hello", N, 15);
+    settle_counters();
+    // Python's ssl module calls the _ex forms.
+    assert!(uprobe_hits(&agent, &[("probe", "SSL_read_ex"), ("point", "return")]) >= N as f64);
+    assert!(uprobe_hits(&agent, &[("probe", "SSL_write_ex"), ("point", "return")]) >= N as f64);
+    assert_eq!(
+        agent.metric_sum("ratatosk_tls_unattributed_total", &[]),
+        0.0
+    );
+}
+
+#[test]
+fn node_https_with_statically_linked_openssl() {
+    let _g = serial();
+    let certs = tls_cert();
+    let port = free_port();
+    let _server = node_https_server(port, certs.path());
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    let node = std::fs::canonicalize(tool("node")).expect("node path");
+    assert!(
+        agent
+            .stderr_text()
+            .contains(&format!("OpenSSL probes attached file={}", node.display())),
+        "node's executable not probed:\n{}",
+        agent.stderr_text()
+    );
+
+    let lib = private_libssl();
+    let env = [("LD_LIBRARY_PATH", lib.path().to_str().expect("utf-8 path"))];
+    const N: usize = 20;
+    let statuses = curl_tls_keepalive(&format!("https://127.0.0.1:{port}/hello"), N, &env);
+    assert_eq!(statuses, vec![200; N]);
+    check_https_spans(&agent, port, "/hello", N, 12);
+    settle_counters();
+    let entries = uprobe_hits(&agent, &[("point", "entry")]);
+    eprintln!(
+        "node over TLS: {:.2} uprobe entries per request",
+        entries / N as f64
+    );
+    assert_eq!(
+        agent.metric_sum("ratatosk_tls_unattributed_total", &[]),
+        0.0
+    );
+}
+
+#[test]
+fn a_library_that_cannot_be_probed_is_named_once_and_plaintext_continues() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    // NSS's libssl3.so is named like OpenSSL's but has no SSL_read: a real
+    // library the agent finds and cannot probe.
+    const APP: &str = r#"
+import ctypes, runpy, sys
+ctypes.CDLL("libssl3.so")
+sys.argv = ["http.server", sys.argv[1], "--bind", "127.0.0.1", "--directory", sys.argv[2]]
+runpy.run_module("http.server", run_name="__main__")
+"#;
+    let _server = Proc::spawn(
+        "python3 http.server with NSS loaded",
+        std::process::Command::new(tool("python3"))
+            .args(["-c", APP, &port.to_string()])
+            .arg(www.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(10));
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+
+    const N: usize = 5;
+    for _ in 0..N {
+        assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello")), 200);
+    }
+    let spans = agent.wait_spans(N, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), N, "{spans:#?}");
+    assert!(spans.iter().all(|s| attr(s, "url.scheme") == "http"));
+    // Rescans do not repeat the warning.
+    std::thread::sleep(Duration::from_millis(1200));
+    let warnings: Vec<String> = agent
+        .stderr_text()
+        .lines()
+        .filter(|l| l.contains("cannot probe"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("libssl3.so") && warnings[0].contains("no SSL_read symbol"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(
+        agent.metric_sum("ratatosk_tls_files_total", &[("reason", "failed")]),
+        1.0
+    );
+}
