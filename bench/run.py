@@ -34,6 +34,8 @@ from typing import Callable
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 BPF_PROG_NAMES = {"sys_exit", "sched_process_fork", "sched_process_exec", "sched_process_exit"}
+# The OpenSSL uprobe programs (names cut at 15 bytes by the kernel).
+UPROBE_PROG_PREFIX = "ssl_"
 BPF_STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -232,9 +234,20 @@ def parse_wrk(out: str) -> LoadResult:
         errors=errors + (int(non2xx.group(1)) if non2xx else 0))
 
 
-def run_wrk(url: str, opts: argparse.Namespace, duration: int) -> LoadResult:
+def private_libssl_env() -> dict[str, str]:
+    """An environment whose programs load a private copy of the system
+    libssl: the agent's uprobes sit on the system file's inode, so a load
+    generator using the copy does not pay (or count) them."""
+    d = Path(SCRATCH or tempfile.gettempdir()) / "libssl-private"
+    if not (d / "libssl.so.3").exists():
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy("/usr/lib/x86_64-linux-gnu/libssl.so.3", d / "libssl.so.3")
+    return {**os.environ, "LD_LIBRARY_PATH": str(d)}
+
+
+def run_wrk(url: str, opts: argparse.Namespace, duration: int, env: dict[str, str] | None = None) -> LoadResult:
     cmd = ["wrk", f"-t{opts.threads}", f"-c{opts.connections}", f"-d{duration}s", "--latency", url]
-    r = run_cmd(cmd, duration + 30, "wrk")
+    r = run_cmd(cmd, duration + 30, "wrk", env=env)
     return LoadResult(**{**vars(parse_wrk(r.stdout)), "cmd": " ".join(cmd)})
 
 
@@ -551,7 +564,7 @@ WORKLOADS = {w.name: w for w in [
     Workload("nginx-tls", "nginx, HTTPS (TLS 1.3, OpenSSL 3 as a shared libssl), wrk closed loop, keep-alive",
              ["nginx", "wrk", "openssl"],
              lambda tmp, o: start_nginx(tmp, "tls"),
-             lambda port, o, d: run_wrk(f"https://127.0.0.1:{port}/file", o, d), unparsed="TLS"),
+             lambda port, o, d: run_wrk(f"https://127.0.0.1:{port}/file", o, d, env=private_libssl_env())),
     Workload("flask", "Flask on gunicorn (2 sync workers: a connection per request), wrk closed loop; "
              "bare / Ratatosk / OTel SDK",
              ["wrk"], start_flask,
@@ -607,7 +620,7 @@ def agent_like_progs() -> list[dict]:
     """Loaded BPF programs named like the agent's (ours or anyone else's)."""
     # Names are cut at 15 bytes: the per-syscall programs show as sys_exit_….
     return [p for p in all_progs()
-            if p.get("name") in BPF_PROG_NAMES or p.get("name", "").startswith("sys_exit_")]
+            if p.get("name") in BPF_PROG_NAMES or p.get("name", "").startswith(("sys_exit_", UPROBE_PROG_PREFIX))]
 
 
 def foreign_progs(ours: set[int] = frozenset(), grace: float = 5) -> int:
@@ -808,6 +821,7 @@ def measure(agent: Agent | None, kind: str, w: Workload, server: Server, target:
     c = {k: counters1.get(k, 0) - counters0.get(k, 0) for k in counters1.keys() | counters0.keys()}
     bpf = {n: {k: bpf1[n][k] - bpf0[n][k] for k in ("ns", "cnt")} for n in bpf1 if n in bpf0}
     uprobes = [v for n, v in bpf.items() if n.endswith(":kprobe")]
+    uprobe_entries = [v for n, v in bpf.items() if n.endswith(":kprobe") and "_ret" not in n and "_re:" not in n]
     return res | {
         "agent_cpu_us_per_req": per_req((cpu1 - cpu0) * 1e6),
         # Includes draining what was still queued when the load ended.
@@ -816,6 +830,7 @@ def measure(agent: Agent | None, kind: str, w: Workload, server: Server, target:
         "bpf_us_per_req": per_req(sum(p["ns"] for p in bpf.values()) / 1e3),
         "bpf_hits_per_req": per_req(sum(p["cnt"] for p in bpf.values())),
         "uprobe_hits_per_req": per_req(sum(p["cnt"] for p in uprobes)),
+        "uprobe_entries_per_req": per_req(sum(p["cnt"] for p in uprobe_entries)),
         "uprobe_us_per_req": per_req(sum(p["ns"] for p in uprobes) / 1e3),
         "bpf_per_prog": bpf, **proc_mem_mb(agent.proc.pid),
         "spans_per_req": per_req(c.get("spans", 0)),
@@ -873,6 +888,7 @@ DETAIL_ROWS = [
     ("BPF CPU (µs/req)", "bpf_us_per_req", "{:.3f}"),
     ("BPF program hits/req", "bpf_hits_per_req", "{:.2f}"),
     ("uprobe hits/req", "uprobe_hits_per_req", "{:.2f}"),
+    ("uprobe entries (traps)/req", "uprobe_entries_per_req", "{:.2f}"),
     ("perf task-clock (µs/req)", "perf_task_clock_us_per_req", "{:.3f}"),
     ("agent RSS end of run (MB)", "rss_mb", "{:.1f}"),
     ("agent RSS peak (MB)", "hwm_mb", "{:.1f}"),
