@@ -999,7 +999,7 @@ def markdown(results: dict, meta: dict) -> str:
               "run in its syscalls) over the baseline's; agent CPU is the agent's userspace (user+sys from "
               "/proc); BPF is every program of the agent (run_time_ns with kernel.bpf_stats_enabled), whoever "
               "made the syscall; hits/req include the load generator's syscalls; uprobe hits are runs of the "
-              "agent's uprobe programs (none yet). For otel-sdk the SDK runs in the app (see +server CPU) and "
+              "agent's OpenSSL uprobe programs (entries, which trap, and returns). For otel-sdk the SDK runs in the app (see +server CPU) and "
               "exports to a local rotel collector, whose CPU is shown; spans are what rotel received.", ""]
     return "\n".join(lines) + "\n"
 
