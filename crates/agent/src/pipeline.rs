@@ -41,10 +41,9 @@ const TRACKER_TO_OUTPUTS_CAPACITY: usize = 1024;
 /// How often the reader drains the ring buffer when the kernel did not
 /// wake it (the kernel only wakes it once enough data waits).
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Distinct routes per service before they fold into `/**`.
-const MAX_ROUTES_PER_SERVICE: usize = 100;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
+    let routes = Routes::new(&config.routes).context("checking the route patterns")?;
     let self_metrics = SelfMetrics::default();
     let mut registry = Registry::default();
     self_metrics.register(&mut registry);
@@ -125,7 +124,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             self_metrics.clone(),
         ),
         SpanBuilder::new(clock.clone()),
-        Routes::new(MAX_ROUTES_PER_SERVICE),
+        routes,
         tracker_to_outputs,
         self_metrics.clone(),
         stop.clone(),
