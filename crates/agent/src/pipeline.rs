@@ -123,7 +123,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Limits::default(),
             self_metrics.clone(),
         ),
-        SpanBuilder::new(clock.clone()),
+        SpanBuilder::new(clock.clone(), config.sampler.clone()),
         routes,
         tracker_to_outputs,
         self_metrics.clone(),
