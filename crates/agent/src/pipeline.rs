@@ -47,7 +47,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let self_metrics = SelfMetrics::default();
     let mut registry = Registry::default();
     self_metrics.register(&mut registry);
-    let http_metrics = HttpMetrics::new(&mut registry);
+    // `application` is the only metric family built so far; the others are
+    // accepted settings that produce nothing yet (docs/configuration.md).
+    let http_metrics = config
+        .prometheus_features
+        .application
+        .then(|| HttpMetrics::new(&mut registry));
     let registry = Arc::new(Mutex::new(registry));
 
     // Privileges and kernel features first: a clear one-line refusal
