@@ -666,3 +666,72 @@ func main() {
     assert!(status.success(), "go build failed");
     (out, dir)
 }
+
+/// A real Prometheus server (Debian's) scraping one target every second,
+/// with its own scratch storage.
+pub struct Prometheus {
+    pub port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(target_port: u16) -> Prometheus {
+        let dir = tempfile::Builder::new()
+            .prefix("ratatosk-prom")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ratatosk\n    \
+                 static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let port = free_port();
+        let mut cmd = Command::new(tool("prometheus"));
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let proc = Proc::spawn("prometheus", &mut cmd);
+        wait_for_port(port, Duration::from_secs(20));
+        Prometheus {
+            port,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant PromQL query returning one sample, if any.
+    pub fn query(&self, promql: &str) -> Option<f64> {
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", url_encode(promql)),
+        );
+        assert_eq!(status, 200, "prometheus answered {status}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("prometheus JSON");
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+    }
+}
+
+/// Percent-encoding for a query-string value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
