@@ -735,3 +735,181 @@ pub fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// `rotel-agent` from the lab venv: a real OpenTelemetry collector printing
+/// everything it receives.
+pub fn rotel_bin() -> PathBuf {
+    let lib = lab_dir().join("lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+        dirs.filter_map(Result::ok)
+            .map(|d| d.path().join("site-packages/rotel/rotel-agent"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "rotel-agent is not installed under {} (the README's test command installs it)",
+            lib.display()
+        )
+    })
+}
+
+/// A span as rotel printed it.
+#[derive(Debug, Clone, Default)]
+pub struct OtlpSpan {
+    pub resource: Vec<(String, String)>,
+    pub trace_id: String,
+    pub parent_id: String,
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl OtlpSpan {
+    pub fn attr(&self, k: &str) -> Option<&str> {
+        find_kv(&self.attributes, k)
+    }
+    pub fn resource_attr(&self, k: &str) -> Option<&str> {
+        find_kv(&self.resource, k)
+    }
+}
+
+fn find_kv<'a>(kv: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+}
+
+/// `     -> key: Str(value)` → (key, value); other types keep their text.
+fn parse_attr_line(line: &str) -> Option<(String, String)> {
+    let rest = line.trim_start().strip_prefix("-> ")?;
+    let (k, v) = rest.split_once(": ")?;
+    let v = v.trim();
+    let v = match v.split_once('(') {
+        Some((_ty, inner)) if v.ends_with(')') => inner[..inner.len() - 1].to_string(),
+        _ => v.to_string(),
+    };
+    Some((k.to_string(), v))
+}
+
+pub struct Rotel {
+    pub grpc_port: u16,
+    pub http_port: u16,
+    proc: Proc,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Rotel {
+    pub fn start() -> Rotel {
+        Rotel::start_on(free_port(), free_port())
+    }
+
+    pub fn start_on(grpc_port: u16, http_port: u16) -> Rotel {
+        let mut cmd = Command::new(rotel_bin());
+        cmd.args(["start", "--otlp-grpc-endpoint"])
+            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg("--otlp-http-endpoint")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .args([
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "traces",
+                "--debug-log",
+                "metrics",
+            ])
+            .args(["--debug-log-verbosity", "detailed"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut proc = Proc::spawn("rotel-agent", &mut cmd);
+        let stdout = proc.child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        {
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    lines.lock().expect("lock").push(line);
+                }
+            });
+        }
+        wait_for_port(grpc_port, Duration::from_secs(20));
+        wait_for_port(http_port, Duration::from_secs(20));
+        Rotel {
+            grpc_port,
+            http_port,
+            proc,
+            lines,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    pub fn output(&self) -> String {
+        self.lines.lock().expect("lock").join("\n")
+    }
+
+    /// Every span received so far, with its resource's attributes.
+    pub fn spans(&self) -> Vec<OtlpSpan> {
+        let lines = self.lines.lock().expect("lock").clone();
+        let mut out = Vec::new();
+        let mut resource = Vec::new();
+        let mut cur: Option<OtlpSpan> = None;
+        // Which attribute list the `->` lines belong to.
+        let mut in_resource = false;
+        for line in &lines {
+            let t = line.trim();
+            if t.starts_with("ResourceSpans #") || t.starts_with("ResourceMetrics #") {
+                out.extend(cur.take());
+                resource = Vec::new();
+                in_resource = false;
+            } else if t == "Resource attributes:" {
+                in_resource = true;
+            } else if t.starts_with("ScopeSpans #") || t.starts_with("ScopeMetrics #") {
+                in_resource = false;
+            } else if t.starts_with("Span #") {
+                out.extend(cur.take());
+                cur = Some(OtlpSpan {
+                    resource: resource.clone(),
+                    ..Default::default()
+                });
+            } else if let Some(kv) = parse_attr_line(line) {
+                if in_resource {
+                    resource.push(kv);
+                } else if let Some(s) = cur.as_mut() {
+                    s.attributes.push(kv);
+                }
+            } else if let (Some(s), Some((k, v))) = (cur.as_mut(), t.split_once(':')) {
+                let v = v.trim().to_string();
+                match k.trim() {
+                    "Trace ID" => s.trace_id = v,
+                    "Parent ID" => s.parent_id = v,
+                    "ID" => s.id = v,
+                    "Name" => s.name = v,
+                    "Kind" => s.kind = v,
+                    _ => {}
+                }
+            }
+        }
+        out.extend(cur.take());
+        out
+    }
+
+    /// Waits until `pred` holds for `n` spans or the timeout; returns them.
+    pub fn wait_spans(
+        &self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&OtlpSpan) -> bool,
+    ) -> Vec<OtlpSpan> {
+        let start = Instant::now();
+        loop {
+            let got: Vec<OtlpSpan> = self.spans().into_iter().filter(|s| pred(s)).collect();
+            if got.len() >= n || start.elapsed() > timeout {
+                return got;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
