@@ -790,6 +790,26 @@ fn parse_attr_line(line: &str) -> Option<(String, String)> {
     Some((k.to_string(), v))
 }
 
+/// A metric data point as rotel printed it: a histogram's count or a
+/// number's value.
+#[derive(Debug, Clone, Default)]
+pub struct OtlpPoint {
+    pub resource: Vec<(String, String)>,
+    pub metric: String,
+    pub attributes: Vec<(String, String)>,
+    pub value: f64,
+    pub sum: f64,
+}
+
+impl OtlpPoint {
+    pub fn attr(&self, k: &str) -> Option<&str> {
+        find_kv(&self.attributes, k)
+    }
+    pub fn resource_attr(&self, k: &str) -> Option<&str> {
+        find_kv(&self.resource, k)
+    }
+}
+
 pub struct Rotel {
     pub grpc_port: u16,
     pub http_port: u16,
@@ -894,6 +914,83 @@ impl Rotel {
         }
         out.extend(cur.take());
         out
+    }
+
+    /// Every metric data point received so far, in arrival order.
+    pub fn points(&self) -> Vec<OtlpPoint> {
+        let lines = self.lines.lock().expect("lock").clone();
+        let mut out = Vec::new();
+        let mut resource: Vec<(String, String)> = Vec::new();
+        let mut metric = String::new();
+        let mut cur: Option<OtlpPoint> = None;
+        #[derive(PartialEq)]
+        enum In {
+            Other,
+            Resource,
+            Descriptor,
+            Point,
+        }
+        let mut state = In::Other;
+        for line in &lines {
+            let t = line.trim();
+            if t.starts_with("ResourceMetrics #") || t.starts_with("ResourceSpans #") {
+                out.extend(cur.take());
+                resource.clear();
+                state = In::Other;
+            } else if t == "Resource attributes:" {
+                state = In::Resource;
+            } else if t == "Descriptor:" {
+                out.extend(cur.take());
+                state = In::Descriptor;
+            } else if t.starts_with("HistogramDataPoints #") || t.starts_with("NumberDataPoints #")
+            {
+                out.extend(cur.take());
+                cur = Some(OtlpPoint {
+                    resource: resource.clone(),
+                    metric: metric.clone(),
+                    ..Default::default()
+                });
+                state = In::Point;
+            } else if t.starts_with("ScopeMetrics #") || t.starts_with("Metric #") {
+                out.extend(cur.take());
+                state = In::Other;
+            } else if let Some((k, v)) = parse_attr_line(line) {
+                match state {
+                    In::Resource => resource.push((k, v)),
+                    In::Descriptor if k == "Name" => metric = v,
+                    In::Point => {
+                        if let Some(p) = cur.as_mut() {
+                            p.attributes.push((k, v));
+                        }
+                    }
+                    _ => {}
+                }
+            } else if let (Some(p), Some((k, v))) = (cur.as_mut(), t.split_once(": ")) {
+                match k {
+                    "Count" | "Value" => p.value = v.trim().parse().unwrap_or(f64::NAN),
+                    "Sum" => p.sum = v.trim().parse().unwrap_or(f64::NAN),
+                    _ => {}
+                }
+            }
+        }
+        out.extend(cur.take());
+        out
+    }
+
+    /// The latest value of each series of `metric` (cumulative points are
+    /// re-sent every interval).
+    pub fn latest(&self, metric: &str) -> Vec<OtlpPoint> {
+        let mut latest: Vec<OtlpPoint> = Vec::new();
+        for p in self.points().into_iter().filter(|p| p.metric == metric) {
+            match latest
+                .iter_mut()
+                .find(|q| q.resource == p.resource && q.attributes == p.attributes)
+            {
+                Some(q) => *q = p,
+                None => latest.push(p),
+            }
+        }
+        latest
     }
 
     /// Waits until `pred` holds for `n` spans or the timeout; returns them.
