@@ -331,14 +331,21 @@ impl Discovery {
             return;
         }
         let already = self.targets.as_ref().is_some_and(|t| t.contains(tgid));
-        let exe = self.info(tgid).exe_path.clone();
+        // Only the executable is needed: no full identity for processes
+        // that may never be selected.
+        let exe = match self.procs.get(&tgid) {
+            Some(i) => i.exe_path.clone(),
+            None => procfs::exe(tgid)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
         let mut cache = HashMap::new();
         let mut view = LiveProc {
             pid: tgid,
             exe: exe.clone(),
             new_port: Some(port),
-            // An entry may also ask for another port it already listens on.
-            scan: true,
+            // Its earlier listens were reported (or seen at start) already.
+            scan: false,
             ports: None,
             listeners_by_ns: &mut cache,
         };
