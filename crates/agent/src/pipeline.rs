@@ -68,8 +68,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let capture = Capture::load(&LoadOptions {
         agent_tgid: std::process::id(),
         trace_all,
-        report_listen: !sel.open_ports.is_empty(),
-        trace_new_execs: sel.exe_path.is_some(),
+        report_listen: sel.has_ports(),
+        trace_new_execs: sel.needs_exec_check(),
         capture_bytes: config.capture_bytes,
         // Wake the reader only when a quarter of the ring is full; otherwise
         // it drains every POLL_INTERVAL. Measured (bench/run.py, nginx): a
@@ -89,7 +89,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     })
     .context("loading the BPF capture programs")?;
     info!(
-        selection = %describe_selection(&config),
+        selection = %config.selection,
         capture_bytes = capture.capture_bytes(),
         hooks = ?config.syscall_hooks,
         "capture attached (syscall exits, sched_process_fork/exec/exit)"
@@ -102,6 +102,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     let mut discovery = Discovery::new(
         config.selection.clone(),
+        config.naming.clone(),
         targets,
         config.max_processes as usize,
         self_metrics.clone(),
@@ -215,24 +216,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
-}
-
-fn describe_selection(config: &Config) -> String {
-    let s = &config.selection;
-    if s.is_everything() {
-        return "every process except the agent".to_string();
-    }
-    let mut parts = Vec::new();
-    if !s.open_ports.is_empty() {
-        parts.push(format!("open ports {}", s.open_ports));
-    }
-    if let Some(re) = &s.exe_path {
-        parts.push(format!("executable path ~ /{re}/"));
-    }
-    if !s.pids.is_empty() {
-        parts.push(format!("pids {:?}", s.pids));
-    }
-    parts.join(" or ")
 }
 
 async fn wait_for_signal(
