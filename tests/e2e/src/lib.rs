@@ -197,7 +197,15 @@ impl Agent {
             metrics_port,
         };
         let start = Instant::now();
+        let mut agent = agent;
         loop {
+            if let Ok(Some(status)) = agent.proc.child.try_wait() {
+                thread::sleep(Duration::from_millis(100)); // let stderr drain
+                panic!(
+                    "agent exited ({status}) before ready; stderr:\n{}",
+                    agent.stderr_text()
+                );
+            }
             if agent
                 .stderr
                 .lock()
