@@ -3,7 +3,7 @@
 # (see ../shared/lab.md): Debian packages, nothing started here.
 set -euo pipefail
 
-pkgs=(nginx wrk curl python3 bpftool openssl libnss3)
+pkgs=(nginx wrk curl python3 bpftool prometheus openssl libnss3)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,7 +18,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for t in nginx wrk curl python3 node java setpriv; do
+for t in nginx wrk curl python3 node java setpriv prometheus; do
     command -v "$t" >/dev/null || { echo "lab: $t is still missing" >&2; exit 1; }
 done
 

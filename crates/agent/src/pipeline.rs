@@ -42,17 +42,21 @@ const TRACKER_TO_OUTPUTS_CAPACITY: usize = 1024;
 /// How often the reader drains the ring buffer when the kernel did not
 /// wake it (the kernel only wakes it once enough data waits).
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Distinct routes per service before they fold into `/**`.
-const MAX_ROUTES_PER_SERVICE: usize = 100;
 /// How often the traced processes' mappings are scanned for OpenSSL
 /// files to probe: a process that maps libssl is covered within this.
 const OPENSSL_SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
+    let routes = Routes::new(&config.routes).context("checking the route patterns")?;
     let self_metrics = SelfMetrics::default();
     let mut registry = Registry::default();
     self_metrics.register(&mut registry);
-    let http_metrics = HttpMetrics::new(&mut registry);
+    // `application` is the only metric family built so far; the others are
+    // accepted settings that produce nothing yet (docs/configuration.md).
+    let http_metrics = config
+        .prometheus_features
+        .application
+        .then(|| HttpMetrics::new(&mut registry));
     let registry = Arc::new(Mutex::new(registry));
 
     // Privileges and kernel features first: a clear one-line refusal
@@ -68,8 +72,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let capture = Capture::load(&LoadOptions {
         agent_tgid: std::process::id(),
         trace_all,
-        report_listen: !sel.open_ports.is_empty(),
-        trace_new_execs: sel.exe_path.is_some(),
+        report_listen: sel.has_ports(),
+        trace_new_execs: sel.needs_exec_check(),
         capture_bytes: config.capture_bytes,
         // Wake the reader only when a quarter of the ring is full; otherwise
         // it drains every POLL_INTERVAL. Measured (bench/run.py, nginx): a
@@ -90,7 +94,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     })
     .context("loading the BPF capture programs")?;
     info!(
-        selection = %describe_selection(&config),
+        selection = %config.selection,
         capture_bytes = capture.capture_bytes(),
         hooks = ?config.syscall_hooks,
         "capture attached (syscall exits, sched_process_fork/exec/exit)"
@@ -103,6 +107,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     let mut discovery = Discovery::new(
         config.selection.clone(),
+        config.naming.clone(),
         targets,
         config.max_processes as usize,
         self_metrics.clone(),
@@ -148,8 +153,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Limits::default(),
             self_metrics.clone(),
         ),
-        SpanBuilder::new(clock.clone()),
-        Routes::new(MAX_ROUTES_PER_SERVICE),
+        SpanBuilder::new(clock.clone(), config.sampler.clone()),
+        routes,
         tracker_to_outputs,
         self_metrics.clone(),
         stop.clone(),
@@ -242,24 +247,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
-}
-
-fn describe_selection(config: &Config) -> String {
-    let s = &config.selection;
-    if s.is_everything() {
-        return "every process except the agent".to_string();
-    }
-    let mut parts = Vec::new();
-    if !s.open_ports.is_empty() {
-        parts.push(format!("open ports {}", s.open_ports));
-    }
-    if let Some(re) = &s.exe_path {
-        parts.push(format!("executable path ~ /{re}/"));
-    }
-    if !s.pids.is_empty() {
-        parts.push(format!("pids {:?}", s.pids));
-    }
-    parts.join(" or ")
 }
 
 /// Waits for SIGINT/SIGTERM or a failed reader, running `housekeeping`

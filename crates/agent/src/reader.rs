@@ -17,7 +17,7 @@ use crate::discovery::Discovery;
 use crate::output::Batch;
 use crate::queue::QueueTx;
 use crate::selfmon::{KindLabel, QueueLabel, SelfMetrics};
-use crate::spans::route::Routes;
+use crate::spans::route::{Decision, Routes};
 use crate::spans::{Span, SpanBuilder};
 
 /// Spans per batch before the reader sends one without waiting for a drain.
@@ -112,10 +112,18 @@ impl Reader {
     fn build_spans(&mut self) {
         for f in self.finished.drain(..) {
             let process = self.discovery.info(f.tgid);
-            let (route, folded) = self.routes.route(&process.service_name, f.exchange.path());
-            if folded {
-                self.metrics.routes_folded.inc();
-            }
+            let route = match self.routes.route(&process.service_name, f.exchange.path()) {
+                Decision::Route(route, folded) => {
+                    if folded {
+                        self.metrics.routes_folded.inc();
+                    }
+                    route
+                }
+                Decision::Ignored => {
+                    self.metrics.spans_ignored.inc();
+                    continue;
+                }
+            };
             let span = self
                 .spans
                 .build(f.exchange, &f.tuple, f.queue_ns, f.tls, route, process);

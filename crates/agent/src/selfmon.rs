@@ -70,6 +70,8 @@ pub struct SelfMetrics {
     pub queue_fill: Family<QueueLabel, Gauge>,
     /// Routes folded into `/**` because a service reached its route cap.
     pub routes_folded: Counter,
+    /// Requests not reported because their route is ignored.
+    pub spans_ignored: Counter,
     pub processes_selected: Counter,
     pub process_cache_resets: Counter,
     /// Uprobe program runs, by probe and point (entry/return), every
@@ -165,6 +167,16 @@ impl SelfMetrics {
             "ratatosk_queue_fill",
             "Items waiting in a bounded queue",
             self.queue_fill.clone(),
+        );
+        r.register(
+            "ratatosk_routes_folded",
+            "Requests whose route was folded into /** by the per-service route cap",
+            self.routes_folded.clone(),
+        );
+        r.register(
+            "ratatosk_spans_ignored",
+            "Requests not reported because their path matches an ignored route pattern",
+            self.spans_ignored.clone(),
         );
         r.register(
             "ratatosk_processes_selected",

@@ -197,7 +197,15 @@ impl Agent {
             metrics_port,
         };
         let start = Instant::now();
+        let mut agent = agent;
         loop {
+            if let Ok(Some(status)) = agent.proc.child.try_wait() {
+                thread::sleep(Duration::from_millis(100)); // let stderr drain
+                panic!(
+                    "agent exited ({status}) before ready; stderr:\n{}",
+                    agent.stderr_text()
+                );
+            }
             if agent
                 .stderr
                 .lock()
@@ -834,4 +842,348 @@ https.createServer({ key: fs.readFileSync(dir + '/key.pem'), cert: fs.readFileSy
     );
     wait_for_port(port, Duration::from_secs(20));
     p
+}
+
+/// A real Prometheus server (Debian's) scraping one target every second,
+/// with its own scratch storage.
+pub struct Prometheus {
+    pub port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(target_port: u16) -> Prometheus {
+        let dir = tempfile::Builder::new()
+            .prefix("ratatosk-prom")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ratatosk\n    \
+                 static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let port = free_port();
+        let mut cmd = Command::new(tool("prometheus"));
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let proc = Proc::spawn("prometheus", &mut cmd);
+        wait_for_port(port, Duration::from_secs(20));
+        Prometheus {
+            port,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant PromQL query returning one sample, if any.
+    pub fn query(&self, promql: &str) -> Option<f64> {
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", url_encode(promql)),
+        );
+        assert_eq!(status, 200, "prometheus answered {status}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("prometheus JSON");
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+    }
+}
+
+/// Percent-encoding for a query-string value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `rotel-agent` from the lab venv: a real OpenTelemetry collector printing
+/// everything it receives.
+pub fn rotel_bin() -> PathBuf {
+    let lib = lab_dir().join("lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+        dirs.filter_map(Result::ok)
+            .map(|d| d.path().join("site-packages/rotel/rotel-agent"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "rotel-agent is not installed under {} (the README's test command installs it)",
+            lib.display()
+        )
+    })
+}
+
+/// A span as rotel printed it.
+#[derive(Debug, Clone, Default)]
+pub struct OtlpSpan {
+    pub resource: Vec<(String, String)>,
+    pub trace_id: String,
+    pub parent_id: String,
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl OtlpSpan {
+    pub fn attr(&self, k: &str) -> Option<&str> {
+        find_kv(&self.attributes, k)
+    }
+    pub fn resource_attr(&self, k: &str) -> Option<&str> {
+        find_kv(&self.resource, k)
+    }
+}
+
+fn find_kv<'a>(kv: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+}
+
+/// `     -> key: Str(value)` → (key, value); other types keep their text.
+fn parse_attr_line(line: &str) -> Option<(String, String)> {
+    let rest = line.trim_start().strip_prefix("-> ")?;
+    let (k, v) = rest.split_once(": ")?;
+    let v = v.trim();
+    let v = match v.split_once('(') {
+        Some((_ty, inner)) if v.ends_with(')') => inner[..inner.len() - 1].to_string(),
+        _ => v.to_string(),
+    };
+    Some((k.to_string(), v))
+}
+
+/// A metric data point as rotel printed it: a histogram's count or a
+/// number's value.
+#[derive(Debug, Clone, Default)]
+pub struct OtlpPoint {
+    pub resource: Vec<(String, String)>,
+    pub metric: String,
+    pub attributes: Vec<(String, String)>,
+    pub value: f64,
+    pub sum: f64,
+}
+
+impl OtlpPoint {
+    pub fn attr(&self, k: &str) -> Option<&str> {
+        find_kv(&self.attributes, k)
+    }
+    pub fn resource_attr(&self, k: &str) -> Option<&str> {
+        find_kv(&self.resource, k)
+    }
+}
+
+pub struct Rotel {
+    pub grpc_port: u16,
+    pub http_port: u16,
+    proc: Proc,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Rotel {
+    pub fn start() -> Rotel {
+        Rotel::start_on(free_port(), free_port())
+    }
+
+    pub fn start_on(grpc_port: u16, http_port: u16) -> Rotel {
+        let mut cmd = Command::new(rotel_bin());
+        cmd.args(["start", "--otlp-grpc-endpoint"])
+            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg("--otlp-http-endpoint")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .args([
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "traces",
+                "--debug-log",
+                "metrics",
+            ])
+            .args(["--debug-log-verbosity", "detailed"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut proc = Proc::spawn("rotel-agent", &mut cmd);
+        let stdout = proc.child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        {
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    lines.lock().expect("lock").push(line);
+                }
+            });
+        }
+        wait_for_port(grpc_port, Duration::from_secs(20));
+        wait_for_port(http_port, Duration::from_secs(20));
+        Rotel {
+            grpc_port,
+            http_port,
+            proc,
+            lines,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    pub fn output(&self) -> String {
+        self.lines.lock().expect("lock").join("\n")
+    }
+
+    /// Every span received so far, with its resource's attributes.
+    pub fn spans(&self) -> Vec<OtlpSpan> {
+        let lines = self.lines.lock().expect("lock").clone();
+        let mut out = Vec::new();
+        let mut resource = Vec::new();
+        let mut cur: Option<OtlpSpan> = None;
+        // Which attribute list the `->` lines belong to.
+        let mut in_resource = false;
+        for line in &lines {
+            let t = line.trim();
+            if t.starts_with("ResourceSpans #") || t.starts_with("ResourceMetrics #") {
+                out.extend(cur.take());
+                resource = Vec::new();
+                in_resource = false;
+            } else if t == "Resource attributes:" {
+                in_resource = true;
+            } else if t.starts_with("ScopeSpans #") || t.starts_with("ScopeMetrics #") {
+                in_resource = false;
+            } else if t.starts_with("Span #") {
+                out.extend(cur.take());
+                cur = Some(OtlpSpan {
+                    resource: resource.clone(),
+                    ..Default::default()
+                });
+            } else if let Some(kv) = parse_attr_line(line) {
+                if in_resource {
+                    resource.push(kv);
+                } else if let Some(s) = cur.as_mut() {
+                    s.attributes.push(kv);
+                }
+            } else if let (Some(s), Some((k, v))) = (cur.as_mut(), t.split_once(':')) {
+                let v = v.trim().to_string();
+                match k.trim() {
+                    "Trace ID" => s.trace_id = v,
+                    "Parent ID" => s.parent_id = v,
+                    "ID" => s.id = v,
+                    "Name" => s.name = v,
+                    "Kind" => s.kind = v,
+                    _ => {}
+                }
+            }
+        }
+        out.extend(cur.take());
+        out
+    }
+
+    /// Every metric data point received so far, in arrival order.
+    pub fn points(&self) -> Vec<OtlpPoint> {
+        let lines = self.lines.lock().expect("lock").clone();
+        let mut out = Vec::new();
+        let mut resource: Vec<(String, String)> = Vec::new();
+        let mut metric = String::new();
+        let mut cur: Option<OtlpPoint> = None;
+        #[derive(PartialEq)]
+        enum In {
+            Other,
+            Resource,
+            Descriptor,
+            Point,
+        }
+        let mut state = In::Other;
+        for line in &lines {
+            let t = line.trim();
+            if t.starts_with("ResourceMetrics #") || t.starts_with("ResourceSpans #") {
+                out.extend(cur.take());
+                resource.clear();
+                state = In::Other;
+            } else if t == "Resource attributes:" {
+                state = In::Resource;
+            } else if t == "Descriptor:" {
+                out.extend(cur.take());
+                state = In::Descriptor;
+            } else if t.starts_with("HistogramDataPoints #") || t.starts_with("NumberDataPoints #")
+            {
+                out.extend(cur.take());
+                cur = Some(OtlpPoint {
+                    resource: resource.clone(),
+                    metric: metric.clone(),
+                    ..Default::default()
+                });
+                state = In::Point;
+            } else if t.starts_with("ScopeMetrics #") || t.starts_with("Metric #") {
+                out.extend(cur.take());
+                state = In::Other;
+            } else if let Some((k, v)) = parse_attr_line(line) {
+                match state {
+                    In::Resource => resource.push((k, v)),
+                    In::Descriptor if k == "Name" => metric = v,
+                    In::Point => {
+                        if let Some(p) = cur.as_mut() {
+                            p.attributes.push((k, v));
+                        }
+                    }
+                    _ => {}
+                }
+            } else if let (Some(p), Some((k, v))) = (cur.as_mut(), t.split_once(": ")) {
+                match k {
+                    "Count" | "Value" => p.value = v.trim().parse().unwrap_or(f64::NAN),
+                    "Sum" => p.sum = v.trim().parse().unwrap_or(f64::NAN),
+                    _ => {}
+                }
+            }
+        }
+        out.extend(cur.take());
+        out
+    }
+
+    /// The latest value of each series of `metric` (cumulative points are
+    /// re-sent every interval).
+    pub fn latest(&self, metric: &str) -> Vec<OtlpPoint> {
+        let mut latest: Vec<OtlpPoint> = Vec::new();
+        for p in self.points().into_iter().filter(|p| p.metric == metric) {
+            match latest
+                .iter_mut()
+                .find(|q| q.resource == p.resource && q.attributes == p.attributes)
+            {
+                Some(q) => *q = p,
+                None => latest.push(p),
+            }
+        }
+        latest
+    }
+
+    /// Waits until `pred` holds for `n` spans or the timeout; returns them.
+    pub fn wait_spans(
+        &self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&OtlpSpan) -> bool,
+    ) -> Vec<OtlpSpan> {
+        let start = Instant::now();
+        loop {
+            let got: Vec<OtlpSpan> = self.spans().into_iter().filter(|s| pred(s)).collect();
+            if got.len() >= n || start.elapsed() > timeout {
+                return got;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
 }

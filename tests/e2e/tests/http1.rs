@@ -569,3 +569,33 @@ fn service_name_comes_from_the_process_own_otel_environment() {
     );
     assert_eq!(count, 1.0);
 }
+
+#[test]
+fn incoming_traceparent_is_joined_and_its_sampled_flag_followed() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _server = python_http_server(www.path(), port);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    for flags in ["01", "00"] {
+        let out = std::process::Command::new(tool("curl"))
+            .args(["-s", "-o", "/dev/null", "-H"])
+            .arg(format!("traceparent: 00-{trace}-{parent}-{flags}"))
+            .arg(format!("http://127.0.0.1:{port}/hello?f={flags}"))
+            .status()
+            .expect("run curl");
+        assert!(out.success());
+    }
+    let spans = agent.wait_spans(2, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for s in &spans {
+        assert_eq!(s["trace_id"], trace, "{s}");
+        assert_eq!(s["parent_span_id"], parent, "{s}");
+        assert_ne!(s["span_id"], parent);
+        let sampled = attr(s, "url.query") == "f=01";
+        // Parent-based by default: the caller's decision is followed.
+        assert_eq!(s["sampled"], sampled, "{s}");
+    }
+}

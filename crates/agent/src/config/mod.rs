@@ -1,102 +1,35 @@
-//! Settings: command line, environment (with Beyla/OBI migration aliases),
-//! validated into one `Config`. Precedence: flag > RATATOSK_* > alias > default.
+//! Settings: command line, environment (RATATOSK_*, then the Beyla/OBI
+//! aliases and the standard OTEL_* variables), the `--config` YAML file and
+//! defaults, resolved in one place into `Config`. Precedence: flag >
+//! environment > file > default; an error names its source (`--flag`,
+//! `$VAR` or `FILE:LINE:COL`). docs/configuration.md has the whole table.
 
+mod cli;
 // Consumed as the exporters and routes land.
 #[allow(dead_code)]
 pub mod export;
+mod file;
+mod otel;
+mod select;
+mod table;
+mod values;
 
 use std::fmt;
-use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::time::Duration;
 
-use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use regex::Regex;
+pub use select::{ProcView, SelectEntry, Selection, Verdict};
+pub use values::{HookMode, PortSet, PrinterMode};
 
-/// Zero-code eBPF instrumentation: HTTP spans and RED metrics for the
-/// selected processes, without kprobes and without touching them.
-///
-/// With no selector at all, every process on the host but the agent is
-/// instrumented. Selectors combine as a union.
-#[derive(Debug, Parser)]
-#[command(name = "ratatosk", version, about, long_about = None)]
-pub struct Cli {
-    /// Instrument processes listening on these TCP ports: a list of ports
-    /// and ranges, e.g. `80,443,8000-8100`.
-    /// [aliases: BEYLA_OPEN_PORT, OTEL_EBPF_OPEN_PORT]
-    #[arg(long, env = "RATATOSK_OPEN_PORT", value_name = "PORTS")]
-    pub open_port: Option<String>,
-
-    /// Instrument processes whose executable path matches this regex.
-    /// [aliases: BEYLA_EXECUTABLE_NAME, OTEL_EBPF_AUTO_TARGET_EXE]
-    #[arg(long, env = "RATATOSK_EXE_PATH", value_name = "REGEX")]
-    pub exe_path: Option<String>,
-
-    /// Instrument these process ids (comma-separated), and their children.
-    #[arg(long, env = "RATATOSK_PID", value_name = "PIDS", value_delimiter = ',')]
-    pub pid: Vec<u32>,
-
-    /// Print each span on stdout: `text`, `json` or `disabled`. Default:
-    /// `text` when no other output is configured, else `disabled`.
-    /// [aliases: BEYLA_TRACE_PRINTER, OTEL_EBPF_TRACE_PRINTER]
-    #[arg(long, env = "RATATOSK_TRACE_PRINTER", value_name = "MODE")]
-    pub trace_printer: Option<String>,
-
-    /// Serve Prometheus metrics on this port at /metrics.
-    /// [aliases: BEYLA_PROMETHEUS_PORT, OTEL_EBPF_PROMETHEUS_PORT]
-    #[arg(long, env = "RATATOSK_PROMETHEUS_PORT", value_name = "PORT")]
-    pub prometheus_port: Option<String>,
-
-    /// Address the metrics endpoint binds to.
-    #[arg(long, env = "RATATOSK_PROMETHEUS_ADDRESS", default_value = "0.0.0.0")]
-    pub prometheus_address: std::net::IpAddr,
-
-    /// Payload bytes captured per socket read/write: enough for the request
-    /// line and headers. Larger costs more per request.
-    #[arg(long, env = "RATATOSK_CAPTURE_BYTES", default_value_t = 1024,
-          value_parser = clap::value_parser!(u32).range(64..=8192))]
-    pub capture_bytes: u32,
-
-    /// How socket syscalls are hooked: `raw` (one tp_btf program on
-    /// raw_syscalls:sys_exit, entered by every syscall on the host) or
-    /// `per-syscall` (one syscalls:sys_exit_* tracepoint per socket syscall;
-    /// other syscalls run no BPF, socket syscalls cost more). See
-    /// bench/README.md for the measured trade-off.
-    #[arg(long, env = "RATATOSK_SYSCALL_HOOKS", value_enum, default_value_t = HookMode::Raw)]
-    pub syscall_hooks: HookMode,
-
-    /// Capture TLS plaintext from OpenSSL (libssl.so and executables that
-    /// export SSL_read/SSL_write) with uprobes; `false` leaves TLS
-    /// connections unparsed and costs nothing per TLS call.
-    #[arg(long, env = "RATATOSK_TLS_CAPTURE", default_value_t = true,
-          action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub tls_capture: bool,
-
-    /// Size of the kernel-to-agent ring buffer in MiB (power of two).
-    #[arg(long, env = "RATATOSK_RINGBUF_MIB", default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub ringbuf_mib: u32,
-
-    /// Most TCP connections tracked at once; the least recently active are
-    /// evicted beyond it (counted).
-    #[arg(long, env = "RATATOSK_MAX_CONNECTIONS", default_value_t = 65536)]
-    pub max_connections: usize,
-
-    /// Most processes instrumented at once.
-    #[arg(long, env = "RATATOSK_MAX_PROCESSES", default_value_t = 16384)]
-    pub max_processes: u32,
-
-    /// Log filter (tracing-subscriber syntax), e.g. `info`, `ratatosk=debug`.
-    /// [aliases: BEYLA_LOG_LEVEL, OTEL_EBPF_LOG_LEVEL]
-    #[arg(long, env = "RATATOSK_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-}
+use file::{EntryFile, FileConfig};
+use values::{Flag, Ip, Millis, Pattern, Pids, Ranged, RouteList, ServePort, Text, Val};
 
 /// Where a value came from, to name it in errors.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Flag(&'static str),
-    Env(&'static str),
+    Env(String),
+    File(String),
     Default,
 }
 
@@ -105,6 +38,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::Flag(n) => write!(f, "--{n}"),
             Origin::Env(n) => write!(f, "${n}"),
+            Origin::File(p) => f.write_str(p),
             Origin::Default => f.write_str("default"),
         }
     }
@@ -114,8 +48,22 @@ impl fmt::Display for Origin {
 pub enum ConfigError {
     #[error("{origin}: {msg}")]
     Invalid { origin: Origin, msg: String },
+    /// A refusal of the configuration file, at a line and column if known.
+    #[error("{}: {msg}", place(.path, .at))]
+    File {
+        path: String,
+        at: Option<(u64, u64)>,
+        msg: String,
+    },
     #[error(transparent)]
     Cli(#[from] clap::Error),
+}
+
+fn place(path: &str, at: &Option<(u64, u64)>) -> String {
+    match at {
+        Some((line, col)) => format!("{path}:{line}:{col}"),
+        None => path.to_string(),
+    }
 }
 
 fn invalid(origin: &Origin, msg: impl Into<String>) -> ConfigError {
@@ -125,119 +73,12 @@ fn invalid(origin: &Origin, msg: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HookMode {
-    Raw,
-    PerSyscall,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PrinterMode {
-    Text,
-    Json,
-    Disabled,
-}
-
-impl FromStr for PrinterMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "text" => Ok(PrinterMode::Text),
-            "json" => Ok(PrinterMode::Json),
-            "disabled" | "none" | "off" | "" => Ok(PrinterMode::Disabled),
-            other => Err(format!(
-                "unknown trace printer `{other}` (expected text, json or disabled)"
-            )),
-        }
-    }
-}
-
-/// A set of TCP ports given as ports and ranges.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PortSet(Vec<RangeInclusive<u16>>);
-
-impl PortSet {
-    pub fn contains(&self, port: u16) -> bool {
-        self.0.iter().any(|r| r.contains(&port))
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl FromStr for PortSet {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let port = |p: &str| {
-            p.trim()
-                .parse::<u16>()
-                .map_err(|_| format!("`{}` is not a port (1-65535)", p.trim()))
-                .and_then(|n| {
-                    if n == 0 {
-                        Err("port 0 is not a port".to_string())
-                    } else {
-                        Ok(n)
-                    }
-                })
-        };
-        let mut ranges = Vec::new();
-        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let r = match part.split_once('-') {
-                Some((a, b)) => {
-                    let (a, b) = (port(a)?, port(b)?);
-                    if a > b {
-                        return Err(format!("range `{}` is backwards", part.trim()));
-                    }
-                    a..=b
-                }
-                None => {
-                    let p = port(part)?;
-                    p..=p
-                }
-            };
-            ranges.push(r);
-        }
-        if ranges.is_empty() {
-            return Err("no port given".to_string());
-        }
-        Ok(PortSet(ranges))
-    }
-}
-
-impl fmt::Display for PortSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, r) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            if r.start() == r.end() {
-                write!(f, "{}", r.start())?;
-            } else {
-                write!(f, "{}-{}", r.start(), r.end())?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Which processes to instrument. Empty means everything but the agent.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    pub open_ports: PortSet,
-    pub exe_path: Option<Regex>,
-    pub pids: Vec<u32>,
-}
-
-impl Selection {
-    pub fn is_everything(&self) -> bool {
-        self.open_ports.is_empty() && self.exe_path.is_none() && self.pids.is_empty()
-    }
-}
-
 /// The validated settings the agent runs with.
 #[derive(Debug, Clone)]
 #[allow(dead_code)] // until the exporters and routes consume the new fields
 pub struct Config {
+    /// The file read, if any.
+    pub config_file: Option<String>,
     pub selection: Selection,
     pub printer: PrinterMode,
     pub prometheus: Option<std::net::SocketAddr>,
@@ -255,39 +96,88 @@ pub struct Config {
     pub sampler: export::Sampler,
 }
 
-/// Migration aliases: for a setting, the environment names read when
-/// neither the flag nor the RATATOSK_* variable is set, in order.
-const ALIASES: &[(&str, &[&str])] = &[
-    ("open_port", &["BEYLA_OPEN_PORT", "OTEL_EBPF_OPEN_PORT"]),
-    (
-        "exe_path",
-        &["BEYLA_EXECUTABLE_NAME", "OTEL_EBPF_AUTO_TARGET_EXE"],
-    ),
-    (
-        "trace_printer",
-        &["BEYLA_TRACE_PRINTER", "OTEL_EBPF_TRACE_PRINTER"],
-    ),
-    (
-        "prometheus_port",
-        &["BEYLA_PROMETHEUS_PORT", "OTEL_EBPF_PROMETHEUS_PORT"],
-    ),
-    ("log_level", &["BEYLA_LOG_LEVEL", "OTEL_EBPF_LOG_LEVEL"]),
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Cli,
+    Env,
+    File,
+}
 
-const PRIMARY_ENV: &[(&str, &str)] = &[
-    ("open_port", "RATATOSK_OPEN_PORT"),
-    ("exe_path", "RATATOSK_EXE_PATH"),
-    ("trace_printer", "RATATOSK_TRACE_PRINTER"),
-    ("prometheus_port", "RATATOSK_PROMETHEUS_PORT"),
-    ("log_level", "RATATOSK_LOG_LEVEL"),
-];
+/// The command line and the environment, read through the table.
+struct Sources<'a> {
+    cli: &'a cli::CliValues,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Sources<'_> {
+    /// An environment variable; empty counts as unset.
+    fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The flag, else the first variable set among the setting's primary
+    /// name and aliases.
+    fn given(&self, id: &str) -> Option<(String, Origin)> {
+        let s = table::get(id);
+        if let Some(v) = self.cli.get(id) {
+            return Some((v.to_string(), Origin::Flag(s.flag)));
+        }
+        std::iter::once(s.env)
+            .chain(s.aliases.iter().copied())
+            .find_map(|n| self.var(n).map(|v| (v, Origin::Env(n.to_string()))))
+    }
+
+    /// A setting from the flag or environment (parsed here), else the file.
+    fn layered<T: FromStr<Err = String>>(
+        &self,
+        id: &str,
+        file: Option<T>,
+    ) -> Result<Option<(T, Layer)>, ConfigError> {
+        match self.given(id) {
+            Some((v, o)) => {
+                let layer = match o {
+                    Origin::Flag(_) => Layer::Cli,
+                    _ => Layer::Env,
+                };
+                v.parse::<T>()
+                    .map(|t| Some((t, layer)))
+                    .map_err(|m| invalid(&o, m))
+            }
+            None => Ok(file.map(|t| (t, Layer::File))),
+        }
+    }
+
+    fn value<T: FromStr<Err = String>>(
+        &self,
+        id: &str,
+        file: Option<T>,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        Ok(self.layered(id, file)?.map_or(default, |(t, _)| t))
+    }
+}
+
+fn take<T>(v: Option<Val<T>>) -> Option<T> {
+    v.map(|v| v.0)
+}
+
+fn entry(e: EntryFile) -> SelectEntry {
+    SelectEntry {
+        name: take(e.name).map(|t| t.0),
+        namespace: take(e.namespace).map(|t| t.0),
+        open_ports: take(e.open_ports).unwrap_or_default(),
+        exe_path: take(e.exe_path).map(|p| p.0),
+        pids: take(e.target_pids).map(|p| p.0).unwrap_or_default(),
+    }
+}
 
 impl Config {
-    /// Parses the process's arguments and environment.
+    /// Parses the process's arguments and environment (and the file they
+    /// name).
     pub fn from_env_and_args() -> Result<Config, ConfigError> {
-        let matches = Cli::command().try_get_matches()?;
+        let cli = cli::parse_from(std::env::args_os())?;
         let env = |name: &str| std::env::var(name).ok();
-        Config::from_matches(&matches, &env)
+        Config::resolve(&cli, &env)
     }
 
     /// Parses `args` against an explicit environment (for tests).
@@ -300,222 +190,254 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        // clap reads `env = …` from the real environment; tests pass their
-        // own, so the RATATOSK_* variables are applied here like aliases.
-        let matches = Cli::command()
-            .ignore_errors(false)
-            .try_get_matches_from(args)?;
-        Config::from_matches(&matches, env)
+        let cli = cli::parse_from(args)?;
+        Config::resolve(&cli, env)
     }
 
-    fn from_matches(
-        m: &ArgMatches,
+    fn resolve(
+        cli: &cli::CliValues,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let cli = Cli::from_arg_matches(m)?;
-        // Resolve a string setting and where it came from.
-        let pick = |id: &'static str, from_cli: Option<String>| -> Option<(String, Origin)> {
-            let flag_name: &'static str = match id {
-                "open_port" => "open-port",
-                "exe_path" => "exe-path",
-                "trace_printer" => "trace-printer",
-                "prometheus_port" => "prometheus-port",
-                _ => "log-level",
-            };
-            let primary = PRIMARY_ENV.iter().find(|(k, _)| *k == id).map(|(_, v)| *v);
-            match m.value_source(id) {
-                Some(ValueSource::CommandLine) => {
-                    return from_cli.map(|v| (v, Origin::Flag(flag_name)));
-                }
-                Some(ValueSource::EnvVariable) => {
-                    return from_cli.map(|v| (v, Origin::Env(primary.unwrap_or(""))));
-                }
-                _ => {}
-            }
-            if let Some(p) = primary
-                && let Some(v) = env(p)
-            {
-                return Some((v, Origin::Env(p)));
-            }
-            let aliases = ALIASES
-                .iter()
-                .find(|(k, _)| *k == id)
-                .map(|(_, a)| *a)
-                .unwrap_or(&[]);
-            for a in aliases {
-                if let Some(v) = env(a) {
-                    return Some((v, Origin::Env(a)));
-                }
-            }
-            from_cli.map(|v| (v, Origin::Default))
+        let src = Sources { cli, env };
+        let (mut file, file_origin, config_file) = match src.given("config") {
+            Some((path, _)) => (file::load(&path)?, Origin::File(path.clone()), Some(path)),
+            None => (FileConfig::default(), Origin::Default, None),
         };
 
-        let open_ports = match pick("open_port", cli.open_port.clone()) {
-            Some((v, o)) => v.parse::<PortSet>().map_err(|e| invalid(&o, e))?,
-            None => PortSet::default(),
-        };
-        let exe_path = match pick("exe_path", cli.exe_path.clone()) {
-            Some((v, o)) if !v.is_empty() => {
-                Some(Regex::new(&v).map_err(|e| invalid(&o, format!("bad regex: {e}")))?)
+        let selection = {
+            let ports = src.layered::<PortSet>("open_port", take(file.open_port.take()))?;
+            let exe = src.layered::<Pattern>("exe_path", take(file.executable_path.take()))?;
+            let pids = src.layered::<Pids>("pid", take(file.target_pids.take()))?;
+            let layers = [
+                ports.as_ref().map(|p| p.1),
+                exe.as_ref().map(|p| p.1),
+                pids.as_ref().map(|p| p.1),
+            ];
+            // A selection on the command line or in the environment replaces
+            // the file's: merging would widen what the file meant to select.
+            let outside_file = layers
+                .iter()
+                .any(|l| matches!(l, Some(Layer::Cli | Layer::Env)));
+            let keep = |l: Layer| !outside_file || l != Layer::File;
+            let mut include = Vec::new();
+            if let Some((p, l)) = ports
+                && keep(l)
+            {
+                include.push(SelectEntry {
+                    open_ports: p,
+                    ..SelectEntry::default()
+                });
             }
-            _ => None,
-        };
-        let prometheus_port = match pick("prometheus_port", cli.prometheus_port.clone()) {
-            Some((v, o)) => {
-                let p = v
-                    .trim()
-                    .parse::<u16>()
-                    .map_err(|_| invalid(&o, format!("`{v}` is not a port (1-65535)")))?;
-                (p != 0).then_some(p)
+            if let Some((re, l)) = exe
+                && keep(l)
+            {
+                include.push(SelectEntry {
+                    exe_path: Some(re.0),
+                    ..SelectEntry::default()
+                });
             }
-            None => None,
+            if let Some((p, l)) = pids
+                && keep(l)
+            {
+                include.push(SelectEntry {
+                    pids: p.0,
+                    ..SelectEntry::default()
+                });
+            }
+            if !outside_file {
+                include.extend(
+                    std::mem::take(&mut file.discovery.services)
+                        .into_iter()
+                        .map(entry),
+                );
+            }
+            // Exclusions only narrow, so the flag adds to the file's.
+            let mut exclude: Vec<SelectEntry> =
+                std::mem::take(&mut file.discovery.exclude_services)
+                    .into_iter()
+                    .map(entry)
+                    .collect();
+            if let Some((re, _)) = src.layered::<Pattern>("exclude_exe_path", None)? {
+                exclude.push(SelectEntry {
+                    exe_path: Some(re.0),
+                    ..SelectEntry::default()
+                });
+            }
+            Selection { include, exclude }
         };
-        let printer = match pick("trace_printer", cli.trace_printer.clone()) {
-            Some((v, o)) => v.parse::<PrinterMode>().map_err(|e| invalid(&o, e))?,
-            // Show something on a first run; stay quiet when metrics go elsewhere.
-            None if prometheus_port.is_none() => PrinterMode::Text,
-            None => PrinterMode::Disabled,
+
+        let naming = export::Naming {
+            service_name: src
+                .layered::<Text>("service_name", take(file.service_name.take()))?
+                .map(|(t, _)| t.0),
+            service_namespace: src
+                .layered::<Text>("service_namespace", take(file.service_namespace.take()))?
+                .map(|(t, _)| t.0),
+            command_args: src
+                .value(
+                    "resource_command_args",
+                    file.attributes.process_command_args.clone().map(|v| v.0),
+                    Flag(false),
+                )?
+                .0,
         };
-        let log_level = pick("log_level", Some(cli.log_level.clone()))
-            .map(|(v, _)| v.to_ascii_lowercase())
-            .unwrap_or_else(|| "info".to_string());
-        if cli.pid.contains(&0) {
-            return Err(invalid(&Origin::Flag("pid"), "pid 0 is not a process"));
-        }
-        if cli.max_connections == 0 {
-            return Err(invalid(
-                &Origin::Flag("max-connections"),
-                "must be at least 1",
-            ));
-        }
+
+        let prometheus_port = src
+            .value(
+                "prometheus_port",
+                take(file.prometheus_export.port.clone()),
+                ServePort(None),
+            )?
+            .0;
+        let prometheus_address = src
+            .value(
+                "prometheus_address",
+                take(file.prometheus_export.address.clone()),
+                Ip(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            )?
+            .0;
+        let prometheus_features = src.value(
+            "prometheus_features",
+            take(file.prometheus_export.features.clone()),
+            export::Features::default(),
+        )?;
+
+        let route_list = |v: &Option<Vec<Val<values::RoutePattern>>>| {
+            v.as_ref()
+                .map(|l| RouteList(l.iter().map(|p| p.0.0.clone()).collect()))
+        };
+        let routes = export::RouteSettings {
+            patterns: src
+                .value(
+                    "route_patterns",
+                    route_list(&file.routes.patterns),
+                    RouteList(vec![]),
+                )?
+                .0,
+            ignored: src
+                .value(
+                    "route_ignored",
+                    route_list(&file.routes.ignored_patterns),
+                    RouteList(vec![]),
+                )?
+                .0,
+            unmatched: src.value(
+                "route_unmatched",
+                take(file.routes.unmatched.clone()),
+                export::UnmatchedRoutes::default(),
+            )?,
+            max_per_service: usize::try_from(
+                src.value(
+                    "max_routes",
+                    take(file.routes.max_routes.clone()),
+                    Ranged::<1, 100_000>(100),
+                )?
+                .0,
+            )
+            .unwrap_or(usize::MAX),
+        };
+
+        // The generic OTLP endpoint and protocol also have flags.
+        let otel_get = |name: &str| -> Option<(String, Origin)> {
+            match name {
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => src.given("otlp_endpoint"),
+                "OTEL_EXPORTER_OTLP_PROTOCOL" => src.given("otlp_protocol"),
+                _ => src.var(name).map(|v| (v, Origin::Env(name.to_string()))),
+            }
+        };
+        let (mut otlp, sampler) = otel::resolve(&otel_get, &file, &file_origin)?;
+        otlp.metric_interval = src
+            .value(
+                "metrics_interval",
+                take(file.otel_metrics_export.interval.clone()),
+                Millis(Duration::from_secs(60)),
+            )?
+            .0;
+        otlp.metric_features = src.value(
+            "metrics_features",
+            take(file.otel_metrics_export.features.clone()),
+            export::Features::default(),
+        )?;
+
+        let printer =
+            match src.layered::<PrinterMode>("trace_printer", take(file.trace_printer.take()))? {
+                Some((p, _)) => p,
+                // Show something on a first run; stay quiet when spans or
+                // metrics go elsewhere.
+                None if prometheus_port.is_none()
+                    && otlp.traces.is_none()
+                    && otlp.metrics.is_none() =>
+                {
+                    PrinterMode::Text
+                }
+                None => PrinterMode::Disabled,
+            };
+        let log_level = src
+            .value(
+                "log_level",
+                take(file.log_level.take()),
+                Text("info".to_string()),
+            )?
+            .0
+            .to_ascii_lowercase();
+
+        let capture_bytes = src.value(
+            "capture_bytes",
+            take(file.ebpf.capture_bytes.clone()),
+            Ranged::<64, 8192>(1024),
+        )?;
+        let syscall_hooks = src.value(
+            "syscall_hooks",
+            take(file.ebpf.syscall_hooks.clone()),
+            HookMode::Raw,
+        )?;
+        let tls_capture = src
+            .value(
+                "tls_capture",
+                take(file.ebpf.tls_capture.clone()),
+                Flag(true),
+            )?
+            .0;
+        let ringbuf_mib = src.value(
+            "ringbuf_mib",
+            take(file.ebpf.ringbuf_mib.clone()),
+            Ranged::<1, 1024>(8),
+        )?;
+        let max_connections = src.value(
+            "max_connections",
+            take(file.ebpf.max_connections.clone()),
+            Ranged::<1, 16_777_216>(65536),
+        )?;
+        let max_processes = src.value(
+            "max_processes",
+            take(file.ebpf.max_processes.clone()),
+            Ranged::<1, 4_194_304>(16384),
+        )?;
+        // The ranges above keep these conversions lossless.
+        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+
         Ok(Config {
-            selection: Selection {
-                open_ports,
-                exe_path,
-                pids: cli.pid.clone(),
-            },
+            config_file,
+            selection,
             printer,
-            prometheus: prometheus_port
-                .map(|p| std::net::SocketAddr::new(cli.prometheus_address, p)),
-            capture_bytes: cli.capture_bytes,
-            syscall_hooks: cli.syscall_hooks,
-            tls_capture: cli.tls_capture,
-            ringbuf_bytes: cli.ringbuf_mib.next_power_of_two().saturating_mul(1 << 20),
-            max_connections: cli.max_connections,
-            max_processes: cli.max_processes.max(1),
+            prometheus: prometheus_port.map(|p| std::net::SocketAddr::new(prometheus_address, p)),
+            capture_bytes: small(capture_bytes.0),
+            syscall_hooks,
+            tls_capture,
+            ringbuf_bytes: small(ringbuf_mib.0)
+                .next_power_of_two()
+                .saturating_mul(1 << 20),
+            max_connections: usize::try_from(max_connections.0).unwrap_or(usize::MAX),
+            max_processes: small(max_processes.0),
             log_level,
-            prometheus_features: export::Features::default(),
-            naming: export::Naming::default(),
-            routes: export::RouteSettings::default(),
-            otlp: export::OtlpSettings::default(),
-            sampler: export::Sampler::default(),
+            prometheus_features,
+            naming,
+            routes,
+            otlp,
+            sampler,
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut argv = vec!["ratatosk"];
-        argv.extend_from_slice(args);
-        Config::from_args_with_env(argv, &|k| env.get(k).cloned())
-    }
-
-    #[test]
-    fn port_sets() {
-        let p: PortSet = "80,8000-8100, 443".parse().unwrap();
-        assert!(p.contains(80) && p.contains(8050) && p.contains(443));
-        assert!(!p.contains(81) && !p.contains(8101));
-        assert_eq!(p.to_string(), "80,8000-8100,443");
-        assert!("8100-8000".parse::<PortSet>().is_err());
-        assert!("http".parse::<PortSet>().is_err());
-        assert!("0".parse::<PortSet>().is_err());
-        assert!("70000".parse::<PortSet>().is_err());
-        assert!("".parse::<PortSet>().is_err());
-    }
-
-    #[test]
-    fn no_selector_means_everything_and_text_printer() {
-        let c = parse(&[], &[]).unwrap();
-        assert!(c.selection.is_everything());
-        assert_eq!(c.printer, PrinterMode::Text);
-        assert!(c.prometheus.is_none());
-    }
-
-    #[test]
-    fn prometheus_alone_silences_printer() {
-        let c = parse(&["--prometheus-port", "9400"], &[]).unwrap();
-        assert_eq!(c.printer, PrinterMode::Disabled);
-        assert_eq!(c.prometheus.unwrap().port(), 9400);
-    }
-
-    #[test]
-    fn beyla_and_obi_aliases() {
-        let c = parse(
-            &[],
-            &[
-                ("BEYLA_OPEN_PORT", "8080"),
-                ("BEYLA_EXECUTABLE_NAME", "nginx"),
-                ("BEYLA_TRACE_PRINTER", "json"),
-                ("BEYLA_PROMETHEUS_PORT", "9999"),
-            ],
-        )
-        .unwrap();
-        assert!(c.selection.open_ports.contains(8080));
-        assert!(c.selection.exe_path.unwrap().is_match("/usr/sbin/nginx"));
-        assert_eq!(c.printer, PrinterMode::Json);
-        assert_eq!(c.prometheus.unwrap().port(), 9999);
-
-        let c = parse(
-            &[],
-            &[
-                ("OTEL_EBPF_OPEN_PORT", "1-2"),
-                ("OTEL_EBPF_AUTO_TARGET_EXE", "x"),
-                ("OTEL_EBPF_TRACE_PRINTER", "disabled"),
-                ("OTEL_EBPF_PROMETHEUS_PORT", "9"),
-            ],
-        )
-        .unwrap();
-        assert!(c.selection.open_ports.contains(2));
-        assert_eq!(c.printer, PrinterMode::Disabled);
-        assert_eq!(c.prometheus.unwrap().port(), 9);
-    }
-
-    #[test]
-    fn precedence_flag_then_ratatosk_then_alias() {
-        let env = [("RATATOSK_OPEN_PORT", "2000"), ("BEYLA_OPEN_PORT", "3000")];
-        let c = parse(&["--open-port", "1000"], &env).unwrap();
-        assert!(c.selection.open_ports.contains(1000) && !c.selection.open_ports.contains(2000));
-        let c = parse(&[], &env).unwrap();
-        assert!(c.selection.open_ports.contains(2000) && !c.selection.open_ports.contains(3000));
-        let c = parse(&[], &env[1..]).unwrap();
-        assert!(c.selection.open_ports.contains(3000));
-    }
-
-    #[test]
-    fn errors_name_their_source() {
-        let e = parse(&[], &[("BEYLA_OPEN_PORT", "eighty")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("$BEYLA_OPEN_PORT") && e.contains("eighty"),
-            "{e}"
-        );
-        let e = parse(&["--exe-path", "(unclosed"], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--exe-path") && e.contains("regex"), "{e}");
-        let e = parse(&["--trace-printer", "fancy"], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("fancy"), "{e}");
-        assert!(parse(&["--capture-bytes", "9"], &[]).is_err());
-    }
-}
+mod tests;

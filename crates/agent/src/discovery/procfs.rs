@@ -36,10 +36,33 @@ pub fn environ(pid: u32) -> Option<Vec<u8>> {
     fs::read(format!("/proc/{pid}/environ")).ok()
 }
 
-/// The service name an OpenTelemetry SDK in the process would use, from its
-/// NUL-separated environment: `OTEL_SERVICE_NAME`, else `service.name` in
-/// `OTEL_RESOURCE_ATTRIBUTES` (`k=v,k=v`, values percent-encoded).
-pub fn service_name_from_env(environ: &[u8]) -> Option<String> {
+/// Most `OTEL_RESOURCE_ATTRIBUTES` entries kept per process, and the
+/// longest key or value: the variable is the process's to fill.
+pub const MAX_RESOURCE_ATTRIBUTES: usize = 64;
+pub const MAX_ATTRIBUTE_BYTES: usize = 256;
+
+/// What an OpenTelemetry SDK in the process would read of its own
+/// environment.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OtelEnv {
+    /// `OTEL_SERVICE_NAME`.
+    pub service_name: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES` (`k=v,k=v`, values percent-encoded),
+    /// bounded; oversized or malformed entries are skipped.
+    pub resource_attributes: Vec<(String, String)>,
+}
+
+impl OtelEnv {
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.resource_attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads the OpenTelemetry variables from a NUL-separated environment.
+pub fn otel_env(environ: &[u8]) -> OtelEnv {
     let var = |name: &str| {
         environ.split(|&b| b == 0).find_map(|kv| {
             let kv = std::str::from_utf8(kv).ok()?;
@@ -47,14 +70,39 @@ pub fn service_name_from_env(environ: &[u8]) -> Option<String> {
             (k == name && !v.trim().is_empty()).then(|| v.trim().to_string())
         })
     };
-    if let Some(name) = var("OTEL_SERVICE_NAME") {
-        return Some(name);
+    let mut resource_attributes = Vec::new();
+    if let Some(attrs) = var("OTEL_RESOURCE_ATTRIBUTES") {
+        for pair in attrs.split(',') {
+            if resource_attributes.len() >= MAX_RESOURCE_ATTRIBUTES {
+                break;
+            }
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
+            let (k, v) = (k.trim(), percent_decode(v.trim()));
+            if k.is_empty()
+                || v.is_empty()
+                || k.len() > MAX_ATTRIBUTE_BYTES
+                || v.len() > MAX_ATTRIBUTE_BYTES
+            {
+                continue;
+            }
+            // Later entries of a repeated key win, as in the SDKs.
+            resource_attributes.retain(|(old, _): &(String, String)| old != k);
+            resource_attributes.push((k.to_string(), v));
+        }
     }
-    let attrs = var("OTEL_RESOURCE_ATTRIBUTES")?;
-    attrs.split(',').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == "service.name" && !v.trim().is_empty()).then(|| percent_decode(v.trim()))
-    })
+    OtelEnv {
+        service_name: var("OTEL_SERVICE_NAME"),
+        resource_attributes,
+    }
+}
+
+/// The parent process id (`/proc/PID/stat`, after the command name).
+pub fn ppid(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn percent_decode(s: &str) -> String {
@@ -156,13 +204,31 @@ mod tests {
     }
 
     #[test]
-    fn service_name_as_an_sdk_would_pick_it() {
-        let env = b"PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=deployment.environment=prod,service.name=my%20shop\0";
-        assert_eq!(service_name_from_env(env).as_deref(), Some("my shop"));
-        let env = b"OTEL_SERVICE_NAME=checkout\0OTEL_RESOURCE_ATTRIBUTES=service.name=other\0";
-        assert_eq!(service_name_from_env(env).as_deref(), Some("checkout"));
-        assert_eq!(service_name_from_env(b"OTEL_SERVICE_NAME=\0HOME=/\0"), None);
-        assert_eq!(service_name_from_env(b""), None);
+    fn otel_env_as_an_sdk_would_read_it() {
+        let env = b"PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=deployment.environment=prod,service.name=my%20shop,bad,service.name=shop\0";
+        let o = otel_env(env);
+        assert_eq!(o.service_name, None);
+        assert_eq!(o.attribute("service.name"), Some("shop"));
+        assert_eq!(o.attribute("deployment.environment"), Some("prod"));
+        assert_eq!(o.resource_attributes.len(), 2);
+        let o =
+            otel_env(b"OTEL_SERVICE_NAME=checkout\0OTEL_RESOURCE_ATTRIBUTES=service.name=other\0");
+        assert_eq!(o.service_name.as_deref(), Some("checkout"));
+        assert_eq!(
+            otel_env(b"OTEL_SERVICE_NAME=\0HOME=/\0"),
+            OtelEnv::default()
+        );
+        assert_eq!(otel_env(b""), OtelEnv::default());
+    }
+
+    #[test]
+    fn resource_attributes_are_bounded() {
+        let mut attrs: Vec<String> = (0..100).map(|i| format!("k{i}=v")).collect();
+        attrs.insert(0, format!("long={}", "x".repeat(MAX_ATTRIBUTE_BYTES + 1)));
+        let env = format!("OTEL_RESOURCE_ATTRIBUTES={}\0", attrs.join(","));
+        let o = otel_env(env.as_bytes());
+        assert_eq!(o.resource_attributes.len(), MAX_RESOURCE_ATTRIBUTES);
+        assert_eq!(o.attribute("long"), None);
     }
 
     #[test]
@@ -171,5 +237,6 @@ mod tests {
         assert!(pids().contains(&me));
         assert!(exe(me).is_some());
         assert!(netns(me).is_some());
+        assert_eq!(ppid(me), Some(std::os::unix::process::parent_id()));
     }
 }

@@ -30,7 +30,7 @@ const OUTPUTS_TICK: Duration = Duration::from_millis(20);
 /// once a second, the BPF counters and the clock offset.
 pub fn run<W: std::io::Write>(
     rx: Receiver<Batch>,
-    mut http: HttpMetrics,
+    mut http: Option<HttpMetrics>,
     mut printer: Printer<W>,
     counters: Counters,
     metrics: SelfMetrics,
@@ -48,7 +48,9 @@ pub fn run<W: std::io::Write>(
             match rx.try_recv() {
                 Ok(Batch::Spans(spans)) => {
                     for s in &spans {
-                        http.record(s);
+                        if let Some(http) = &mut http {
+                            http.record(s);
+                        }
                         if let Err(e) = printer.print(s)
                             && !print_failed
                         {
@@ -57,7 +59,11 @@ pub fn run<W: std::io::Write>(
                         }
                     }
                 }
-                Ok(Batch::ProcessExit(pid)) => http.forget_process(pid),
+                Ok(Batch::ProcessExit(pid)) => {
+                    if let Some(http) = &mut http {
+                        http.forget_process(pid);
+                    }
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     open = false;

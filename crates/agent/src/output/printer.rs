@@ -93,7 +93,7 @@ pub fn text_line(s: &Span) -> String {
         None => s.path().to_string(),
     };
     format!(
-        "{} ({}[{}]) {} {} {} {} [{}]->[{}] size:{}B svc=[{}] traceparent=[00-{}-{}-01]",
+        "{} ({}[{}]) {} {} {} {} [{}]->[{}] size:{}B svc=[{}] traceparent=[00-{}-{}-{}]",
         format_time(s.start_ns.saturating_sub(s.queue_ns.unwrap_or(0))),
         format_duration(total),
         format_duration(handler),
@@ -107,6 +107,7 @@ pub fn text_line(s: &Span) -> String {
         s.service_name(),
         hex(&s.trace_id),
         hex(&s.span_id),
+        if s.sampled { "01" } else { "00" },
     )
 }
 
@@ -167,6 +168,7 @@ pub fn json_value(s: &Span) -> Value {
         "trace_id": hex(&s.trace_id),
         "span_id": hex(&s.span_id),
         "parent_span_id": s.parent_span_id.map(|p| hex(&p)).unwrap_or_default(),
+        "sampled": s.sampled,
         "start_time_unix_nano": s.start_ns,
         "end_time_unix_nano": s.end_ns,
         "service.name": s.service_name(),

@@ -2,6 +2,7 @@
 //! known process becomes an OpenTelemetry-shaped span.
 
 pub mod route;
+pub mod sampler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +13,10 @@ use ratatosk_protocols::http1::{Exchange, Outcome, target_path, target_query};
 use ratatosk_protocols::parse::Role;
 
 use crate::clock::Clock;
+use crate::config::export::Sampler;
 use crate::decode::Tuple;
 use crate::discovery::ProcInfo;
+use sampler::TraceParent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanKind {
@@ -36,7 +39,11 @@ pub struct Span {
     pub kind: SpanKind,
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
+    /// From the request's `traceparent`, when it had one.
     pub parent_span_id: Option<[u8; 8]>,
+    /// Whether trace exporters send this span (the sampler's decision,
+    /// also carried in the trace flags).
+    pub sampled: bool,
     /// First byte of the request seen.
     pub start_ns: u64,
     /// Last byte of the response seen.
@@ -104,15 +111,17 @@ const KNOWN_METHODS: &[&str] = &[
 
 pub struct SpanBuilder {
     clock: Clock,
+    sampler: Sampler,
     /// Ids need to be unique, not secret: a fast generator seeded from the
     /// OS beats a cryptographic one on the hot path.
     rng: SmallRng,
 }
 
 impl SpanBuilder {
-    pub fn new(clock: Clock) -> Self {
+    pub fn new(clock: Clock, sampler: Sampler) -> Self {
         SpanBuilder {
             clock,
+            sampler,
             rng: SmallRng::from_os_rng(),
         }
     }
@@ -140,11 +149,21 @@ impl SpanBuilder {
         } else {
             ("_OTHER".to_string(), Some(ex.method))
         };
+        // Join the caller's trace when the request carries one (a client
+        // span's header was set by an SDK in the process: its span is our
+        // parent).
+        let parent = ex.traceparent.as_deref().and_then(TraceParent::parse);
+        let trace_id = match &parent {
+            Some(p) => p.trace_id,
+            None => self.rng.random(),
+        };
+        let sampled = sampler::sample(&self.sampler, &trace_id, parent.as_ref());
         Span {
             kind,
-            trace_id: self.rng.random(),
+            trace_id,
             span_id: self.rng.random(),
-            parent_span_id: None,
+            parent_span_id: parent.map(|p| p.parent_id),
+            sampled,
             start_ns: self.clock.to_wall_ns(ex.request_start_ns),
             end_ns: self.clock.to_wall_ns(end_mono.max(ex.request_start_ns)),
             queue_ns,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use crate::config::export::{RouteSettings, UnmatchedRoutes};
+
 /// Collapses numbers, UUIDs, hex ids and long random tokens to `*`.
 pub fn heuristic(path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or("");
@@ -46,68 +48,233 @@ fn looks_like_id(seg: &str) -> bool {
     alnum && b.len() >= 20 && digits * 5 >= b.len()
 }
 
-/// The value a route takes once a service has used up its cap.
+/// The value a route takes once a service has used up its cap, and the
+/// route of every unmatched path in `wildcard` mode.
 pub const OVERFLOW_ROUTE: &str = "/**";
 
 /// Paths remembered per service before the path cache starts over.
 const PATH_CACHE: usize = 4096;
+/// Services remembered before the route table starts over.
+const MAX_SERVICES: usize = 4096;
+/// Most user patterns (each is tried once per distinct path).
+pub const MAX_PATTERNS: usize = 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("route pattern `{pattern}`: {why}")]
+pub struct PatternError {
+    pub pattern: String,
+    pub why: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Literal(Box<str>),
+    /// `{name}`, `:name` or `*`: exactly one non-empty segment.
+    Param,
+    /// A trailing `*` or `**`: one or more segments.
+    Rest,
+}
+
+/// A user route pattern: `/users/{id}`, `/users/:id/orders`, `/files/*`.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    text: Arc<str>,
+    segs: Vec<Seg>,
+    literals: usize,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Pattern, PatternError> {
+        let err = |why| PatternError {
+            pattern: text.to_string(),
+            why,
+        };
+        let body = text
+            .strip_prefix('/')
+            .ok_or_else(|| err("must start with `/`"))?;
+        if text.contains(['?', '#']) {
+            return Err(err("must be a path, without `?` or `#`"));
+        }
+        let parts: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('/').collect()
+        };
+        let mut segs = Vec::with_capacity(parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let seg = match *p {
+                "" if last => break, // trailing slash
+                "" => return Err(err("has an empty segment (`//`)")),
+                "**" if last => Seg::Rest,
+                "**" => return Err(err("`**` is only allowed as the last segment")),
+                "*" if last && i > 0 => Seg::Rest,
+                "*" => Seg::Param,
+                p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => Seg::Param,
+                p if p.starts_with(':') && p.len() > 1 => Seg::Param,
+                p if p.contains(['{', '}']) => {
+                    return Err(err("a `{name}` parameter must be a whole segment"));
+                }
+                p => Seg::Literal(p.into()),
+            };
+            segs.push(seg);
+        }
+        let literals = segs.iter().filter(|s| matches!(s, Seg::Literal(_))).count();
+        Ok(Pattern {
+            text: Arc::from(text),
+            segs,
+            literals,
+        })
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        let body = path.strip_prefix('/').unwrap_or(path);
+        let body = body.strip_suffix('/').unwrap_or(body);
+        let mut parts = body.split('/').filter(|p| !p.is_empty());
+        for seg in &self.segs {
+            match seg {
+                Seg::Rest => return parts.next().is_some(),
+                Seg::Param => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Seg::Literal(l) => {
+                    if parts.next() != Some(&**l) {
+                        return false;
+                    }
+                }
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// More literal segments win; then the longer pattern (a trailing `*`
+    /// loses to an exact length).
+    fn specificity(&self) -> (usize, usize, bool) {
+        (
+            self.literals,
+            self.segs.len(),
+            !matches!(self.segs.last(), Some(Seg::Rest)),
+        )
+    }
+}
+
+/// The most specific of `patterns` matching `path`; on a tie the first.
+fn best_match<'a>(patterns: &'a [Pattern], path: &str) -> Option<&'a Pattern> {
+    let mut best: Option<&Pattern> = None;
+    for p in patterns.iter().filter(|p| p.matches(path)) {
+        if best.is_none_or(|b| p.specificity() > b.specificity()) {
+            best = Some(p);
+        }
+    }
+    best
+}
+
+/// What a request's path turns into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// `http.route`, and whether it was folded by the cap.
+    Route(Arc<str>, bool),
+    /// The path matches an ignored pattern: no span, no metric.
+    Ignored,
+}
 
 #[derive(Default)]
 struct ServiceRoutes {
     /// Distinct routes admitted, at most `max`.
     routes: HashSet<Arc<str>>,
-    /// Path -> route already decided, so a repeated path costs a lookup
-    /// and a reference count, not a heuristic pass and an allocation.
-    by_path: HashMap<Box<str>, Arc<str>>,
+    /// Path -> decision already made, so a repeated path costs a lookup
+    /// and a reference count, not pattern matching and an allocation.
+    by_path: HashMap<Box<str>, Decision>,
 }
 
-/// Routes per service: the heuristic applied once per distinct path, and a
-/// cap on distinct routes beyond which they fold into `/**`.
+/// Routes per service: user patterns first, then the unmatched mode,
+/// decided once per distinct path; and a cap on distinct routes (so on span
+/// names, `METHOD route`) beyond which they fold into `/**`.
 pub struct Routes {
     max: usize,
+    patterns: Vec<Pattern>,
+    ignored: Vec<Pattern>,
+    unmatched: UnmatchedRoutes,
     services: HashMap<Box<str>, ServiceRoutes>,
     overflow: Arc<str>,
 }
 
 impl Routes {
-    pub fn new(max: usize) -> Self {
-        Routes {
-            max,
+    pub fn new(settings: &RouteSettings) -> Result<Self, PatternError> {
+        let compile = |list: &[String]| -> Result<Vec<Pattern>, PatternError> {
+            if list.len() > MAX_PATTERNS {
+                return Err(PatternError {
+                    pattern: format!("({} patterns)", list.len()),
+                    why: "too many patterns (at most 1024)",
+                });
+            }
+            list.iter().map(|p| Pattern::parse(p)).collect()
+        };
+        Ok(Routes {
+            max: settings.max_per_service.max(1),
+            patterns: compile(&settings.patterns)?,
+            ignored: compile(&settings.ignored)?,
+            unmatched: settings.unmatched,
             services: HashMap::default(),
             overflow: Arc::from(OVERFLOW_ROUTE),
-        }
+        })
     }
 
-    /// The route of `path` for `service`, and whether it was folded by the
-    /// cap.
-    pub fn route(&mut self, service: &str, path: &str) -> (Arc<str>, bool) {
+    /// The route of `path` for `service`.
+    pub fn route(&mut self, service: &str, path: &str) -> Decision {
         if !self.services.contains_key(service) {
+            // Services come and go with processes: start over rather than
+            // grow without bound (routes are re-learnt from the next paths).
+            if self.services.len() >= MAX_SERVICES {
+                self.services.clear();
+            }
             self.services
                 .insert(service.into(), ServiceRoutes::default());
         }
         let Some(svc) = self.services.get_mut(service) else {
-            return (self.overflow.clone(), true);
+            return Decision::Route(self.overflow.clone(), true);
         };
-        if let Some(r) = svc.by_path.get(path) {
-            let folded = Arc::ptr_eq(r, &self.overflow);
-            return (r.clone(), folded);
+        if let Some(d) = svc.by_path.get(path) {
+            return d.clone();
         }
-        let candidate = heuristic(path);
-        let route = match svc.routes.get(candidate.as_str()) {
-            Some(r) => r.clone(),
-            None if svc.routes.len() >= self.max => self.overflow.clone(),
-            None => {
-                let r: Arc<str> = Arc::from(candidate);
-                svc.routes.insert(r.clone());
-                r
+        let decision = if best_match(&self.ignored, path).is_some() {
+            Decision::Ignored
+        } else {
+            let candidate: Arc<str> = match best_match(&self.patterns, path) {
+                Some(p) => p.text.clone(),
+                None => match self.unmatched {
+                    UnmatchedRoutes::Heuristic => Arc::from(heuristic(path)),
+                    UnmatchedRoutes::Path => Arc::from(
+                        path.split(['?', '#'])
+                            .next()
+                            .filter(|p| !p.is_empty())
+                            .unwrap_or("/"),
+                    ),
+                    UnmatchedRoutes::Wildcard => self.overflow.clone(),
+                },
+            };
+            match svc.routes.get(&candidate) {
+                Some(r) => Decision::Route(r.clone(), false),
+                None if Arc::ptr_eq(&candidate, &self.overflow) => {
+                    Decision::Route(candidate, false)
+                }
+                None if svc.routes.len() >= self.max => {
+                    Decision::Route(self.overflow.clone(), true)
+                }
+                None => {
+                    svc.routes.insert(candidate.clone());
+                    Decision::Route(candidate, false)
+                }
             }
         };
         if svc.by_path.len() >= PATH_CACHE {
             svc.by_path.clear();
         }
-        svc.by_path.insert(path.into(), route.clone());
-        let folded = Arc::ptr_eq(&route, &self.overflow);
-        (route, folded)
+        svc.by_path.insert(path.into(), decision.clone());
+        decision
     }
 }
 
@@ -129,13 +296,31 @@ mod tests {
         assert_eq!(heuristic("/x?id=5"), "/x");
     }
 
+    fn settings(
+        patterns: &[&str],
+        ignored: &[&str],
+        unmatched: UnmatchedRoutes,
+        max: usize,
+    ) -> RouteSettings {
+        RouteSettings {
+            patterns: patterns.iter().map(|s| s.to_string()).collect(),
+            ignored: ignored.iter().map(|s| s.to_string()).collect(),
+            unmatched,
+            max_per_service: max,
+        }
+    }
+
+    fn route_of(r: &mut Routes, svc: &str, path: &str) -> (String, bool) {
+        match r.route(svc, path) {
+            Decision::Route(route, folded) => (route.to_string(), folded),
+            Decision::Ignored => ("<ignored>".into(), false),
+        }
+    }
+
     #[test]
     fn caps_routes_per_service() {
-        let mut r = Routes::new(2);
-        let mut route = |svc: &str, path: &str| {
-            let (route, folded) = r.route(svc, path);
-            (route.to_string(), folded)
-        };
+        let mut r = Routes::new(&settings(&[], &[], UnmatchedRoutes::Heuristic, 2)).unwrap();
+        let mut route = |svc: &str, path: &str| route_of(&mut r, svc, path);
         assert_eq!(route("a", "/x"), ("/x".into(), false));
         assert_eq!(route("a", "/users/1"), ("/users/*".into(), false));
         // Another id: same route, no new slot taken.
@@ -148,5 +333,67 @@ mod tests {
         );
         assert_eq!(route("a", "/x"), ("/x".into(), false));
         assert_eq!(route("b", "/y"), ("/y".into(), false));
+    }
+
+    #[test]
+    fn user_patterns_win_most_specific_first() {
+        let s = settings(
+            &[
+                "/users/{id}",
+                "/users/:id/orders",
+                "/users/me",
+                "/files/*",
+                "/a/*/c",
+            ],
+            &["/health", "/metrics/**"],
+            UnmatchedRoutes::Heuristic,
+            100,
+        );
+        let mut r = Routes::new(&s).unwrap();
+        let mut route = |path: &str| route_of(&mut r, "svc", path).0;
+        assert_eq!(route("/users/42"), "/users/{id}");
+        assert_eq!(route("/users/42/"), "/users/{id}");
+        assert_eq!(route("/users/42?x=1"), "/users/{id}");
+        assert_eq!(route("/users/me"), "/users/me", "literal beats parameter");
+        assert_eq!(route("/users/7/orders"), "/users/:id/orders");
+        assert_eq!(route("/users"), "/users", "a parameter needs a segment");
+        assert_eq!(
+            route("/files/a/b/c.txt"),
+            "/files/*",
+            "trailing * takes the rest"
+        );
+        assert_eq!(route("/files"), "/files");
+        assert_eq!(route("/a/b/c"), "/a/*/c");
+        assert_eq!(route("/a/b/d"), "/a/b/d");
+        assert_eq!(route("/orders/123"), "/orders/*", "heuristic for the rest");
+        assert_eq!(route("/health"), "<ignored>");
+        assert_eq!(route("/metrics/x/y"), "<ignored>");
+        assert_eq!(route("/metrics"), "/metrics", "** needs one segment");
+    }
+
+    #[test]
+    fn unmatched_modes() {
+        let mut r = Routes::new(&settings(&["/k/{id}"], &[], UnmatchedRoutes::Path, 100)).unwrap();
+        assert_eq!(route_of(&mut r, "s", "/users/12?q").0, "/users/12");
+        assert_eq!(route_of(&mut r, "s", "/k/12").0, "/k/{id}");
+        let mut r =
+            Routes::new(&settings(&["/k/{id}"], &[], UnmatchedRoutes::Wildcard, 1)).unwrap();
+        assert_eq!(route_of(&mut r, "s", "/users/12"), ("/**".into(), false));
+        assert_eq!(route_of(&mut r, "s", "/k/1"), ("/k/{id}".into(), false));
+        assert_eq!(
+            route_of(&mut r, "s", "/zz"),
+            ("/**".into(), false),
+            "wildcard is not a fold"
+        );
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for bad in ["users", "/a//b", "/a/**/b", "/a/x{id}", "/a?b"] {
+            let e = Pattern::parse(bad).unwrap_err();
+            assert_eq!(e.pattern, bad);
+        }
+        assert!(Pattern::parse("/").unwrap().matches("/"));
+        assert!(!Pattern::parse("/").unwrap().matches("/x"));
     }
 }

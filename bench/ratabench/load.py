@@ -1,0 +1,140 @@
+"""Load generators (wrk, h2load, redis-benchmark, pgbench): run each under a
+timeout and parse what it reports into a LoadResult."""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BenchError
+from .procs import run_cmd
+
+SCRATCH: str | None = None     # temp dir for load generators' files; set by the suite
+
+
+def set_scratch(path: str | None) -> None:
+    global SCRATCH
+    SCRATCH = path
+
+
+@dataclass
+class LoadResult:
+    rps: float
+    requests: int          # as counted by the client
+    p50_us: float
+    p99_us: float
+    errors: int            # socket errors, failed requests, non-2xx responses
+    cmd: str = ""
+
+
+def to_us(value: str, unit: str) -> float:
+    return float(value) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}[unit]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        raise BenchError("no latencies to take percentiles of")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def find(pattern: str, out: str, tool: str) -> re.Match:
+    m = re.search(pattern, out, re.M)
+    if not m:
+        raise BenchError(f"cannot parse {tool} output ({pattern!r}):\n{out[-1500:]}")
+    return m
+
+
+def parse_wrk(out: str) -> LoadResult:
+    p50, p99 = (find(rf"^\s+{q}%\s+([\d.]+)(us|ms|s|m)\s*$", out, "wrk") for q in (50, 99))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return LoadResult(
+        rps=float(find(r"^Requests/sec:\s+([\d.]+)", out, "wrk").group(1)),
+        requests=int(find(r"^\s*(\d+) requests in", out, "wrk").group(1)),
+        p50_us=to_us(*p50.groups()), p99_us=to_us(*p99.groups()),
+        errors=errors + (int(non2xx.group(1)) if non2xx else 0))
+
+
+def private_libssl_env() -> dict[str, str]:
+    """An environment whose programs load a private copy of the system
+    libssl: the agent's uprobes sit on the system file's inode, so a load
+    generator using the copy does not pay (or count) them."""
+    d = Path(SCRATCH or tempfile.gettempdir()) / "libssl-private"
+    if not (d / "libssl.so.3").exists():
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy("/usr/lib/x86_64-linux-gnu/libssl.so.3", d / "libssl.so.3")
+    return {**os.environ, "LD_LIBRARY_PATH": str(d)}
+
+
+def run_wrk(url: str, opts: argparse.Namespace, duration: int, env: dict[str, str] | None = None) -> LoadResult:
+    cmd = ["wrk", f"-t{opts.threads}", f"-c{opts.connections}", f"-d{duration}s", "--latency", url]
+    r = run_cmd(cmd, duration + 30, "wrk", env=env)
+    return LoadResult(**{**vars(parse_wrk(r.stdout)), "cmd": " ".join(cmd)})
+
+
+def run_h2load(url: str, opts: argparse.Namespace, duration: int, h1: bool = False,
+               rate: float | None = None) -> LoadResult:
+    """h2load, closed loop (one request in flight per connection) or, with
+    `rate`, at a fixed total request rate (--rps is per connection; h2load
+    catches up on missed ticks, so the rate is exact while the server keeps
+    up). Percentiles from its per-request log (microsecond resolution)."""
+    log = Path(tempfile.mkstemp(prefix="h2load-", suffix=".log", dir=SCRATCH)[1])
+    cmd = ["h2load", *(["--h1"] if h1 else []), "-c", str(opts.connections), "-t", str(opts.threads),
+           "-m", "1", "-D", str(duration), "--log-file", str(log), url]
+    if rate:
+        cmd[1:1] = ["--rps", f"{rate / opts.connections:g}"]
+    try:
+        out = run_cmd(cmd, duration + 30, "h2load").stdout
+        lat = sorted(int(l.split("\t")[2]) for l in log.read_text().splitlines() if l.count("\t") >= 2)
+    finally:
+        log.unlink(missing_ok=True)
+    m = find(r"^requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+             r"(\d+) errored, (\d+) timeout", out, "h2load")
+    non2xx = find(r"^status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, "h2load")
+    return LoadResult(rps=float(find(r"^finished in [\d.]+\w+, ([\d.]+) req/s", out, "h2load").group(1)),
+                      requests=int(m.group(2)), p50_us=percentile(lat, 0.50), p99_us=percentile(lat, 0.99),
+                      errors=sum(int(x) for x in m.groups()[2:]) + sum(int(x) for x in non2xx.groups()),
+                      cmd=" ".join(cmd))
+
+
+_redis_rate: dict[int, float] = {}
+
+
+def run_redis_benchmark(port: int, opts: argparse.Namespace, duration: int) -> LoadResult:
+    """redis-benchmark GET. It runs a request count, not a duration: the
+    count is set from the rate of the previous run on this port (the first
+    one is the warm-up), so each run lasts about `duration` seconds."""
+    n = max(10_000, int(_redis_rate.get(port, 50_000) * duration))
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(opts.connections),
+           "-n", str(n), "-t", "get", "--csv"]
+    out = run_cmd(cmd, 6 * duration + 30, "redis-benchmark").stdout
+    m = find(r'^"GET","([\d.]+)","[\d.]+","[\d.]+","([\d.]+)","[\d.]+","([\d.]+)"', out, "redis-benchmark")
+    rps = float(m.group(1))
+    _redis_rate.setdefault(port, rps)    # keep the warm-up's rate: every run gets the same count
+    return LoadResult(rps=rps, requests=n, p50_us=float(m.group(2)) * 1e3, p99_us=float(m.group(3)) * 1e3,
+                      errors=0, cmd=" ".join(cmd))
+
+
+def run_pgbench(port: int, opts: argparse.Namespace, duration: int) -> LoadResult:
+    """pgbench select-only (one primary-key SELECT per transaction) over
+    TCP; percentiles from its per-transaction log."""
+    prefix = Path(tempfile.mkdtemp(prefix="pgbench-", dir=SCRATCH)) / "lat"
+    cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-S", "-n",
+           "-c", str(opts.connections), "-j", str(opts.threads), "-T", str(duration),
+           "-l", f"--log-prefix={prefix}", "postgres"]
+    try:
+        out = run_cmd(cmd, duration + 30, "pgbench", cwd=prefix.parent).stdout
+        lat = sorted(int(l.split()[2]) for f in glob.glob(f"{prefix}.*") for l in open(f) if l.strip())
+    finally:
+        shutil.rmtree(prefix.parent, ignore_errors=True)
+    failed = re.search(r"^number of failed transactions: (\d+)", out, re.M)
+    return LoadResult(rps=float(find(r"^tps = ([\d.]+)", out, "pgbench").group(1)),
+                      requests=int(find(r"^number of transactions actually processed: (\d+)", out,
+                                        "pgbench").group(1)),
+                      p50_us=percentile(lat, 0.50), p99_us=percentile(lat, 0.99),
+                      errors=int(failed.group(1)) if failed else 0, cmd=" ".join(cmd))

@@ -1,0 +1,60 @@
+"""The workload table: a server, how to load it and which runs to compare.
+Adding a workload is one Workload(...) entry (see bench/README.md)."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .load import LoadResult, private_libssl_env, run_h2load, run_pgbench, run_redis_benchmark, run_wrk
+from .servers import Server, start_flask, start_nginx, start_postgres, start_redis
+
+
+@dataclass
+class Workload:
+    """A server under test plus how to load it.
+
+    start(tmpdir, opts) -> Server (everything it started, to stop at the end);
+    load(port, opts, duration) -> LoadResult;
+    kinds: runs per round besides the baseline: "ratatosk" (agent selecting
+    the server's port), "hooks-only" (agent attached, selecting a port
+    nobody listens on), "otel-sdk" (the Server's sdk target, no agent);
+    parsed: None when the agent parses the protocol, else what it is (the
+    agent captures but does not parse it yet: 0 spans is expected).
+    """
+    name: str
+    what: str
+    needs: list[str]
+    start: Callable[[Path, argparse.Namespace], Server]
+    load: Callable[[int, argparse.Namespace, int], LoadResult]
+    kinds: tuple[str, ...] = ("ratatosk",)
+    unparsed: str | None = None
+
+
+WORKLOADS = {w.name: w for w in [
+    Workload("nginx-http1", "nginx, HTTP/1.1 keep-alive, wrk closed loop (saturating)", ["nginx", "wrk"],
+             lambda tmp, o: start_nginx(tmp),
+             lambda port, o, d: run_wrk(f"http://127.0.0.1:{port}/file", o, d),
+             kinds=("hooks-only", "ratatosk")),
+    Workload("nginx-http1-rate", "nginx, HTTP/1.1 keep-alive, h2load --h1 at a fixed rate (--rate)",
+             ["nginx", "h2load"], lambda tmp, o: start_nginx(tmp),
+             lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d, h1=True, rate=o.rate)),
+    Workload("nginx-tls", "nginx, HTTPS (TLS 1.3, OpenSSL 3 as a shared libssl), wrk closed loop, keep-alive",
+             ["nginx", "wrk", "openssl"],
+             lambda tmp, o: start_nginx(tmp, "tls"),
+             lambda port, o, d: run_wrk(f"https://127.0.0.1:{port}/file", o, d, env=private_libssl_env())),
+    Workload("flask", "Flask on gunicorn (2 sync workers: a connection per request), wrk closed loop; "
+             "bare / Ratatosk / OTel SDK",
+             ["wrk"], start_flask,
+             lambda port, o, d: run_wrk(f"http://127.0.0.1:{port}/hello", o, d),
+             kinds=("ratatosk", "otel-sdk")),
+    Workload("redis", "redis-server, redis-benchmark GET (closed loop)", ["redis-server", "redis-benchmark"],
+             lambda tmp, o: start_redis(tmp), run_redis_benchmark, unparsed="Redis"),
+    Workload("postgres", "PostgreSQL 15 private cluster, pgbench -S (select only) over TCP",
+             ["pgbench", "pg_isready", "initdb", "postgres"], lambda tmp, o: start_postgres(tmp), run_pgbench,
+             unparsed="PostgreSQL"),
+    Workload("nginx-h2c", "nginx, cleartext HTTP/2 (prior knowledge), h2load closed loop, 1 stream per connection",
+             ["nginx", "h2load"], lambda tmp, o: start_nginx(tmp, "h2c"),
+             lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d), unparsed="HTTP/2"),
+]}
