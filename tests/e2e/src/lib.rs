@@ -373,10 +373,11 @@ pub fn python_http_server_on(dir: &Path, host: &str, port: u16, env: &[(&str, &s
 
 /// A small python HTTP/1.1 keep-alive server with routes that the stock
 /// servers do not offer: `/chunked` (Transfer-Encoding: chunked, 3 chunks),
-/// `/fail` (500), `/echo` (POST body length echoed), anything else 404.
+/// `/fail` (500), `/echo` (POST body length echoed), `/slow` (200 after
+/// 300 ms, head and body in one write), anything else 404.
 pub fn python_app_server(port: u16) -> Proc {
     const APP: &str = r#"
-import sys
+import sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -389,6 +390,9 @@ class H(BaseHTTPRequestHandler):
             for part in (b"hello ", b"chunked ", b"world\n"):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
             self.wfile.write(b"0\r\n\r\n")
+        elif self.path.startswith("/slow"):
+            time.sleep(0.3)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow\n")
         elif self.path.startswith("/fail"):
             body = b"boom\n"
             self.send_response(500)

@@ -162,6 +162,34 @@ fn nginx_keepalive_pipelining_errors_and_load() {
     );
 }
 
+/// A client that leaves before its answer: the server's write draws a
+/// reset that closes the socket within the write, and the kernel zeroes
+/// the socket's local port before the syscall returns. The span keeps the
+/// port it had (wrk's connections end like this when a run stops).
+#[test]
+fn a_response_to_a_client_that_already_left_keeps_the_server_port() {
+    let _g = serial();
+    let port = free_port();
+    let _server = python_app_server(port);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET /slow HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+        )
+        .expect("write");
+        // Closed at once: /slow answers 300 ms later.
+    }
+    let spans = agent.wait_spans(3, WAIT, |s| attr(s, "url.path") == "/slow");
+    assert_eq!(spans.len(), 3, "{}", agent.stderr_text());
+    for s in &spans {
+        assert_eq!(s["kind"], "server", "{s:#}");
+        assert_eq!(attr(s, "server.port"), port.to_string(), "{s:#}");
+        assert_eq!(attr(s, "http.response.status_code"), "200", "{s:#}");
+    }
+}
+
 #[test]
 fn chunked_responses_post_bodies_and_errors() {
     let _g = serial();

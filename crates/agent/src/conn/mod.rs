@@ -161,8 +161,14 @@ impl Tracker {
             .entry(d.sock_id)
             .or_insert_with(|| Conn::new(d.tuple, d.hdr.ts_ns));
         conn.last_ns = d.hdr.ts_ns;
-        // connect() may report the tuple before the local port is final.
-        conn.tuple = d.tuple;
+        // connect() may report the tuple before the local port is final, so
+        // a later record completes it. But a socket the peer reset while we
+        // wrote to it reaches TCP_CLOSE inside that very write, and the
+        // kernel then zeroes its local port (inet_num, in __inet_put_port):
+        // such a record must not erase the port we knew.
+        if d.tuple.local.port() != 0 || conn.tuple.local.port() == 0 {
+            conn.tuple = d.tuple;
+        }
         if d.tls != conn.tls {
             if conn.tls {
                 // Ciphertext that left the kernel before the socket was
@@ -525,6 +531,27 @@ mod tests {
         assert_eq!(out[0].exchange.path(), "/a");
         assert_eq!(out[0].exchange.status, 200);
         assert_eq!(m.unparsed_bytes.get(), 10);
+    }
+
+    #[test]
+    fn a_reset_socket_keeps_its_local_port_and_a_late_port_completes_it() {
+        let (mut t, _) = tracker(16);
+        let mut out = Vec::new();
+        t.on_data(&data(1, 3, 10, Direction::Ingress, REQ), &mut out);
+        // The response's write saw the peer's reset: local port 0.
+        let mut resp = data(1, 3, 20, Direction::Egress, RESP);
+        resp.tuple.local.set_port(0);
+        t.on_data(&resp, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].tuple, tuple());
+
+        // A client's connect() reported before its port was bound.
+        let mut early = data(2, 4, 30, Direction::Egress, REQ);
+        early.tuple.local.set_port(0);
+        t.on_data(&early, &mut out);
+        t.on_data(&data(2, 4, 40, Direction::Ingress, RESP), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].tuple, tuple());
     }
 
     #[test]
