@@ -264,6 +264,18 @@ impl Agent {
     pub fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_sum(&self.metrics(), name, labels)
     }
+
+    /// The agent's own non-zero `ratatosk_*` samples (drops, parser
+    /// errors, evictions, …), one per line: what a failed count assertion
+    /// prints to tell a counted loss from an uncounted one.
+    pub fn self_counters(&self) -> String {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with("ratatosk_"))
+            .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -89,7 +89,14 @@ fn nginx_keepalive_pipelining_errors_and_load() {
     let www = www_dir();
     let port = free_port();
     let nginx = Nginx::start(www.path(), port);
-    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    // The ring buffer holds a whole wrk run's records (~0.5 KB a request,
+    // so 64 MiB is over 100k requests, more than 2 s of wrk serve here):
+    // this test checks that every request becomes exactly one span, not
+    // that the unoptimised debug agent keeps up with a saturated nginx on a
+    // shared 2-core machine (it does not always: the default 8 MiB then
+    // overflows, counted in ratatosk_ringbuf_dropped_total). The release
+    // build's throughput is measured by bench/.
+    let agent = Agent::start(&["--open-port", &port.to_string(), "--ringbuf-mib", "64"]);
     let host = format!("Host: 127.0.0.1:{port}\r\n");
 
     // Keep-alive: 5 requests one after the other on one connection.
@@ -149,12 +156,16 @@ fn nginx_keepalive_pipelining_errors_and_load() {
     assert!(served > 1000, "wrk made only {served} requests");
     let total = 9 + served;
     let spans = agent.wait_spans(total, Duration::from_secs(30), server_spans_on(port));
-    assert_eq!(spans.len(), total, "spans vs requests nginx logged");
     let count = agent.metric_sum(
         "http_server_request_duration_seconds_count",
         &[("server_port", &port.to_string())],
     );
-    assert_eq!(count, total as f64);
+    assert!(
+        spans.len() == total && count == total as f64,
+        "{} spans and a count of {count} for {total} requests nginx logged; agent counters:\n{}",
+        spans.len(),
+        agent.self_counters()
+    );
     assert_eq!(
         agent.metric_sum("ratatosk_ringbuf_dropped_total", &[]),
         0.0,
