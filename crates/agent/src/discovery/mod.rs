@@ -31,6 +31,10 @@ pub struct ProcInfo {
     /// `OTEL_SERVICE_NAME`, else `service.name` in
     /// `OTEL_RESOURCE_ATTRIBUTES`, else the executable name.
     pub service_name: String,
+    /// `service.namespace` decided for the process, when known.
+    pub service_namespace: Option<String>,
+    /// The process's own `OTEL_RESOURCE_ATTRIBUTES`, decoded.
+    pub resource_attributes: Vec<(String, String)>,
 }
 
 impl ProcInfo {
@@ -54,6 +58,8 @@ impl ProcInfo {
             exe_path,
             exe_name,
             service_name,
+            service_namespace: None,
+            resource_attributes: Vec::new(),
         }
     }
 }
