@@ -1,13 +1,13 @@
 //! OTLP export of spans and metrics. The outputs thread drives an
 //! [`Exporter`] synchronously and never waits on the network: spans are
 //! converted and queued (bounded), metrics aggregated (bounded), and
-//! whole requests handed to one tokio task per signal through a channel
-//! of one, so at most one request is being sent and one waits per signal.
+//! whole requests handed to one tokio task per signal through a small
+//! bounded channel; each task sends one request at a time.
 //!
 //! ```text
 //! outputs thread                          tokio
-//! push_spans -> outputs_to_otlp (≤ max_queue_size spans)
-//!            -> batch (≤ max_export_batch_size) --[1]--> traces sender -> receiver
+//! push_spans -> outputs_to_otlp + batches handed over (≤ max_queue_size spans)
+//!            -> batch (≤ max_export_batch_size) --[queue/batch]--> traces sender -> receiver
 //! record     -> RED store (≤ 50 000 series)
 //! tick       -> snapshot + self-metrics every interval --[1]--> metrics sender -> receiver
 //! ```
@@ -81,11 +81,12 @@ impl Task {
         transport: Transport,
         metrics: SelfMetrics,
         rt: &Handle,
+        jobs: usize,
     ) -> Task {
-        // One job waiting while one is sent: a slow or absent receiver
+        // `jobs` waiting while one is sent: a slow or absent receiver
         // backs up into the bounded queues on the outputs side, where it
         // is counted.
-        let (tx, mut rx) = mpsc::channel::<Job>(1);
+        let (tx, mut rx) = mpsc::channel::<Job>(jobs.max(1));
         let in_flight = Arc::new(AtomicU64::new(0));
         let mut sender = Sender {
             transport,
@@ -177,7 +178,13 @@ impl Exporter {
         let _guard = rt.enter();
         let traces = match &settings.traces {
             Some(s) => {
-                let task = Task::start("traces", Transport::new(s)?, metrics.clone(), rt);
+                // Room for a queue's worth of batches, so that every tick
+                // can hand over all full batches (one per tick would cap
+                // the rate at batch size / 20 ms); the bound below counts
+                // them with the queue.
+                let b = &settings.batch;
+                let jobs = b.max_queue_size / b.max_export_batch_size.max(1);
+                let task = Task::start("traces", Transport::new(s)?, metrics.clone(), rt, jobs);
                 info!(endpoint = %s.endpoint, protocol = ?s.protocol, "exporting traces over OTLP");
                 Some(TracePipe {
                     task,
@@ -195,7 +202,7 @@ impl Exporter {
         };
         let metric_pipe = match &settings.metrics {
             Some(s) => {
-                let task = Task::start("metrics", Transport::new(s)?, metrics.clone(), rt);
+                let task = Task::start("metrics", Transport::new(s)?, metrics.clone(), rt, 1);
                 info!(endpoint = %s.endpoint, protocol = ?s.protocol,
                     interval = ?settings.metric_interval, "exporting metrics over OTLP");
                 Some(MetricPipe {
@@ -223,14 +230,18 @@ impl Exporter {
     }
 
     /// Converts and queues spans for export; never blocks. Beyond
-    /// `max_queue_size` waiting spans, new ones are dropped and counted.
+    /// `max_queue_size` spans waiting (queued or in batches handed over)
+    /// plus the batch being sent, new ones are dropped and counted.
     pub fn push_spans(&mut self, spans: &[Span]) {
         let Some(t) = &mut self.traces else {
             return;
         };
+        let bound = t.batch.max_queue_size + t.batch.max_export_batch_size;
+        let handed =
+            usize::try_from(t.task.in_flight.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         let mut dropped = 0;
         for s in spans {
-            if t.pending.len() >= t.batch.max_queue_size {
+            if t.pending.len().saturating_add(handed) >= bound {
                 dropped += 1;
                 continue;
             }
@@ -251,10 +262,11 @@ impl Exporter {
             }
         }
         t.flush(false);
+        let waiting = t.pending.len() as u64 + t.task.in_flight.load(Ordering::Relaxed);
         self.self_metrics
             .queue_fill
             .get_or_create(&QueueLabel { queue: SPAN_QUEUE })
-            .set(t.pending.len() as i64);
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// Adds a span to the OTLP RED metrics.
