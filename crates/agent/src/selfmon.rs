@@ -33,6 +33,17 @@ pub struct QueueLabel {
     pub queue: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabel {
+    pub signal: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalReasonLabel {
+    pub signal: &'static str,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Default)]
 pub struct SelfMetrics {
     /// Records the kernel wrote into the ring buffer.
@@ -82,6 +93,16 @@ pub struct SelfMetrics {
     /// Files (libraries, executables) given OpenSSL probes, by result
     /// (`attached`, `failed`, `limit`).
     pub tls_files: Family<ReasonLabel, Counter>,
+    /// OTLP items the receiver accepted (spans, metric data points), by
+    /// signal.
+    pub otlp_exported: Family<SignalLabel, Counter>,
+    /// OTLP items lost, by signal and reason (queue_full,
+    /// retries_exhausted, rejected, series_limit, shutdown).
+    pub otlp_dropped: Family<SignalReasonLabel, Counter>,
+    /// OTLP export attempts retried after a retryable failure.
+    pub otlp_retries: Family<SignalLabel, Counter>,
+    /// Items a receiver refused in a partial success.
+    pub otlp_partial_rejected: Family<SignalLabel, Counter>,
     /// Last BPF counters seen, to turn absolute values into increments.
     last_bpf: std::sync::Arc<std::sync::Mutex<BpfStats>>,
 }
@@ -203,6 +224,26 @@ impl SelfMetrics {
             "Times the process cache was cleared to stay bounded",
             self.process_cache_resets.clone(),
         );
+        r.register(
+            "ratatosk_otlp_exported",
+            "Spans and metric data points an OTLP receiver accepted, by signal",
+            self.otlp_exported.clone(),
+        );
+        r.register(
+            "ratatosk_otlp_dropped",
+            "Spans and metric data points not exported over OTLP, by signal and reason",
+            self.otlp_dropped.clone(),
+        );
+        r.register(
+            "ratatosk_otlp_retries",
+            "OTLP exports retried after a retryable failure, by signal",
+            self.otlp_retries.clone(),
+        );
+        r.register(
+            "ratatosk_otlp_partial_rejected",
+            "Items an OTLP receiver rejected in a partial success, by signal",
+            self.otlp_partial_rejected.clone(),
+        );
     }
 
     /// Folds a fresh read of the BPF counters into the counters above.
@@ -239,6 +280,14 @@ impl SelfMetrics {
         self.tls_unattributed
             .inc_by(d(now.tls_no_socket, last.tls_no_socket));
         *last = now;
+    }
+
+    pub fn otlp_dropped(&self, signal: &'static str, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.otlp_dropped
+                .get_or_create(&SignalReasonLabel { signal, reason })
+                .inc_by(n);
+        }
     }
 
     pub fn parser_error(&self, reason: &'static str, n: u64) {

@@ -36,11 +36,9 @@ pub struct ProcInfo {
     pub service_name: String,
     /// `service.namespace` of its `OTEL_RESOURCE_ATTRIBUTES`, else its
     /// selection entry's, else the configured one.
-    #[allow(dead_code)] // read by the OTLP resources (exporter change)
     pub service_namespace: Option<String>,
     /// The process's own `OTEL_RESOURCE_ATTRIBUTES`, parsed and bounded
     /// (see `procfs::MAX_RESOURCE_ATTRIBUTES`).
-    #[allow(dead_code)] // read by the OTLP resources (exporter change)
     pub resource_attributes: Vec<(String, String)>,
 }
 

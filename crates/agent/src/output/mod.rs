@@ -12,6 +12,7 @@ use ratatosk_bpf::Counters;
 use tracing::warn;
 
 use crate::clock::Clock;
+use crate::export::Exporter;
 use crate::metrics::HttpMetrics;
 use crate::selfmon::SelfMetrics;
 use crate::spans::Span;
@@ -25,13 +26,17 @@ pub enum Batch {
 
 /// How often the outputs thread drains its queue.
 const OUTPUTS_TICK: Duration = Duration::from_millis(20);
+/// How long the OTLP exporter may take to flush at exit.
+const OTLP_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The outputs stage: RED metrics and the trace printer for every span;
-/// once a second, the BPF counters and the clock offset.
+/// The outputs stage: RED metrics, the trace printer and the OTLP
+/// exporter (when configured) for every span; once a second, the BPF
+/// counters and the clock offset.
 pub fn run<W: std::io::Write>(
     rx: Receiver<Batch>,
     mut http: Option<HttpMetrics>,
     mut printer: Printer<W>,
+    mut otlp: Option<Exporter>,
     counters: Counters,
     metrics: SelfMetrics,
     clock: Clock,
@@ -47,9 +52,15 @@ pub fn run<W: std::io::Write>(
         loop {
             match rx.try_recv() {
                 Ok(Batch::Spans(spans)) => {
+                    if let Some(e) = &mut otlp {
+                        e.push_spans(&spans);
+                    }
                     for s in &spans {
                         if let Some(http) = &mut http {
                             http.record(s);
+                        }
+                        if let Some(e) = &mut otlp {
+                            e.record(s);
                         }
                         if let Err(e) = printer.print(s)
                             && !print_failed
@@ -63,6 +74,9 @@ pub fn run<W: std::io::Write>(
                     if let Some(http) = &mut http {
                         http.forget_process(pid);
                     }
+                    if let Some(e) = &mut otlp {
+                        e.forget_process(pid);
+                    }
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -72,6 +86,9 @@ pub fn run<W: std::io::Write>(
             }
         }
         let _ = printer.flush();
+        if let Some(e) = &mut otlp {
+            e.tick();
+        }
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
             last_housekeeping = Instant::now();
             match counters.read() {
@@ -85,4 +102,7 @@ pub fn run<W: std::io::Write>(
         metrics.observe_bpf(s);
     }
     let _ = printer.flush();
+    if let Some(e) = otlp {
+        e.shutdown(OTLP_SHUTDOWN_DEADLINE);
+    }
 }

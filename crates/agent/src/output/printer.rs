@@ -178,7 +178,7 @@ pub fn json_value(s: &Span) -> Value {
     })
 }
 
-fn host_without_port(h: &str) -> String {
+pub(crate) fn host_without_port(h: &str) -> String {
     // [v6]:port, host:port, or a bare host.
     if let Some(rest) = h.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest).to_string();

@@ -1,0 +1,402 @@
+//! Sending OTLP requests: gRPC through tonic's generated clients, or
+//! HTTP/protobuf through reqwest; TLS by rustls on ring. One task per
+//! signal sends one request at a time, retrying retryable failures within
+//! a budget, and counts what the receiver accepted, rejected or never got.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    metrics_service_client::MetricsServiceClient,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse, trace_service_client::TraceServiceClient,
+};
+use prost::Message;
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic_types::StatusExt;
+use tracing::{debug, warn};
+
+use super::retry::{self, Backoff, Failure, LogLimiter, Next};
+use crate::config::export::{Compression, OtlpProtocol, OtlpSignal};
+use crate::selfmon::{SelfMetrics, SignalLabel};
+
+/// One export request of either signal.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+}
+
+impl Request {
+    pub fn signal(&self) -> &'static str {
+        match self {
+            Request::Traces(_) => "traces",
+            Request::Metrics(_) => "metrics",
+        }
+    }
+
+    /// Spans or data points in the request.
+    pub fn items(&self) -> u64 {
+        match self {
+            Request::Traces(r) => r
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum(),
+            Request::Metrics(r) => super::metrics::data_points(&r.resource_metrics),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Traces(r) => r.encode_to_vec(),
+            Request::Metrics(r) => r.encode_to_vec(),
+        }
+    }
+}
+
+/// What a receiver said about a request it took.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub rejected: i64,
+    pub message: String,
+}
+
+fn partial_traces(r: ExportTraceServiceResponse) -> Accepted {
+    r.partial_success
+        .map(|p| Accepted {
+            rejected: p.rejected_spans,
+            message: p.error_message,
+        })
+        .unwrap_or_default()
+}
+
+fn partial_metrics(r: ExportMetricsServiceResponse) -> Accepted {
+    r.partial_success
+        .map(|p| Accepted {
+            rejected: p.rejected_data_points,
+            message: p.error_message,
+        })
+        .unwrap_or_default()
+}
+
+pub enum Transport {
+    Grpc {
+        channel: Channel,
+        metadata: MetadataMap,
+        gzip: bool,
+        timeout: Duration,
+    },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        headers: HeaderMap,
+        gzip: bool,
+        timeout: Duration,
+    },
+}
+
+/// rustls needs one process-wide crypto provider; ring builds without a
+/// C toolchain beyond cc. Installing twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Transport {
+    /// Builds the client; connects lazily (a receiver that is down at
+    /// start is retried like any other outage).
+    pub fn new(s: &OtlpSignal) -> anyhow::Result<Transport> {
+        install_crypto_provider();
+        let gzip = s.compression == Compression::Gzip;
+        match s.protocol {
+            OtlpProtocol::Grpc => {
+                let mut ep = Endpoint::from_shared(s.endpoint.clone())
+                    .with_context(|| format!("invalid OTLP gRPC endpoint {}", s.endpoint))?
+                    .connect_timeout(s.timeout)
+                    .timeout(s.timeout);
+                if s.endpoint.starts_with("https://") {
+                    ep = ep
+                        .tls_config(ClientTlsConfig::new().with_enabled_roots())
+                        .context("configuring TLS for the OTLP gRPC endpoint")?;
+                }
+                let mut metadata = MetadataMap::new();
+                for (k, v) in &s.headers {
+                    let key = MetadataKey::from_str(&k.to_ascii_lowercase())
+                        .with_context(|| format!("invalid OTLP header name {k:?}"))?;
+                    let value = MetadataValue::try_from(v.as_str())
+                        .with_context(|| format!("invalid value for OTLP header {k:?}"))?;
+                    metadata.insert(key, value);
+                }
+                Ok(Transport::Grpc {
+                    channel: ep.connect_lazy(),
+                    metadata,
+                    gzip,
+                    timeout: s.timeout,
+                })
+            }
+            OtlpProtocol::HttpProtobuf => {
+                if !(s.endpoint.starts_with("http://") || s.endpoint.starts_with("https://")) {
+                    bail!(
+                        "invalid OTLP HTTP endpoint {}: not an http(s) URL",
+                        s.endpoint
+                    );
+                }
+                let mut headers = HeaderMap::new();
+                for (k, v) in &s.headers {
+                    headers.insert(
+                        HeaderName::from_str(k)
+                            .with_context(|| format!("invalid OTLP header name {k:?}"))?,
+                        HeaderValue::from_str(v)
+                            .with_context(|| format!("invalid value for OTLP header {k:?}"))?,
+                    );
+                }
+                let client = reqwest::Client::builder()
+                    .user_agent(concat!("ratatosk/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .context("building the OTLP HTTP client")?;
+                Ok(Transport::Http {
+                    client,
+                    url: s.endpoint.clone(),
+                    headers,
+                    gzip,
+                    timeout: s.timeout,
+                })
+            }
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Transport::Grpc { timeout, .. } | Transport::Http { timeout, .. } => *timeout,
+        }
+    }
+
+    /// One attempt.
+    pub async fn send(&self, req: &Request) -> Result<Accepted, Failure> {
+        match self {
+            Transport::Grpc {
+                channel,
+                metadata,
+                gzip,
+                timeout,
+            } => {
+                let call = async {
+                    match req {
+                        Request::Traces(r) => {
+                            let mut c = TraceServiceClient::new(channel.clone());
+                            if *gzip {
+                                c = c.send_compressed(CompressionEncoding::Gzip);
+                            }
+                            c.export(grpc_request(r.clone(), metadata, *timeout))
+                                .await
+                                .map(|r| partial_traces(r.into_inner()))
+                        }
+                        Request::Metrics(r) => {
+                            let mut c = MetricsServiceClient::new(channel.clone());
+                            if *gzip {
+                                c = c.send_compressed(CompressionEncoding::Gzip);
+                            }
+                            c.export(grpc_request(r.clone(), metadata, *timeout))
+                                .await
+                                .map(|r| partial_metrics(r.into_inner()))
+                        }
+                    }
+                };
+                match tokio::time::timeout(*timeout, call).await {
+                    Ok(Ok(a)) => Ok(a),
+                    Ok(Err(status)) => Err(grpc_failure(&status)),
+                    Err(_) => Err(Failure::Retryable {
+                        kind: "deadline_exceeded".into(),
+                        after: None,
+                        detail: format!("no answer within {timeout:?}"),
+                    }),
+                }
+            }
+            Transport::Http {
+                client,
+                url,
+                headers,
+                gzip,
+                timeout,
+            } => {
+                let mut body = req.encode();
+                let mut rb = client
+                    .post(url)
+                    .headers(headers.clone())
+                    .header(CONTENT_TYPE, "application/x-protobuf")
+                    .timeout(*timeout);
+                if *gzip {
+                    body = gzip_bytes(&body).map_err(|e| Failure::Permanent {
+                        kind: "gzip".into(),
+                        detail: e.to_string(),
+                    })?;
+                    rb = rb.header(CONTENT_ENCODING, "gzip");
+                }
+                let resp = rb.body(body).send().await.map_err(http_error)?;
+                let status = resp.status();
+                let after = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+                let bytes = resp.bytes().await.map_err(http_error)?;
+                if status.is_success() {
+                    // An empty body is a full success; one that does not
+                    // decode is too (the data was taken).
+                    return Ok(match req {
+                        Request::Traces(_) => ExportTraceServiceResponse::decode(bytes)
+                            .map(partial_traces)
+                            .unwrap_or_default(),
+                        Request::Metrics(_) => ExportMetricsServiceResponse::decode(bytes)
+                            .map(partial_metrics)
+                            .unwrap_or_default(),
+                    });
+                }
+                let detail =
+                    String::from_utf8_lossy(bytes.get(..200).unwrap_or(&bytes)).into_owned();
+                let kind = format!("http_{}", status.as_u16());
+                if retry::http_retryable(status.as_u16()) {
+                    Err(Failure::Retryable {
+                        kind,
+                        after,
+                        detail,
+                    })
+                } else {
+                    Err(Failure::Permanent { kind, detail })
+                }
+            }
+        }
+    }
+}
+
+fn grpc_request<T>(msg: T, metadata: &MetadataMap, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    *r.metadata_mut() = metadata.clone();
+    r.set_timeout(timeout);
+    r
+}
+
+fn grpc_failure(status: &tonic::Status) -> Failure {
+    let retry_info = status.get_details_retry_info();
+    let after = retry_info.as_ref().and_then(|r| r.retry_delay);
+    let kind = format!("grpc_{:?}", status.code()).to_ascii_lowercase();
+    let detail = status.message().to_string();
+    if retry::grpc_retryable(status.code(), retry_info.is_some()) {
+        Failure::Retryable {
+            kind,
+            after,
+            detail,
+        }
+    } else {
+        Failure::Permanent { kind, detail }
+    }
+}
+
+fn http_error(e: reqwest::Error) -> Failure {
+    // Connection refused/reset, timeouts, broken bodies: the network's
+    // fault, so worth retrying; a request we could not even build is not.
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_builder() {
+        return Failure::Permanent {
+            kind: "request".into(),
+            detail: e.to_string(),
+        };
+    } else {
+        "transport"
+    };
+    Failure::Retryable {
+        kind: kind.into(),
+        after: None,
+        detail: format!("{e:#}"),
+    }
+}
+
+fn gzip_bytes(b: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc =
+        flate2::write::GzEncoder::new(Vec::with_capacity(b.len() / 4), flate2::Compression::fast());
+    enc.write_all(b)?;
+    enc.finish()
+}
+
+/// The sending side of one signal, on tokio: sends one request at a time.
+pub struct Sender {
+    pub transport: Transport,
+    pub metrics: SelfMetrics,
+    pub logs: LogLimiter,
+}
+
+impl Sender {
+    /// Sends with retries; every item ends up counted as exported,
+    /// partially rejected or dropped.
+    pub async fn export(&mut self, req: &Request) {
+        let signal = req.signal();
+        let items = req.items();
+        let budget = retry::retry_budget(self.transport.timeout());
+        let started = Instant::now();
+        let mut backoff = Backoff::default();
+        loop {
+            match self.transport.send(req).await {
+                Ok(a) => {
+                    let rejected = u64::try_from(a.rejected).unwrap_or(0).min(items);
+                    self.metrics
+                        .otlp_exported
+                        .get_or_create(&SignalLabel { signal })
+                        .inc_by(items - rejected);
+                    if rejected > 0 || !a.message.is_empty() {
+                        self.metrics
+                            .otlp_partial_rejected
+                            .get_or_create(&SignalLabel { signal })
+                            .inc_by(rejected);
+                        if let Some(suppressed) = self.logs.allow("partial_success") {
+                            warn!(signal, rejected, message = %a.message, suppressed,
+                                "OTLP receiver rejected part of an export");
+                        }
+                    }
+                    return;
+                }
+                Err(f) => match retry::decide(&f, &mut backoff, started.elapsed(), budget) {
+                    Next::RetryAfter(wait) => {
+                        debug!(
+                            signal,
+                            kind = f.kind(),
+                            ?wait,
+                            "OTLP export failed; retrying"
+                        );
+                        self.metrics
+                            .otlp_retries
+                            .get_or_create(&SignalLabel { signal })
+                            .inc();
+                        tokio::time::sleep(wait).await;
+                    }
+                    Next::GiveUp => {
+                        let reason = match f {
+                            Failure::Retryable { .. } => "retries_exhausted",
+                            Failure::Permanent { .. } => "rejected",
+                        };
+                        self.metrics.otlp_dropped(signal, reason, items);
+                        if let Some(suppressed) = self.logs.allow(f.kind()) {
+                            let (Failure::Retryable { kind, detail, .. }
+                            | Failure::Permanent { kind, detail }) = &f;
+                            warn!(signal, %kind, %detail, reason, items, suppressed,
+                                "OTLP export failed; data dropped (counted in ratatosk_otlp_dropped_total)");
+                        }
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
