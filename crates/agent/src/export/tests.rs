@@ -73,22 +73,9 @@ impl Rotel {
         let log =
             std::env::temp_dir().join(format!("ratatosk-rotel-{}-{n}.log", std::process::id()));
         let out = File::create(&log).unwrap();
-        let child = Command::new(rotel_path())
-            .args([
-                "start",
-                "--otlp-grpc-endpoint",
-                &format!("127.0.0.1:{grpc}"),
-                "--otlp-http-endpoint",
-                &format!("127.0.0.1:{http}"),
-                "--exporter",
-                "blackhole",
-                "--debug-log",
-                "traces",
-                "--debug-log",
-                "metrics",
-                "--debug-log-verbosity",
-                "detailed",
-            ])
+        let child = rotel_command(grpc, http)
+            .args(["--debug-log", "traces", "--debug-log", "metrics"])
+            .args(["--debug-log-verbosity", "detailed"])
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -513,18 +500,21 @@ fn retries_after_503_and_not_after_400() {
     );
 }
 
+/// `rotel-agent` receiving OTLP on both ports and discarding it.
+fn rotel_command(grpc: u16, http: u16) -> Command {
+    let mut cmd = Command::new(rotel_path());
+    cmd.arg("start")
+        .arg("--otlp-grpc-endpoint")
+        .arg(format!("127.0.0.1:{grpc}"))
+        .arg("--otlp-http-endpoint")
+        .arg(format!("127.0.0.1:{http}"))
+        .args(["--exporter", "blackhole"]);
+    cmd
+}
+
 /// A rotel-agent that discards everything without printing (for rates).
 fn quiet_rotel(grpc: u16, http: u16) -> Child {
-    let child = Command::new(rotel_path())
-        .args([
-            "start",
-            "--otlp-grpc-endpoint",
-            &format!("127.0.0.1:{grpc}"),
-            "--otlp-http-endpoint",
-            &format!("127.0.0.1:{http}"),
-            "--exporter",
-            "blackhole",
-        ])
+    let child = rotel_command(grpc, http)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
