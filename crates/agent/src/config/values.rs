@@ -414,12 +414,12 @@ impl FromStr for RoutePattern {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        if !t.starts_with('/') {
-            return Err(format!("route pattern `{t}` must start with `/`"));
-        }
         if t.len() > 1024 {
             return Err("route pattern longer than 1024 bytes".to_string());
         }
+        // The route table's own parser: whatever it would refuse at start
+        // is refused here, where the error can name its origin.
+        crate::spans::route::Pattern::parse(t).map_err(|e| e.to_string())?;
         Ok(RoutePattern(t.to_string()))
     }
 }
