@@ -40,6 +40,10 @@ def rows_of(data: dict) -> list[dict]:
             if run == "otel-sdk":
                 row["cpu"] = [("SDK in the app (added server CPU)", median(s, "added_server_cpu_us_per_req"), SDK),
                               ("OTel collector (rotel)", median(s, "collector_cpu_us_per_req"), SDK_LIGHT)]
+            elif run == "ratatosk-otlp":
+                row["cpu"] = [("agent userspace, exporting OTLP", median(s, "agent_cpu_us_per_req"), RATATOSK),
+                              ("agent BPF (all its programs)", median(s, "bpf_us_per_req"), RATATOSK_LIGHT),
+                              ("OTel collector (rotel)", median(s, "collector_cpu_us_per_req"), SDK_LIGHT)]
             else:
                 hooks_only = run == "hooks-only"
                 row["cpu"] = [("agent userspace" + (" (hooks-only run)" if hooks_only else ""),
@@ -68,7 +72,7 @@ def main() -> int:
             ax_r.text(0.02, y, "workload failed (see the .md)", va="center", color="#b00020")
             continue
         r = row["ratio"]
-        color = {"ratatosk": RATATOSK, "otel-sdk": SDK}.get(row["run"], HOOKS)
+        color = {"ratatosk": RATATOSK, "ratatosk-otlp": RATATOSK, "otel-sdk": SDK}.get(row["run"], HOOKS)
         ax_r.barh(y, r["median"], height=0.6, color=color,
                   xerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]], capsize=3, ecolor="#333")
         ax_r.text(min(r["max"], 1.12) + 0.025, y, f"{r['median']:.2f}", va="center", fontsize=9)

@@ -2,6 +2,7 @@
 check its exit; and perf stat on it."""
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -31,6 +32,10 @@ def agent_counters(mport: int, port: int) -> dict[str, float]:
                "ratatosk_bpf_events_total": "bpf_events",
                "ratatosk_capture_truncated_total": "capture_truncated",
                "ratatosk_unparsed_bytes_total": "unparsed_bytes"}.get(name)
+        if name == "ratatosk_otlp_exported_total" and labels.get("signal") == "traces":
+            key = "otlp_spans_exported"
+        elif name == "ratatosk_otlp_dropped_total":
+            key = f"otlp_dropped_{labels.get('signal')}_{labels.get('reason')}"
         if name == "http_server_request_duration_seconds_count" and labels.get("server_port") == str(port):
             key = "spans"
         elif name == "ratatosk_ringbuf_dropped_total":
@@ -49,11 +54,16 @@ def agent_counters(mport: int, port: int) -> dict[str, float]:
 class Agent:
     """One agent process, started for one run."""
 
-    def __init__(self, binary: Path, port: int, log: Path, hooks: str):
+    def __init__(self, binary: Path, port: int, log: Path, hooks: str, otlp: str | None = None):
         self.mport, self.log = free_port(), log
+        # otlp: a collector's gRPC endpoint: traces and metrics exported to it
+        # (every second for metrics, so their cost shows in a short run).
+        env = None if otlp is None else {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+                                         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                                         "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
         self.proc = spawn([str(binary), "--open-port", str(port), "--trace-printer", "disabled",
                            "--syscall-hooks", hooks,
-                           "--prometheus-port", str(self.mport), "--prometheus-address", "127.0.0.1"], log)
+                           "--prometheus-port", str(self.mport), "--prometheus-address", "127.0.0.1"], log, env=env)
         ready = lambda: re.search(r"\bready\b", ANSI.sub("", log.read_text(errors="replace"))) is not None
         try:
             wait_until(ready, 30, "agent did not become ready within 30 s; its last log lines:",

@@ -38,11 +38,12 @@ def one_run(kind: str, w: Workload, server: Server, opts: argparse.Namespace, tm
     so idle time and our own scrapes stay out."""
     target = server.sdk if kind == "otel-sdk" else server.main
     agent = None
-    if kind.startswith(("ratatosk/", "hooks-only/")):
+    if kind.startswith(("ratatosk/", "ratatosk-otlp/", "hooks-only/")):
         what, hooks = kind.split("/")
         # hooks-only: the agent selects a port nobody listens on.
         select = free_port() if what == "hooks-only" else target.port
-        agent = Agent(opts.agent, select, tmp / f"agent-{rnd}-{what}-{hooks}.log", hooks)
+        otlp = server.otlp_endpoint if what == "ratatosk-otlp" else None
+        agent = Agent(opts.agent, select, tmp / f"agent-{rnd}-{what}-{hooks}.log", hooks, otlp)
     try:
         res = measure(agent, kind, w, server, target, opts, tmp / f"perf-{rnd}.log")
     finally:
@@ -57,7 +58,8 @@ def one_run(kind: str, w: Workload, server: Server, opts: argparse.Namespace, tm
 def measure(agent: Agent | None, kind: str, w: Workload, server: Server, target: Target,
             opts: argparse.Namespace, perf_log: Path) -> dict:
     foreign = foreign_progs(agent.prog_ids if agent else frozenset())
-    sid, coll = target.proc.pid, server.collector if kind == "otel-sdk" else None
+    exports = kind == "otel-sdk" or kind.startswith("ratatosk-otlp/")
+    sid, coll = target.proc.pid, server.collector if exports else None
     served0 = target.served()
     counters0 = agent_counters(agent.mport, target.port) if agent else {}
     sdk0 = server.sdk_spans() if kind == "otel-sdk" else None
@@ -97,6 +99,8 @@ def measure(agent: Agent | None, kind: str, w: Workload, server: Server, target:
         # The batch span processor exports every 5 s or per 512 spans.
         sdk1 = settle(server.sdk_spans, 10, still=6, enough=lambda v: v - sdk0 >= served)
         res |= {"spans_per_req": per_req(sdk1 - sdk0), "collector_cpu_us_per_req": per_req((ccpu1 - ccpu0) * 1e6)}
+    if kind.startswith("ratatosk-otlp/"):
+        res["collector_cpu_us_per_req"] = per_req((ccpu1 - ccpu0) * 1e6)
     if not agent:
         return res
     agent.check_alive()
@@ -122,7 +126,8 @@ def measure(agent: Agent | None, kind: str, w: Workload, server: Server, target:
         "uprobe_us_per_req": per_req(sum(p["ns"] for p in uprobes) / 1e3),
         "bpf_per_prog": bpf, **proc_mem_mb(agent.proc.pid),
         "spans_per_req": per_req(c.get("spans", 0)),
-        "drops": sum(v for k, v in c.items() if k.startswith(("ringbuf_dropped", "queue_dropped"))),
+        "drops": sum(v for k, v in c.items() if k.startswith(("ringbuf_dropped", "queue_dropped", "otlp_dropped"))),
+        "otlp_spans_per_req": per_req(c["otlp_spans_exported"]) if "otlp_spans_exported" in c else None,
         "parser_errors": sum(v for k, v in c.items() if k.startswith("parser_errors")),
         "unparsed_bytes_per_req": per_req(c.get("unparsed_bytes", 0)),
         "agent_counters_delta": c}

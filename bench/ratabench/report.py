@@ -24,8 +24,9 @@ DETAIL_ROWS = [
     ("agent RSS end of run (MB)", "rss_mb", "{:.1f}"),
     ("agent RSS peak (MB)", "hwm_mb", "{:.1f}"),
     ("spans / requests served", "spans_per_req", "{:.4f}"),
+    ("spans exported over OTLP / requests served", "otlp_spans_per_req", "{:.4f}"),
     ("unparsed bytes captured / request", "unparsed_bytes_per_req", "{:.1f}"),
-    ("ring-buffer + queue drops", "drops", "{:,.0f}"),
+    ("ring-buffer + queue + OTLP drops", "drops", "{:,.0f}"),
     ("parser errors", "parser_errors", "{:,.0f}"),
     ("collector CPU (µs/req)", "collector_cpu_us_per_req", "{:.2f}"),
     ("load generator CPU (µs/req)", "client_cpu_us_per_req", "{:.2f}"),
@@ -115,6 +116,8 @@ def markdown(results: dict, meta: dict) -> str:
             agent_cpu = cell(s, "agent_cpu_us_per_req", "{:.2f}")
             if kind == "otel-sdk":   # the SDK runs inside the app: its cost is the added server CPU
                 agent_cpu = f"in-app; collector {cell(s, 'collector_cpu_us_per_req', '{:.1f}')}"
+            elif kind.startswith("ratatosk-otlp"):
+                agent_cpu += f"; collector {cell(s, 'collector_cpu_us_per_req', '{:.1f}')}"
             lines.append(" | ".join([
                 f"| {name}", kind, cell(s, "baseline_rps", "{:,.0f}"), cell(s, "throughput_ratio", "{:.3f}", True),
                 cell(s, "added_p50_us", "{:+.0f}"), cell(s, "added_p99_us", "{:+.0f}"),
@@ -131,7 +134,9 @@ def markdown(results: dict, meta: dict) -> str:
               "/proc); BPF is every program of the agent (run_time_ns with kernel.bpf_stats_enabled), whoever "
               "made the syscall; hits/req include the load generator's syscalls; uprobe hits are runs of the "
               "agent's OpenSSL uprobe programs (entries, which trap, and returns). For otel-sdk the SDK runs in the app (see +server CPU) and "
-              "exports to a local rotel collector, whose CPU is shown; spans are what rotel received.", ""]
+              "exports to a local rotel collector, whose CPU is shown; spans are what rotel received. ratatosk-otlp: the agent "
+              "also exports every span and the metrics (each second) over OTLP/gRPC to a local rotel; its CPU is "
+              "shown after the agent's.", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -35,6 +35,7 @@ class Server:
     sdk: Target | None = None                             # the same app under the OpenTelemetry SDK
     collector: subprocess.Popen | None = None             # where the SDK exports to
     sdk_spans: Callable[[], int] | None = None            # spans the collector received so far
+    otlp_endpoint: str | None = None                      # the collector's gRPC endpoint, for ratatosk-otlp runs
 
 
 def started(procs: list[subprocess.Popen], start: Callable[[], Server]) -> Server:
@@ -159,8 +160,28 @@ def start_flask(tmp: Path, opts: argparse.Namespace) -> Server:
         wait_until(lambda: spans() > 0, 15, "the OpenTelemetry SDK exported no spans to rotel within 15 s",
                    lambda: sdk.poll() is None, lambda: log_tail(tmp / "gunicorn-sdk.log"))
         # Stop the apps before the collector, so the SDK can flush.
-        return Server(Target(bare_port, bare), [bare, sdk, collector], Target(sdk_port, sdk), collector, spans)
+        return Server(Target(bare_port, bare), [bare, sdk, collector], Target(sdk_port, sdk), collector, spans,
+                      f"http://127.0.0.1:{grpc_port}")
     return started(procs, up)
+
+
+def with_collector(server: Server, tmp: Path, opts: argparse.Namespace) -> Server:
+    """Adds a rotel collector that discards what it receives, for the
+    ratatosk-otlp runs of a workload that has none."""
+    grpc_port, http_port = free_port(), free_port()
+    log = tmp / "rotel-otlp.log"
+    try:
+        collector = spawn([str(rotel_agent(opts.venv)), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+                           "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "blackhole"], log)
+        server.procs.append(collector)
+        wait_until(lambda: tcp_up(grpc_port), 20, "rotel did not start", lambda: collector.poll() is None,
+                   lambda: log_tail(log))
+    except BaseException:
+        for p in server.procs:
+            stop(p)
+        raise
+    server.collector, server.otlp_endpoint = collector, f"http://127.0.0.1:{grpc_port}"
+    return server
 
 
 def http_ok(url: str) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from .load import LoadResult, private_libssl_env, run_h2load, run_pgbench, run_redis_benchmark, run_wrk
-from .servers import Server, start_flask, start_nginx, start_postgres, start_redis
+from .servers import Server, start_flask, start_nginx, start_postgres, start_redis, with_collector
 
 
 @dataclass
@@ -18,8 +18,10 @@ class Workload:
     start(tmpdir, opts) -> Server (everything it started, to stop at the end);
     load(port, opts, duration) -> LoadResult;
     kinds: runs per round besides the baseline: "ratatosk" (agent selecting
-    the server's port), "hooks-only" (agent attached, selecting a port
-    nobody listens on), "otel-sdk" (the Server's sdk target, no agent);
+    the server's port), "ratatosk-otlp" (the same, exporting traces and
+    metrics over OTLP/gRPC to the Server's collector), "hooks-only" (agent
+    attached, selecting a port nobody listens on), "otel-sdk" (the Server's
+    sdk target, no agent);
     parsed: None when the agent parses the protocol, else what it is (the
     agent captures but does not parse it yet: 0 spans is expected).
     """
@@ -33,10 +35,11 @@ class Workload:
 
 
 WORKLOADS = {w.name: w for w in [
-    Workload("nginx-http1", "nginx, HTTP/1.1 keep-alive, wrk closed loop (saturating)", ["nginx", "wrk"],
-             lambda tmp, o: start_nginx(tmp),
+    Workload("nginx-http1", "nginx, HTTP/1.1 keep-alive, wrk closed loop (saturating); ratatosk-otlp also "
+             "exports every span and the metrics over OTLP/gRPC to a local rotel", ["nginx", "wrk"],
+             lambda tmp, o: with_collector(start_nginx(tmp), tmp, o),
              lambda port, o, d: run_wrk(f"http://127.0.0.1:{port}/file", o, d),
-             kinds=("hooks-only", "ratatosk")),
+             kinds=("hooks-only", "ratatosk", "ratatosk-otlp")),
     Workload("nginx-http1-rate", "nginx, HTTP/1.1 keep-alive, h2load --h1 at a fixed rate (--rate)",
              ["nginx", "h2load"], lambda tmp, o: start_nginx(tmp),
              lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d, h1=True, rate=o.rate)),
@@ -48,7 +51,7 @@ WORKLOADS = {w.name: w for w in [
              "bare / Ratatosk / OTel SDK",
              ["wrk"], start_flask,
              lambda port, o, d: run_wrk(f"http://127.0.0.1:{port}/hello", o, d),
-             kinds=("ratatosk", "otel-sdk")),
+             kinds=("ratatosk", "ratatosk-otlp", "otel-sdk")),
     Workload("redis", "redis-server, redis-benchmark GET (closed loop)", ["redis-server", "redis-benchmark"],
              lambda tmp, o: start_redis(tmp), run_redis_benchmark, unparsed="Redis"),
     Workload("postgres", "PostgreSQL 15 private cluster, pgbench -S (select only) over TCP",
