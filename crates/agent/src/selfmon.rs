@@ -91,7 +91,7 @@ pub struct SelfMetrics {
     /// TLS plaintext dropped in the kernel: its socket was not found.
     pub tls_unattributed: Counter,
     /// Files (libraries, executables) given OpenSSL probes, by result
-    /// (`attached`, `failed`, `limit`).
+    /// (`attached`, `failed`, `no_tls` for Go binaries without crypto/tls, `limit`).
     pub tls_files: Family<ReasonLabel, Counter>,
     /// OTLP items the receiver accepted (spans, metric data points), by
     /// signal.

@@ -112,12 +112,26 @@ pub enum TlsAttachError {
     Disabled,
     #[error("no {0} symbol (not OpenSSL, or stripped)")]
     NoSymbol(&'static str),
+    #[error("offset {offset:#x} of {func} does not fit this machine")]
+    Offset { func: &'static str, offset: u64 },
     #[error("attaching a uprobe to {func} failed")]
     Attach {
         func: &'static str,
         #[source]
         source: libbpf_rs::Error,
     },
+}
+
+/// Where to probe Go's `crypto/tls` in one executable (file offsets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoTlsProbes {
+    pub write_entry: u64,
+    pub read_entry: u64,
+    /// Every RET instruction of `(*tls.Conn).Read`.
+    pub read_returns: Vec<u64>,
+    /// Struct offsets from `*tls.Conn` to the socket's descriptor, packed
+    /// (see `go_conn_sock` in capture.bpf.c).
+    pub layout_cookie: u64,
 }
 
 /// The OpenSSL functions probed in one file.
@@ -197,6 +211,7 @@ impl Capture {
             (&mut open.maps.sock_fds, "sock_fds"),
             (&mut open.maps.ssl_socks, "ssl_socks"),
             (&mut open.maps.tls_socks, "tls_socks"),
+            (&mut open.maps.go_reads, "go_reads"),
         ] {
             map.set_max_entries(opts.max_sockets.max(1024))
                 .map_err(|source| LoadError::Map { map: name, source })?;
@@ -234,6 +249,9 @@ impl Capture {
                 &mut p.ssl_write_ret,
                 &mut p.ssl_write_ex,
                 &mut p.ssl_write_ex_ret,
+                &mut p.go_tls_read,
+                &mut p.go_tls_read_ret,
+                &mut p.go_tls_write,
             ] {
                 prog.set_autoload(opts.tls);
             }
@@ -341,6 +359,53 @@ impl Capture {
         Ok(OpensslProbes { ex: has_ex })
     }
 
+    /// Attaches the Go `crypto/tls` probes to the Go executable at `path`
+    /// (entry of `(*tls.Conn).Write`, entry and every RET of
+    /// `(*tls.Conn).Read`), at the file offsets `probes` gives. Once per
+    /// file, like `attach_openssl`; all or nothing.
+    pub fn attach_go_tls(
+        &mut self,
+        path: &Path,
+        probes: &GoTlsProbes,
+    ) -> Result<usize, TlsAttachError> {
+        if !self.tls {
+            return Err(TlsAttachError::Disabled);
+        }
+        let p = &self.skel.progs;
+        let attach = |prog: &libbpf_rs::ProgramMut<'_>, func: &'static str, offset: u64| {
+            let offset =
+                usize::try_from(offset).map_err(|_| TlsAttachError::Offset { func, offset })?;
+            prog.attach_uprobe_with_opts(
+                -1,
+                path,
+                offset,
+                UprobeOpts {
+                    cookie: probes.layout_cookie,
+                    ..Default::default()
+                },
+            )
+            .map_err(|source| TlsAttachError::Attach { func, source })
+        };
+        let mut links = vec![
+            attach(
+                &p.go_tls_write,
+                "crypto/tls.(*Conn).Write",
+                probes.write_entry,
+            )?,
+            attach(&p.go_tls_read, "crypto/tls.(*Conn).Read", probes.read_entry)?,
+        ];
+        for r in &probes.read_returns {
+            links.push(attach(
+                &p.go_tls_read_ret,
+                "crypto/tls.(*Conn).Read (RET)",
+                *r,
+            )?);
+        }
+        let n = links.len();
+        self.tls_links.extend(links);
+        Ok(n)
+    }
+
     /// The payload prefix size in effect.
     pub fn capture_bytes(&self) -> u32 {
         self.capture_bytes
@@ -426,7 +491,7 @@ pub struct BpfStats {
 
 /// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
 /// whether the probe is a function entry (a trap) or a return.
-pub const UPROBES: [(&str, bool); 8] = [
+pub const UPROBES: [(&str, bool); 11] = [
     ("SSL_read", true),
     ("SSL_read_ex", true),
     ("SSL_write", true),
@@ -435,6 +500,10 @@ pub const UPROBES: [(&str, bool); 8] = [
     ("SSL_read_ex", false),
     ("SSL_write", false),
     ("SSL_write_ex", false),
+    // Go: the RET probes are traps too (no uretprobes on Go).
+    ("crypto/tls.(*Conn).Read", true),
+    ("crypto/tls.(*Conn).Read", false),
+    ("crypto/tls.(*Conn).Write", true),
 ];
 
 impl Counters {
@@ -471,6 +540,9 @@ impl Counters {
                 get(rt_stat::RT_STAT_URETPROBE_SSL_READ_EX)?,
                 get(rt_stat::RT_STAT_URETPROBE_SSL_WRITE)?,
                 get(rt_stat::RT_STAT_URETPROBE_SSL_WRITE_EX)?,
+                get(rt_stat::RT_STAT_UPROBE_GO_TLS_READ)?,
+                get(rt_stat::RT_STAT_UPROBE_GO_TLS_READ_RET)?,
+                get(rt_stat::RT_STAT_UPROBE_GO_TLS_WRITE)?,
             ],
             tls_no_socket: get(rt_stat::RT_STAT_TLS_NO_SOCKET)?,
         })

@@ -261,7 +261,7 @@ pub const SETTINGS: &[Setting] = &[
         aliases: &[],
         yaml: Some("ebpf.tls_capture"),
         default: "true",
-        help: "Capture TLS plaintext from OpenSSL (libssl.so and executables exporting SSL_read/SSL_write) with uprobes; `false` leaves TLS connections unparsed and costs nothing per TLS call.",
+        help: "Capture TLS plaintext from OpenSSL (libssl.so and executables exporting SSL_read/SSL_write) and Go crypto/tls (Go 1.18+ executables) with uprobes; `false` leaves TLS connections unparsed and costs nothing per TLS call.",
     },
     Setting {
         id: "ringbuf_mib",

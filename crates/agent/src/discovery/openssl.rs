@@ -1,6 +1,8 @@
-//! Which files of the traced processes get the OpenSSL uprobes: every
-//! mapped `libssl*.so*` and the process's own executable (Node links
-//! OpenSSL statically and exports `SSL_read`/`SSL_write`).
+//! Which files of the traced processes get the TLS uprobes: every mapped
+//! `libssl*.so*` and the process's own executable — OpenSSL probes, or
+//! the Go `crypto/tls` probes when the executable is a Go binary (Node
+//! links OpenSSL statically and exports `SSL_read`/`SSL_write`; Go
+//! binaries are static and carry their own TLS).
 //!
 //! A uprobe lives on a file's inode and fires in every process that maps
 //! it, so each file is attached once, whichever process revealed it; the
@@ -10,13 +12,27 @@
 
 use std::path::{Path, PathBuf};
 
-use ratatosk_bpf::{OpensslProbes, TlsAttachError};
+use ratatosk_bpf::{GoTlsProbes, OpensslProbes, TlsAttachError};
 use rustc_hash::FxHashSet;
 use tracing::{debug, info, warn};
 
+use crate::discovery::gotls::{self, GoProbeError, GoProbed};
 use crate::selfmon::{ReasonLabel, SelfMetrics};
 
-/// Most files given probes (each holds 8 uprobe links).
+/// Attaches probes to one file (the capture, or a fake in tests).
+pub trait TlsAttach {
+    /// OpenSSL probes by symbol name.
+    fn openssl(&mut self, path: &Path) -> Result<OpensslProbes, TlsAttachError>;
+    /// Go crypto/tls probes at the given offsets.
+    fn go(&mut self, path: &Path, probes: &GoTlsProbes) -> Result<usize, TlsAttachError>;
+    /// Whether `path` is a Go executable.
+    fn is_go(&self, path: &Path) -> bool {
+        crate::export::runtime::is_go_executable(path)
+    }
+}
+
+/// Most files given probes (each holds 8 uprobe links, or for Go 2 plus
+/// one per RET of `Read`).
 const MAX_ATTACHED: usize = 64;
 /// Most files remembered as not probeable before the memory is cleared
 /// (they are then looked at again once).
@@ -96,11 +112,7 @@ impl OpensslFiles {
 
     /// Looks at the executable mappings of `pids` and attaches the probes
     /// to every new OpenSSL file with `attach`.
-    pub fn scan(
-        &mut self,
-        pids: impl IntoIterator<Item = u32>,
-        attach: &mut dyn FnMut(&Path) -> Result<OpensslProbes, TlsAttachError>,
-    ) {
+    pub fn scan(&mut self, pids: impl IntoIterator<Item = u32>, attach: &mut dyn TlsAttach) {
         for pid in pids {
             let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
                 continue; // gone, or a kernel thread
@@ -113,12 +125,7 @@ impl OpensslFiles {
         }
     }
 
-    fn consider(
-        &mut self,
-        pid: u32,
-        c: &Candidate,
-        attach: &mut dyn FnMut(&Path) -> Result<OpensslProbes, TlsAttachError>,
-    ) {
+    fn consider(&mut self, pid: u32, c: &Candidate, attach: &mut dyn TlsAttach) {
         let key = (c.dev, c.inode);
         if self.attached.contains(&key) || self.rejected.contains(&key) {
             return;
@@ -136,7 +143,11 @@ impl OpensslFiles {
         // The path as this process sees it (it may live in another mount
         // namespace): the kernel probes the inode behind it.
         let path = PathBuf::from(format!("/proc/{pid}/root{}", c.path));
-        match attach(&path) {
+        if !c.libssl && attach.is_go(&path) {
+            self.consider_go(pid, c, &path, attach);
+            return;
+        }
+        match attach.openssl(&path) {
             Ok(p) => {
                 self.attached.insert(key);
                 self.count("attached");
@@ -150,6 +161,32 @@ impl OpensslFiles {
                 self.count("failed");
                 warn!(file = %c.path, pid, reason = %chain(&e),
                     "TLS capture: cannot probe this file (its TLS traffic stays unparsed; plaintext capture continues)");
+                self.reject(key);
+            }
+        }
+    }
+
+    fn consider_go(&mut self, pid: u32, c: &Candidate, path: &Path, attach: &mut dyn TlsAttach) {
+        let key = (c.dev, c.inode);
+        match gotls::probe(path, &mut |p, probes| attach.go(p, probes)) {
+            Ok(GoProbed {
+                version,
+                links,
+                functions_from,
+                layout_from,
+            }) => {
+                self.attached.insert(key);
+                self.count("attached");
+                info!(file = %c.path, pid, go = %version, uprobes = links, functions_from, layout_from,
+                    "TLS capture: Go crypto/tls probes attached");
+            }
+            Err(e) => {
+                self.count(match e {
+                    GoProbeError::Analyze(ratatosk_goinfo::GoTlsError::NoCryptoTls) => "no_tls",
+                    _ => "failed",
+                });
+                warn!(file = %c.path, pid, reason = %chain(&e),
+                    "TLS capture: cannot probe this Go binary (its TLS traffic stays unparsed; plaintext capture continues)");
                 self.reject(key);
             }
         }
@@ -221,14 +258,24 @@ mod tests {
         let mut files = OpensslFiles::new(SelfMetrics::default());
         let mut tried = Vec::new();
         let c = candidates(MAPS, Some("/usr/sbin/nginx"));
-        let mut attach = |p: &Path| {
-            tried.push(p.to_path_buf());
-            if p.to_string_lossy().contains("nginx") {
-                Err(TlsAttachError::NoSymbol("SSL_read"))
-            } else {
-                Ok(OpensslProbes { ex: true })
+        struct Fake<'a>(&'a mut Vec<PathBuf>);
+        impl TlsAttach for Fake<'_> {
+            fn openssl(&mut self, p: &Path) -> Result<OpensslProbes, TlsAttachError> {
+                self.0.push(p.to_path_buf());
+                if p.to_string_lossy().contains("nginx") {
+                    Err(TlsAttachError::NoSymbol("SSL_read"))
+                } else {
+                    Ok(OpensslProbes { ex: true })
+                }
             }
-        };
+            fn go(&mut self, _: &Path, _: &GoTlsProbes) -> Result<usize, TlsAttachError> {
+                unreachable!("no Go binary here")
+            }
+            fn is_go(&self, _: &Path) -> bool {
+                false
+            }
+        }
+        let mut attach = Fake(&mut tried);
         for _ in 0..3 {
             for cand in &c {
                 files.consider(42, cand, &mut attach);

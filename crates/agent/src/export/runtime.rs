@@ -97,7 +97,7 @@ pub fn from_maps(maps: &str) -> Option<Language> {
 
 /// Magic at the start of Go's build information (`runtime/debug`
 /// `ReadBuildInfo` finds it the same way).
-const GO_BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+use ratatosk_goinfo::buildinfo::MAGIC as GO_BUILDINFO_MAGIC;
 /// How much of an executable without section headers is scanned for the
 /// magic (the build info sits in the data segment, near the start).
 const GO_SCAN_LIMIT: u64 = 64 << 20;
