@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -90,6 +91,7 @@ fn partial_metrics(r: ExportMetricsServiceResponse) -> Accepted {
         .unwrap_or_default()
 }
 
+#[derive(Clone)]
 pub enum Transport {
     Grpc {
         channel: Channel,
@@ -332,16 +334,23 @@ fn gzip_bytes(b: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// The sending side of one signal, on tokio: sends one request at a time.
+/// Cloned per concurrent export; the log limiter is shared so a failure
+/// is still logged once per interval, not once per export slot.
+#[derive(Clone)]
 pub struct Sender {
     pub transport: Transport,
     pub metrics: SelfMetrics,
-    pub logs: LogLimiter,
+    pub logs: Arc<Mutex<LogLimiter>>,
 }
 
 impl Sender {
+    fn log_allowed(&self, kind: &str) -> Option<u64> {
+        self.logs.lock().ok()?.allow(kind)
+    }
+
     /// Sends with retries; every item ends up counted as exported,
     /// partially rejected or dropped.
-    pub async fn export(&mut self, req: &Request) {
+    pub async fn export(&self, req: &Request) {
         let signal = req.signal();
         let items = req.items();
         let budget = retry::retry_budget(self.transport.timeout());
@@ -360,7 +369,7 @@ impl Sender {
                             .otlp_partial_rejected
                             .get_or_create(&SignalLabel { signal })
                             .inc_by(rejected);
-                        if let Some(suppressed) = self.logs.allow("partial_success") {
+                        if let Some(suppressed) = self.log_allowed("partial_success") {
                             warn!(signal, rejected, message = %a.message, suppressed,
                                 "OTLP receiver rejected part of an export");
                         }
@@ -387,7 +396,7 @@ impl Sender {
                             Failure::Permanent { .. } => "rejected",
                         };
                         self.metrics.otlp_dropped(signal, reason, items);
-                        if let Some(suppressed) = self.logs.allow(f.kind()) {
+                        if let Some(suppressed) = self.log_allowed(f.kind()) {
                             let (Failure::Retryable { kind, detail, .. }
                             | Failure::Permanent { kind, detail }) = &f;
                             warn!(signal, %kind, %detail, reason, items, suppressed,
