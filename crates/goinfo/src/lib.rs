@@ -171,16 +171,20 @@ pub fn analyze(data: &[u8]) -> Result<GoTls, GoTlsError> {
         file_offset(&file, read.entry).ok_or(GoTlsError::NotMapped(READ_FUNC, read.entry))?;
     let write_entry =
         file_offset(&file, write.entry).ok_or(GoTlsError::NotMapped(WRITE_FUNC, write.entry))?;
-    let len = usize::try_from(read.end - read.entry)
-        .map_err(|_| GoTlsError::NotMapped(READ_FUNC, read.end))?;
+    let len = read
+        .end
+        .checked_sub(read.entry)
+        .and_then(|l| usize::try_from(l).ok())
+        .ok_or(GoTlsError::NotMapped(READ_FUNC, read.end))?;
     let code = usize::try_from(read_entry)
         .ok()
         .and_then(|s| data.get(s..s.checked_add(len)?))
         .ok_or(GoTlsError::NotMapped(READ_FUNC, read.end))?;
     let read_returns = rets::ret_offsets(code)?
         .into_iter()
-        .map(|r| read_entry + r)
-        .collect();
+        .map(|r| read_entry.checked_add(r))
+        .collect::<Option<Vec<u64>>>()
+        .ok_or(GoTlsError::NotMapped(READ_FUNC, read.end))?;
 
     let (layout, layout_from) = match dwarf_layout(&file)? {
         Some(l) => (l, Source::Symbols),
@@ -204,9 +208,10 @@ pub fn analyze(data: &[u8]) -> Result<GoTls, GoTlsError> {
 fn symbol(file: &object::File<'_>, name: &str) -> Option<Range> {
     // Only .symtab: Go binaries export no dynamic symbols for these.
     let s = file.symbols().find(|s| s.name() == Ok(name))?;
-    (s.size() > 0).then(|| Range {
+    // Values from the file: a bogus size must not wrap.
+    Some(Range {
         entry: s.address(),
-        end: s.address() + s.size(),
+        end: s.address().checked_add(s.size()).filter(|_| s.size() > 0)?,
     })
 }
 
@@ -240,7 +245,8 @@ fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
     file.segments().find_map(|seg| {
         let (off, size) = seg.file_range();
         let start = seg.address();
-        (addr >= start && addr - start < size).then(|| off + (addr - start))
+        let delta = addr.checked_sub(start)?;
+        (delta < size).then(|| off.checked_add(delta)).flatten()
     })
 }
 
@@ -263,9 +269,9 @@ fn dwarf_layout(file: &object::File<'_>) -> Result<Option<TlsLayout>, GoTlsError
     // The interface's data word follows its itab pointer.
     Ok((|| {
         Some(TlsLayout {
-            conn_data: n(conn + 8)?,
-            tcpconn_fd: n(tcp_conn + fd)?,
-            netfd_sysfd: n(pfd + sysfd)?,
+            conn_data: n(conn.checked_add(8)?)?,
+            tcpconn_fd: n(tcp_conn.checked_add(fd)?)?,
+            netfd_sysfd: n(pfd.checked_add(sysfd)?)?,
         })
     })())
 }

@@ -140,9 +140,14 @@ impl<'a> Pclntab<'a> {
         let at = self.functab.checked_add(i.checked_mul(8)?)?;
         let entry = u32_at(self.data, at)?;
         let next = u32_at(self.data, at.checked_add(8)?)?;
-        (next > entry).then(|| Func {
-            entry: text_start + u64::from(entry),
-            end: text_start + u64::from(next),
+        if next <= entry {
+            return None;
+        }
+        // The text address comes from the file too: a bogus one must not
+        // wrap.
+        Some(Func {
+            entry: text_start.checked_add(u64::from(entry))?,
+            end: text_start.checked_add(u64::from(next))?,
         })
     }
 
@@ -194,6 +199,14 @@ mod tests {
             t.extend_from_slice(&name.to_le_bytes());
         }
         t
+    }
+
+    #[test]
+    fn a_text_address_near_the_top_does_not_wrap() {
+        let t = table();
+        let p = Pclntab::parse(&t).unwrap();
+        assert!(p.range(0, u64::MAX - 0x20).is_none());
+        assert!(p.find("a.f", u64::MAX).is_none());
     }
 
     #[test]
