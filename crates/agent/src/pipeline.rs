@@ -50,14 +50,16 @@ const OPENSSL_SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     let routes = Routes::new(&config.routes).context("checking the route patterns")?;
+    if let Some(file) = &config.config_file {
+        info!(%file, "settings read from the configuration file");
+    }
     let self_metrics = SelfMetrics::default();
     let mut registry = Registry::default();
     self_metrics.register(&mut registry);
     // `application` is the only metric family built so far; the others are
     // accepted settings that produce nothing yet (docs/configuration.md).
-    let http_metrics = config
-        .prometheus_features
-        .application
+    // Only for an endpoint that serves them: OTLP keeps its own store.
+    let http_metrics = (config.prometheus.is_some() && config.prometheus_features.application)
         .then(|| HttpMetrics::new(&mut registry));
     let registry = Arc::new(Mutex::new(registry));
 

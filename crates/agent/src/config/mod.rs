@@ -5,8 +5,6 @@
 //! `$VAR` or `FILE:LINE:COL`). docs/configuration.md has the whole table.
 
 mod cli;
-// Consumed as the exporters and routes land.
-#[allow(dead_code)]
 pub mod export;
 mod file;
 mod otel;
@@ -75,7 +73,6 @@ fn invalid(origin: &Origin, msg: impl Into<String>) -> ConfigError {
 
 /// The validated settings the agent runs with.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // until the exporters and routes consume the new fields
 pub struct Config {
     /// The file read, if any.
     pub config_file: Option<String>,

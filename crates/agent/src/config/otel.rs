@@ -85,7 +85,11 @@ impl FromStr for Endpoint {
         if t.chars().any(char::is_whitespace) {
             return Err(bad("spaces in the URL"));
         }
-        Ok(Endpoint(t.to_string()))
+        // The transports match the scheme in lower case.
+        Ok(Endpoint(format!(
+            "{}://{rest}",
+            scheme.to_ascii_lowercase()
+        )))
     }
 }
 
@@ -256,6 +260,10 @@ fn get_parsed<T: FromStr<Err = String>>(
     }
 }
 
+fn from_flag(o: &Origin) -> bool {
+    matches!(o, Origin::Flag(_))
+}
+
 fn file_val<T: Clone>(v: &Option<Val<T>>) -> Option<T> {
     v.as_ref().map(|v| v.0.clone())
 }
@@ -287,19 +295,30 @@ fn signal(
         Generic,
         File,
     }
-    let endpoint = match get_parsed::<Endpoint>(get, &format!("{specific}ENDPOINT"))? {
-        Some((e, _)) => Some((e, Kind::Specific)),
-        None => match get_parsed::<Endpoint>(get, &format!("{generic}ENDPOINT"))? {
-            Some((e, _)) => Some((e, Kind::Generic)),
-            None => file.endpoint.map(|e| (e, Kind::File)),
+    // The generic lookup also carries `--otlp-endpoint`/`--otlp-protocol`:
+    // a flag beats every variable, the per-signal one included.
+    let generic_endpoint = get_parsed::<Endpoint>(get, &format!("{generic}ENDPOINT"))?;
+    let endpoint = match generic_endpoint {
+        Some((e, o)) if from_flag(&o) => Some((e, Kind::Generic)),
+        generic_endpoint => match get_parsed::<Endpoint>(get, &format!("{specific}ENDPOINT"))? {
+            Some((e, _)) => Some((e, Kind::Specific)),
+            None => match generic_endpoint {
+                Some((e, _)) => Some((e, Kind::Generic)),
+                None => file.endpoint.map(|e| (e, Kind::File)),
+            },
         },
     };
     let Some((endpoint, kind)) = endpoint else {
         return Ok(None);
     };
-    let protocol = match get_parsed::<Protocol>(get, &format!("{specific}PROTOCOL"))? {
+    let generic_protocol = get_parsed::<Protocol>(get, &format!("{generic}PROTOCOL"))?;
+    let specific_protocol = match &generic_protocol {
+        Some((_, o)) if from_flag(o) => None,
+        _ => get_parsed::<Protocol>(get, &format!("{specific}PROTOCOL"))?,
+    };
+    let protocol = match specific_protocol {
         Some((p, _)) => p.0,
-        None => match get_parsed::<Protocol>(get, &format!("{generic}PROTOCOL"))? {
+        None => match generic_protocol {
             Some((p, _)) => p.0,
             // Beyla's inference: nobody said, and 4317 is the gRPC port.
             None => match file.protocol {

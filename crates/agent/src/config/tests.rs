@@ -362,3 +362,44 @@ fn example_file_resolves() {
     assert!(!c.selection.include.is_empty());
     assert!(c.otlp.traces.is_some());
 }
+
+#[test]
+fn otlp_flags_beat_per_signal_variables() {
+    let env = [
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://old:4318/v1/traces",
+        ),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+    ];
+    let c = parse(
+        &[
+            "--otlp-endpoint",
+            "http://new:4317",
+            "--otlp-protocol",
+            "grpc",
+        ],
+        &env,
+    )
+    .unwrap();
+    let t = c.otlp.traces.unwrap();
+    assert_eq!(t.endpoint, "http://new:4317");
+    assert_eq!(t.protocol, OtlpProtocol::Grpc);
+    // Without the flags the per-signal variables win over the generic one.
+    let c = parse(
+        &[],
+        &[
+            env[0],
+            env[1],
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://gen:4317"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.otlp.traces.unwrap().endpoint, "http://old:4318/v1/traces");
+}
+
+#[test]
+fn endpoint_scheme_is_case_insensitive() {
+    let c = parse(&["--otlp-endpoint", "HTTPS://c:4318"], &[]).unwrap();
+    assert_eq!(c.otlp.traces.unwrap().endpoint, "https://c:4318/v1/traces");
+}

@@ -93,7 +93,8 @@ pub fn otel_env(environ: &[u8]) -> OtelEnv {
         }
     }
     OtelEnv {
-        service_name: var("OTEL_SERVICE_NAME"),
+        // Bounded like the attributes: it becomes a label and a key.
+        service_name: var("OTEL_SERVICE_NAME").filter(|n| n.len() <= MAX_ATTRIBUTE_BYTES),
         resource_attributes,
     }
 }
@@ -106,25 +107,9 @@ pub fn ppid(pid: u32) -> Option<u32> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (c, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Socket inodes open in a process.
