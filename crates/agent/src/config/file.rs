@@ -294,6 +294,19 @@ mod tests {
     }
 
     #[test]
+    fn a_list_is_refused_where_one_value_is_expected() {
+        let e = err("executable_path: [nginx, java]\n");
+        assert!(
+            e.starts_with("conf.yaml:1:") && e.contains("not a list"),
+            "{e}"
+        );
+        let e = err("service_name: [a, b]\n");
+        assert!(e.contains("not a list"), "{e}");
+        // List-valued settings still take a YAML list.
+        assert!(parse("conf.yaml", "open_port: [80, 8080-8090]\n").is_ok());
+    }
+
+    #[test]
     fn entry_without_criteria() {
         let e = err("discovery:\n  services:\n    - name: lonely\n");
         assert!(

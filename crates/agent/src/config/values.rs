@@ -15,23 +15,46 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::export::{Features, UnmatchedRoutes};
 
-/// A YAML scalar (string, number or bool) or a sequence of scalars (joined
-/// with commas), parsed with `T::from_str`.
+/// A YAML scalar (string, number or bool) parsed with `T::from_str`; for
+/// list-valued settings also a sequence of scalars (joined with commas).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Val<T>(pub T);
 
+/// A setting's value type. `LIST`: its text form is a comma-separated list,
+/// so a YAML sequence is accepted for it (a sequence given for any other
+/// setting is refused at its position, not joined into one odd value).
+pub trait Setting: FromStr<Err = String> {
+    const LIST: bool = false;
+}
+
+macro_rules! settings {
+    (list: $($l:ty),*; scalar: $($s:ty),* $(,)?) => {
+        $(impl Setting for $l { const LIST: bool = true; })*
+        $(impl Setting for $s {})*
+    };
+}
+
+settings!(
+    list: PortSet, Pids, Features;
+    scalar: Pattern, ServePort, Ip, Flag, Text, Millis, HookMode, PrinterMode, RoutePattern,
+    UnmatchedRoutes, super::otel::Endpoint, super::otel::Protocol,
+    super::otel::CompressionName, super::otel::SamplerName, super::otel::Ratio,
+);
+
+impl<const LO: u64, const HI: u64> Setting for Ranged<LO, HI> {}
+
 impl<'de, T> Deserialize<'de> for Val<T>
 where
-    T: FromStr<Err = String>,
+    T: Setting,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<T>(PhantomData<T>);
-        impl<T: FromStr<Err = String>> V<T> {
+        impl<T: Setting> V<T> {
             fn parse<E: de::Error>(s: &str) -> Result<Val<T>, E> {
                 s.parse::<T>().map(Val).map_err(E::custom)
             }
         }
-        impl<'de, T: FromStr<Err = String>> Visitor<'de> for V<T> {
+        impl<'de, T: Setting> Visitor<'de> for V<T> {
             type Value = Val<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a value or a list of values")
@@ -52,6 +75,11 @@ where
                 Self::parse(if b { "true" } else { "false" })
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<T>, A::Error> {
+                if !T::LIST {
+                    return Err(de::Error::custom(
+                        "expected a single value here, not a list",
+                    ));
+                }
                 let mut parts = Vec::new();
                 while let Some(Scalar(s)) = seq.next_element::<Scalar>()? {
                     parts.push(s);
