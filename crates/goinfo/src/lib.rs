@@ -125,6 +125,8 @@ pub enum GoTlsError {
     Pclntab(#[from] pclntab::PclntabError),
     #[error("{0} at {1:#x} is outside the file's loaded segments")]
     NotMapped(&'static str, u64),
+    #[error("{0} does not start like a Go function (address from the wrong base?): not probed")]
+    NotAFunction(&'static str),
     #[error("return instructions of {READ_FUNC}")]
     Rets(#[from] rets::RetError),
     #[error("reading DWARF failed")]
@@ -171,15 +173,29 @@ pub fn analyze(data: &[u8]) -> Result<GoTls, GoTlsError> {
         file_offset(&file, read.entry).ok_or(GoTlsError::NotMapped(READ_FUNC, read.entry))?;
     let write_entry =
         file_offset(&file, write.entry).ok_or(GoTlsError::NotMapped(WRITE_FUNC, write.entry))?;
+    // A few KiB in practice; a bogus size from the file must not make us
+    // decode the whole executable.
+    const MAX_FUNC_BYTES: usize = 64 * 1024;
     let len = read
         .end
         .checked_sub(read.entry)
         .and_then(|l| usize::try_from(l).ok())
+        .filter(|&l| l <= MAX_FUNC_BYTES)
         .ok_or(GoTlsError::NotMapped(READ_FUNC, read.end))?;
     let code = usize::try_from(read_entry)
         .ok()
         .and_then(|s| data.get(s..s.checked_add(len)?))
         .ok_or(GoTlsError::NotMapped(READ_FUNC, read.end))?;
+    if !rets::has_stack_check(code) {
+        return Err(GoTlsError::NotAFunction(READ_FUNC));
+    }
+    let write_code = usize::try_from(write_entry)
+        .ok()
+        .and_then(|s| data.get(s..))
+        .ok_or(GoTlsError::NotMapped(WRITE_FUNC, write.entry))?;
+    if !rets::has_stack_check(write_code) {
+        return Err(GoTlsError::NotAFunction(WRITE_FUNC));
+    }
     let read_returns = rets::ret_offsets(code)?
         .into_iter()
         .map(|r| read_entry.checked_add(r))

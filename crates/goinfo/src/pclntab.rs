@@ -120,7 +120,20 @@ impl<'a> Pclntab<'a> {
 
     /// Name of function `i` (None when its record is out of bounds).
     pub fn name(&self, i: usize) -> Option<&'a [u8]> {
-        let funcoff = u32_at(self.data, self.functab + i.checked_mul(8)? + 4)?;
+        let start = self.name_start(i)?;
+        let rest = self.data.get(start..)?;
+        let len = rest.iter().position(|&b| b == 0)?;
+        rest.get(..len)
+    }
+
+    /// Offset in the table where function `i`'s name starts.
+    fn name_start(&self, i: usize) -> Option<usize> {
+        let funcoff = u32_at(
+            self.data,
+            self.functab
+                .checked_add(i.checked_mul(8)?)?
+                .checked_add(4)?,
+        )?;
         let rec = self.functab.checked_add(funcoff as usize)?;
         let nameoff = i32::from_le_bytes(
             self.data
@@ -128,10 +141,7 @@ impl<'a> Pclntab<'a> {
                 .try_into()
                 .ok()?,
         );
-        let start = self.funcnames.checked_add(usize::try_from(nameoff).ok()?)?;
-        let rest = self.data.get(start..)?;
-        let len = rest.iter().position(|&b| b == 0)?;
-        rest.get(..len)
+        self.funcnames.checked_add(usize::try_from(nameoff).ok()?)
     }
 
     /// Address range of function `i`, with `text_start` as given (pass
@@ -154,8 +164,17 @@ impl<'a> Pclntab<'a> {
     /// The function named `name` (a linear scan: done once per binary).
     pub fn find(&self, name: &str, text_start: u64) -> Option<Func> {
         (0..self.nfunc)
-            .find(|&i| self.name(i) == Some(name.as_bytes()))
+            .find(|&i| self.name_is(i, name.as_bytes()))
             .and_then(|i| self.range(i, text_start))
+    }
+
+    /// Whether function `i` is named `name`: compares `name.len() + 1`
+    /// bytes, so a crafted table without NULs cannot make every lookup
+    /// scan to its end.
+    fn name_is(&self, i: usize, name: &[u8]) -> bool {
+        self.name_start(i)
+            .and_then(|start| self.data.get(start..start.checked_add(name.len() + 1)?))
+            .is_some_and(|b| b.get(..name.len()) == Some(name) && b.last() == Some(&0))
     }
 }
 

@@ -4,7 +4,7 @@
 //! runtime moves goroutine stacks and checks return addresses while
 //! unwinding, so a hijacked return address crashes the program.
 
-use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 
 /// Most return instructions accepted in one function (each becomes a
 /// uprobe link).
@@ -50,9 +50,53 @@ pub fn ret_offsets(code: &[u8]) -> Result<Vec<u64>, RetError> {
     Ok(out)
 }
 
+/// Whether `code` begins like a Go function that can grow its stack: a
+/// compare of RSP (or R12, for big frames) with `g.stackguard0` at
+/// `[R14+0x10]` within the first few instructions. `(*tls.Conn).Read` and
+/// `Write` always have one. A function address taken from the wrong base
+/// (an externally linked binary whose `.text` starts with C code) lands
+/// elsewhere, and a uprobe in the middle of an instruction would break the
+/// traced program: better refuse.
+pub fn has_stack_check(code: &[u8]) -> bool {
+    let mut dec = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+    for _ in 0..6 {
+        if !dec.can_decode() {
+            return false;
+        }
+        let ins = dec.decode();
+        if ins.is_invalid() {
+            return false;
+        }
+        let compares_guard = ins.mnemonic() == Mnemonic::Cmp
+            && (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory)
+            && ins.memory_base() == Register::R14
+            && ins.memory_displacement64() == 0x10;
+        if compares_guard {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognises_the_go_stack_check() {
+        // cmp rsp, [r14+0x10]; jbe …
+        assert!(has_stack_check(&[0x49, 0x3b, 0x66, 0x10, 0x76, 0x20]));
+        // lea r12, [rsp-0x100]; cmp r12, [r14+0x10]
+        assert!(has_stack_check(&[
+            0x4c, 0x8d, 0xa4, 0x24, 0x00, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10
+        ]));
+        // C code (push rbp; mov rbp, rsp; …) or the middle of an instruction.
+        assert!(!has_stack_check(&[
+            0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10
+        ]));
+        assert!(!has_stack_check(&[0x3b, 0x66, 0x10]));
+        assert!(!has_stack_check(&[]));
+    }
 
     #[test]
     fn finds_rets_not_c3_bytes() {
