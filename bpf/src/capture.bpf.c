@@ -934,10 +934,17 @@ int BPF_PROG(sched_process_exec, struct task_struct *task, pid_t old_pid, struct
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_process_exit, struct task_struct *task)
 {
-	/* Only when the whole thread group is gone. */
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	/* Per thread: an SSL call that never returned (thread killed inside
+	 * SSL_read) must not make a later thread with a reused id look like
+	 * it is inside one, which would hide its syscalls as ciphertext. */
+	if (tls_capture) {
+		bpf_map_delete_elem(&tls_calls, &pid_tgid);
+		bpf_map_delete_elem(&tls_last, &pid_tgid);
+	}
+	/* The rest only when the whole thread group is gone. */
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	bool traced = is_target(tgid);
 
