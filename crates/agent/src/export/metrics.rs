@@ -190,13 +190,19 @@ impl MetricStore {
             series: FxHashMap::default(),
             len: 0,
         });
-        let slot = p.series.entry(key_hash(span)).or_default();
+        let hash = key_hash(span);
+        // Refused spans must leave nothing behind: the cap bounds memory.
+        let known = p
+            .series
+            .get(&hash)
+            .is_some_and(|slot| slot.iter().any(|s| s.key.matches(span)));
+        if !known && self.series >= self.max_series {
+            return Recorded::SeriesLimit;
+        }
+        let slot = p.series.entry(hash).or_default();
         let i = match slot.iter().position(|s| s.key.matches(span)) {
             Some(i) => i,
             None => {
-                if self.series >= self.max_series {
-                    return Recorded::SeriesLimit;
-                }
                 self.series += 1;
                 p.len += 1;
                 slot.push(Series {

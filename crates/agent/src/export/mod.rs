@@ -24,7 +24,7 @@ pub mod transport;
 mod tests;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +75,8 @@ struct Task {
     handle: JoinHandle<()>,
     /// Items handed to the task and not yet exported or counted dropped.
     in_flight: Arc<AtomicU64>,
+    gone_warned: AtomicBool,
+    metrics: SelfMetrics,
 }
 
 impl Task {
@@ -84,6 +86,7 @@ impl Task {
         metrics: SelfMetrics,
         rt: &Handle,
         jobs: usize,
+        concurrency: usize,
     ) -> Task {
         // `jobs` waiting while one is sent: a slow or absent receiver
         // backs up into the bounded queues on the outputs side, where it
@@ -92,7 +95,7 @@ impl Task {
         let in_flight = Arc::new(AtomicU64::new(0));
         let sender = Sender {
             transport,
-            metrics,
+            metrics: metrics.clone(),
             logs: Arc::new(Mutex::new(LogLimiter::new(LOG_EVERY))),
         };
         let counter = in_flight.clone();
@@ -102,7 +105,7 @@ impl Task {
             // rotel over gRPC) no longer caps the rate at one batch per
             // round trip. Items in flight stay counted in `in_flight`, so
             // the outputs side's bound still holds.
-            let slots = Arc::new(Semaphore::new(CONCURRENT_EXPORTS));
+            let slots = Arc::new(Semaphore::new(concurrency.max(1)));
             let mut running = JoinSet::new();
             while let Some(job) = rx.recv().await {
                 for req in job {
@@ -112,9 +115,10 @@ impl Task {
                     let sender = sender.clone();
                     let counter = counter.clone();
                     running.spawn(async move {
-                        let n = req.items();
+                        // Released even if the export panicked, so the
+                        // outputs side's bound never leaks.
+                        let _done = InFlight(counter, req.items());
                         sender.export(&req).await;
-                        counter.fetch_sub(n, Ordering::Relaxed);
                         drop(permit);
                     });
                     while running.try_join_next().is_some() {}
@@ -127,6 +131,8 @@ impl Task {
             tx,
             handle,
             in_flight,
+            gone_warned: AtomicBool::new(false),
+            metrics,
         }
     }
 
@@ -146,6 +152,30 @@ impl Task {
 
     fn is_ready(&self) -> bool {
         self.tx.capacity() > 0
+    }
+
+    /// The sender task has ended (it only does on shutdown or a panic):
+    /// what could not be handed over is counted, and said once.
+    fn gone(&self, job: &Job) {
+        let n: u64 = job.iter().map(Request::items).sum();
+        self.metrics.otlp_dropped(self.signal, "sender_gone", n);
+        if !self.gone_warned.swap(true, Ordering::Relaxed) {
+            warn!(signal = self.signal, "OTLP sender gone: dropping (counted)");
+        }
+    }
+
+    /// Nothing handed over is still being sent.
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// Items of one request, taken off `in_flight` when the export ends.
+struct InFlight(Arc<AtomicU64>, u64);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
@@ -203,7 +233,14 @@ impl Exporter {
                 // them with the queue.
                 let b = &settings.batch;
                 let jobs = b.max_queue_size / b.max_export_batch_size.max(1);
-                let task = Task::start("traces", Transport::new(s)?, metrics.clone(), rt, jobs);
+                let task = Task::start(
+                    "traces",
+                    Transport::new(s)?,
+                    metrics.clone(),
+                    rt,
+                    jobs,
+                    CONCURRENT_EXPORTS,
+                );
                 info!(endpoint = %s.endpoint, protocol = ?s.protocol, "exporting traces over OTLP");
                 Some(TracePipe {
                     task,
@@ -221,7 +258,8 @@ impl Exporter {
         };
         let metric_pipe = match &settings.metrics {
             Some(s) => {
-                let task = Task::start("metrics", Transport::new(s)?, metrics.clone(), rt, 1);
+                // One at a time: cumulative snapshots must arrive in order.
+                let task = Task::start("metrics", Transport::new(s)?, metrics.clone(), rt, 1, 1);
                 info!(endpoint = %s.endpoint, protocol = ?s.protocol,
                     interval = ?settings.metric_interval, "exporting metrics over OTLP");
                 Some(MetricPipe {
@@ -369,6 +407,7 @@ impl Exporter {
                 tx,
                 mut handle,
                 in_flight,
+                ..
             } = t;
             // Closing the channel ends the task once its queue is empty.
             drop(tx);
@@ -414,8 +453,7 @@ impl TracePipe {
             let job = vec![Request::Traces(traces::request(batch))];
             if let Err(job) = self.task.try_send(job) {
                 // Raced with a closing task: nothing will send these.
-                let n: u64 = job.iter().map(Request::items).sum();
-                warn!(spans = n, "OTLP traces sender gone: dropping");
+                self.task.gone(&job);
                 return;
             }
             self.oldest = (!self.pending.is_empty()).then(Instant::now);
@@ -427,7 +465,9 @@ impl MetricPipe {
     /// Takes a snapshot and hands it over; false (and nothing taken) when
     /// the sender is still busy with the previous one.
     fn export(&mut self) -> bool {
-        if !self.task.is_ready() {
+        // The previous snapshot fully sent (retries included) before the
+        // next is taken: cumulative points must not arrive out of order.
+        if !self.task.is_idle() || !self.task.is_ready() {
             return false;
         }
         let now = now_ns();
@@ -476,8 +516,7 @@ impl MetricPipe {
             return true;
         }
         if let Err(job) = self.task.try_send(job) {
-            let n: u64 = job.iter().map(Request::items).sum();
-            warn!(points = n, "OTLP metrics sender gone: dropping");
+            self.task.gone(&job);
         }
         true
     }

@@ -116,7 +116,13 @@ impl ProcFacts {
             } else {
                 None
             },
-            language: runtime::detect(&p.exe_name, Path::new(&p.exe_path), maps.as_deref()),
+            // Through /proc: the path is the process's own view, which in
+            // a container is not the agent's.
+            language: runtime::detect(
+                &p.exe_name,
+                Path::new(&format!("/proc/{}/exe", p.pid)),
+                maps.as_deref(),
+            ),
         }
     }
 }

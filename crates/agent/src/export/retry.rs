@@ -110,9 +110,12 @@ pub fn decide(
     let Failure::Retryable { after, .. } = failure else {
         return Next::GiveUp;
     };
-    // The server's delay when it gave one, else ours.
-    let wait = after.unwrap_or_else(|| backoff.next_delay());
-    if elapsed + wait >= budget {
+    // The server's delay when it gave one (never below our first step: a
+    // `Retry-After: 0` must not make a busy loop), else ours.
+    let ours = backoff.next_delay();
+    let wait = after.map_or(ours, |a| a.max(FIRST_BACKOFF));
+    // The server's value may be anything: compare without adding.
+    if wait >= budget.saturating_sub(elapsed) {
         Next::GiveUp
     } else {
         Next::RetryAfter(wait)
@@ -240,6 +243,25 @@ mod tests {
         );
         assert_eq!(
             decide(&retry, &mut b, Duration::from_secs(9), budget),
+            Next::GiveUp
+        );
+        // A receiver's extreme values: no busy loop, no overflow.
+        let after = |d| Failure::Retryable {
+            kind: "unavailable".into(),
+            after: Some(d),
+            detail: String::new(),
+        };
+        assert_eq!(
+            decide(&after(Duration::ZERO), &mut b, Duration::ZERO, budget),
+            Next::RetryAfter(FIRST_BACKOFF)
+        );
+        assert_eq!(
+            decide(
+                &after(Duration::MAX),
+                &mut b,
+                Duration::from_secs(2),
+                budget
+            ),
             Next::GiveUp
         );
         let permanent = Failure::Permanent {

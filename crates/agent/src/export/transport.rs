@@ -251,10 +251,11 @@ impl Transport {
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-                let bytes = resp.bytes().await.map_err(http_error)?;
                 if status.is_success() {
                     // An empty body is a full success; one that does not
-                    // decode is too (the data was taken).
+                    // decode, or cannot be read, is too (the data was
+                    // taken: sending it again would duplicate it).
+                    let bytes = resp.bytes().await.unwrap_or_default();
                     return Ok(match req {
                         Request::Traces(_) => ExportTraceServiceResponse::decode(bytes)
                             .map(partial_traces)
@@ -264,6 +265,7 @@ impl Transport {
                             .unwrap_or_default(),
                     });
                 }
+                let bytes = resp.bytes().await.unwrap_or_default();
                 let detail =
                     String::from_utf8_lossy(bytes.get(..200).unwrap_or(&bytes)).into_owned();
                 let kind = format!("http_{}", status.as_u16());
@@ -369,6 +371,9 @@ impl Sender {
                             .otlp_partial_rejected
                             .get_or_create(&SignalLabel { signal })
                             .inc_by(rejected);
+                        // Lost too: every loss is in the dropped total.
+                        self.metrics
+                            .otlp_dropped(signal, "partial_rejected", rejected);
                         if let Some(suppressed) = self.log_allowed("partial_success") {
                             warn!(signal, rejected, message = %a.message, suppressed,
                                 "OTLP receiver rejected part of an export");
