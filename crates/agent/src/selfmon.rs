@@ -97,7 +97,8 @@ pub struct SelfMetrics {
     /// signal.
     pub otlp_exported: Family<SignalLabel, Counter>,
     /// OTLP items lost, by signal and reason (queue_full,
-    /// retries_exhausted, rejected, series_limit, shutdown).
+    /// retries_exhausted, rejected, partial_rejected, series_limit,
+    /// sender_gone, shutdown).
     pub otlp_dropped: Family<SignalReasonLabel, Counter>,
     /// OTLP export attempts retried after a retryable failure.
     pub otlp_retries: Family<SignalLabel, Counter>,
