@@ -121,7 +121,16 @@ impl Sources<'_> {
         }
         std::iter::once(s.env)
             .chain(s.aliases.iter().copied())
-            .find_map(|n| self.var(n).map(|v| (v, Origin::Env(n.to_string()))))
+            .find_map(|n| {
+                let v = self.var(n)?;
+                // OBI reads this one as a glob (`*/java`): same meaning here.
+                let v = if table::GLOB_ALIASES.contains(&n) {
+                    glob_to_regex(&v)
+                } else {
+                    v
+                };
+                Some((v, Origin::Env(n.to_string())))
+            })
     }
 
     /// A setting from the flag or environment (parsed here), else the file.
@@ -152,6 +161,22 @@ impl Sources<'_> {
     ) -> Result<T, ConfigError> {
         Ok(self.layered(id, file)?.map_or(default, |(t, _)| t))
     }
+}
+
+/// A shell-style glob (`*` any run, `?` one character) as an anchored
+/// regex over the whole path.
+fn glob_to_regex(glob: &str) -> String {
+    let mut re = String::from("^");
+    let mut lit = [0u8; 4];
+    for c in glob.trim().chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => re.push_str(&regex::escape(c.encode_utf8(&mut lit))),
+        }
+    }
+    re.push('$');
+    re
 }
 
 fn take<T>(v: Option<Val<T>>) -> Option<T> {

@@ -3,6 +3,10 @@
 //! are built from it, resolution reads names from it, and a test checks
 //! that docs/configuration.md lists every row.
 
+/// Aliases whose values are globs in Beyla/OBI (turned into anchored
+/// regexes when read).
+pub const GLOB_ALIASES: &[&str] = &["OTEL_EBPF_AUTO_TARGET_EXE"];
+
 pub struct Setting {
     /// Internal id (clap's argument id).
     pub id: &'static str,
