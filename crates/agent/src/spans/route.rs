@@ -52,8 +52,11 @@ fn looks_like_id(seg: &str) -> bool {
 /// route of every unmatched path in `wildcard` mode.
 pub const OVERFLOW_ROUTE: &str = "/**";
 
-/// Paths remembered per service before the path cache starts over.
+/// Paths remembered per service before its path cache starts over.
 const PATH_CACHE: usize = 4096;
+/// Paths remembered over all services (keys are up to `--capture-bytes`
+/// long) before every path cache starts over.
+const MAX_CACHED_PATHS: usize = 16384;
 /// Services remembered before the route table starts over.
 const MAX_SERVICES: usize = 4096;
 /// Most user patterns (each is tried once per distinct path).
@@ -199,6 +202,8 @@ pub struct Routes {
     ignored: Vec<Pattern>,
     unmatched: UnmatchedRoutes,
     services: HashMap<Box<str>, ServiceRoutes>,
+    /// Entries in every service's path cache together.
+    cached_paths: usize,
     overflow: Arc<str>,
 }
 
@@ -219,6 +224,7 @@ impl Routes {
             ignored: compile(&settings.ignored)?,
             unmatched: settings.unmatched,
             services: HashMap::default(),
+            cached_paths: 0,
             overflow: Arc::from(OVERFLOW_ROUTE),
         })
     }
@@ -230,6 +236,7 @@ impl Routes {
             // grow without bound (routes are re-learnt from the next paths).
             if self.services.len() >= MAX_SERVICES {
                 self.services.clear();
+                self.cached_paths = 0;
             }
             self.services
                 .insert(service.into(), ServiceRoutes::default());
@@ -271,9 +278,18 @@ impl Routes {
             }
         };
         if svc.by_path.len() >= PATH_CACHE {
+            self.cached_paths -= svc.by_path.len();
             svc.by_path.clear();
         }
         svc.by_path.insert(path.into(), decision.clone());
+        self.cached_paths += 1;
+        if self.cached_paths >= MAX_CACHED_PATHS {
+            // Decisions are cheap to redo; the routes admitted stay.
+            for s in self.services.values_mut() {
+                s.by_path.clear();
+            }
+            self.cached_paths = 0;
+        }
         decision
     }
 }
@@ -369,6 +385,19 @@ mod tests {
         assert_eq!(route("/health"), "<ignored>");
         assert_eq!(route("/metrics/x/y"), "<ignored>");
         assert_eq!(route("/metrics"), "/metrics", "** needs one segment");
+    }
+
+    #[test]
+    fn path_caches_are_bounded_over_all_services() {
+        let mut r = Routes::new(&settings(&[], &[], UnmatchedRoutes::Heuristic, 100)).unwrap();
+        for i in 0..(MAX_CACHED_PATHS * 2) {
+            let svc = format!("svc{}", i % 50);
+            let (route, _) = route_of(&mut r, &svc, &format!("/u/{i}"));
+            assert_eq!(route, "/u/*");
+            assert!(r.cached_paths < MAX_CACHED_PATHS);
+            let total: usize = r.services.values().map(|s| s.by_path.len()).sum();
+            assert_eq!(total, r.cached_paths);
+        }
     }
 
     #[test]
