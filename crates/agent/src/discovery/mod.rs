@@ -294,25 +294,25 @@ impl Discovery {
             listeners_by_ns: &mut cache,
         };
         let verdict = self.selection.decide(&mut view);
-        let entry = match verdict {
-            Verdict::Selected(entry) => entry,
-            _ => None,
-        };
-        let info = Arc::new(ProcInfo::from_proc(
-            tgid,
-            Some(comm),
-            Some(filename),
-            self.selection.entry(entry),
-            &self.naming,
-        ));
         match verdict {
             Verdict::Selected(entry) => {
+                // The full identity (environment read) only for what is
+                // traced: execs on a busy host are mostly not.
+                let info = Arc::new(ProcInfo::from_proc(
+                    tgid,
+                    Some(comm),
+                    Some(filename),
+                    self.selection.entry(entry),
+                    &self.naming,
+                ));
                 self.choose(tgid, entry);
                 self.remember(tgid, info);
                 self.select(tgid, "exec");
             }
             Verdict::Excluded | Verdict::NotSelected => {
-                self.remember(tgid, info);
+                // What the process was before this exec no longer holds.
+                self.procs.remove(&tgid);
+                self.chosen.remove(&tgid);
                 if was_traced {
                     let why = if verdict == Verdict::Excluded {
                         "excluded"
