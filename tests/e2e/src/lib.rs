@@ -228,6 +228,17 @@ impl Agent {
         self.stderr.lock().expect("lock").join("\n")
     }
 
+    /// The agent's log lines containing `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        self.stderr
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
     /// All spans printed so far.
     pub fn spans(&self) -> Vec<Value> {
         self.spans.lock().expect("lock").clone()

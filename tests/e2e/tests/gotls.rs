@@ -333,12 +333,7 @@ fn a_go_binary_without_crypto_tls_is_named_once_and_plaintext_continues() {
     assert_eq!(spans.len(), N, "{spans:#?}");
     assert!(spans.iter().all(|s| attr(s, "url.scheme") == "http"));
     std::thread::sleep(Duration::from_millis(1200));
-    let warnings: Vec<String> = agent
-        .stderr_text()
-        .lines()
-        .filter(|l| l.contains("cannot probe this Go binary"))
-        .map(str::to_string)
-        .collect();
+    let warnings = agent.log_lines_with("cannot probe this Go binary");
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
         warnings[0].contains("goplain") && warnings[0].contains("no crypto/tls"),

@@ -201,12 +201,7 @@ runpy.run_module("http.server", run_name="__main__")
     assert!(spans.iter().all(|s| attr(s, "url.scheme") == "http"));
     // Rescans do not repeat the warning.
     std::thread::sleep(Duration::from_millis(1200));
-    let warnings: Vec<String> = agent
-        .stderr_text()
-        .lines()
-        .filter(|l| l.contains("cannot probe"))
-        .map(str::to_string)
-        .collect();
+    let warnings = agent.log_lines_with("cannot probe");
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
         warnings[0].contains("libssl3.so") && warnings[0].contains("no SSL_read symbol"),
