@@ -692,31 +692,39 @@ func main() {
 	}
 }
 "#;
+    let dir = tempfile::Builder::new()
+        .prefix("ratatosk-go")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let out = go_build(dir.path(), "gohttp", SRC, "");
+    (out, dir)
+}
+
+/// Builds `src` (one file, standard library only, no module proxy) into
+/// `dir/name` with the lab's Go and `-ldflags` (e.g. `-s -w` to strip).
+pub fn go_build(dir: &Path, name: &str, src: &str, ldflags: &str) -> PathBuf {
     let go = lab_dir().join("bin/go");
     assert!(
         go.is_file(),
         "{} is missing: run scripts/lab.sh",
         go.display()
     );
-    let dir = tempfile::Builder::new()
-        .prefix("ratatosk-go")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    std::fs::write(dir.path().join("main.go"), SRC).expect("write main.go");
-    let out = dir.path().join("gohttp");
+    let src_file = dir.join(format!("{name}.go"));
+    std::fs::write(&src_file, src).expect("write source");
+    let out = dir.join(name);
     let status = Command::new(&go)
-        .current_dir(dir.path())
-        .args(["build", "-o"])
+        .current_dir(dir)
+        .args(["build", "-ldflags", ldflags, "-o"])
         .arg(&out)
-        .arg("main.go")
+        .arg(&src_file)
         .env("GOPROXY", "off")
         .env("GOTOOLCHAIN", "local")
         .env("GOCACHE", lab_dir().join("gocache"))
-        .env("HOME", dir.path())
+        .env("HOME", dir)
         .status()
         .expect("run go build");
     assert!(status.success(), "go build failed");
-    (out, dir)
+    out
 }
 
 /// A self-signed certificate for 127.0.0.1/localhost (`cert.pem`,

@@ -2,7 +2,6 @@
 //! server and client built here (with symbols, and stripped), Caddy (a
 //! real stripped Go server), and a Go binary without crypto/tls.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -84,31 +83,6 @@ func main() {
 	}
 }
 "#;
-
-fn go_build(dir: &Path, name: &str, src: &str, ldflags: &str) -> PathBuf {
-    let go = lab_dir().join("bin/go");
-    assert!(
-        go.is_file(),
-        "{} is missing: run scripts/lab.sh",
-        go.display()
-    );
-    let src_file = dir.join(format!("{name}.go"));
-    std::fs::write(&src_file, src).expect("write source");
-    let out = dir.join(name);
-    let status = Command::new(&go)
-        .current_dir(dir)
-        .args(["build", "-ldflags", ldflags, "-o"])
-        .arg(&out)
-        .arg(&src_file)
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOCACHE", lab_dir().join("gocache"))
-        .env("HOME", dir)
-        .status()
-        .expect("run go build");
-    assert!(status.success(), "go build failed");
-    out
-}
 
 fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
