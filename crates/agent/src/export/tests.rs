@@ -37,6 +37,19 @@ fn rotel_path() -> PathBuf {
     })
 }
 
+/// An exporter for `st` on `rt`, counting into `sm`.
+fn start(st: &OtlpSettings, sm: &SelfMetrics, rt: &tokio::runtime::Runtime) -> Exporter {
+    Exporter::start(
+        st,
+        &Naming::default(),
+        registry(sm),
+        sm.clone(),
+        rt.handle(),
+    )
+    .unwrap()
+    .unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -200,18 +213,14 @@ fn export_n_spans(protocol: OtlpProtocol, compression: Compression, service: &st
     };
     let rt = runtime();
     let sm = SelfMetrics::default();
-    let mut e = Exporter::start(
+    let mut e = start(
         &settings(
             Some(signal(t, protocol, compression)),
             Some(signal(m, protocol, compression)),
         ),
-        &Naming::default(),
-        registry(&sm),
-        sm.clone(),
-        rt.handle(),
-    )
-    .unwrap()
-    .unwrap();
+        &sm,
+        &rt,
+    );
     let p = test_process(service);
     let batch = spans(&p, N);
     e.push_spans(&batch);
@@ -324,15 +333,7 @@ fn receiver_down_then_up() {
         max_export_batch_size: 10,
         schedule_delay: Duration::from_millis(50),
     };
-    let mut e = Exporter::start(
-        &st,
-        &Naming::default(),
-        registry(&sm),
-        sm.clone(),
-        rt.handle(),
-    )
-    .unwrap()
-    .unwrap();
+    let mut e = start(&st, &sm, &rt);
     let p = test_process("otlp-down-up");
     let mut pushed = 0u64;
     for _ in 0..20 {
@@ -436,7 +437,7 @@ fn retries_after_503_and_not_after_400() {
     let addr = rt.block_on(start_test_receiver(seen.clone()));
     let run = |path: &str| {
         let sm = SelfMetrics::default();
-        let mut e = Exporter::start(
+        let mut e = start(
             &settings(
                 Some(signal(
                     format!("http://{addr}{path}"),
@@ -445,13 +446,9 @@ fn retries_after_503_and_not_after_400() {
                 )),
                 None,
             ),
-            &Naming::default(),
-            registry(&sm),
-            sm.clone(),
-            rt.handle(),
-        )
-        .unwrap()
-        .unwrap();
+            &sm,
+            &rt,
+        );
         e.push_spans(&spans(&test_process("otlp-retry"), 5));
         drive(&mut e, Duration::from_secs(10), || {
             exported(&sm, "traces") + dropped(&sm, "traces", "rejected") == 5
@@ -545,15 +542,7 @@ fn sustained_rate_to_rotel() {
         None,
     );
     st.batch.schedule_delay = Duration::from_millis(20);
-    let mut e = Exporter::start(
-        &st,
-        &Naming::default(),
-        registry(&sm),
-        sm.clone(),
-        rt.handle(),
-    )
-    .unwrap()
-    .unwrap();
+    let mut e = start(&st, &sm, &rt);
     let p = test_process("otlp-rate");
     let chunk = spans(&p, 256);
     let wire = traces::convert(&chunk[0]).encoded_len();
