@@ -624,7 +624,8 @@ fn heap_bytes(
     let Some(m) = maps::containing(maps, addr) else {
         return Err(fail("not inside any mapping"));
     };
-    if !(m.readable && m.writable) || addr % 16 != 0 || addr - m.start < 16 {
+    let heap_like = m.readable && m.writable && addr.is_multiple_of(16);
+    if !heap_like || addr - m.start < 16 {
         return Err(fail("not a heap allocation"));
     }
     // SAFETY: addr is the start of a live allocation made by malloc (see

@@ -41,7 +41,7 @@ pub(crate) fn secrets<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Se
 }
 
 fn hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.as_bytes()

@@ -366,3 +366,7 @@ fn verify_end(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(unsafe_code)] // the tests read memory at the offsets by hand
+mod tests;

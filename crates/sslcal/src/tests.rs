@@ -1,0 +1,186 @@
+//! Calibration against real libraries installed on this machine.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::*;
+
+/// Debian 12's OpenSSL 3.0 (package libssl3).
+const SYSTEM_LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+
+fn require(path: &str) -> &Path {
+    let p = Path::new(path);
+    assert!(
+        p.exists(),
+        "{path} is missing: install it (see the crate's tests)"
+    );
+    p
+}
+
+/// Reads a `T` at `addr` after checking that `[addr, addr + size_of T)` lies
+/// inside the object `[base, base + len)` that the API handed out.
+#[allow(unsafe_code)]
+fn read_in<T: Copy>(base: usize, len: usize, off: u32, what: &str) -> T {
+    let size = std::mem::size_of::<T>();
+    assert!(
+        off as usize + size <= len,
+        "{what}: offset {off} outside the {len}-byte object"
+    );
+    // SAFETY: the range was just checked to lie in a live object whose size
+    // the test took from malloc_usable_size or the mapping.
+    unsafe { std::ptr::read_unaligned((base + off as usize) as *const T) }
+}
+
+#[allow(unsafe_code)]
+fn usable(addr: usize) -> usize {
+    // SAFETY: addr is an object OpenSSL allocated with malloc, returned by
+    // its API (SSL_new, SSL_get_rbio, SSL_get_session).
+    unsafe { libc::malloc_usable_size(addr as *mut std::ffi::c_void) }
+}
+
+/// An independent handshake pair (one socket BIO per SSL, as applications
+/// use), read with plain pointer reads at the calibrated offsets.
+fn check_offsets_by_hand(path: &Path, o: &SslOffsets) {
+    let lib = open(path).unwrap();
+    let id = cert::generate().unwrap();
+    let any = Versions {
+        min: TLS1_VERSION,
+        max: 0,
+    };
+    let upto12 = Versions {
+        min: TLS1_VERSION,
+        max: TLS1_2_VERSION,
+    };
+    let [(socket_method, socket_type), _] = lib.bio_methods().unwrap();
+    for (client_v, tls13) in [(any, true), (upto12, false)] {
+        let _ = ffi::take_keylog();
+        let pair = Pair::new(&lib, &id, client_v, any, FdMode::Shared, 900).unwrap();
+        pair.run().unwrap();
+        let log = ffi::take_keylog();
+        for end in [&pair.client, &pair.server] {
+            let ssl = end.addr();
+            let ssl_len = usable(ssl);
+            let version: i32 = read_in(ssl, ssl_len, o.ssl_version, "version");
+            assert_eq!(version, if tls13 { 0x304 } else { 0x303 }, "{}", end.side);
+            let bio: usize = read_in(ssl, ssl_len, o.ssl_rbio, "rbio");
+            assert_eq!(bio, end.rbio().unwrap().0, "{} rbio", end.side);
+            let method: usize = read_in(bio, usable(bio), o.bio_method, "method");
+            assert_eq!(method, socket_method, "{} BIO method", end.side);
+            let ty: i32 = read_in(
+                method,
+                o.bio_method_type as usize + 4,
+                o.bio_method_type,
+                "type",
+            );
+            assert_eq!((ty, ty), (socket_type, o.bio_type_socket));
+            let fd: i32 = read_in(bio, usable(bio), o.bio_num, "num");
+            assert_eq!(fd, end.rfd, "{} fd", end.side);
+            let secrets = secrets_of(end, &log).unwrap();
+            let bytes_at = |base: usize, len: usize, off: u32, n: usize| -> Vec<u8> {
+                (0..n as u32)
+                    .map(|i| read_in::<u8>(base, len, off + i, "secret"))
+                    .collect()
+            };
+            if tls13 {
+                let c = secrets.client_app.unwrap();
+                let s = secrets.server_app.unwrap();
+                assert_eq!(
+                    bytes_at(ssl, ssl_len, o.ssl_client_app_secret, c.len()),
+                    c,
+                    "{}",
+                    end.side
+                );
+                assert_eq!(
+                    bytes_at(ssl, ssl_len, o.ssl_server_app_secret, s.len()),
+                    s,
+                    "{}",
+                    end.side
+                );
+            } else {
+                let session: usize = read_in(ssl, ssl_len, o.ssl_session, "session");
+                assert_eq!(session, end.session().unwrap().0, "{} session", end.side);
+                let m = secrets.master.unwrap();
+                assert_eq!(m.len(), 48);
+                assert_eq!(
+                    bytes_at(session, usable(session), o.session_master_key, 48),
+                    m,
+                    "{}",
+                    end.side
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn calibrates_the_system_libssl3_and_a_fresh_handshake_reads_the_secrets() {
+    let path = require(SYSTEM_LIBSSL);
+    let start = Instant::now();
+    let o = calibrate(path).unwrap();
+    let took = start.elapsed();
+    println!("calibrate({SYSTEM_LIBSSL}) took {took:?}: {o:?}");
+    assert!(o.version.starts_with("OpenSSL 3.0."), "{}", o.version);
+    assert_eq!(o.bio_type_socket, 0x505);
+    // Second run in the same process: same answer (nothing cached).
+    assert_eq!(calibrate(path).unwrap(), o);
+    check_offsets_by_hand(path, &o);
+    assert!(took.as_millis() < 1000, "calibration took {took:?}");
+}
+
+#[test]
+fn offsets_round_trip_as_one_json_line() {
+    let o = SslOffsets {
+        version: "OpenSSL 3.0.19 27 Jan 2026".into(),
+        ssl_rbio: 16,
+        bio_method: 8,
+        bio_method_type: 0,
+        bio_num: 56,
+        bio_type_socket: 0x505,
+        ssl_version: 0,
+        ssl_client_app_secret: 1000,
+        ssl_server_app_secret: 1064,
+        ssl_session: 1200,
+        session_master_key: 80,
+    };
+    let line = serde_json::to_string(&o).unwrap();
+    assert!(!line.contains('\n'));
+    assert_eq!(serde_json::from_str::<SslOffsets>(&line).unwrap(), o);
+    let extra = line.replace('}', ",\"x\":1}");
+    assert!(serde_json::from_str::<SslOffsets>(&extra).is_err());
+}
+
+#[test]
+fn a_file_that_is_not_a_library_is_a_load_error() {
+    let dir = std::env::temp_dir().join(format!("sslcal-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("not-a-library.so");
+    std::fs::write(&text, b"this is not ELF\n").unwrap();
+    for path in [text.clone(), PathBuf::from("/nonexistent/libssl.so.3")] {
+        let err = calibrate(&path).unwrap_err();
+        assert!(matches!(err, CalError::Load { .. }), "{path:?}: {err}");
+        println!("{path:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn libraries_without_openssl_symbols_are_refused_by_name() {
+    for path in [
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        // NSS's libssl: an SSL library with other names.
+        "/usr/lib/x86_64-linux-gnu/libssl3.so",
+    ] {
+        let err = calibrate(require(path)).unwrap_err();
+        println!("{path}: {err}");
+        assert!(
+            matches!(
+                err,
+                CalError::MissingSymbol {
+                    symbol: "OpenSSL_version",
+                    ..
+                }
+            ),
+            "{path}: {err}"
+        );
+    }
+}
