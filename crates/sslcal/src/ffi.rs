@@ -91,18 +91,28 @@ macro_rules! sym {
     }};
 }
 
+/// dlopen(RTLD_NOW | RTLD_LOCAL). Never unloaded (see [`Lib`]).
+fn load(path: &Path) -> Result<libloading::os::unix::Library, CalError> {
+    use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+    // SAFETY: loading runs the library's initialisers; the caller runs
+    // calibration in a throw-away process for exactly this reason.
+    unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map_err(|source| CalError::Load {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads a dependency (a libcrypto the dynamic linker would not find by
+/// itself) so that a later dlopen of libssl resolves its DT_NEEDED entry to
+/// it: glibc matches already loaded objects by soname, even RTLD_LOCAL ones.
+pub(crate) fn preload(path: &Path) -> Result<(), CalError> {
+    let _ = load(path)?.into_raw();
+    Ok(())
+}
+
 impl Lib {
     pub fn open(path: &Path) -> Result<Lib, CalError> {
-        use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-        // SAFETY: loading runs the library's initialisers; the caller runs
-        // calibration in a throw-away process for exactly this reason.
-        let lib =
-            unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map_err(|source| {
-                CalError::Load {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let lib = load(path)?;
         let fns = Fns {
             openssl_version: sym!(lib, path, "OpenSSL_version"),
             err_get_error: sym!(lib, path, "ERR_get_error"),

@@ -22,7 +22,7 @@ mod keylog;
 mod maps;
 mod scan;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use error::{CalError, Side};
 
@@ -70,8 +70,56 @@ pub struct SslOffsets {
 
 /// Loads `lib` (a libssl of OpenSSL >= 1.1.1) into this process, learns its
 /// offsets from real handshakes and checks them on fresh ones.
+///
+/// A libssl whose libcrypto the dynamic linker does not find (vendored pairs,
+/// as in Python wheels, carry no RUNPATH) gets the `libcrypto*` files of its
+/// own directory loaded first; [`calibrate_with`] names them instead.
 pub fn calibrate(lib: &Path) -> Result<SslOffsets, CalError> {
-    let lib = open(lib)?;
+    match open(lib) {
+        Err(first @ CalError::Load { .. }) => {
+            let siblings = sibling_libcrypto(lib);
+            // Best effort: one that fails to load cannot be the dependency.
+            let loaded = siblings.iter().filter(|p| ffi::preload(p).is_ok()).count();
+            if loaded == 0 {
+                return Err(first);
+            }
+            calibrate_lib(&open(lib)?)
+        }
+        opened => calibrate_lib(&opened?),
+    }
+}
+
+/// [`calibrate`] after loading `preload` (e.g. the libcrypto the target
+/// process maps, from its `/proc/PID/maps`) so libssl's DT_NEEDED resolve to it.
+pub fn calibrate_with(lib: &Path, preload: &[PathBuf]) -> Result<SslOffsets, CalError> {
+    for dep in preload {
+        ffi::preload(dep)?;
+    }
+    calibrate_lib(&open(lib)?)
+}
+
+/// Shared `libcrypto*.so*` files beside `lib`, sorted.
+fn sibling_libcrypto(lib: &Path) -> Vec<PathBuf> {
+    let Some(entries) = lib.parent().and_then(|d| std::fs::read_dir(d).ok()) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("libcrypto") && n.contains(".so")
+            })
+        })
+        .take(16)
+        .collect();
+    found.sort();
+    found
+}
+
+fn calibrate_lib(lib: &Lib) -> Result<SslOffsets, CalError> {
     let identity = cert::generate()?;
     // Client and server ranges differ so that the SSL's own min/max version
     // fields never hold the negotiated version on both ends of every pair.
@@ -92,7 +140,7 @@ pub fn calibrate(lib: &Path) -> Result<SslOffsets, CalError> {
     let mut obs = Vec::with_capacity(rounds.len() * 2);
     for (client_v, server_v, tls13, fd_base) in rounds {
         let _ = ffi::take_keylog();
-        let pair = Pair::new(&lib, &identity, client_v, server_v, FdMode::Split, fd_base)?;
+        let pair = Pair::new(lib, &identity, client_v, server_v, FdMode::Split, fd_base)?;
         pair.run()?;
         let log = ffi::take_keylog();
         let maps = current_maps()?;
@@ -110,7 +158,7 @@ pub fn calibrate(lib: &Path) -> Result<SslOffsets, CalError> {
         })
     };
     let offsets = scan::solve(lib.version.clone(), &obs, &method(socket)?, &method(mem)?)?;
-    verify_with(&lib, &identity, &offsets)?;
+    verify_with(lib, &identity, &offsets)?;
     Ok(offsets)
 }
 

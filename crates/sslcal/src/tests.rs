@@ -184,3 +184,36 @@ fn libraries_without_openssl_symbols_are_refused_by_name() {
         );
     }
 }
+
+/// The libssl installed by `scripts/fetch-wheel-libssl.sh` under `dir`.
+fn wheel_libssl(dir: &str) -> PathBuf {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/sslcal-libs")
+        .join(dir);
+    let found = std::fs::read_dir(&base).ok().and_then(|entries| {
+        entries.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libssl-"))
+        })
+    });
+    found.unwrap_or_else(|| {
+        panic!("no libssl in {base:?}: run crates/sslcal/scripts/fetch-wheel-libssl.sh")
+    })
+}
+
+#[test]
+#[ignore = "needs PyPI wheels: run crates/sslcal/scripts/fetch-wheel-libssl.sh, then --ignored"]
+fn calibrates_openssl_1_1_1_and_3_5_from_wheels() {
+    for (dir, prefix) in [
+        ("openssl-1.1.1", "OpenSSL 1.1.1"),
+        ("openssl-3.5", "OpenSSL 3.5."),
+    ] {
+        let path = wheel_libssl(dir);
+        let start = Instant::now();
+        let o = calibrate(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let took = start.elapsed();
+        println!("calibrate({path:?}) took {took:?}: {o:?}");
+        assert!(o.version.starts_with(prefix), "{}", o.version);
+        check_offsets_by_hand(&path, &o);
+    }
+}
