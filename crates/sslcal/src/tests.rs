@@ -217,3 +217,29 @@ fn calibrates_openssl_1_1_1_and_3_5_from_wheels() {
         check_offsets_by_hand(&path, &o);
     }
 }
+
+#[test]
+fn verify_rejects_wrong_or_absurd_offsets_without_crashing() {
+    let path = require(SYSTEM_LIBSSL);
+    let good = calibrate(path).unwrap();
+    verify(path, &good).unwrap();
+    let cases: [(&str, fn(&mut SslOffsets)); 6] = [
+        // (+8 would be wbio, the same BIO when SSL_set_fd is used.)
+        ("ssl_rbio", |o| o.ssl_rbio += 16),
+        ("bio_num", |o| o.bio_num += 4),
+        ("ssl_client_app_secret", |o| o.ssl_client_app_secret += 1),
+        ("session_master_key", |o| o.session_master_key = u32::MAX),
+        ("bio_method_type", |o| o.bio_type_socket = 0x401),
+        ("ssl_version", |o| o.ssl_version = 1 << 30),
+    ];
+    for (field, break_it) in cases {
+        let mut bad = good.clone();
+        break_it(&mut bad);
+        let err = verify(path, &bad).unwrap_err();
+        println!("{field}: {err}");
+        assert!(
+            matches!(err, CalError::Verification { field: f, .. } if f == field),
+            "{field}: {err}"
+        );
+    }
+}
