@@ -223,7 +223,8 @@ fn verify_rejects_wrong_or_absurd_offsets_without_crashing() {
     let path = require(SYSTEM_LIBSSL);
     let good = calibrate(path).unwrap();
     verify(path, &good).unwrap();
-    let cases: [(&str, fn(&mut SslOffsets)); 6] = [
+    type Break = fn(&mut SslOffsets);
+    let cases: [(&str, Break); 6] = [
         // (+8 would be wbio, the same BIO when SSL_set_fd is used.)
         ("ssl_rbio", |o| o.ssl_rbio += 16),
         ("bio_num", |o| o.bio_num += 4),
