@@ -33,6 +33,12 @@ enum rt_limits {
 	RT_COMM_LEN = 16,
 	/* Bytes of the exec'd path kept (longer paths are cut). */
 	RT_PATH_LEN = 256,
+	/* Bytes of one TLS secret buffer (EVP_MAX_MD_SIZE in OpenSSL; a
+	 * SHA-256 suite uses the first 32). */
+	RT_TLS_SECRET_LEN = 48,
+	/* OpenSSL builds whose struct layout can be learned at once
+	 * (entries of the `ssl_layouts` map; the uprobe cookie indexes it). */
+	RT_MAX_SSL_LAYOUTS = 64,
 };
 
 /* What a ring-buffer record is; first byte of every record. */
@@ -43,6 +49,8 @@ enum rt_event_kind {
 	RT_EV_EXEC = 4,		/* a process executed a program */
 	RT_EV_EXIT = 5,		/* a thread group ended */
 	RT_EV_LISTEN = 6,	/* a process started listening on a TCP port */
+	RT_EV_TLS_KEYS = 7,	/* traffic secrets of a TLS connection (OpenSSL) */
+	RT_EV_TLS_MEMORY_BIO = 8,	/* a process runs TLS over memory BIOs (once per process) */
 };
 
 /* Direction of a data record, seen from the traced process. */
@@ -79,6 +87,9 @@ enum rt_data_flags {
 	/* Plaintext of a TLS connection, from the TLS library (the socket's
 	 * ciphertext is not reported once this is known). */
 	RT_DATA_TLS = 1,
+	/* Ciphertext of a TLS connection whose secrets are (or will be) sent
+	 * in an RT_EV_TLS_KEYS record: userspace decrypts it. */
+	RT_DATA_CIPHER = 2,
 };
 
 /* Indexes of the per-CPU counters in the `stats` map. */
@@ -105,6 +116,11 @@ enum rt_stat {
 	RT_STAT_UPROBE_GO_TLS_READ,
 	RT_STAT_UPROBE_GO_TLS_READ_RET,
 	RT_STAT_UPROBE_GO_TLS_WRITE,
+	/* OpenSSL SSL_do_handshake entries (a trap each; per handshake call,
+	 * not per request). */
+	RT_STAT_UPROBE_SSL_HANDSHAKE,
+	RT_STAT_TLS_KEYS_FAULT,		/* secrets could not be read from the SSL object */
+	RT_STAT_TLS_NOT_SOCKET_BIO,	/* handshake on a BIO that is not a socket */
 	RT_STAT_COUNT,			/* number of counters; keep last */
 };
 
@@ -176,6 +192,43 @@ struct rt_listen_event {
 	__u16 port;
 	__u16 family;
 	__u32 fd;
+};
+
+/* Traffic secrets of one TLS connection, read from the SSL object once
+ * they are set (userspace decrypts the RT_DATA_CIPHER records with them).
+ * Zero where the version does not use them. */
+struct rt_tls_keys_event {
+	struct rt_header hdr;
+	__u64 sock_id;
+	__u32 fd;
+	__u32 version;	/* SSL_version(): 0x0303 TLS 1.2, 0x0304 TLS 1.3 */
+	__u8 client_secret[RT_TLS_SECRET_LEN];	/* TLS 1.3 client_application_traffic_secret_0 */
+	__u8 server_secret[RT_TLS_SECRET_LEN];	/* TLS 1.3 server_application_traffic_secret_0 */
+	__u8 master_secret[RT_TLS_SECRET_LEN];	/* TLS 1.2 master secret */
+};
+
+struct rt_tls_memory_bio_event {
+	struct rt_header hdr;
+	__u32 layout;	/* index in `ssl_layouts`: which library */
+	__u32 _pad;
+};
+
+/* Where OpenSSL keeps what the handshake probe reads, learned by running
+ * the very library (crates/sslcal). Byte offsets from the pointer named
+ * first. Value of the `ssl_layouts` map. */
+struct rt_ssl_layout {
+	__u32 ssl_rbio;		/* SSL -> BIO *rbio */
+	__u32 bio_method;	/* BIO -> const BIO_METHOD *method */
+	__u32 bio_method_type;	/* BIO_METHOD -> int type */
+	__u32 bio_num;		/* BIO -> int num (a socket BIO's fd) */
+	__u32 bio_type_socket;	/* BIO_TYPE_SOCKET */
+	__u32 ssl_version;	/* SSL -> int version */
+	__u32 ssl_client_app_secret;	/* SSL -> client_app_traffic_secret[] */
+	__u32 ssl_server_app_secret;	/* SSL -> server_app_traffic_secret[] */
+	__u32 ssl_session;	/* SSL -> SSL_SESSION *session */
+	__u32 session_master_key;	/* SSL_SESSION -> master_key[] */
+	__u32 valid;		/* 1 once userspace filled the entry */
+	__u32 _pad;
 };
 
 /* Value of the `targets` map (key: tgid). */

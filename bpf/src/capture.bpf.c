@@ -46,6 +46,7 @@ enum {
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
+#define MSG_PEEK 2
 
 /* Kernel tick rate, from the kernel config (0 if libbpf cannot read it:
  * then queue times are not reported). */
@@ -273,6 +274,106 @@ struct {
 	__type(value, struct sock_fd);
 } tls_last SEC(".maps");
 
+/* TLS (OpenSSL) by decryption: SSL_do_handshake is probed at entry (one
+ * trap per handshake call, none per request). It finds the socket behind
+ * the SSL object's read BIO and registers it here; from then on the
+ * socket's syscalls report their ciphertext (RT_DATA_CIPHER) and, once the
+ * handshake has set them, the traffic secrets are read from the SSL object
+ * at the offsets learned for that library build (ssl_layouts) and sent
+ * once. Userspace decrypts. */
+struct tls_keysock {
+	__u64 ssl;
+	__u64 stale;	/* first bytes of the TLS 1.3 client secret at the first
+			 * handshake call: a reused SSL object (SSL_clear) still
+			 * holds the previous connection's */
+	__u32 layout;
+	__u8 sent;
+	__u8 _pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RT_MAX_SSL_LAYOUTS);
+	__type(key, __u32);
+	__type(value, struct rt_ssl_layout);
+} ssl_layouts SEC(".maps");
+
+/* struct sock -> its SSL object. Removed at close (the address is reused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* sized with sock_fds by userspace */
+	__type(key, __u64);
+	__type(value, struct tls_keysock);
+} tls_keysocks SEC(".maps");
+
+/* Processes already reported as running TLS over memory BIOs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} tls_memory_bio SEC(".maps");
+
+static __always_inline bool nonzero48(const __u64 *v)
+{
+	return (v[0] | v[1] | v[2] | v[3] | v[4] | v[5]) != 0;
+}
+
+/* Sends the connection's secrets if the handshake has set them. */
+static __always_inline void tls_try_keys(struct tls_keysock *ks, __u64 sock, __u32 fd, __u64 pid_tgid)
+{
+	__u32 idx = ks->layout;
+	struct rt_ssl_layout *l = bpf_map_lookup_elem(&ssl_layouts, &idx);
+	if (!l || !l->valid)
+		return;
+	__u32 zero = 0;
+	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!buf)
+		return;
+	/* Staged in the scratch spill (the data record is built afterwards). */
+	struct rt_tls_keys_event *k = (struct rt_tls_keys_event *)buf->spill;
+	__builtin_memset(k, 0, sizeof(*k));
+	__s32 version = 0;
+	if (bpf_probe_read_user(&version, sizeof(version), (void *)(ks->ssl + l->ssl_version)))
+		goto fault;
+	if (version == 0x0304) {
+		if (bpf_probe_read_user(k->client_secret, RT_TLS_SECRET_LEN,
+					(void *)(ks->ssl + l->ssl_client_app_secret)) ||
+		    bpf_probe_read_user(k->server_secret, RT_TLS_SECRET_LEN,
+					(void *)(ks->ssl + l->ssl_server_app_secret)))
+			goto fault;
+		if (!nonzero48((__u64 *)k->client_secret) || !nonzero48((__u64 *)k->server_secret) ||
+		    *(__u64 *)k->client_secret == ks->stale)
+			return; /* not derived yet */
+	} else if (version >= 0x0300 && version <= 0x0303) {
+		__u64 session = 0;
+		if (bpf_probe_read_user(&session, sizeof(session), (void *)(ks->ssl + l->ssl_session)))
+			goto fault;
+		if (!session)
+			return;
+		if (bpf_probe_read_user(k->master_secret, RT_TLS_SECRET_LEN,
+					(void *)(session + l->session_master_key)))
+			goto fault;
+		if (!nonzero48((__u64 *)k->master_secret))
+			return;
+	} else {
+		return; /* not negotiated yet */
+	}
+	fill_header(&k->hdr, RT_EV_TLS_KEYS, pid_tgid);
+	k->sock_id = sock;
+	k->fd = fd;
+	k->version = version;
+	if (bpf_ringbuf_output(&events, k, sizeof(*k), BPF_RB_FORCE_WAKEUP)) {
+		stat_inc(RT_STAT_RINGBUF_FULL_CTRL);
+		return; /* tried again at the next record */
+	}
+	stat_inc(RT_STAT_EVENTS);
+	ks->sent = 1;
+	return;
+fault:
+	stat_inc(RT_STAT_TLS_KEYS_FAULT);
+}
+
 /* A TLS record header: content type 20-23, major version 3. */
 static __always_inline bool looks_tls(const __u8 *d, __u32 got)
 {
@@ -331,6 +432,7 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 		return;
 	remember_fd(pid_tgid, fd, sk);
 
+	bool cipher = false;
 	if (tls_capture) {
 		__u64 sock = (__u64)sk;
 		struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
@@ -342,7 +444,12 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 			bpf_map_update_elem(&tls_socks, &sock, &one, BPF_ANY);
 			return;
 		}
-		if (bpf_map_lookup_elem(&tls_socks, &sock)) {
+		struct tls_keysock *ks = bpf_map_lookup_elem(&tls_keysocks, &sock);
+		if (ks) {
+			if (!ks->sent)
+				tls_try_keys(ks, sock, fd, pid_tgid);
+			cipher = true;
+		} else if (bpf_map_lookup_elem(&tls_socks, &sock)) {
 			if (dir == RT_DIR_INGRESS) {
 				struct sock_fd last = { .sock = sock, .fd = fd };
 				bpf_map_update_elem(&tls_last, &pid_tgid, &last, BPF_ANY);
@@ -374,7 +481,10 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	}
 	read_tuple(sk, &ev->tuple);
 
-	__u32 want = capture_bytes;
+	/* Ciphertext to decrypt: as much as a record can hold, so that a
+	 * write of several records (a handshake flight) keeps every record
+	 * header, and whole records can be authenticated. */
+	__u32 want = cipher ? RT_MAX_CAPTURE : capture_bytes;
 	if (want > RT_MAX_CAPTURE)
 		want = RT_MAX_CAPTURE;
 	if ((__u64)ret < want)
@@ -415,8 +525,8 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	if (sc != RT_SYS_SENDFILE && (__u64)got < (__u64)ret)
 		stat_inc(RT_STAT_TRUNCATED);
 	ev->captured = got;
-	ev->flags = 0;
-	if (tls_capture && dir == RT_DIR_INGRESS && looks_tls(ev->data, got)) {
+	ev->flags = cipher ? RT_DATA_CIPHER : 0;
+	if (tls_capture && !cipher && dir == RT_DIR_INGRESS && looks_tls(ev->data, got)) {
 		/* Maybe the ciphertext of an SSL_read to come (memory BIOs). */
 		struct sock_fd last = { .sock = (__u64)sk, .fd = fd };
 		bpf_map_update_elem(&tls_last, &pid_tgid, &last, BPF_ANY);
@@ -471,6 +581,7 @@ static __always_inline void emit_close(long fd, __u64 pid_tgid)
 		if (sock) {
 			__u64 sk = *sock;
 			bpf_map_delete_elem(&tls_socks, &sk);
+			bpf_map_delete_elem(&tls_keysocks, &sk);
 		}
 	}
 	if (bpf_map_delete_elem(&sock_fds, &key))
@@ -534,6 +645,12 @@ static __always_inline int handle_exit(long nr, long ret, struct pt_regs *regs)
 	if (sc != 0 && ret <= 0)
 		return 0;
 	if (!is_target(tgid))
+		return 0;
+	/* A peek (nginx looks at the first byte to tell TLS from plain HTTP)
+	 * leaves the bytes to a later read: reporting them would count them
+	 * twice. */
+	if ((nr == NR_recvfrom && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK)) ||
+	    (nr == NR_recvmsg && (PT_REGS_PARM3_CORE_SYSCALL(regs) & MSG_PEEK)))
 		return 0;
 
 	switch (nr) {
@@ -764,6 +881,60 @@ int BPF_URETPROBE(ssl_write_ex_ret, int ret)
 {
 	stat_inc(RT_STAT_URETPROBE_SSL_WRITE_EX);
 	return tls_exit(ret, true, RT_SYS_SSL_WRITE, RT_DIR_EGRESS);
+}
+
+/* int SSL_do_handshake(SSL *s), at entry; SSL_accept/SSL_connect call it.
+ * The cookie is the library's index in ssl_layouts. */
+SEC("uprobe")
+int BPF_UPROBE(ssl_do_handshake, void *ssl)
+{
+	stat_inc(RT_STAT_UPROBE_SSL_HANDSHAKE);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (!is_target(tgid) || !ssl)
+		return 0;
+	__u32 idx = bpf_get_attach_cookie(ctx);
+	struct rt_ssl_layout *l = bpf_map_lookup_elem(&ssl_layouts, &idx);
+	if (!l || !l->valid)
+		return 0;
+	__u64 rbio = 0, method = 0;
+	__s32 type = 0, fd = -1;
+	if (bpf_probe_read_user(&rbio, sizeof(rbio), ssl + l->ssl_rbio) || !rbio ||
+	    bpf_probe_read_user(&method, sizeof(method), (void *)(rbio + l->bio_method)) || !method ||
+	    bpf_probe_read_user(&type, sizeof(type), (void *)(method + l->bio_method_type))) {
+		stat_inc(RT_STAT_TLS_KEYS_FAULT);
+		return 0;
+	}
+	if (type != (__s32)l->bio_type_socket) {
+		/* Memory BIOs (asyncio, Node): the ciphertext reaches OpenSSL
+		 * from userspace; userspace decides how to capture it. */
+		stat_inc(RT_STAT_TLS_NOT_SOCKET_BIO);
+		__u8 one = 1;
+		if (bpf_map_update_elem(&tls_memory_bio, &tgid, &one, BPF_NOEXIST) == 0) {
+			struct rt_tls_memory_bio_event *ev =
+				ctrl_reserve(sizeof(*ev), RT_EV_TLS_MEMORY_BIO, pid_tgid);
+			if (ev) {
+				ev->layout = idx;
+				ctrl_submit(ev, BPF_RB_FORCE_WAKEUP);
+			}
+		}
+		return 0;
+	}
+	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(rbio + l->bio_num)) || fd < 0) {
+		stat_inc(RT_STAT_TLS_KEYS_FAULT);
+		return 0;
+	}
+	struct sock *sk = tcp_sock_of_fd(fd);
+	if (!sk)
+		return 0;
+	__u64 sock = (__u64)sk;
+	struct tls_keysock *old = bpf_map_lookup_elem(&tls_keysocks, &sock);
+	if (old && old->ssl == (__u64)ssl)
+		return 0; /* a later call of the same handshake */
+	struct tls_keysock ks = { .ssl = (__u64)ssl, .layout = idx };
+	bpf_probe_read_user(&ks.stale, sizeof(ks.stale), ssl + l->ssl_client_app_secret);
+	bpf_map_update_elem(&tls_keysocks, &sock, &ks, BPF_ANY);
+	return 0;
 }
 
 /* ---- TLS: Go crypto/tls ----

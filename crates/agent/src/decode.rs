@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ratatosk_abi::{
     rt_close_event, rt_conn_event, rt_data_event, rt_data_flags, rt_direction, rt_event_kind,
-    rt_header, rt_listen_event, rt_proc_event, rt_tuple,
+    rt_header, rt_listen_event, rt_proc_event, rt_tls_keys_event, rt_tls_memory_bio_event,
+    rt_tuple,
 };
 use ratatosk_protocols::parse::Direction;
 
@@ -62,6 +63,26 @@ pub enum Record<'a> {
         hdr: Header,
         port: u16,
     },
+    /// Traffic secrets of an OpenSSL connection whose ciphertext comes in
+    /// `Data` records with `cipher` set.
+    TlsKeys(TlsKeys),
+    /// A process runs OpenSSL over memory BIOs (its sockets are not known
+    /// to the handshake probe).
+    TlsMemoryBio {
+        hdr: Header,
+    },
+}
+
+/// Length of each secret buffer (OpenSSL's EVP_MAX_MD_SIZE).
+pub const SECRET_LEN: usize = ratatosk_abi::rt_limits::RT_TLS_SECRET_LEN as usize;
+
+#[derive(Debug, Clone)]
+pub struct TlsKeys {
+    pub hdr: Header,
+    pub sock_id: u64,
+    pub client_secret: [u8; SECRET_LEN],
+    pub server_secret: [u8; SECRET_LEN],
+    pub master_secret: [u8; SECRET_LEN],
 }
 
 #[derive(Debug)]
@@ -77,6 +98,8 @@ pub struct Data<'a> {
     pub direction: Direction,
     /// TLS plaintext from the TLS library (not the socket's bytes).
     pub tls: bool,
+    /// TLS ciphertext to decrypt with the connection's `TlsKeys`.
+    pub cipher: bool,
     pub tuple: Tuple,
     pub payload: &'a [u8],
 }
@@ -203,6 +226,9 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             fd: u32_at(b, offset_of!(rt_data_event, fd)),
             direction,
             tls: u8_at(b, offset_of!(rt_data_event, flags)) & rt_data_flags::RT_DATA_TLS as u8 != 0,
+            cipher: u8_at(b, offset_of!(rt_data_event, flags))
+                & rt_data_flags::RT_DATA_CIPHER as u8
+                != 0,
             tuple: tuple(b, offset_of!(rt_data_event, tuple)),
             payload,
         }));
@@ -251,6 +277,27 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             hdr: header(b),
             port: u16_at(b, offset_of!(rt_listen_event, port)),
         });
+    }
+    if k(rt_event_kind::RT_EV_TLS_KEYS) {
+        need(b, kind, size_of::<rt_tls_keys_event>())?;
+        let secret = |off: usize| {
+            let mut v = [0u8; SECRET_LEN];
+            if let Some(src) = b.get(off..off + SECRET_LEN) {
+                v.copy_from_slice(src);
+            }
+            v
+        };
+        return Ok(Record::TlsKeys(TlsKeys {
+            hdr: header(b),
+            sock_id: u64_at(b, offset_of!(rt_tls_keys_event, sock_id)),
+            client_secret: secret(offset_of!(rt_tls_keys_event, client_secret)),
+            server_secret: secret(offset_of!(rt_tls_keys_event, server_secret)),
+            master_secret: secret(offset_of!(rt_tls_keys_event, master_secret)),
+        }));
+    }
+    if k(rt_event_kind::RT_EV_TLS_MEMORY_BIO) {
+        need(b, kind, size_of::<rt_tls_memory_bio_event>())?;
+        return Ok(Record::TlsMemoryBio { hdr: header(b) });
     }
     Err(DecodeError::UnknownKind(kind))
 }

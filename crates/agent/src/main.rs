@@ -21,6 +21,13 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // The sandboxed child that learns an OpenSSL build's layout (see
+    // discovery/sslcal.rs): nothing else of the agent runs in it.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(discovery::sslcal::CHILD_ARG)) {
+        let lib = args.next().unwrap_or_default();
+        return discovery::sslcal::child_main(&lib.to_string_lossy());
+    }
     let config = match config::Config::from_env_and_args() {
         Ok(c) => c,
         Err(config::ConfigError::Cli(e)) => e.exit(),

@@ -123,7 +123,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Processes whose mappings are scanned for OpenSSL: the target set
     // (forked children included), or every process.
     let scan_targets = capture.targets().context("opening the target map")?;
-    let mut openssl = OpensslFiles::new(self_metrics.clone());
+    let mut openssl = OpensslFiles::new(config.tls_decrypt, self_metrics.clone());
     let mut capture = capture;
     let mut scan_openssl = |capture: &mut Capture| {
         let pids = if trace_all {
@@ -312,5 +312,15 @@ impl TlsAttach for TlsProbes<'_> {
         probes: &ratatosk_bpf::GoTlsProbes,
     ) -> Result<usize, ratatosk_bpf::TlsAttachError> {
         self.0.attach_go_tls(path, probes)
+    }
+
+    fn openssl_handshake(
+        &mut self,
+        path: &std::path::Path,
+        host_path: &std::path::Path,
+    ) -> Result<String, crate::discovery::openssl::DecryptSetupError> {
+        let (layout, version) = crate::discovery::sslcal::calibrate(host_path)?;
+        self.0.attach_openssl_handshake(path, &layout)?;
+        Ok(version)
     }
 }

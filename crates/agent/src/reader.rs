@@ -33,6 +33,8 @@ enum RecordKind {
     Exec,
     Exit,
     Listen,
+    TlsKeys,
+    TlsMemoryBio,
 }
 /// Label of `ratatosk_connections_opened_total`, indexed by `ConnOrigin`.
 const ORIGINS: [&str; 2] = ["accept", "connect"];
@@ -47,7 +49,16 @@ fn publish(counts: &mut [u64], kinds: &[&'static str], family: &Family<KindLabel
     }
 }
 
-const RECORD_KINDS: [&str; 6] = ["data", "conn_open", "close", "exec", "exit", "listen"];
+const RECORD_KINDS: [&str; 8] = [
+    "data",
+    "conn_open",
+    "close",
+    "exec",
+    "exit",
+    "listen",
+    "tls_keys",
+    "tls_memory_bio",
+];
 
 /// Reader-thread state: everything from a raw record to a span.
 pub struct Reader {
@@ -216,6 +227,21 @@ impl RecordSink for Reader {
             Record::Listen { hdr, port } => {
                 self.count(RecordKind::Listen);
                 self.discovery.on_listen(hdr.tgid, port);
+            }
+            Record::TlsKeys(keys) => {
+                self.count(RecordKind::TlsKeys);
+                if self.discovery.is_rejected(keys.hdr.tgid) {
+                    return;
+                }
+                self.tracker.on_tls_keys(&keys, &mut self.finished);
+            }
+            Record::TlsMemoryBio { hdr } => {
+                self.count(RecordKind::TlsMemoryBio);
+                // Once per process (the kernel remembers whom it told).
+                warn!(
+                    pid = hdr.tgid,
+                    "TLS capture: this process runs OpenSSL over memory BIOs (asyncio, event libraries); its TLS traffic is not decrypted (start the agent with --tls-decrypt=false to probe its SSL calls)"
+                );
             }
         }
         if !self.finished.is_empty() {

@@ -90,6 +90,15 @@ pub struct SelfMetrics {
     pub uprobe_hits: Family<ProbeLabel, Counter>,
     /// TLS plaintext dropped in the kernel: its socket was not found.
     pub tls_unattributed: Counter,
+    /// TLS records decrypted in the agent (OpenSSL handshake secrets).
+    pub tls_decrypted_records: Counter,
+    /// TLS records decrypted without authentication (partly captured).
+    pub tls_unauthenticated_records: Counter,
+    /// TLS decryption losses, by reason (a connection given up, or a
+    /// direction that lost record sync or failed authentication).
+    pub tls_decrypt_failures: Family<ReasonLabel, Counter>,
+    /// TLS secrets or BIOs the kernel could not read from an SSL object.
+    pub tls_keys_faults: Counter,
     /// Files (libraries, executables) given OpenSSL probes, by result
     /// (`attached`, `failed`, `no_tls` for Go binaries without crypto/tls, `limit`).
     pub tls_files: Family<ReasonLabel, Counter>,
@@ -216,6 +225,26 @@ impl SelfMetrics {
             self.tls_unattributed.clone(),
         );
         r.register(
+            "ratatosk_tls_decrypted_records",
+            "TLS records decrypted in the agent from the connections' handshake secrets",
+            self.tls_decrypted_records.clone(),
+        );
+        r.register(
+            "ratatosk_tls_unauthenticated_records",
+            "TLS records decrypted without authentication because they were only partly captured",
+            self.tls_unauthenticated_records.clone(),
+        );
+        r.register(
+            "ratatosk_tls_decrypt_failures",
+            "TLS connections or directions no longer decrypted, by reason",
+            self.tls_decrypt_failures.clone(),
+        );
+        r.register(
+            "ratatosk_tls_keys_faults",
+            "TLS secrets or socket BIOs that could not be read from an SSL object",
+            self.tls_keys_faults.clone(),
+        );
+        r.register(
             "ratatosk_tls_files",
             "Libraries and executables given OpenSSL probes, by result",
             self.tls_files.clone(),
@@ -280,6 +309,8 @@ impl SelfMetrics {
         }
         self.tls_unattributed
             .inc_by(d(now.tls_no_socket, last.tls_no_socket));
+        self.tls_keys_faults
+            .inc_by(d(now.tls_keys_fault, last.tls_keys_fault));
         *last = now;
     }
 

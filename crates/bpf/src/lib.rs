@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilder, UprobeOpts};
-use ratatosk_abi::{rt_limits, rt_stat, rt_target};
+pub use ratatosk_abi::rt_ssl_layout as SslLayout;
+use ratatosk_abi::{rt_limits, rt_ssl_layout, rt_stat, rt_target};
 
 pub use preflight::{PreflightError, ensure_tracefs, preflight};
 
@@ -120,6 +121,10 @@ pub enum TlsAttachError {
         #[source]
         source: libbpf_rs::Error,
     },
+    #[error("too many OpenSSL builds decrypted at once")]
+    TooManyLayouts,
+    #[error("storing the OpenSSL struct layout failed")]
+    Layout(#[source] libbpf_rs::Error),
 }
 
 /// Where to probe Go's `crypto/tls` in one executable (file offsets).
@@ -166,6 +171,8 @@ pub struct Capture {
     tls_links: Vec<Link>,
     tls: bool,
     capture_bytes: u32,
+    /// Entries of `ssl_layouts` in use.
+    ssl_layouts: u32,
 }
 
 impl Capture {
@@ -211,6 +218,7 @@ impl Capture {
             (&mut open.maps.sock_fds, "sock_fds"),
             (&mut open.maps.ssl_socks, "ssl_socks"),
             (&mut open.maps.tls_socks, "tls_socks"),
+            (&mut open.maps.tls_keysocks, "tls_keysocks"),
             (&mut open.maps.go_reads, "go_reads"),
         ] {
             map.set_max_entries(opts.max_sockets.max(1024))
@@ -249,6 +257,7 @@ impl Capture {
                 &mut p.ssl_write_ret,
                 &mut p.ssl_write_ex,
                 &mut p.ssl_write_ex_ret,
+                &mut p.ssl_do_handshake,
                 &mut p.go_tls_read,
                 &mut p.go_tls_read_ret,
                 &mut p.go_tls_write,
@@ -298,6 +307,7 @@ impl Capture {
             tls_links: Vec::new(),
             tls: opts.tls,
             capture_bytes,
+            ssl_layouts: 0,
         })
     }
 
@@ -357,6 +367,68 @@ impl Capture {
         };
         self.tls_links.extend(links);
         Ok(OpensslProbes { ex: has_ex })
+    }
+
+    /// Attaches the handshake probe (entry of `SSL_do_handshake`) to the
+    /// OpenSSL library at `path`, whose struct layout is `layout`: TLS on
+    /// its sockets is then decrypted from the secrets (RT_EV_TLS_KEYS)
+    /// instead of probing every SSL_read/SSL_write. Once per file, like
+    /// `attach_openssl`; at most `RT_MAX_SSL_LAYOUTS` files.
+    pub fn attach_openssl_handshake(
+        &mut self,
+        path: &Path,
+        layout: &rt_ssl_layout,
+    ) -> Result<(), TlsAttachError> {
+        if !self.tls {
+            return Err(TlsAttachError::Disabled);
+        }
+        let idx = self.ssl_layouts;
+        if idx >= rt_limits::RT_MAX_SSL_LAYOUTS as u32 {
+            return Err(TlsAttachError::TooManyLayouts);
+        }
+        let mut value = *layout;
+        value.valid = 1;
+        // SAFETY: rt_ssl_layout is a plain-old-data struct generated from
+        // abi.h (u32 fields only, no padding holes): viewing it as bytes is
+        // sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&value as *const rt_ssl_layout).cast::<u8>(),
+                std::mem::size_of::<rt_ssl_layout>(),
+            )
+        };
+        self.skel
+            .maps
+            .ssl_layouts
+            .update(&idx.to_ne_bytes(), bytes, MapFlags::ANY)
+            .map_err(TlsAttachError::Layout)?;
+        let link = self
+            .skel
+            .progs
+            .ssl_do_handshake
+            .attach_uprobe_with_opts(
+                -1,
+                path,
+                0,
+                UprobeOpts {
+                    func_name: Some("SSL_do_handshake".to_string()),
+                    cookie: u64::from(idx),
+                    ..Default::default()
+                },
+            )
+            .map_err(|source| {
+                if source.kind() == libbpf_rs::ErrorKind::NotFound {
+                    TlsAttachError::NoSymbol("SSL_do_handshake")
+                } else {
+                    TlsAttachError::Attach {
+                        func: "SSL_do_handshake",
+                        source,
+                    }
+                }
+            })?;
+        self.ssl_layouts += 1;
+        self.tls_links.push(link);
+        Ok(())
     }
 
     /// Attaches the Go `crypto/tls` probes to the Go executable at `path`
@@ -487,11 +559,15 @@ pub struct BpfStats {
     pub uprobe_hits: [u64; UPROBES.len()],
     /// TLS plaintext dropped because its socket was not found.
     pub tls_no_socket: u64,
+    /// TLS secrets or the socket BIO could not be read from an SSL object.
+    pub tls_keys_fault: u64,
+    /// Handshakes over a BIO that is not a socket (memory BIOs).
+    pub tls_not_socket_bio: u64,
 }
 
 /// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
 /// whether the probe is a function entry (a trap) or a return.
-pub const UPROBES: [(&str, bool); 11] = [
+pub const UPROBES: [(&str, bool); 12] = [
     ("SSL_read", true),
     ("SSL_read_ex", true),
     ("SSL_write", true),
@@ -504,6 +580,7 @@ pub const UPROBES: [(&str, bool); 11] = [
     ("crypto/tls.(*Conn).Read", true),
     ("crypto/tls.(*Conn).Read", false),
     ("crypto/tls.(*Conn).Write", true),
+    ("SSL_do_handshake", true),
 ];
 
 impl Counters {
@@ -543,8 +620,11 @@ impl Counters {
                 get(rt_stat::RT_STAT_UPROBE_GO_TLS_READ)?,
                 get(rt_stat::RT_STAT_UPROBE_GO_TLS_READ_RET)?,
                 get(rt_stat::RT_STAT_UPROBE_GO_TLS_WRITE)?,
+                get(rt_stat::RT_STAT_UPROBE_SSL_HANDSHAKE)?,
             ],
             tls_no_socket: get(rt_stat::RT_STAT_TLS_NO_SOCKET)?,
+            tls_keys_fault: get(rt_stat::RT_STAT_TLS_KEYS_FAULT)?,
+            tls_not_socket_bio: get(rt_stat::RT_STAT_TLS_NOT_SOCKET_BIO)?,
         })
     }
 }

@@ -469,7 +469,7 @@ impl Nginx {
             www,
             port,
             &format!(
-                "listen 127.0.0.1:{port} ssl; ssl_certificate {c}/cert.pem; ssl_certificate_key {c}/key.pem;"
+                "listen 127.0.0.1:{port} ssl; ssl_certificate {c}/cert.pem; ssl_certificate_key {c}/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
             ),
         )
     }
@@ -790,7 +790,19 @@ pub fn private_libssl() -> tempfile::TempDir {
 /// `curl -k` fetching `url` `n` times over one keep-alive connection
 /// (URL glob), with extra environment; returns every status.
 pub fn curl_tls_keepalive(url: &str, n: usize, env: &[(&str, &str)]) -> Vec<u16> {
-    let glob = format!("{url}?i=[1-{n}]");
+    curl_tls_keepalive_args(url, n, env, &[])
+}
+
+/// `curl_tls_keepalive` with extra curl arguments (TLS version, ciphers);
+/// `url` may carry a query of its own.
+pub fn curl_tls_keepalive_args(
+    url: &str,
+    n: usize,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Vec<u16> {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let glob = format!("{url}{sep}i=[1-{n}]");
     let out = Command::new(tool("curl"))
         .args([
             "-sk",
@@ -798,8 +810,9 @@ pub fn curl_tls_keepalive(url: &str, n: usize, env: &[(&str, &str)]) -> Vec<u16>
             "/dev/null",
             "-w",
             "%{http_code} %{num_connects}\n",
-            &glob,
         ])
+        .args(args)
+        .arg(&glob)
         .envs(env.iter().copied())
         .output()
         .expect("run curl");

@@ -43,14 +43,148 @@ fn check_https_spans(agent: &Agent, port: u16, path: &str, n: usize, body: usize
     spans
 }
 
+/// Decryption (the default): nginx's libssl gets the handshake probe only;
+/// every TLS version and AEAD suite curl can negotiate, small and large
+/// (multi-record, truncated) responses, one span per request, and no
+/// uprobe trap per request.
 #[test]
-fn nginx_https_keepalive_one_span_per_request_and_uprobe_hits() {
+fn nginx_https_decrypted_from_handshake_secrets_every_suite() {
     let _g = serial();
     let www = www_dir();
     let certs = tls_cert();
     let port = free_port();
     let nginx = Nginx::start_tls(www.path(), port, certs.path());
     let agent = Agent::start(&["--open-port", &port.to_string()]);
+    let attached = agent.log_lines_with("OpenSSL handshake probe attached");
+    assert!(
+        attached.len() == 1 && attached[0].contains("file=/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+        "libssl not set up for decryption before ready:\n{}",
+        agent.stderr_text()
+    );
+    let lib = private_libssl();
+    let env = [("LD_LIBRARY_PATH", lib.path().to_str().expect("utf-8 path"))];
+    const N: usize = 20;
+    let variants: [(&str, &[&str]); 6] = [
+        ("tls13-aes256", &["--tlsv1.3"]),
+        (
+            "tls13-aes128",
+            &["--tlsv1.3", "--tls13-ciphers", "TLS_AES_128_GCM_SHA256"],
+        ),
+        (
+            "tls13-chacha",
+            &[
+                "--tlsv1.3",
+                "--tls13-ciphers",
+                "TLS_CHACHA20_POLY1305_SHA256",
+            ],
+        ),
+        (
+            "tls12-aes128",
+            &[
+                "--tls-max",
+                "1.2",
+                "--ciphers",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+            ],
+        ),
+        (
+            "tls12-aes256",
+            &[
+                "--tls-max",
+                "1.2",
+                "--ciphers",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+            ],
+        ),
+        (
+            "tls12-chacha",
+            &[
+                "--tls-max",
+                "1.2",
+                "--ciphers",
+                "ECDHE-RSA-CHACHA20-POLY1305",
+            ],
+        ),
+    ];
+    let mut total = 0;
+    for (tag, args) in variants {
+        for (path, body) in [("/hello", 12), ("/big", 100_000)] {
+            let url = format!("https://127.0.0.1:{port}{path}?v={tag}");
+            let statuses = curl_tls_keepalive_args(&url, N, &env, args);
+            assert_eq!(statuses, vec![200; N], "{tag}");
+            total += N;
+            let prefix = format!("v={tag}&");
+            let spans = agent.wait_spans(N, WAIT, |s| {
+                server_spans_on(port)(s)
+                    && attr(s, "url.path") == path
+                    && attr(s, "url.query").starts_with(&prefix)
+            });
+            assert_eq!(
+                spans.len(),
+                N,
+                "{tag} {path}: {spans:#?}\n{}",
+                agent.metrics()
+            );
+            for s in &spans {
+                assert_eq!(attr(s, "url.scheme"), "https", "{s}");
+                assert_eq!(attr(s, "http.request.method"), "GET");
+                assert_eq!(attr(s, "http.response.status_code"), "200");
+                assert_eq!(
+                    attr(s, "http.response.body.size"),
+                    body.to_string(),
+                    "{tag} {s}"
+                );
+                assert_eq!(attr(s, "client.address"), "127.0.0.1");
+            }
+            let mut queries: Vec<String> = spans.iter().map(|s| attr(s, "url.query")).collect();
+            queries.sort();
+            queries.dedup();
+            assert_eq!(queries.len(), N, "{tag}: duplicated or lost: {queries:?}");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(nginx.access_log_lines(), total);
+    assert_eq!(agent.spans().len(), total, "no span from anything else");
+
+    settle_counters();
+    let handshakes = uprobe_hits(&agent, &[("probe", "SSL_do_handshake")]);
+    let entries = uprobe_hits(&agent, &[("point", "entry")]);
+    eprintln!(
+        "nginx over TLS, decrypting: {:.3} uprobe traps per request ({handshakes} SSL_do_handshake for {} connections)",
+        entries / total as f64,
+        variants.len() * 2
+    );
+    // nginx calls SSL_do_handshake a few times per connection (until it
+    // stops returning WANT_READ); nothing per request.
+    assert_eq!(entries, handshakes, "only the handshake is probed");
+    let conns = (variants.len() * 2) as f64;
+    assert!((conns..=conns * 5.0).contains(&handshakes), "{handshakes}");
+    for reason in [
+        "auth_failed",
+        "lost_sync",
+        "unsupported",
+        "overflow",
+        "no_keys",
+    ] {
+        assert_eq!(
+            agent.metric_sum("ratatosk_tls_decrypt_failures_total", &[("reason", reason)]),
+            0.0,
+            "{reason}:\n{}",
+            agent.metrics()
+        );
+    }
+    assert!(agent.metric_sum("ratatosk_tls_decrypted_records_total", &[]) >= total as f64 * 2.0);
+}
+
+/// `--tls-decrypt=false`: uprobes on every SSL_read/SSL_write.
+#[test]
+fn nginx_https_keepalive_with_call_probes_one_span_per_request_and_uprobe_hits() {
+    let _g = serial();
+    let www = www_dir();
+    let certs = tls_cert();
+    let port = free_port();
+    let nginx = Nginx::start_tls(www.path(), port, certs.path());
+    let agent = Agent::start(&["--open-port", &port.to_string(), "--tls-decrypt=false"]);
     assert!(
         agent
             .stderr_text()
@@ -107,11 +241,18 @@ fn python_ssl_server_started_after_the_agent_is_covered_within_a_second() {
     let certs = tls_cert();
     let port = free_port();
     let agent = Agent::start(&["--open-port", &port.to_string()]);
-    assert!(!agent.stderr_text().contains("OpenSSL probes attached"));
+    assert!(
+        !agent
+            .stderr_text()
+            .contains("OpenSSL handshake probe attached")
+    );
     let _server = python_tls_server(port, certs.path());
     let listening = Instant::now();
     // Selected at listen(), its mappings scanned within the scan interval.
-    while !agent.stderr_text().contains("OpenSSL probes attached") {
+    while !agent
+        .stderr_text()
+        .contains("OpenSSL handshake probe attached")
+    {
         assert!(
             listening.elapsed() < Duration::from_secs(1),
             "libssl of a new process not probed within 1 s:\n{}",
@@ -125,9 +266,10 @@ fn python_ssl_server_started_after_the_agent_is_covered_within_a_second() {
     assert_eq!(statuses, vec![200; N]);
     check_https_spans(&agent, port, "/hello", N, 15);
     settle_counters();
-    // Python's ssl module calls the _ex forms.
-    assert!(uprobe_hits(&agent, &[("probe", "SSL_read_ex"), ("point", "return")]) >= N as f64);
-    assert!(uprobe_hits(&agent, &[("probe", "SSL_write_ex"), ("point", "return")]) >= N as f64);
+    // One connection: its handshake calls only.
+    let handshakes = uprobe_hits(&agent, &[("probe", "SSL_do_handshake")]);
+    assert!((1.0..=4.0).contains(&handshakes), "{handshakes}");
+    assert_eq!(uprobe_hits(&agent, &[("point", "entry")]), handshakes);
     assert_eq!(
         agent.metric_sum("ratatosk_tls_unattributed_total", &[]),
         0.0

@@ -149,6 +149,7 @@ pub struct EbpfFile {
     pub capture_bytes: Option<Val<Ranged<64, 8192>>>,
     pub syscall_hooks: Option<Val<HookMode>>,
     pub tls_capture: Option<Val<Flag>>,
+    pub tls_decrypt: Option<Val<Flag>>,
     pub ringbuf_mib: Option<Val<Ranged<1, 1024>>>,
     pub max_connections: Option<Val<Ranged<1, 16_777_216>>>,
     pub max_processes: Option<Val<Ranged<1, 4_194_304>>>,

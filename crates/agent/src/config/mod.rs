@@ -82,6 +82,9 @@ pub struct Config {
     pub capture_bytes: u32,
     pub syscall_hooks: HookMode,
     pub tls_capture: bool,
+    /// OpenSSL libraries: decrypt from the handshake's secrets instead of
+    /// probing every SSL_read/SSL_write.
+    pub tls_decrypt: bool,
     pub ringbuf_bytes: u32,
     pub max_connections: usize,
     pub max_processes: u32,
@@ -420,6 +423,13 @@ impl Config {
                 Flag(true),
             )?
             .0;
+        let tls_decrypt = src
+            .value(
+                "tls_decrypt",
+                take(file.ebpf.tls_decrypt.clone()),
+                Flag(true),
+            )?
+            .0;
         let ringbuf_mib = src.value(
             "ringbuf_mib",
             take(file.ebpf.ringbuf_mib.clone()),
@@ -446,6 +456,7 @@ impl Config {
             capture_bytes: small(capture_bytes.0),
             syscall_hooks,
             tls_capture,
+            tls_decrypt,
             ringbuf_bytes: small(ringbuf_mib.0)
                 .next_power_of_two()
                 .saturating_mul(1 << 20),

@@ -268,6 +268,16 @@ pub const SETTINGS: &[Setting] = &[
         help: "Capture TLS plaintext from OpenSSL (libssl.so and executables exporting SSL_read/SSL_write) and Go crypto/tls (Go 1.18+ executables) with uprobes; `false` leaves TLS connections unparsed and costs nothing per TLS call.",
     },
     Setting {
+        id: "tls_decrypt",
+        flag: "tls-decrypt",
+        value_name: "BOOL",
+        env: "RATATOSK_TLS_DECRYPT",
+        aliases: &[],
+        yaml: Some("ebpf.tls_decrypt"),
+        default: "true",
+        help: "For OpenSSL shared libraries (libssl.so 1.1.1/3.x over socket BIOs): probe only the handshake, read the connection's TLS secrets and decrypt the captured ciphertext in the agent (AES-GCM and ChaCha20-Poly1305 suites), instead of a uprobe on every SSL_read/SSL_write; `false` always probes the calls.",
+    },
+    Setting {
         id: "ringbuf_mib",
         flag: "ringbuf-mib",
         value_name: "N",

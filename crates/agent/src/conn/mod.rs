@@ -12,7 +12,9 @@ use rustc_hash::FxHashMap as HashMap;
 use ratatosk_protocols::http1::{self, Detect, Exchange, Http1Conn, Limits};
 use ratatosk_protocols::parse::{Direction, Role, Segment};
 
-use crate::decode::{Data, Tuple};
+mod tls;
+
+use crate::decode::{Data, TlsKeys, Tuple};
 use crate::selfmon::{ReasonLabel, SelfMetrics};
 
 /// A parsed exchange and the connection it happened on.
@@ -60,9 +62,11 @@ struct Conn {
     arrivals: [(u64, u64); ARRIVALS],
     next_arrival: usize,
     stats_seen: http1::ConnStats,
-    /// Plaintext comes from the TLS library: the socket's own bytes
-    /// (ciphertext) are ignored from then on.
+    /// Plaintext comes from the TLS library or from decryption: the
+    /// socket's own bytes (ciphertext) are not parsed.
     tls: bool,
+    /// Decryption of the socket's ciphertext (OpenSSL handshake secrets).
+    cipher: Option<Box<tls::Cipher>>,
 }
 
 impl Conn {
@@ -75,6 +79,7 @@ impl Conn {
             next_arrival: 0,
             stats_seen: http1::ConnStats::default(),
             tls: false,
+            cipher: None,
         }
     }
 
@@ -105,6 +110,8 @@ pub struct Tracker {
     limits: Limits,
     metrics: SelfMetrics,
     scratch: Vec<Exchange>,
+    /// Plaintext decrypted from one record, parsed right after.
+    plain: tls::PlainBuf,
 }
 
 impl Tracker {
@@ -116,6 +123,7 @@ impl Tracker {
             limits,
             metrics,
             scratch: Vec::new(),
+            plain: tls::PlainBuf::default(),
         }
     }
 
@@ -152,7 +160,15 @@ impl Tracker {
             self.make_room(out);
             self.total += 1;
         }
-        let pc = self.procs.entry(tgid).or_default();
+        let Tracker {
+            procs,
+            limits,
+            metrics,
+            scratch,
+            plain,
+            ..
+        } = self;
+        let pc = procs.entry(tgid).or_default();
         if pc.fds.get(&d.fd) != Some(&d.sock_id) {
             pc.fds.insert(d.fd, d.sock_id);
         }
@@ -169,11 +185,32 @@ impl Tracker {
         if d.tuple.local.port() != 0 || conn.tuple.local.port() == 0 {
             conn.tuple = d.tuple;
         }
+        let mut ctx = Ctx {
+            limits: *limits,
+            metrics,
+            scratch,
+            tgid,
+            out,
+        };
+        if d.cipher {
+            // Ciphertext to decrypt: its plaintext goes through the same
+            // parsers, in the order of the records.
+            if conn.cipher.is_none() {
+                conn.cipher = Some(Box::new(tls::Cipher::new(d.direction)));
+                conn.tls = true;
+                conn.proto = Proto::Detecting(None);
+            }
+            if let Some(c) = conn.cipher.as_mut() {
+                c.feed(d, plain, ctx.metrics);
+            }
+            feed_decrypted(&mut ctx, conn, plain);
+            return;
+        }
         if d.tls != conn.tls {
             if conn.tls {
                 // Ciphertext that left the kernel before the socket was
                 // known to carry TLS: the plaintext is parsed instead.
-                self.metrics.unparsed_bytes.inc_by(d.len);
+                ctx.metrics.unparsed_bytes.inc_by(d.len);
                 return;
             }
             // First plaintext on a connection whose handshake was seen as
@@ -182,98 +219,47 @@ impl Tracker {
             conn.tls = true;
             conn.proto = Proto::Detecting(None);
         }
-
-        let mut replay = None;
-        if let Proto::Detecting(probe) = &mut conn.proto
-            && !d.payload.is_empty()
-        {
-            // Detect over what this direction has said so far.
-            let held = probe.take().filter(|p| p.direction == d.direction);
-            let verdict = match &held {
-                Some(p) => {
-                    let mut joined = p.bytes.clone();
-                    joined.extend_from_slice(d.payload);
-                    http1::detect(&joined)
-                }
-                None => http1::detect(d.payload),
-            };
-            conn.proto = match verdict {
-                Detect::Request | Detect::Response => {
-                    replay = held;
-                    Proto::Http1(Box::new(Http1Conn::new(self.limits)))
-                }
-                Detect::NeedMore => {
-                    let mut p = held.unwrap_or_else(|| {
-                        Box::new(Probe {
-                            direction: d.direction,
-                            bytes: Vec::new(),
-                            segments: Vec::new(),
-                        })
-                    });
-                    if p.bytes.len() + d.payload.len() > PROBE_MAX_BYTES
-                        || p.segments.len() >= PROBE_MAX_SEGMENTS
-                    {
-                        unparsed(&self.metrics, conn_len(&p), "undetected");
-                        Proto::Opaque
-                    } else {
-                        p.bytes.extend_from_slice(d.payload);
-                        p.segments.push((d.hdr.ts_ns, d.payload.len(), d.len));
-                        Proto::Detecting(Some(p))
-                    }
-                }
-                Detect::No => {
-                    unparsed(
-                        &self.metrics,
-                        held.as_deref().map_or(0, conn_len),
-                        "unknown_protocol",
-                    );
-                    Proto::Opaque
-                }
-            };
-            if matches!(conn.proto, Proto::Detecting(_)) {
-                return;
-            }
-        }
-        let http = match &mut conn.proto {
-            Proto::Http1(h) => h,
-            Proto::Opaque | Proto::Detecting(_) => {
-                self.metrics.unparsed_bytes.inc_by(d.len);
-                return;
-            }
-        };
-        if let Some(p) = replay {
-            let mut at = 0;
-            for (ts, n, len) in p.segments {
-                let data = p.bytes.get(at..at + n).unwrap_or(&[]);
-                at += n;
-                http.on_data(
-                    p.direction,
-                    Segment {
-                        ts_ns: ts,
-                        data,
-                        len,
-                    },
-                    &mut self.scratch,
-                );
-            }
-        }
-        if d.direction == Direction::Ingress {
-            conn.arrivals[conn.next_arrival % ARRIVALS] = (d.hdr.ts_ns, d.queued_ns);
-            conn.next_arrival = conn.next_arrival.wrapping_add(1);
-        }
         let seg = Segment {
             ts_ns: d.hdr.ts_ns,
             data: d.payload,
             len: d.len,
         };
-        http.on_data(d.direction, seg, &mut self.scratch);
-        let upgraded = http.is_upgraded();
-        let stats = *http.stats();
-        collect(tgid, conn, stats, &self.metrics, &mut self.scratch, out);
-        if upgraded {
-            conn.proto = Proto::Opaque;
-            unparsed(&self.metrics, 0, "upgraded");
-        }
+        feed_plain(&mut ctx, conn, d.direction, seg, d.queued_ns);
+    }
+
+    /// The secrets of a connection whose ciphertext is being captured:
+    /// what waited for them is decrypted and parsed now.
+    pub fn on_tls_keys(&mut self, keys: &TlsKeys, out: &mut Vec<Finished>) {
+        let tgid = keys.hdr.tgid;
+        let Tracker {
+            procs,
+            limits,
+            metrics,
+            scratch,
+            plain,
+            ..
+        } = self;
+        let Some(conn) = procs
+            .get_mut(&tgid)
+            .and_then(|p| p.conns.get_mut(&keys.sock_id))
+        else {
+            // Its records were never seen (evicted): nothing to decrypt.
+            tls::count_failure(metrics, "no_connection");
+            return;
+        };
+        let Some(c) = conn.cipher.as_mut() else {
+            tls::count_failure(metrics, "no_connection");
+            return;
+        };
+        c.set_keys(keys, plain, metrics);
+        let mut ctx = Ctx {
+            limits: *limits,
+            metrics,
+            scratch,
+            tgid,
+            out,
+        };
+        feed_decrypted(&mut ctx, conn, plain);
     }
 
     /// close(fd) succeeded in `tgid`.
@@ -360,6 +346,120 @@ impl Tracker {
         }
         self.procs
             .retain(|_, p| !p.conns.is_empty() || !p.fds.is_empty());
+    }
+}
+
+/// What the parsing path borrows from the tracker.
+struct Ctx<'a> {
+    limits: Limits,
+    metrics: &'a SelfMetrics,
+    scratch: &'a mut Vec<Exchange>,
+    tgid: u32,
+    out: &'a mut Vec<Finished>,
+}
+
+/// Parses the plaintext that decryption produced (held in `plain`).
+fn feed_decrypted(ctx: &mut Ctx<'_>, conn: &mut Conn, plain: &mut tls::PlainBuf) {
+    for seg in plain.segments() {
+        feed_plain(ctx, conn, seg.direction, seg.segment, seg.queued_ns);
+    }
+    plain.clear();
+}
+
+/// One segment of plaintext (socket bytes, or TLS plaintext) into the
+/// connection's protocol detection and parser.
+fn feed_plain(
+    ctx: &mut Ctx<'_>,
+    conn: &mut Conn,
+    direction: Direction,
+    seg: Segment<'_>,
+    queued_ns: u64,
+) {
+    let mut replay = None;
+    if let Proto::Detecting(probe) = &mut conn.proto
+        && !seg.data.is_empty()
+    {
+        // Detect over what this direction has said so far.
+        let held = probe.take().filter(|p| p.direction == direction);
+        let verdict = match &held {
+            Some(p) => {
+                let mut joined = p.bytes.clone();
+                joined.extend_from_slice(seg.data);
+                http1::detect(&joined)
+            }
+            None => http1::detect(seg.data),
+        };
+        conn.proto = match verdict {
+            Detect::Request | Detect::Response => {
+                replay = held;
+                Proto::Http1(Box::new(Http1Conn::new(ctx.limits)))
+            }
+            Detect::NeedMore => {
+                let mut p = held.unwrap_or_else(|| {
+                    Box::new(Probe {
+                        direction,
+                        bytes: Vec::new(),
+                        segments: Vec::new(),
+                    })
+                });
+                if p.bytes.len() + seg.data.len() > PROBE_MAX_BYTES
+                    || p.segments.len() >= PROBE_MAX_SEGMENTS
+                {
+                    unparsed(ctx.metrics, conn_len(&p), "undetected");
+                    Proto::Opaque
+                } else {
+                    p.bytes.extend_from_slice(seg.data);
+                    p.segments.push((seg.ts_ns, seg.data.len(), seg.len));
+                    Proto::Detecting(Some(p))
+                }
+            }
+            Detect::No => {
+                unparsed(
+                    ctx.metrics,
+                    held.as_deref().map_or(0, conn_len),
+                    "unknown_protocol",
+                );
+                Proto::Opaque
+            }
+        };
+        if matches!(conn.proto, Proto::Detecting(_)) {
+            return;
+        }
+    }
+    let http = match &mut conn.proto {
+        Proto::Http1(h) => h,
+        Proto::Opaque | Proto::Detecting(_) => {
+            ctx.metrics.unparsed_bytes.inc_by(seg.len);
+            return;
+        }
+    };
+    if let Some(p) = replay {
+        let mut at = 0;
+        for (ts, n, len) in p.segments {
+            let data = p.bytes.get(at..at + n).unwrap_or(&[]);
+            at += n;
+            http.on_data(
+                p.direction,
+                Segment {
+                    ts_ns: ts,
+                    data,
+                    len,
+                },
+                ctx.scratch,
+            );
+        }
+    }
+    if direction == Direction::Ingress {
+        conn.arrivals[conn.next_arrival % ARRIVALS] = (seg.ts_ns, queued_ns);
+        conn.next_arrival = conn.next_arrival.wrapping_add(1);
+    }
+    http.on_data(direction, seg, ctx.scratch);
+    let upgraded = http.is_upgraded();
+    let stats = *http.stats();
+    collect(ctx.tgid, conn, stats, ctx.metrics, ctx.scratch, ctx.out);
+    if upgraded {
+        conn.proto = Proto::Opaque;
+        unparsed(ctx.metrics, 0, "upgraded");
     }
 }
 
@@ -452,6 +552,7 @@ mod tests {
             fd,
             direction: dir,
             tls: false,
+            cipher: false,
             tuple: tuple(),
             payload,
         }

@@ -8,6 +8,7 @@
 pub mod gotls;
 pub mod openssl;
 pub mod procfs;
+pub mod sslcal;
 
 use std::collections::HashMap;
 

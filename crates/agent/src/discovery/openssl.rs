@@ -25,10 +25,29 @@ pub trait TlsAttach {
     fn openssl(&mut self, path: &Path) -> Result<OpensslProbes, TlsAttachError>;
     /// Go crypto/tls probes at the given offsets.
     fn go(&mut self, path: &Path, probes: &GoTlsProbes) -> Result<usize, TlsAttachError>;
+    /// The handshake probe on an OpenSSL library, after learning its
+    /// struct layout by running `host_path` (the same file, as the agent
+    /// sees it); returns the library's version text.
+    fn openssl_handshake(
+        &mut self,
+        path: &Path,
+        host_path: &Path,
+    ) -> Result<String, DecryptSetupError>;
     /// Whether `path` is a Go executable.
     fn is_go(&self, path: &Path) -> bool {
         crate::export::runtime::is_go_executable(path)
     }
+}
+
+/// Why a library gets the per-call probes instead of the handshake probe.
+#[derive(Debug, thiserror::Error)]
+pub enum DecryptSetupError {
+    #[error("it lives in another mount namespace (its layout is not learned there)")]
+    OtherNamespace,
+    #[error("learning its struct layout failed")]
+    Calibrate(#[from] crate::discovery::sslcal::CalibrateError),
+    #[error(transparent)]
+    Attach(#[from] TlsAttachError),
 }
 
 /// Most files given probes (each holds 8 uprobe links, or for Go 2 plus
@@ -94,6 +113,8 @@ fn parse_dev(s: &str) -> Option<u64> {
 
 /// The files already looked at, and the attach decisions.
 pub struct OpensslFiles {
+    /// Decrypt OpenSSL libraries from their secrets when possible.
+    decrypt: bool,
     attached: FxHashSet<(u64, u64)>,
     rejected: FxHashSet<(u64, u64)>,
     limit_warned: bool,
@@ -101,8 +122,9 @@ pub struct OpensslFiles {
 }
 
 impl OpensslFiles {
-    pub fn new(metrics: SelfMetrics) -> Self {
+    pub fn new(decrypt: bool, metrics: SelfMetrics) -> Self {
         OpensslFiles {
+            decrypt,
             attached: FxHashSet::default(),
             rejected: FxHashSet::default(),
             limit_warned: false,
@@ -147,6 +169,22 @@ impl OpensslFiles {
             self.consider_go(pid, c, &path, attach);
             return;
         }
+        if c.libssl && self.decrypt {
+            match self.try_decrypt(pid, c, &path, attach) {
+                Ok(version) => {
+                    self.attached.insert(key);
+                    self.count("attached");
+                    info!(file = %c.path, pid, %version,
+                        "TLS capture: OpenSSL handshake probe attached (decrypting with the connections' secrets)");
+                    return;
+                }
+                Err(e) => {
+                    self.count("no_decrypt");
+                    info!(file = %c.path, pid, reason = %chain(&e),
+                        "TLS capture: cannot decrypt this library's connections; probing its SSL_read/SSL_write calls instead");
+                }
+            }
+        }
         match attach.openssl(&path) {
             Ok(p) => {
                 self.attached.insert(key);
@@ -164,6 +202,23 @@ impl OpensslFiles {
                 self.reject(key);
             }
         }
+    }
+
+    /// Calibration runs the file as the agent sees it, so only for a
+    /// process in the agent's own mount namespace.
+    fn try_decrypt(
+        &mut self,
+        pid: u32,
+        c: &Candidate,
+        path: &Path,
+        attach: &mut dyn TlsAttach,
+    ) -> Result<String, DecryptSetupError> {
+        let ns = |p: String| std::fs::read_link(p).ok();
+        let mine = ns("/proc/self/ns/mnt".to_string());
+        if mine.is_none() || mine != ns(format!("/proc/{pid}/ns/mnt")) {
+            return Err(DecryptSetupError::OtherNamespace);
+        }
+        attach.openssl_handshake(path, Path::new(&c.path))
     }
 
     fn consider_go(&mut self, pid: u32, c: &Candidate, path: &Path, attach: &mut dyn TlsAttach) {
@@ -255,7 +310,7 @@ mod tests {
 
     #[test]
     fn each_file_is_attached_once_and_failures_are_remembered() {
-        let mut files = OpensslFiles::new(SelfMetrics::default());
+        let mut files = OpensslFiles::new(false, SelfMetrics::default());
         let mut tried = Vec::new();
         let c = candidates(MAPS, Some("/usr/sbin/nginx"));
         struct Fake<'a>(&'a mut Vec<PathBuf>);
@@ -270,6 +325,13 @@ mod tests {
             }
             fn go(&mut self, _: &Path, _: &GoTlsProbes) -> Result<usize, TlsAttachError> {
                 unreachable!("no Go binary here")
+            }
+            fn openssl_handshake(
+                &mut self,
+                _: &Path,
+                _: &Path,
+            ) -> Result<String, DecryptSetupError> {
+                unreachable!("decryption is off")
             }
             fn is_go(&self, _: &Path) -> bool {
                 false
