@@ -54,7 +54,8 @@ def agent_counters(mport: int, port: int) -> dict[str, float]:
 class Agent:
     """One agent process, started for one run."""
 
-    def __init__(self, binary: Path, port: int, log: Path, hooks: str, otlp: str | None = None):
+    def __init__(self, binary: Path, port: int, log: Path, hooks: str, otlp: str | None = None,
+                 extra: tuple[str, ...] = ()):
         self.mport, self.log = free_port(), log
         # otlp: a collector's gRPC endpoint: traces and metrics exported to it
         # (every second for metrics, so their cost shows in a short run).
@@ -63,7 +64,8 @@ class Agent:
                                          "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
         self.proc = spawn([str(binary), "--open-port", str(port), "--trace-printer", "disabled",
                            "--syscall-hooks", hooks,
-                           "--prometheus-port", str(self.mport), "--prometheus-address", "127.0.0.1"], log, env=env)
+                           "--prometheus-port", str(self.mport), "--prometheus-address", "127.0.0.1", *extra],
+                          log, env=env)
         ready = lambda: re.search(r"\bready\b", ANSI.sub("", log.read_text(errors="replace"))) is not None
         try:
             wait_until(ready, 30, "agent did not become ready within 30 s; its last log lines:",

@@ -38,12 +38,15 @@ def one_run(kind: str, w: Workload, server: Server, opts: argparse.Namespace, tm
     so idle time and our own scrapes stay out."""
     target = server.sdk if kind == "otel-sdk" else server.main
     agent = None
-    if kind.startswith(("ratatosk/", "ratatosk-otlp/", "hooks-only/")):
+    if kind.startswith(("ratatosk/", "ratatosk-otlp/", "ratatosk-tlscalls/", "hooks-only/")):
         what, hooks = kind.split("/")
         # hooks-only: the agent selects a port nobody listens on.
         select = free_port() if what == "hooks-only" else target.port
         otlp = server.otlp_endpoint if what == "ratatosk-otlp" else None
-        agent = Agent(opts.agent, select, tmp / f"agent-{rnd}-{what}-{hooks}.log", hooks, otlp)
+        # ratatosk-tlscalls: OpenSSL probed at every SSL_read/SSL_write
+        # instead of decrypted from the handshake's secrets.
+        extra = ("--tls-decrypt=false",) if what == "ratatosk-tlscalls" else ()
+        agent = Agent(opts.agent, select, tmp / f"agent-{rnd}-{what}-{hooks}.log", hooks, otlp, extra)
     try:
         res = measure(agent, kind, w, server, target, opts, tmp / f"perf-{rnd}.log")
     finally:

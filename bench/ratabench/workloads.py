@@ -20,7 +20,9 @@ class Workload:
     kinds: runs per round besides the baseline: "ratatosk" (agent selecting
     the server's port), "ratatosk-otlp" (the same, exporting traces and
     metrics over OTLP/gRPC to the Server's collector), "hooks-only" (agent
-    attached, selecting a port nobody listens on), "otel-sdk" (the Server's
+    attached, selecting a port nobody listens on), "ratatosk-tlscalls" (the
+    agent with --tls-decrypt=false: OpenSSL's SSL_read/SSL_write probed),
+    "otel-sdk" (the Server's
     sdk target, no agent);
     parsed: None when the agent parses the protocol, else what it is (the
     agent captures but does not parse it yet: 0 spans is expected).
@@ -46,7 +48,8 @@ WORKLOADS = {w.name: w for w in [
     Workload("nginx-tls", "nginx, HTTPS (TLS 1.3, OpenSSL 3 as a shared libssl), wrk closed loop, keep-alive",
              ["nginx", "wrk", "openssl"],
              lambda tmp, o: start_nginx(tmp, "tls"),
-             lambda port, o, d: run_wrk(f"https://127.0.0.1:{port}/file", o, d, env=private_libssl_env())),
+             lambda port, o, d: run_wrk(f"https://127.0.0.1:{port}/file", o, d, env=private_libssl_env()),
+             kinds=("ratatosk", "ratatosk-tlscalls")),
     Workload("flask", "Flask on gunicorn (2 sync workers: a connection per request), wrk closed loop; "
              "bare / Ratatosk / OTel SDK",
              ["wrk"], start_flask,

@@ -306,6 +306,17 @@ struct {
 	__type(value, struct tls_keysock);
 } tls_keysocks SEC(".maps");
 
+/* Thread -> handshake in progress over a BIO that is not a socket (curl's
+ * own BIO method, memory BIOs): the thread's next socket syscall is taken
+ * as its connection. A wrong guess costs nothing but a counted failure:
+ * records that the secrets do not authenticate yield no plaintext. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct tls_keysock);
+} tls_hs_pending SEC(".maps");
+
 /* Processes already reported as running TLS over memory BIOs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -443,6 +454,14 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 			__u8 one = 1;
 			bpf_map_update_elem(&tls_socks, &sock, &one, BPF_ANY);
 			return;
+		}
+		struct tls_keysock *pending = bpf_map_lookup_elem(&tls_hs_pending, &pid_tgid);
+		if (pending) {
+			struct tls_keysock p = *pending;
+			bpf_map_delete_elem(&tls_hs_pending, &pid_tgid);
+			struct tls_keysock *old = bpf_map_lookup_elem(&tls_keysocks, &sock);
+			if (!old || old->ssl != p.ssl)
+				bpf_map_update_elem(&tls_keysocks, &sock, &p, BPF_ANY);
 		}
 		struct tls_keysock *ks = bpf_map_lookup_elem(&tls_keysocks, &sock);
 		if (ks) {
@@ -906,9 +925,12 @@ int BPF_UPROBE(ssl_do_handshake, void *ssl)
 		return 0;
 	}
 	if (type != (__s32)l->bio_type_socket) {
-		/* Memory BIOs (asyncio, Node): the ciphertext reaches OpenSSL
-		 * from userspace; userspace decides how to capture it. */
+		/* Memory or custom BIOs (asyncio, curl): no fd to follow; the
+		 * thread's next socket syscall names the connection. */
 		stat_inc(RT_STAT_TLS_NOT_SOCKET_BIO);
+		struct tls_keysock ks = { .ssl = (__u64)ssl, .layout = idx };
+		bpf_probe_read_user(&ks.stale, sizeof(ks.stale), ssl + l->ssl_client_app_secret);
+		bpf_map_update_elem(&tls_hs_pending, &pid_tgid, &ks, BPF_ANY);
 		__u8 one = 1;
 		if (bpf_map_update_elem(&tls_memory_bio, &tgid, &one, BPF_NOEXIST) == 0) {
 			struct rt_tls_memory_bio_event *ev =
@@ -1112,6 +1134,7 @@ int BPF_PROG(sched_process_exit, struct task_struct *task)
 	if (tls_capture) {
 		bpf_map_delete_elem(&tls_calls, &pid_tgid);
 		bpf_map_delete_elem(&tls_last, &pid_tgid);
+		bpf_map_delete_elem(&tls_hs_pending, &pid_tgid);
 	}
 	/* The rest only when the whole thread group is gone. */
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use ratatosk_bpf::RecordSink;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::conn::{Finished, Tracker};
 use crate::decode::{self, Record};
@@ -238,9 +238,9 @@ impl RecordSink for Reader {
             Record::TlsMemoryBio { hdr } => {
                 self.count(RecordKind::TlsMemoryBio);
                 // Once per process (the kernel remembers whom it told).
-                warn!(
+                info!(
                     pid = hdr.tgid,
-                    "TLS capture: this process runs OpenSSL over memory BIOs (asyncio, event libraries); its TLS traffic is not decrypted (start the agent with --tls-decrypt=false to probe its SSL calls)"
+                    "TLS capture: this process runs OpenSSL over its own BIOs (not a socket): its connections are found from the handshake's socket calls; those whose handshake makes none are not decrypted (--tls-decrypt=false probes its SSL calls instead)"
                 );
             }
         }

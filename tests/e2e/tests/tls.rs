@@ -355,3 +355,60 @@ runpy.run_module("http.server", run_name="__main__")
         1.0
     );
 }
+
+/// curl as a client (curl drives OpenSSL through its own BIO method, not a
+/// socket BIO): its connection is found from the handshake's own socket
+/// calls and decrypted; one client span per request, next to nginx's
+/// server spans, both from one probed libssl.
+#[test]
+fn curl_client_over_its_own_bio_is_decrypted_too() {
+    let _g = serial();
+    let www = www_dir();
+    let certs = tls_cert();
+    let port = free_port();
+    let _nginx = Nginx::start_tls(www.path(), port, certs.path());
+    let agent = Agent::start(&["--open-port", &port.to_string(), "--exe-path", "/curl$"]);
+    assert_eq!(
+        agent
+            .log_lines_with("OpenSSL handshake probe attached")
+            .len(),
+        1
+    );
+    const N: usize = 10;
+    for (tag, args) in [
+        ("tls13", &["--tlsv1.3"][..]),
+        ("tls12", &["--tls-max", "1.2"][..]),
+    ] {
+        let url = format!("https://127.0.0.1:{port}/hello?v={tag}");
+        assert_eq!(curl_tls_keepalive_args(&url, N, &[], args), vec![200; N]);
+        let prefix = format!("v={tag}&");
+        let clients = agent.wait_spans(N, WAIT, |s| {
+            s["kind"] == "client"
+                && attr(s, "server.port") == port.to_string()
+                && attr(s, "url.query").starts_with(&prefix)
+        });
+        assert_eq!(clients.len(), N, "{tag}: {clients:#?}\n{}", agent.metrics());
+        for s in &clients {
+            assert_eq!(attr(s, "url.scheme"), "https", "{s}");
+            assert_eq!(attr(s, "http.response.status_code"), "200");
+            assert_eq!(attr(s, "http.response.body.size"), "12");
+        }
+        let servers = agent.wait_spans(N, WAIT, |s| {
+            server_spans_on(port)(s) && attr(s, "url.query").starts_with(&prefix)
+        });
+        assert_eq!(servers.len(), N, "{tag}");
+    }
+    settle_counters();
+    assert!(
+        agent.metric_sum(
+            "ratatosk_reader_records_total",
+            &[("kind", "tls_memory_bio")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        agent.metric_sum("ratatosk_tls_decrypt_failures_total", &[]),
+        0.0,
+        "{}",
+        agent.metrics()
+    );
+}
