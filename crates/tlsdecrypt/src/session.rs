@@ -583,7 +583,18 @@ impl Core {
         match outcome {
             Outcome::Nothing => {}
             Outcome::GiveUp(reason) => self.give_up(reason),
+            Outcome::KeyUpdate => self.key_update(dir, neg),
             Outcome::Content(opened) => self.on_content(dir, neg, rec.body, opened, tag, sink),
+        }
+    }
+
+    fn key_update(&mut self, dir: Direction, neg: Negotiated) {
+        let Some(dc) = self.dirs.get_mut(dir.index()) else {
+            return;
+        };
+        match dc.key_update(neg) {
+            Ok(()) => self.stats.key_updates += 1,
+            Err(_) => dc.state = DirectionState::Failed,
         }
     }
 
@@ -615,10 +626,7 @@ impl Core {
             }
             // A KeyUpdate switches this direction's keys after its record.
             HANDSHAKE if neg.version == Version::Tls13 && dc.post_handshake(data) => {
-                match dc.key_update(neg) {
-                    Ok(()) => self.stats.key_updates += 1,
-                    Err(_) => dc.state = DirectionState::Failed,
-                }
+                self.key_update(dir, neg)
             }
             // TLS 1.3 tickets; TLS 1.2 Finished or renegotiation messages
             // (its ChangeCipherSpec gives up).
