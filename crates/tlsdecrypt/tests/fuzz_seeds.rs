@@ -36,6 +36,8 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
         "tls12_aes128gcm",
         "tls12_aes256gcm",
         "tls12_chacha20",
+        "tls12_resumed",
+        "tls13_resumed",
         "tls12_cbc",
     ];
     let mut out = BTreeMap::new();
