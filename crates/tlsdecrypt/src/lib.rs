@@ -41,3 +41,9 @@ pub use report::{DirectionState, GiveUpReason, Stats};
 pub use secrets::{KeylogError, Secrets};
 pub use session::{Direction, Limits, Plaintext, Session};
 pub use suite::{Aead, Hash, Negotiated, Version};
+
+/// Plain-function body of the cargo-fuzz target, so `cargo test` can run it
+/// over the committed seeds without a nightly toolchain.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;

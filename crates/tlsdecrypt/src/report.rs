@@ -28,7 +28,7 @@ pub struct Stats {
     pub bad_records: u64,
     /// TLS 1.3 KeyUpdates followed.
     pub key_updates: u64,
-    /// Alerts received (close_notify included); each ends its direction.
+    /// Alerts received; close_notify and fatal ones end their direction.
     pub alerts: u64,
     /// Pending-buffer overflows before the secrets came (gives up).
     pub buffer_overflows: u64,

@@ -564,7 +564,9 @@ impl Core {
         }
         if !protected {
             self.stats.alerts += 1;
-            dc.state = DirectionState::Closed;
+            if alert_ends_direction(rec.body, neg.version) {
+                dc.state = DirectionState::Closed;
+            }
             return;
         }
         let limits = OpenLimits {
@@ -583,7 +585,18 @@ impl Core {
         match outcome {
             Outcome::Nothing => {}
             Outcome::GiveUp(reason) => self.give_up(reason),
+            Outcome::KeyUpdate => self.key_update(dir, neg),
             Outcome::Content(opened) => self.on_content(dir, neg, rec.body, opened, tag, sink),
+        }
+    }
+
+    fn key_update(&mut self, dir: Direction, neg: Negotiated) {
+        let Some(dc) = self.dirs.get_mut(dir.index()) else {
+            return;
+        };
+        match dc.key_update(neg) {
+            Ok(()) => self.stats.key_updates += 1,
+            Err(_) => dc.state = DirectionState::Failed,
         }
     }
 
@@ -615,23 +628,39 @@ impl Core {
             }
             // A KeyUpdate switches this direction's keys after its record.
             HANDSHAKE if neg.version == Version::Tls13 && dc.post_handshake(data) => {
-                match dc.key_update(neg) {
-                    Ok(()) => self.stats.key_updates += 1,
-                    Err(_) => dc.state = DirectionState::Failed,
-                }
+                self.key_update(dir, neg)
             }
             // TLS 1.3 tickets; TLS 1.2 Finished or renegotiation messages
             // (its ChangeCipherSpec gives up).
             HANDSHAKE => {}
             ALERT => {
                 self.stats.alerts += 1;
-                dc.state = DirectionState::Closed;
+                if alert_ends_direction(data, neg.version) {
+                    dc.state = DirectionState::Closed;
+                }
             }
             CHANGE_CIPHER_SPEC if neg.version == Version::Tls12 => {
                 self.give_up(GiveUpReason::Renegotiation)
             }
             _ => {}
         }
+    }
+}
+
+/// close_notify and fatal alerts end a direction; TLS 1.2 warnings (e.g.
+/// no_renegotiation) and TLS 1.3 user_canceled do not. An alert not fully
+/// known ends it (the safe side: no garbage after it).
+fn alert_ends_direction(body: &[u8], version: Version) -> bool {
+    const FATAL: u8 = 2;
+    const CLOSE_NOTIFY: u8 = 0;
+    const USER_CANCELED: u8 = 90;
+    let Some(&[level, description]) = body.first_chunk::<2>() else {
+        return true;
+    };
+    match version {
+        // RFC 8446 6: every alert but close_notify and user_canceled is fatal.
+        Version::Tls13 => description != USER_CANCELED,
+        Version::Tls12 => level == FATAL || description == CLOSE_NOTIFY,
     }
 }
 
@@ -708,5 +737,21 @@ impl<T> Pending<T> {
 
     fn clear(&mut self) {
         *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_alerts_end_a_direction() {
+        // close_notify, a fatal alert, a TLS 1.2 warning, TLS 1.3 user_canceled.
+        assert!(alert_ends_direction(&[1, 0], Version::Tls12));
+        assert!(alert_ends_direction(&[2, 40], Version::Tls12));
+        assert!(!alert_ends_direction(&[1, 100], Version::Tls12));
+        assert!(alert_ends_direction(&[1, 0], Version::Tls13));
+        assert!(!alert_ends_direction(&[1, 90], Version::Tls13));
+        assert!(alert_ends_direction(&[2], Version::Tls13));
     }
 }

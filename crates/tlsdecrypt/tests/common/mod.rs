@@ -16,6 +16,8 @@ pub const ALL: &[&str] = &[
     "tls12_aes128gcm",
     "tls12_aes256gcm",
     "tls12_chacha20",
+    "tls12_resumed",
+    "tls13_resumed",
 ];
 
 /// A transcript written by fixtures/gen_fixtures.py.
