@@ -38,6 +38,14 @@ if [ ! -x "$LAB/bin/caddy" ]; then
 fi
 "$LAB/bin/caddy" version >/dev/null
 
+# OpenSSL builds other than the system's (1.1.1l and 3.5.8, vendored with
+# their exported symbols in psycopg2-binary wheels) for the layout
+# calibration tests of crates/sslcal.
+if [ ! -d "$LAB/sslcal-libs/openssl-3.5" ]; then
+    echo "lab: fetching OpenSSL 1.1.1 and 3.5 builds into $LAB/sslcal-libs" >&2
+    PYTHON="$LAB/bin/python" bash "$(dirname "$0")/../crates/sslcal/scripts/fetch-wheel-libssl.sh" "$LAB/sslcal-libs" >/dev/null
+fi
+
 # rotel (a real OpenTelemetry collector) receives the OTLP export tests'
 # data: site-packages/rotel/rotel-agent.
 if ! "$LAB/bin/pip" show -q rotel >/dev/null 2>&1; then

@@ -9,10 +9,10 @@ out=${1:-$root/target/sslcal-libs}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fetch() { # version python-version dir
-    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+    "${PYTHON:-python3}" -m pip download --quiet --no-deps --only-binary=:all: \
         --platform manylinux2014_x86_64 --python-version "$2" \
         "psycopg2-binary==$1" -d "$tmp/$1"
-    (cd "$tmp/$1" && python3 -m zipfile -e ./*.whl x)
+    (cd "$tmp/$1" && "${PYTHON:-python3}" -m zipfile -e ./*.whl x)
     mkdir -p "$out/$3"
     cp "$tmp/$1"/x/psycopg2_binary.libs/libssl-* "$tmp/$1"/x/psycopg2_binary.libs/libcrypto-* "$out/$3/"
 }
