@@ -520,3 +520,9 @@ fn go_dynamic_record_sizes_cut_by_the_capture_limit_keep_sync() {
         assert_eq!(r.states, [DirectionState::Closed; 2], "{name}");
     }
 }
+
+#[test]
+fn a_session_moves_between_threads() {
+    fn send<T: Send>() {}
+    send::<ratatosk_tlsdecrypt::Session<u64>>();
+}
