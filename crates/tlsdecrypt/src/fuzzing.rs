@@ -6,7 +6,7 @@
 //! Input format (see fuzz/README.md):
 //!
 //! - `byte0 < 0x80`: **fixture mode**. One of the committed real transcripts
-//!   (`byte0 % 11`) is re-cut into events by 3-byte ops `[kind][a][b]`
+//!   (`byte0 % 14`) is re-cut into events by 3-byte ops `[kind][a][b]`
 //!   (`n = 1 + (a << 8 | b)`): kind % 4 == 0 cuts an event of `n` bytes;
 //!   1 cuts `n` bytes of which only `b` (or `b * 64` if kind bit 2) are
 //!   captured; 2 flips a byte `n` bytes ahead (corruption); 3 gives the
@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 
 use crate::{Direction, Limits, Plaintext, Secrets, Session};
 
-const FIXTURES: [&str; 11] = [
+const FIXTURES: [&str; 14] = [
     include_str!("../fixtures/tls13_aes128gcm.txt"),
     include_str!("../fixtures/tls13_aes256gcm.txt"),
     include_str!("../fixtures/tls13_chacha20.txt"),
@@ -36,6 +36,9 @@ const FIXTURES: [&str; 11] = [
     include_str!("../fixtures/tls12_chacha20.txt"),
     include_str!("../fixtures/tls12_resumed.txt"),
     include_str!("../fixtures/tls13_resumed.txt"),
+    include_str!("../fixtures/go13_default.txt"),
+    include_str!("../fixtures/go12_aes256gcm.txt"),
+    include_str!("../fixtures/go12_chacha20.txt"),
     include_str!("../fixtures/tls12_cbc.txt"),
 ];
 

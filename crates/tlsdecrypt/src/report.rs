@@ -9,8 +9,8 @@ use std::fmt;
 pub struct Stats {
     /// Records authenticated and decrypted (any inner content type).
     pub records_decrypted: u64,
-    /// Application-data records whose body was partly not captured,
-    /// decrypted WITHOUT authentication (known prefix only).
+    /// Records whose body was partly not captured (after sync), decrypted
+    /// WITHOUT authentication: application data hands out its known prefix.
     pub records_unauthenticated: u64,
     /// Plaintext bytes handed to the sink.
     pub plaintext_bytes: u64,

@@ -174,7 +174,7 @@ fn one_byte_per_event_gives_the_same_plaintext() {
 
 #[test]
 fn capture_cut_at_8192_decrypts_prefixes_and_keeps_sync_at_record_ends() {
-    for name in ALL {
+    for name in OPENSSL {
         let fx = load(name);
         // Header/body events: every hole ends where its record ends.
         let events = capped(&header_body(&fx), 8192);
@@ -194,7 +194,7 @@ fn capture_cut_at_8192_decrypts_prefixes_and_keeps_sync_at_record_ends() {
             "{name}: full plaintext length of the cut record"
         );
         // TLS 1.2 GCM spends 8 captured bytes on the explicit nonce.
-        let gcm12 = name.starts_with("tls12") && !name.contains("chacha");
+        let gcm12 = is_tls12(name) && !name.contains("chacha");
         let overhead = if gcm12 { 8 } else { 0 };
         assert_eq!(cut.data.len(), 8192 - overhead, "{name}");
         assert_eq!(run.stats.lost_sync, 0, "{name}");
@@ -204,7 +204,7 @@ fn capture_cut_at_8192_decrypts_prefixes_and_keeps_sync_at_record_ends() {
 
 #[test]
 fn a_hole_over_a_record_header_loses_sync_for_that_direction_only() {
-    for name in ALL {
+    for name in OPENSSL {
         let fx = load(name);
         // Whole chunks: the big response is one write of two records; cut
         // at 8192 the second record's header is in the hole.
@@ -235,7 +235,7 @@ fn a_hole_over_a_record_header_loses_sync_for_that_direction_only() {
 
 #[test]
 fn small_captures_before_sync_still_find_the_first_application_record() {
-    for name in ALL {
+    for name in OPENSSL {
         let fx = load(name);
         // Hellos (<= 512 bytes) whole, the certificate record (~790) cut.
         let events = capped(&header_body(&fx), 600);
@@ -274,7 +274,7 @@ fn wrong_secrets_produce_nothing_and_are_counted() {
         let events = whole_chunks(&fx);
         let r = run(&events, &bad, SecretsAt::Before(3), Limits::default());
         assert!(r.out.is_empty(), "{name}");
-        if name.starts_with("tls12") {
+        if is_tls12(name) {
             // Finished does not open: the keys are wrong.
             assert_eq!(r.gave_up, Some(GiveUpReason::KeyMismatch), "{name}");
         } else {
@@ -497,4 +497,32 @@ fn resumed_sessions_skip_only_their_short_encrypted_handshake() {
         Limits::default(),
     );
     expect_exact(&fx, &r, "tls12 resumed");
+}
+
+#[test]
+fn go_dynamic_record_sizes_cut_by_the_capture_limit_keep_sync() {
+    for name in GO {
+        let fx = load(name);
+        // One record per write, 1.2 to 5.7 KB: every hole ends a record.
+        // (4096 keeps the server's first flight, ~2.4 KB with its
+        // post-quantum key share, whole.)
+        let events = capped(&whole_chunks(&fx), 4096);
+        let r = run(
+            &events,
+            &fx.secrets(),
+            SecretsAt::Before(events.len()),
+            Limits::default(),
+        );
+        assert_eq!(r.gave_up, None, "{name}: {:?}", r.stats);
+        assert_eq!(r.stats.lost_sync, 0, "{name}");
+        let partial = check_prefixes(&fx, &r.out);
+        assert_eq!(partial, 2, "{name}: the growing response records over 4096");
+        assert_eq!(r.states, [DirectionState::Closed; 2], "{name}");
+    }
+}
+
+#[test]
+fn a_session_moves_between_threads() {
+    fn send<T: Send>() {}
+    send::<ratatosk_tlsdecrypt::Session<u64>>();
 }

@@ -38,6 +38,9 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
         "tls12_chacha20",
         "tls12_resumed",
         "tls13_resumed",
+        "go13_default",
+        "go12_aes256gcm",
+        "go12_chacha20",
         "tls12_cbc",
     ];
     let mut out = BTreeMap::new();

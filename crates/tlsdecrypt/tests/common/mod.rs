@@ -7,6 +7,30 @@ use ratatosk_tlsdecrypt::{
     Direction, DirectionState, GiveUpReason, Limits, Secrets, Session, Stats,
 };
 
+/// OpenSSL 3.0 transcripts (gen_fixtures.py): full-size records, several
+/// records per write.
+pub const OPENSSL: &[&str] = &[
+    "tls13_aes128gcm",
+    "tls13_aes256gcm",
+    "tls13_chacha20",
+    "tls13_keyupdate",
+    "tls13_hrr",
+    "tls12_aes128gcm",
+    "tls12_aes256gcm",
+    "tls12_chacha20",
+    "tls12_resumed",
+    "tls13_resumed",
+];
+
+/// Go crypto/tls transcripts (gen_go_fixtures.go): X25519MLKEM768 hellos,
+/// dynamic record sizes (one growing record per write).
+pub const GO: &[&str] = &["go13_default", "go12_aes256gcm", "go12_chacha20"];
+
+pub fn is_tls12(name: &str) -> bool {
+    name.starts_with("tls12") || name.starts_with("go12")
+}
+
+/// Every supported-suite transcript.
 pub const ALL: &[&str] = &[
     "tls13_aes128gcm",
     "tls13_aes256gcm",
@@ -18,6 +42,9 @@ pub const ALL: &[&str] = &[
     "tls12_chacha20",
     "tls12_resumed",
     "tls13_resumed",
+    "go13_default",
+    "go12_aes256gcm",
+    "go12_chacha20",
 ];
 
 /// A transcript written by fixtures/gen_fixtures.py.
