@@ -2,7 +2,8 @@
 # Installs the non-system OpenSSL builds the sslcal tests calibrate: the
 # libssl/libcrypto pairs vendored (with their exported symbols) in
 # psycopg2-binary wheels from PyPI. 2.9.3 ships OpenSSL 1.1.1l, 2.9.13 ships
-# OpenSSL 3.5.8. Output: $1 (default target/sslcal-libs)/{openssl-1.1.1,openssl-3.5}/
+# OpenSSL 3.5.8. Output: $1 (scripts/lab.sh passes $RATATOSK_LAB/sslcal-libs;
+# default target/sslcal-libs)/{openssl-1.1.1,openssl-3.5}/
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 out=${1:-$root/target/sslcal-libs}
