@@ -116,8 +116,7 @@ enum rt_stat {
 	RT_STAT_UPROBE_GO_TLS_READ,
 	RT_STAT_UPROBE_GO_TLS_READ_RET,
 	RT_STAT_UPROBE_GO_TLS_WRITE,
-	/* OpenSSL SSL_do_handshake entries (a trap each; per handshake call,
-	 * not per request). */
+	/* OpenSSL SSL_set_bio entries (a trap each; once per connection). */
 	RT_STAT_UPROBE_SSL_HANDSHAKE,
 	RT_STAT_TLS_KEYS_FAULT,		/* secrets could not be read from the SSL object */
 	RT_STAT_TLS_NOT_SOCKET_BIO,	/* handshake on a BIO that is not a socket */
@@ -213,7 +212,7 @@ struct rt_tls_memory_bio_event {
 	__u32 _pad;
 };
 
-/* Where OpenSSL keeps what the handshake probe reads, learned by running
+/* Where OpenSSL keeps what the connection probe (SSL_set0_rbio) reads, learned by running
  * the very library (crates/sslcal). Byte offsets from the pointer named
  * first. Value of the `ssl_layouts` map. */
 struct rt_ssl_layout {

@@ -274,9 +274,9 @@ struct {
 	__type(value, struct sock_fd);
 } tls_last SEC(".maps");
 
-/* TLS (OpenSSL) by decryption: SSL_do_handshake is probed at entry (one
- * trap per handshake call, none per request). It finds the socket behind
- * the SSL object's read BIO and registers it here; from then on the
+/* TLS (OpenSSL) by decryption: SSL_set0_rbio is probed at entry (one trap
+ * per connection, none per request). It finds the socket behind the read
+ * BIO and registers it here with the SSL object; from then on the
  * socket's syscalls report their ciphertext (RT_DATA_CIPHER) and, once the
  * handshake has set them, the traffic secrets are read from the SSL object
  * at the offsets learned for that library build (ssl_layouts) and sent
@@ -902,31 +902,34 @@ int BPF_URETPROBE(ssl_write_ex_ret, int ret)
 	return tls_exit(ret, true, RT_SYS_SSL_WRITE, RT_DIR_EGRESS);
 }
 
-/* int SSL_do_handshake(SSL *s), at entry; SSL_accept/SSL_connect call it.
+/* void SSL_set0_rbio(SSL *s, BIO *rbio), at entry: once per connection.
+ * SSL_set_fd and SSL_set_bio call it (with a socket BIO whose fd is
+ * already set, or asyncio's memory BIOs); curl calls it with its own BIO.
  * The cookie is the library's index in ssl_layouts. */
 SEC("uprobe")
-int BPF_UPROBE(ssl_do_handshake, void *ssl)
+int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio_arg)
 {
 	stat_inc(RT_STAT_UPROBE_SSL_HANDSHAKE);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
-	if (!is_target(tgid) || !ssl)
+	__u64 rbio = (__u64)rbio_arg;
+	if (!is_target(tgid) || !ssl || !rbio)
 		return 0;
 	__u32 idx = bpf_get_attach_cookie(ctx);
 	struct rt_ssl_layout *l = bpf_map_lookup_elem(&ssl_layouts, &idx);
 	if (!l || !l->valid)
 		return 0;
-	__u64 rbio = 0, method = 0;
+	__u64 method = 0;
 	__s32 type = 0, fd = -1;
-	if (bpf_probe_read_user(&rbio, sizeof(rbio), ssl + l->ssl_rbio) || !rbio ||
-	    bpf_probe_read_user(&method, sizeof(method), (void *)(rbio + l->bio_method)) || !method ||
+	if (bpf_probe_read_user(&method, sizeof(method), (void *)(rbio + l->bio_method)) || !method ||
 	    bpf_probe_read_user(&type, sizeof(type), (void *)(method + l->bio_method_type))) {
 		stat_inc(RT_STAT_TLS_KEYS_FAULT);
 		return 0;
 	}
 	if (type != (__s32)l->bio_type_socket) {
 		/* Memory or custom BIOs (asyncio, curl): no fd to follow; the
-		 * thread's next socket syscall names the connection. */
+		 * thread's next socket syscall (curl: the ClientHello, inside
+		 * SSL_connect) names the connection. */
 		stat_inc(RT_STAT_TLS_NOT_SOCKET_BIO);
 		struct tls_keysock ks = { .ssl = (__u64)ssl, .layout = idx };
 		bpf_probe_read_user(&ks.stale, sizeof(ks.stale), ssl + l->ssl_client_app_secret);
@@ -952,7 +955,7 @@ int BPF_UPROBE(ssl_do_handshake, void *ssl)
 	__u64 sock = (__u64)sk;
 	struct tls_keysock *old = bpf_map_lookup_elem(&tls_keysocks, &sock);
 	if (old && old->ssl == (__u64)ssl)
-		return 0; /* a later call of the same handshake */
+		return 0; /* the same connection again */
 	struct tls_keysock ks = { .ssl = (__u64)ssl, .layout = idx };
 	bpf_probe_read_user(&ks.stale, sizeof(ks.stale), ssl + l->ssl_client_app_secret);
 	bpf_map_update_elem(&tls_keysocks, &sock, &ks, BPF_ANY);

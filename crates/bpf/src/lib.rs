@@ -257,7 +257,7 @@ impl Capture {
                 &mut p.ssl_write_ret,
                 &mut p.ssl_write_ex,
                 &mut p.ssl_write_ex_ret,
-                &mut p.ssl_do_handshake,
+                &mut p.ssl_set0_rbio,
                 &mut p.go_tls_read,
                 &mut p.go_tls_read_ret,
                 &mut p.go_tls_write,
@@ -369,8 +369,9 @@ impl Capture {
         Ok(OpensslProbes { ex: has_ex })
     }
 
-    /// Attaches the handshake probe (entry of `SSL_do_handshake`) to the
-    /// OpenSSL library at `path`, whose struct layout is `layout`: TLS on
+    /// Attaches the connection probe (entry of `SSL_set0_rbio`, which
+    /// `SSL_set_fd` and `SSL_set_bio` call) to the OpenSSL library at
+    /// `path`, whose struct layout is `layout`: TLS on
     /// its sockets is then decrypted from the secrets (RT_EV_TLS_KEYS)
     /// instead of probing every SSL_read/SSL_write. Once per file, like
     /// `attach_openssl`; at most `RT_MAX_SSL_LAYOUTS` files.
@@ -405,23 +406,23 @@ impl Capture {
         let link = self
             .skel
             .progs
-            .ssl_do_handshake
+            .ssl_set0_rbio
             .attach_uprobe_with_opts(
                 -1,
                 path,
                 0,
                 UprobeOpts {
-                    func_name: Some("SSL_do_handshake".to_string()),
+                    func_name: Some("SSL_set0_rbio".to_string()),
                     cookie: u64::from(idx),
                     ..Default::default()
                 },
             )
             .map_err(|source| {
                 if source.kind() == libbpf_rs::ErrorKind::NotFound {
-                    TlsAttachError::NoSymbol("SSL_do_handshake")
+                    TlsAttachError::NoSymbol("SSL_set0_rbio")
                 } else {
                     TlsAttachError::Attach {
-                        func: "SSL_do_handshake",
+                        func: "SSL_set0_rbio",
                         source,
                     }
                 }
@@ -580,7 +581,7 @@ pub const UPROBES: [(&str, bool); 12] = [
     ("crypto/tls.(*Conn).Read", true),
     ("crypto/tls.(*Conn).Read", false),
     ("crypto/tls.(*Conn).Write", true),
-    ("SSL_do_handshake", true),
+    ("SSL_set0_rbio", true),
 ];
 
 impl Counters {

@@ -25,7 +25,7 @@ pub trait TlsAttach {
     fn openssl(&mut self, path: &Path) -> Result<OpensslProbes, TlsAttachError>;
     /// Go crypto/tls probes at the given offsets.
     fn go(&mut self, path: &Path, probes: &GoTlsProbes) -> Result<usize, TlsAttachError>;
-    /// The handshake probe on an OpenSSL library, after learning its
+    /// The connection probe on an OpenSSL library, after learning its
     /// struct layout by running `host_path` (the same file, as the agent
     /// sees it); returns the library's version text.
     fn openssl_handshake(
@@ -39,7 +39,7 @@ pub trait TlsAttach {
     }
 }
 
-/// Why a library gets the per-call probes instead of the handshake probe.
+/// Why a library gets the per-call probes instead of the connection probe.
 #[derive(Debug, thiserror::Error)]
 pub enum DecryptSetupError {
     #[error("it lives in another mount namespace (its layout is not learned there)")]
@@ -175,7 +175,7 @@ impl OpensslFiles {
                     self.attached.insert(key);
                     self.count("attached");
                     info!(file = %c.path, pid, %version,
-                        "TLS capture: OpenSSL handshake probe attached (decrypting with the connections' secrets)");
+                        "TLS capture: OpenSSL connection probe attached (decrypting with the connections' secrets)");
                     return;
                 }
                 Err(e) => {
