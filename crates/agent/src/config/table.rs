@@ -275,7 +275,7 @@ pub const SETTINGS: &[Setting] = &[
         aliases: &[],
         yaml: Some("ebpf.tls_decrypt"),
         default: "true",
-        help: "For OpenSSL shared libraries (libssl.so 1.1.1/3.x over socket BIOs): probe only the connection's set-up (once per connection), read the connection's TLS secrets and decrypt the captured ciphertext in the agent (AES-GCM and ChaCha20-Poly1305 suites), instead of a uprobe on every SSL_read/SSL_write; `false` always probes the calls.",
+        help: "For OpenSSL shared libraries (libssl.so 1.1.1/3.x): probe only the connection's set-up (once per connection), read the connection's TLS secrets and decrypt the captured ciphertext in the agent (AES-GCM and ChaCha20-Poly1305 suites), instead of a uprobe on every SSL_read/SSL_write; `false` always probes the calls.",
     },
     Setting {
         id: "ringbuf_mib",
