@@ -117,7 +117,7 @@ enum rt_stat {
 	RT_STAT_UPROBE_GO_TLS_READ_RET,
 	RT_STAT_UPROBE_GO_TLS_WRITE,
 	/* OpenSSL SSL_set_bio entries (a trap each; once per connection). */
-	RT_STAT_UPROBE_SSL_HANDSHAKE,
+	RT_STAT_UPROBE_SSL_SET0_RBIO,
 	RT_STAT_TLS_KEYS_FAULT,		/* secrets could not be read from the SSL object */
 	RT_STAT_TLS_NOT_SOCKET_BIO,	/* handshake on a BIO that is not a socket */
 	RT_STAT_COUNT,			/* number of counters; keep last */

@@ -283,9 +283,9 @@ struct {
  * once. Userspace decrypts. */
 struct tls_keysock {
 	__u64 ssl;
-	__u64 stale;	/* first bytes of the TLS 1.3 client secret at the first
-			 * handshake call: a reused SSL object (SSL_clear) still
-			 * holds the previous connection's */
+	__u64 stale;	/* first bytes of the TLS 1.3 client secret when the BIO
+			 * was set: a reused SSL object (SSL_clear) still holds
+			 * the previous connection's */
 	__u32 layout;
 	__u8 sent;
 	__u8 _pad[3];
@@ -324,6 +324,15 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } tls_memory_bio SEC(".maps");
+
+/* Registers `ks` for `sock`, unless the socket already belongs to that SSL
+ * object (whose entry keeps its sent flag and stale snapshot). */
+static __always_inline void keysock_set(__u64 sock, struct tls_keysock *ks)
+{
+	struct tls_keysock *old = bpf_map_lookup_elem(&tls_keysocks, &sock);
+	if (!old || old->ssl != ks->ssl)
+		bpf_map_update_elem(&tls_keysocks, &sock, ks, BPF_ANY);
+}
 
 static __always_inline bool nonzero48(const __u64 *v)
 {
@@ -459,9 +468,7 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 		if (pending) {
 			struct tls_keysock p = *pending;
 			bpf_map_delete_elem(&tls_hs_pending, &pid_tgid);
-			struct tls_keysock *old = bpf_map_lookup_elem(&tls_keysocks, &sock);
-			if (!old || old->ssl != p.ssl)
-				bpf_map_update_elem(&tls_keysocks, &sock, &p, BPF_ANY);
+			keysock_set(sock, &p);
 		}
 		struct tls_keysock *ks = bpf_map_lookup_elem(&tls_keysocks, &sock);
 		if (ks) {
@@ -909,7 +916,7 @@ int BPF_URETPROBE(ssl_write_ex_ret, int ret)
 SEC("uprobe")
 int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio_arg)
 {
-	stat_inc(RT_STAT_UPROBE_SSL_HANDSHAKE);
+	stat_inc(RT_STAT_UPROBE_SSL_SET0_RBIO);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	__u64 rbio = (__u64)rbio_arg;
@@ -919,6 +926,8 @@ int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio_arg)
 	struct rt_ssl_layout *l = bpf_map_lookup_elem(&ssl_layouts, &idx);
 	if (!l || !l->valid)
 		return 0;
+	struct tls_keysock ks = { .ssl = (__u64)ssl, .layout = idx };
+	bpf_probe_read_user(&ks.stale, sizeof(ks.stale), ssl + l->ssl_client_app_secret);
 	__u64 method = 0;
 	__s32 type = 0, fd = -1;
 	if (bpf_probe_read_user(&method, sizeof(method), (void *)(rbio + l->bio_method)) || !method ||
@@ -931,8 +940,6 @@ int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio_arg)
 		 * thread's next socket syscall (curl: the ClientHello, inside
 		 * SSL_connect) names the connection. */
 		stat_inc(RT_STAT_TLS_NOT_SOCKET_BIO);
-		struct tls_keysock ks = { .ssl = (__u64)ssl, .layout = idx };
-		bpf_probe_read_user(&ks.stale, sizeof(ks.stale), ssl + l->ssl_client_app_secret);
 		bpf_map_update_elem(&tls_hs_pending, &pid_tgid, &ks, BPF_ANY);
 		__u8 one = 1;
 		if (bpf_map_update_elem(&tls_memory_bio, &tgid, &one, BPF_NOEXIST) == 0) {
@@ -952,13 +959,7 @@ int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio_arg)
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return 0;
-	__u64 sock = (__u64)sk;
-	struct tls_keysock *old = bpf_map_lookup_elem(&tls_keysocks, &sock);
-	if (old && old->ssl == (__u64)ssl)
-		return 0; /* the same connection again */
-	struct tls_keysock ks = { .ssl = (__u64)ssl, .layout = idx };
-	bpf_probe_read_user(&ks.stale, sizeof(ks.stale), ssl + l->ssl_client_app_secret);
-	bpf_map_update_elem(&tls_keysocks, &sock, &ks, BPF_ANY);
+	keysock_set((__u64)sk, &ks);
 	return 0;
 }
 

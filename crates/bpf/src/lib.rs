@@ -621,7 +621,7 @@ impl Counters {
                 get(rt_stat::RT_STAT_UPROBE_GO_TLS_READ)?,
                 get(rt_stat::RT_STAT_UPROBE_GO_TLS_READ_RET)?,
                 get(rt_stat::RT_STAT_UPROBE_GO_TLS_WRITE)?,
-                get(rt_stat::RT_STAT_UPROBE_SSL_HANDSHAKE)?,
+                get(rt_stat::RT_STAT_UPROBE_SSL_SET0_RBIO)?,
             ],
             tls_no_socket: get(rt_stat::RT_STAT_TLS_NO_SOCKET)?,
             tls_keys_fault: get(rt_stat::RT_STAT_TLS_KEYS_FAULT)?,

@@ -239,19 +239,19 @@ impl Tracker {
             plain,
             ..
         } = self;
+        // A connection whose records were never seen (or evicted) has
+        // nothing to decrypt.
         let Some(conn) = procs
             .get_mut(&tgid)
             .and_then(|p| p.conns.get_mut(&keys.sock_id))
+            .filter(|c| c.cipher.is_some())
         else {
-            // Its records were never seen (evicted): nothing to decrypt.
             tls::count_failure(metrics, "no_connection");
             return;
         };
-        let Some(c) = conn.cipher.as_mut() else {
-            tls::count_failure(metrics, "no_connection");
-            return;
-        };
-        c.set_keys(keys, plain, metrics);
+        if let Some(c) = conn.cipher.as_mut() {
+            c.set_keys(keys, plain, metrics);
+        }
         let mut ctx = Ctx {
             limits: *limits,
             metrics,
