@@ -25,21 +25,31 @@ use std::sync::OnceLock;
 
 use crate::{Direction, Limits, Plaintext, Secrets, Session};
 
-const FIXTURES: [&str; 14] = [
-    include_str!("../fixtures/tls13_aes128gcm.txt"),
-    include_str!("../fixtures/tls13_aes256gcm.txt"),
-    include_str!("../fixtures/tls13_chacha20.txt"),
-    include_str!("../fixtures/tls13_keyupdate.txt"),
-    include_str!("../fixtures/tls13_hrr.txt"),
-    include_str!("../fixtures/tls12_aes128gcm.txt"),
-    include_str!("../fixtures/tls12_aes256gcm.txt"),
-    include_str!("../fixtures/tls12_chacha20.txt"),
-    include_str!("../fixtures/tls12_resumed.txt"),
-    include_str!("../fixtures/tls13_resumed.txt"),
-    include_str!("../fixtures/go13_default.txt"),
-    include_str!("../fixtures/go12_aes256gcm.txt"),
-    include_str!("../fixtures/go12_chacha20.txt"),
-    include_str!("../fixtures/tls12_cbc.txt"),
+/// Declares the committed transcripts once: their names (for the seed
+/// files) and their text, in the order fuzz inputs index them.
+macro_rules! fixtures {
+    ($($name:literal),* $(,)?) => {
+        /// Names of the transcripts, in the order fuzz inputs index them.
+        pub const FIXTURE_NAMES: &[&str] = &[$($name),*];
+        const FIXTURES: &[&str] = &[$(include_str!(concat!("../fixtures/", $name, ".txt"))),*];
+    };
+}
+
+fixtures![
+    "tls13_aes128gcm",
+    "tls13_aes256gcm",
+    "tls13_chacha20",
+    "tls13_keyupdate",
+    "tls13_hrr",
+    "tls12_aes128gcm",
+    "tls12_aes256gcm",
+    "tls12_chacha20",
+    "tls12_resumed",
+    "tls13_resumed",
+    "go13_default",
+    "go12_aes256gcm",
+    "go12_chacha20",
+    "tls12_cbc",
 ];
 
 /// Index of the KeyUpdate fixture: a KeyUpdate lost in a hole makes later

@@ -39,7 +39,7 @@ fn expect_exact(fx: &Fixture, run: &Run, what: &str) {
 
 #[test]
 fn every_suite_decrypts_exactly_with_secrets_after_the_handshake() {
-    for name in ALL {
+    for name in all() {
         let fx = load(name);
         // The agent reads the secrets when the handshake finishes: after the
         // server's first flight here (chunk 2 or later).
@@ -92,7 +92,7 @@ fn negotiated_version_and_suite_are_reported() {
 
 #[test]
 fn secrets_before_during_and_after_give_the_same_plaintext_in_event_order() {
-    for name in ALL {
+    for name in all() {
         let fx = load(name);
         let events = whole_chunks(&fx);
         for at in [0, 1, 2, 4, 6, events.len()] {
@@ -137,7 +137,7 @@ fn late_secrets_replay_keeps_each_records_event_tag() {
 
 #[test]
 fn any_split_of_the_events_gives_the_same_plaintext() {
-    for name in ALL {
+    for name in all() {
         let fx = load(name);
         let splits = [
             ("header/body", header_body(&fx)),
@@ -261,7 +261,7 @@ fn small_captures_before_sync_still_find_the_first_application_record() {
 
 #[test]
 fn wrong_secrets_produce_nothing_and_are_counted() {
-    for name in ALL {
+    for name in all() {
         let fx = load(name);
         let mut bad = fx.secrets();
         for s in [

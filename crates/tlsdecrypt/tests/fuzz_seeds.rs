@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use ratatosk_tlsdecrypt::Direction;
 use ratatosk_tlsdecrypt::fuzzing::{
-    encode_fixture_input, encode_raw_input, tls_session, transcripts,
+    FIXTURE_NAMES, encode_fixture_input, encode_raw_input, tls_session, transcripts,
 };
 
 const TARGET: &str = "tls_session";
@@ -27,22 +27,7 @@ fn cut(n: usize) -> [u8; 3] {
 }
 
 fn seeds() -> BTreeMap<String, Vec<u8>> {
-    let names = [
-        "tls13_aes128gcm",
-        "tls13_aes256gcm",
-        "tls13_chacha20",
-        "tls13_keyupdate",
-        "tls13_hrr",
-        "tls12_aes128gcm",
-        "tls12_aes256gcm",
-        "tls12_chacha20",
-        "tls12_resumed",
-        "tls13_resumed",
-        "go13_default",
-        "go12_aes256gcm",
-        "go12_chacha20",
-        "tls12_cbc",
-    ];
+    let names = FIXTURE_NAMES;
     let mut out = BTreeMap::new();
     let secrets_now = [3u8, 0, 0];
     // 8321 bytes moved, 8192 captured (kind 1 | 4: b * 64 captured).
