@@ -62,6 +62,7 @@ struct Fns {
     ssl_get_session: unsafe extern "C" fn(Ptr) -> Ptr,
     ssl_version: unsafe extern "C" fn(Ptr) -> c_int,
     session_get_master_key: unsafe extern "C" fn(Ptr, *mut u8, usize) -> usize,
+    ssl_get_client_random: unsafe extern "C" fn(Ptr, *mut u8, usize) -> usize,
     bio_method_type: unsafe extern "C" fn(Ptr) -> c_int,
     bio_s_socket: unsafe extern "C" fn() -> *const c_void,
     bio_s_mem: unsafe extern "C" fn() -> *const c_void,
@@ -139,6 +140,7 @@ impl Lib {
             ssl_get_session: sym!(lib, path, "SSL_get_session"),
             ssl_version: sym!(lib, path, "SSL_version"),
             session_get_master_key: sym!(lib, path, "SSL_SESSION_get_master_key"),
+            ssl_get_client_random: sym!(lib, path, "SSL_get_client_random"),
             bio_method_type: sym!(lib, path, "BIO_method_type"),
             bio_s_socket: sym!(lib, path, "BIO_s_socket"),
             bio_s_mem: sym!(lib, path, "BIO_s_mem"),
@@ -602,6 +604,22 @@ impl<'l> End<'l> {
         }
     }
 
+    /// `SSL_get_client_random()`: the ClientHello random of the handshake.
+    pub fn client_random(&self) -> Result<[u8; 32], CalError> {
+        let mut out = [0u8; 32];
+        // SAFETY: ptr is a live SSL; OpenSSL copies at most the length passed.
+        let n =
+            unsafe { (self.lib.fns.ssl_get_client_random)(self.ptr, out.as_mut_ptr(), out.len()) };
+        if n != out.len() {
+            return Err(CalError::Memory {
+                object: "SSL",
+                addr: self.ptr as usize,
+                problem: "SSL_get_client_random did not return 32 bytes",
+            });
+        }
+        Ok(out)
+    }
+
     /// Copies the SSL object.
     pub fn ssl_bytes(&self, maps: &[maps::Mapping]) -> Result<Vec<u8>, CalError> {
         heap_bytes(maps, self.ptr as usize, "SSL")
@@ -672,6 +690,51 @@ pub(crate) fn static_bytes(
     // process, and library mappings stay (the library is never unloaded).
     unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), n) };
     Ok(out)
+}
+
+/// The first `want` bytes behind every 8-aligned value of `object` that
+/// points into a writable (heap-like) mapping, cut at the mapping's end: the
+/// objects an SSL object points to, where OpenSSL 1.1.1 keeps its `s3`
+/// state. The values come from memory, not from the API, so they are read
+/// with process_vm_readv, which fails cleanly on memory unmapped meanwhile
+/// (other threads of a test process allocate and free).
+pub(crate) fn pointees(maps: &[maps::Mapping], object: &[u8], want: usize) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (i, word) in object.chunks_exact(8).enumerate() {
+        let addr = u64::from_ne_bytes(word.try_into().unwrap_or_default()) as usize;
+        let Some(m) = maps::containing(maps, addr).filter(|m| m.readable && m.writable) else {
+            continue;
+        };
+        let Ok(at) = u32::try_from(i * 8) else {
+            break;
+        };
+        let Some(bytes) = read_mem(addr, want.min(m.end - addr)) else {
+            continue;
+        };
+        out.push((at, bytes));
+    }
+    out
+}
+
+/// `len` bytes of this process at `addr` (an address read from memory), or
+/// None where they are not mapped; a read cut by the end of a mapping is
+/// returned short.
+pub(crate) fn read_mem(addr: usize, len: usize) -> Option<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: bytes.as_mut_ptr().cast(),
+        iov_len: bytes.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: the local iovec describes `bytes`, owned and of that length;
+    // the remote one is only read by the kernel, which checks it.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = usize::try_from(n).ok()?;
+    bytes.truncate(n);
+    Some(bytes)
 }
 
 thread_local! {

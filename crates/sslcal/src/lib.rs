@@ -66,7 +66,28 @@ pub struct SslOffsets {
     pub ssl_session: u32,
     /// `master_key[]` in SSL_SESSION (the TLS 1.2 master secret).
     pub session_master_key: u32,
+    /// Where the handshake's ClientHello random is, which ties an SSL object
+    /// whose BIO is not a socket to the connection that carried that
+    /// ClientHello. None when this build's could not be found: socket BIOs
+    /// are still followed, other BIOs are not.
+    #[serde(default)]
+    pub ssl_client_random: Option<RandomAt>,
 }
+
+/// `client_random[32]` of the SSL object's `s3` state: `at` bytes into the
+/// SSL object (3.x embeds `s3`) or, with `via`, `at` bytes into the object
+/// whose pointer is `via` bytes into it (1.1.1's `SSL3_STATE *s3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomAt {
+    pub via: Option<u32>,
+    pub at: u32,
+}
+
+/// Bytes copied behind each pointer of an SSL object when looking for the
+/// client random in the objects it points to (1.1.1's SSL3_STATE holds it
+/// about 200 bytes in).
+const POINTEE_WINDOW: usize = 1024;
 
 /// Loads `lib` (a libssl of OpenSSL >= 1.1.1) into this process, learns its
 /// offsets from real handshakes and checks them on fresh ones.
@@ -226,6 +247,8 @@ fn observe(
     let (rbio_addr, bio_type) = end.rbio()?;
     let (session_addr, api_master) = end.session()?;
     let secrets = secrets_of(end, log)?;
+    let ssl = end.ssl_bytes(maps)?;
+    let pointees = ffi::pointees(maps, &ssl, POINTEE_WINDOW);
     if let Some(m) = secrets.master.as_ref().filter(|m| **m != api_master) {
         return Err(CalError::Keylog {
             side: end.side,
@@ -238,7 +261,9 @@ fn observe(
     Ok(Observation {
         side: end.side,
         tls13,
-        ssl: end.ssl_bytes(maps)?,
+        ssl,
+        pointees,
+        client_random: end.client_random()?,
         version,
         rbio_addr,
         rbio: end.rbio_bytes(maps)?,
@@ -411,6 +436,26 @@ fn verify_end(
             &end.session_bytes(maps)?,
             o.session_master_key,
         )?;
+    }
+    if let Some(r) = o.ssl_client_random {
+        let api = end.client_random()?;
+        let read = match r.via {
+            None => field(&ssl, r.at, api.len(), "ssl_client_random")?.to_vec(),
+            Some(via) => {
+                let base = read_u64(&ssl, via, "ssl_client_random")?;
+                usize::try_from(base)
+                    .ok()
+                    .and_then(|b| b.checked_add(r.at as usize))
+                    .and_then(|addr| ffi::read_mem(addr, api.len()))
+                    .unwrap_or_default()
+            }
+        };
+        if read != api {
+            return Err(mismatch(
+                "ssl_client_random",
+                format!("{side}: bytes at {r:?} differ from SSL_get_client_random"),
+            ));
+        }
     }
     Ok(())
 }

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::SslOffsets;
 use crate::error::{CalError, Side};
 use crate::keylog::Secrets;
+use crate::{RandomAt, SslOffsets};
 
 /// What one SSL object looked like after a handshake and a data exchange.
 #[derive(Debug, Clone)]
@@ -16,6 +16,10 @@ pub(crate) struct Observation {
     pub tls13: bool,
     /// Bytes of the object `SSL *` points to.
     pub ssl: Vec<u8>,
+    /// (offset in `ssl`, leading bytes of the object that pointer points to).
+    pub pointees: Vec<(u32, Vec<u8>)>,
+    /// `SSL_get_client_random()`.
+    pub client_random: [u8; 32],
     /// `SSL_version()`.
     pub version: i32,
     /// `SSL_get_rbio()` and the bytes of that BIO.
@@ -187,7 +191,38 @@ pub(crate) fn solve(
             obs.iter().map(|o| find_ptr(&o.ssl, o.session_addr)),
         )?,
         session_master_key: unique("session_master_key", master)?,
+        ssl_client_random: client_random(obs),
     })
+}
+
+/// Where every observation's client random is: in the SSL object itself,
+/// else behind one of its pointers. None when neither gives one place.
+fn client_random(obs: &[Observation]) -> Option<RandomAt> {
+    let inline = obs.iter().map(|o| find_bytes(&o.ssl, &o.client_random));
+    if let Ok(at) = unique("ssl_client_random", inline) {
+        return Some(RandomAt { via: None, at });
+    }
+    let mut common: Option<BTreeSet<(u32, u32)>> = None;
+    for o in obs {
+        let here: BTreeSet<(u32, u32)> = o
+            .pointees
+            .iter()
+            .flat_map(|(via, bytes)| {
+                find_bytes(bytes, &o.client_random)
+                    .into_iter()
+                    .map(move |at| (*via, at))
+            })
+            .collect();
+        common = Some(match common {
+            None => here,
+            Some(c) => c.intersection(&here).copied().collect(),
+        });
+    }
+    let common = common.unwrap_or_default();
+    match (common.first(), common.len()) {
+        (Some(&(via, at)), 1) => Some(RandomAt { via: Some(via), at }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +248,8 @@ mod tests {
         if !tls13 && side == Side::Client {
             put(&mut ssl, 60, &version.to_ne_bytes());
         }
+        let client_random = [0x30 + n; 32];
+        put(&mut ssl, 300, &client_random);
         let mut secrets = Secrets::default();
         if tls13 {
             let c = vec![0xc0 + n; 48];
@@ -239,6 +276,8 @@ mod tests {
             side,
             tls13,
             ssl,
+            pointees: Vec::new(),
+            client_random,
             version,
             rbio_addr,
             rbio,
@@ -303,6 +342,34 @@ mod tests {
             (8, 56, 0, 0x505)
         );
         assert_eq!(o.session_master_key, 80);
+        assert_eq!(o.ssl_client_random, Some(RandomAt { via: None, at: 300 }));
+    }
+
+    #[test]
+    fn finds_the_client_random_behind_a_pointer_or_reports_none() {
+        let mut obs = all();
+        for (n, o) in obs.iter_mut().enumerate() {
+            // 1.1.1: the random lives in the object `s3` points to.
+            put(&mut o.ssl, 300, &[0; 32]);
+            let mut s3 = vec![0u8; 256];
+            put(&mut s3, 184, &o.client_random);
+            o.pointees.push((48, s3));
+            // Decoy: another pointee holding the random once.
+            if n == 0 {
+                let mut other = vec![0u8; 64];
+                put(&mut other, 8, &o.client_random);
+                o.pointees.push((56, other));
+            }
+        }
+        assert_eq!(
+            client_random(&obs),
+            Some(RandomAt {
+                via: Some(48),
+                at: 184
+            })
+        );
+        obs[3].pointees.clear();
+        assert_eq!(client_random(&obs), None);
     }
 
     #[test]

@@ -108,6 +108,13 @@ fn check_offsets_by_hand(path: &Path, o: &SslOffsets) {
                     end.side
                 );
             }
+            let random = o.ssl_client_random.expect("client random found");
+            let base = match random.via {
+                None => ssl,
+                Some(via) => read_in::<usize>(ssl, ssl_len, via, "s3"),
+            };
+            let read = ffi::read_mem(base + random.at as usize, 32).unwrap();
+            assert_eq!(read, end.client_random().unwrap(), "{} random", end.side);
         }
     }
 }
@@ -141,11 +148,23 @@ fn offsets_round_trip_as_one_json_line() {
         ssl_server_app_secret: 1064,
         ssl_session: 1200,
         session_master_key: 80,
+        ssl_client_random: Some(RandomAt {
+            via: Some(168),
+            at: 184,
+        }),
     };
     let line = serde_json::to_string(&o).unwrap();
     assert!(!line.contains('\n'));
     assert_eq!(serde_json::from_str::<SslOffsets>(&line).unwrap(), o);
-    let extra = line.replace('}', ",\"x\":1}");
+    // Written by an agent that knew no client random field: None.
+    let mut old = o.clone();
+    old.ssl_client_random = None;
+    let older = serde_json::to_string(&old)
+        .unwrap()
+        .replace(",\"ssl_client_random\":null", "");
+    assert!(!older.contains("client_random"), "{older}");
+    assert_eq!(serde_json::from_str::<SslOffsets>(&older).unwrap(), old);
+    let extra = line.replace("}}", "},\"x\":1}");
     assert!(serde_json::from_str::<SslOffsets>(&extra).is_err());
 }
 
@@ -221,7 +240,7 @@ fn verify_rejects_wrong_or_absurd_offsets_without_crashing() {
     let good = calibrate(path).unwrap();
     verify(path, &good).unwrap();
     type Break = fn(&mut SslOffsets);
-    let cases: [(&str, Break); 6] = [
+    let cases: [(&str, Break); 7] = [
         // (+8 would be wbio, the same BIO when SSL_set_fd is used.)
         ("ssl_rbio", |o| o.ssl_rbio += 16),
         ("bio_num", |o| o.bio_num += 4),
@@ -229,6 +248,11 @@ fn verify_rejects_wrong_or_absurd_offsets_without_crashing() {
         ("session_master_key", |o| o.session_master_key = u32::MAX),
         ("bio_method_type", |o| o.bio_type_socket = 0x401),
         ("ssl_version", |o| o.ssl_version = 1 << 30),
+        ("ssl_client_random", |o| {
+            if let Some(r) = o.ssl_client_random.as_mut() {
+                r.at += 1;
+            }
+        }),
     ];
     for (field, break_it) in cases {
         let mut bad = good.clone();
