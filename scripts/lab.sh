@@ -38,6 +38,14 @@ if [ ! -x "$LAB/bin/caddy" ]; then
 fi
 "$LAB/bin/caddy" version >/dev/null
 
+# uvicorn (Python's ssl over memory BIOs, on uvloop or asyncio) for the
+# TLS tests.
+if [ ! -x "$LAB/bin/uvicorn" ]; then
+    echo "lab: installing uvicorn into $LAB" >&2
+    "$LAB/bin/pip" install -q 'uvicorn[standard]==0.54.0'
+fi
+"$LAB/bin/uvicorn" --version >/dev/null
+
 # OpenSSL builds other than the system's (1.1.1l and 3.5.8, vendored with
 # their exported symbols in psycopg2-binary wheels) for the layout
 # calibration tests of crates/sslcal.

@@ -39,6 +39,11 @@ enum rt_limits {
 	/* OpenSSL builds whose struct layout can be learned at once
 	 * (entries of the `ssl_layouts` map; the uprobe cookie indexes it). */
 	RT_MAX_SSL_LAYOUTS = 64,
+	/* SSL objects over non-socket BIOs waiting, per process, for the
+	 * connection that carries their ClientHello (power of two). */
+	RT_TLS_PENDING_SLOTS = 32,
+	/* A layout offset that is not known or not used. */
+	RT_SSL_NO_OFFSET = 0xffffffff,
 };
 
 /* What a ring-buffer record is; first byte of every record. */
@@ -50,7 +55,7 @@ enum rt_event_kind {
 	RT_EV_EXIT = 5,		/* a thread group ended */
 	RT_EV_LISTEN = 6,	/* a process started listening on a TCP port */
 	RT_EV_TLS_KEYS = 7,	/* traffic secrets of a TLS connection (OpenSSL) */
-	RT_EV_TLS_MEMORY_BIO = 8,	/* a process runs TLS over memory BIOs (once per process) */
+	RT_EV_TLS_MEMORY_BIO = 8,	/* a process runs TLS over non-socket BIOs (once per process) */
 };
 
 /* Direction of a data record, seen from the traced process. */
@@ -120,6 +125,7 @@ enum rt_stat {
 	RT_STAT_UPROBE_SSL_SET0_RBIO,
 	RT_STAT_TLS_KEYS_FAULT,		/* secrets could not be read from the SSL object */
 	RT_STAT_TLS_NOT_SOCKET_BIO,	/* handshake on a BIO that is not a socket */
+	RT_STAT_TLS_HELLO_UNMATCHED,	/* ClientHello whose SSL object (non-socket BIO) was not found */
 	RT_STAT_COUNT,			/* number of counters; keep last */
 };
 
@@ -227,6 +233,12 @@ struct rt_ssl_layout {
 	__u32 ssl_session;	/* SSL -> SSL_SESSION *session */
 	__u32 session_master_key;	/* SSL_SESSION -> master_key[] */
 	__u32 valid;		/* 1 once userspace filled the entry */
+	/* SSL -> s3.client_random[32], the ClientHello random; through the
+	 * pointer at client_random_via unless that is RT_SSL_NO_OFFSET
+	 * (1.1.1: SSL3_STATE *s3). client_random is RT_SSL_NO_OFFSET when
+	 * unknown: SSL objects over other BIOs are then not matched. */
+	__u32 client_random_via;
+	__u32 client_random;
 	__u32 _pad;
 };
 

@@ -282,13 +282,15 @@ struct {
  * at the offsets learned for that library build (ssl_layouts) and sent
  * once. Userspace decrypts. */
 struct tls_keysock {
-	__u64 ssl;
+	__u64 ssl;	/* 0 while a ClientHello's SSL object is looked for */
 	__u64 stale;	/* first bytes of the TLS 1.3 client secret when the BIO
 			 * was set: a reused SSL object (SSL_clear) still holds
 			 * the previous connection's */
 	__u32 layout;
 	__u8 sent;
-	__u8 _pad[3];
+	__u8 tries;	/* lookups of the SSL object so far (ssl == 0) */
+	__u8 _pad[2];
+	__u64 random[4];	/* the ClientHello random (ssl == 0) */
 };
 
 struct {
@@ -306,24 +308,40 @@ struct {
 	__type(value, struct tls_keysock);
 } tls_keysocks SEC(".maps");
 
-/* Thread -> handshake in progress over a BIO that is not a socket (curl's
- * own BIO method, memory BIOs): the thread's next socket syscall is taken
- * as its connection. A wrong guess costs nothing but a counted failure:
- * records that the secrets do not authenticate yield no plaintext. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct tls_keysock);
-} tls_hs_pending SEC(".maps");
+/* SSL objects whose BIO is not a socket (asyncio's memory BIOs, curl's
+ * own BIO method), per process, until the connection that carries their
+ * handshake is found: the socket whose ClientHello has the random the
+ * object holds (read at the offsets of its layout). A ring of slots: more
+ * handshakes in progress at once than slots overwrite the oldest, whose
+ * connection is then counted as unmatched. The first entry of a process
+ * reports it (RT_EV_TLS_MEMORY_BIO). */
+struct tls_pending {
+	__u64 ssl[RT_TLS_PENDING_SLOTS];
+	__u64 stale[RT_TLS_PENDING_SLOTS];
+	__u32 layout[RT_TLS_PENDING_SLOTS];
+	__u32 next;
+	__u32 _pad;
+};
 
-/* Processes already reported as running TLS over memory BIOs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
-	__type(value, __u8);
-} tls_memory_bio SEC(".maps");
+	__type(value, struct tls_pending);
+} tls_pending SEC(".maps");
+
+/* A zeroed tls_pending to create entries from (too big for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_pending);
+} tls_pending_zero SEC(".maps");
+
+/* Lookups of a ClientHello's SSL object before giving up: the server's
+ * finds it at its next syscall on the socket (the ServerHello), the
+ * client's at once. */
+#define TLS_BIND_TRIES 8
 
 /* Registers `ks` for `sock`, unless the socket already belongs to that SSL
  * object (whose entry keeps its sent flag and stale snapshot). */
@@ -394,6 +412,40 @@ fault:
 	stat_inc(RT_STAT_TLS_KEYS_FAULT);
 }
 
+/* Finds, among the process's pending SSL objects, the one whose client
+ * random is this socket's ClientHello's, and binds the socket to it. */
+static __always_inline bool tls_bind(struct tls_keysock *ks, __u32 tgid)
+{
+	struct tls_pending *p = bpf_map_lookup_elem(&tls_pending, &tgid);
+	if (!p)
+		return false;
+	for (__u32 i = 0; i < RT_TLS_PENDING_SLOTS; i++) {
+		__u64 ssl = p->ssl[i];
+		if (!ssl)
+			continue;
+		__u32 idx = p->layout[i];
+		struct rt_ssl_layout *l = bpf_map_lookup_elem(&ssl_layouts, &idx);
+		if (!l || !l->valid || l->client_random == RT_SSL_NO_OFFSET)
+			continue;
+		__u64 base = ssl;
+		if (l->client_random_via != RT_SSL_NO_OFFSET &&
+		    bpf_probe_read_user(&base, sizeof(base), (void *)(ssl + l->client_random_via)))
+			continue;
+		__u64 r[4];
+		if (bpf_probe_read_user(r, sizeof(r), (void *)(base + l->client_random)))
+			continue;
+		if (r[0] != ks->random[0] || r[1] != ks->random[1] || r[2] != ks->random[2] ||
+		    r[3] != ks->random[3])
+			continue;
+		ks->ssl = ssl;
+		ks->layout = idx;
+		ks->stale = p->stale[i];
+		p->ssl[i] = 0;
+		return true;
+	}
+	return false;
+}
+
 /* A TLS record header: content type 20-23, major version 3. */
 static __always_inline bool looks_tls(const __u8 *d, __u32 got)
 {
@@ -444,6 +496,24 @@ static __always_inline void send_data(struct rt_data_event *ev, __u32 got)
 		stat_inc(RT_STAT_EVENTS);
 }
 
+/* A ClientHello (its record and handshake headers, then the random at
+ * byte 11) on a socket of a process with SSL objects over non-socket BIOs:
+ * the socket is registered as carrying TLS, its SSL object found now (the
+ * client's already holds the random) or at its next syscalls. */
+static __always_inline bool tls_hello(const __u8 *d, __u32 got, __u64 sock, __u32 tgid)
+{
+	if (got < 43 || d[0] != 22 || d[1] != 3 || d[5] != 1)
+		return false;
+	if (!bpf_map_lookup_elem(&tls_pending, &tgid))
+		return false;
+	struct tls_keysock ks = {};
+	__builtin_memcpy(ks.random, d + 11, sizeof(ks.random));
+	ks.tries = 1;
+	tls_bind(&ks, tgid);
+	bpf_map_update_elem(&tls_keysocks, &sock, &ks, BPF_ANY);
+	return true;
+}
+
 static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, __u8 dir, __u64 pid_tgid)
 {
 	__u32 fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
@@ -464,15 +534,14 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 			bpf_map_update_elem(&tls_socks, &sock, &one, BPF_ANY);
 			return;
 		}
-		struct tls_keysock *pending = bpf_map_lookup_elem(&tls_hs_pending, &pid_tgid);
-		if (pending) {
-			struct tls_keysock p = *pending;
-			bpf_map_delete_elem(&tls_hs_pending, &pid_tgid);
-			keysock_set(sock, &p);
-		}
 		struct tls_keysock *ks = bpf_map_lookup_elem(&tls_keysocks, &sock);
 		if (ks) {
-			if (!ks->sent)
+			if (!ks->ssl && ks->tries < TLS_BIND_TRIES) {
+				ks->tries++;
+				if (!tls_bind(ks, pid_tgid >> 32) && ks->tries == TLS_BIND_TRIES)
+					stat_inc(RT_STAT_TLS_HELLO_UNMATCHED);
+			}
+			if (ks->ssl && !ks->sent)
 				tls_try_keys(ks, sock, fd, pid_tgid);
 			cipher = true;
 		} else if (bpf_map_lookup_elem(&tls_socks, &sock)) {
@@ -551,6 +620,8 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	if (sc != RT_SYS_SENDFILE && (__u64)got < (__u64)ret)
 		stat_inc(RT_STAT_TRUNCATED);
 	ev->captured = got;
+	if (tls_capture && !cipher && tls_hello(ev->data, got, (__u64)sk, pid_tgid >> 32))
+		cipher = true;
 	ev->flags = cipher ? RT_DATA_CIPHER : 0;
 	if (tls_capture && !cipher && dir == RT_DIR_INGRESS && looks_tls(ev->data, got)) {
 		/* Maybe the ciphertext of an SSL_read to come (memory BIOs). */
@@ -937,12 +1008,20 @@ int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio_arg)
 	}
 	if (type != (__s32)l->bio_type_socket) {
 		/* Memory or custom BIOs (asyncio, curl): no fd to follow; the
-		 * thread's next socket syscall (curl: the ClientHello, inside
-		 * SSL_connect) names the connection. */
+		 * connection is the one whose ClientHello carries this object's
+		 * random (tls_hello, tls_bind). */
 		stat_inc(RT_STAT_TLS_NOT_SOCKET_BIO);
-		bpf_map_update_elem(&tls_hs_pending, &pid_tgid, &ks, BPF_ANY);
-		__u8 one = 1;
-		if (bpf_map_update_elem(&tls_memory_bio, &tgid, &one, BPF_NOEXIST) == 0) {
+		if (l->client_random == RT_SSL_NO_OFFSET)
+			return 0;
+		struct tls_pending *p = bpf_map_lookup_elem(&tls_pending, &tgid);
+		if (!p) {
+			__u32 zero = 0;
+			struct tls_pending *z = bpf_map_lookup_elem(&tls_pending_zero, &zero);
+			if (!z || bpf_map_update_elem(&tls_pending, &tgid, z, BPF_NOEXIST))
+				return 0;
+			p = bpf_map_lookup_elem(&tls_pending, &tgid);
+			if (!p)
+				return 0;
 			struct rt_tls_memory_bio_event *ev =
 				ctrl_reserve(sizeof(*ev), RT_EV_TLS_MEMORY_BIO, pid_tgid);
 			if (ev) {
@@ -950,6 +1029,13 @@ int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio_arg)
 				ctrl_submit(ev, BPF_RB_FORCE_WAKEUP);
 			}
 		}
+		/* Not atomic (the fetching add needs BPF ISA v3): two threads of a
+		 * process may take the same slot, and one connection is then
+		 * counted as unmatched. */
+		__u32 i = p->next++ & (RT_TLS_PENDING_SLOTS - 1);
+		p->ssl[i] = ks.ssl;
+		p->stale[i] = ks.stale;
+		p->layout[i] = idx;
 		return 0;
 	}
 	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(rbio + l->bio_num)) || fd < 0) {
@@ -1138,7 +1224,6 @@ int BPF_PROG(sched_process_exit, struct task_struct *task)
 	if (tls_capture) {
 		bpf_map_delete_elem(&tls_calls, &pid_tgid);
 		bpf_map_delete_elem(&tls_last, &pid_tgid);
-		bpf_map_delete_elem(&tls_hs_pending, &pid_tgid);
 	}
 	/* The rest only when the whole thread group is gone. */
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
@@ -1147,6 +1232,8 @@ int BPF_PROG(sched_process_exit, struct task_struct *task)
 	bool traced = is_target(tgid);
 
 	bpf_map_delete_elem(&targets, &tgid);
+	if (tls_capture)
+		bpf_map_delete_elem(&tls_pending, &tgid);
 	if (!traced)
 		return 0;
 	struct rt_proc_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_EXIT, pid_tgid);

@@ -240,7 +240,7 @@ impl RecordSink for Reader {
                 // Once per process (the kernel remembers whom it told).
                 info!(
                     pid = hdr.tgid,
-                    "TLS capture: this process runs OpenSSL over its own BIOs (not a socket): its connections are found from the handshake's socket calls; those whose handshake makes none are not decrypted (--tls-decrypt=false probes its SSL calls instead)"
+                    "TLS capture: this process runs OpenSSL over its own BIOs (not a socket): each connection is found by its ClientHello random; those not found are counted in ratatosk_tls_decrypt_failures_total{{reason=\"unmatched_handshake\"}} (--tls-decrypt=false probes its SSL calls instead)"
                 );
             }
         }

@@ -311,6 +311,16 @@ impl SelfMetrics {
             .inc_by(d(now.tls_no_socket, last.tls_no_socket));
         self.tls_keys_faults
             .inc_by(d(now.tls_keys_fault, last.tls_keys_fault));
+        // A ClientHello whose SSL object (memory or custom BIO) was not
+        // found: that connection is not decrypted.
+        let unmatched = d(now.tls_hello_unmatched, last.tls_hello_unmatched);
+        if unmatched > 0 {
+            self.tls_decrypt_failures
+                .get_or_create(&ReasonLabel {
+                    reason: "unmatched_handshake",
+                })
+                .inc_by(unmatched);
+        }
         *last = now;
     }
 

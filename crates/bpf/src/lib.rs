@@ -81,6 +81,9 @@ impl Default for LoadOptions {
 
 /// The largest payload prefix one record can carry.
 pub const MAX_CAPTURE: u32 = rt_limits::RT_MAX_CAPTURE as u32;
+/// An `SslLayout` offset that is not known (or, for `client_random_via`,
+/// not used: the random is inside the SSL object).
+pub const SSL_NO_OFFSET: u32 = rt_limits::RT_SSL_NO_OFFSET as u32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -564,6 +567,8 @@ pub struct BpfStats {
     pub tls_keys_fault: u64,
     /// Handshakes over a BIO that is not a socket (memory BIOs).
     pub tls_not_socket_bio: u64,
+    /// ClientHellos whose SSL object (over a non-socket BIO) was not found.
+    pub tls_hello_unmatched: u64,
 }
 
 /// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
@@ -626,6 +631,7 @@ impl Counters {
             tls_no_socket: get(rt_stat::RT_STAT_TLS_NO_SOCKET)?,
             tls_keys_fault: get(rt_stat::RT_STAT_TLS_KEYS_FAULT)?,
             tls_not_socket_bio: get(rt_stat::RT_STAT_TLS_NOT_SOCKET_BIO)?,
+            tls_hello_unmatched: get(rt_stat::RT_STAT_TLS_HELLO_UNMATCHED)?,
         })
     }
 }

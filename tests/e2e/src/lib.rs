@@ -870,6 +870,54 @@ srv.serve_forever()
     p
 }
 
+/// uvicorn (from the lab venv) serving an ASGI app over HTTPS on the
+/// event loop `event_loop` (`asyncio` or `uvloop`): Python's `ssl` over
+/// memory BIOs, the socket I/O done by the loop. `/hello` answers 15 bytes.
+pub fn uvicorn_tls_server(port: u16, certs: &Path, event_loop: &str) -> (Proc, tempfile::TempDir) {
+    const APP: &str = r#"
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    ok = scope["path"].startswith("/hello")
+    body = b"hello over tls\n" if ok else b"not here\n"
+    await send({"type": "http.response.start", "status": 200 if ok else 404,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"#;
+    let dir = tempfile::Builder::new()
+        .prefix("ratatosk-uvicorn")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::write(dir.path().join("asgiapp.py"), APP).expect("write the app");
+    let uvicorn = lab_dir().join("bin/uvicorn");
+    assert!(
+        uvicorn.exists(),
+        "{} is missing: run scripts/lab.sh",
+        uvicorn.display()
+    );
+    let p = Proc::spawn(
+        "uvicorn tls server",
+        Command::new(uvicorn)
+            .args([
+                "asgiapp:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args(["--loop", event_loop, "--log-level", "warning", "--app-dir"])
+            .arg(dir.path())
+            .arg("--ssl-certfile")
+            .arg(certs.join("cert.pem"))
+            .arg("--ssl-keyfile")
+            .arg(certs.join("key.pem"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(20));
+    (p, dir)
+}
+
 /// A Node.js `https` server (OpenSSL 3 linked into the `node` executable)
 /// answering `/hello` with 12 bytes.
 pub fn node_https_server(port: u16, certs: &Path) -> Proc {

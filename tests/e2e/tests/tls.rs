@@ -1,6 +1,6 @@
 //! TLS plaintext capture from OpenSSL end to end: real servers using the
-//! shared libssl (nginx, python `ssl`) or a statically linked OpenSSL
-//! (node), real clients, the real agent.
+//! shared libssl (nginx, python `ssl`, uvicorn) or a statically linked
+//! OpenSSL (node), real clients, the real agent.
 
 use std::time::{Duration, Instant};
 
@@ -260,6 +260,63 @@ fn python_ssl_server_started_after_the_agent_is_covered_within_a_second() {
         agent.metric_sum("ratatosk_tls_unattributed_total", &[]),
         0.0
     );
+}
+
+/// uvicorn serves TLS through Python's `ssl` over memory BIOs: the SSL
+/// object never sees a socket, so each connection is found by the random of
+/// its ClientHello. Concurrent clients interleave handshakes in the event
+/// loop; every request still gives exactly one span, on both loops.
+#[test]
+fn uvicorn_over_memory_bios_concurrent_connections_each_decrypted() {
+    let _g = serial();
+    let certs = tls_cert();
+    for event_loop in ["uvloop", "asyncio"] {
+        let port = free_port();
+        let (_server, _app) = uvicorn_tls_server(port, certs.path(), event_loop);
+        let agent = Agent::start(&["--open-port", &port.to_string()]);
+        assert_eq!(
+            agent
+                .log_lines_with("OpenSSL connection probe attached")
+                .len(),
+            1,
+            "{}",
+            agent.stderr_text()
+        );
+        // Parallel curl processes, each several requests on one connection.
+        const CLIENTS: usize = 12;
+        const N: usize = 5;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let url = format!("https://127.0.0.1:{port}/hello?c={c}");
+                std::thread::spawn(move || curl_tls_keepalive(&url, N, &[]))
+            })
+            .collect();
+        for c in clients {
+            assert_eq!(c.join().expect("curl thread"), vec![200; N]);
+        }
+        check_https_spans(&agent, port, "/hello", CLIENTS * N, 15);
+        settle_counters();
+        assert_eq!(
+            agent.metric_sum("ratatosk_tls_decrypt_failures_total", &[]),
+            0.0,
+            "{event_loop}: {}",
+            agent.metrics()
+        );
+        // One trap per connection in uvicorn and one in its curl (the same
+        // probed libssl), none per request.
+        let traps = uprobe_hits(&agent, &[("point", "entry")]);
+        assert!(
+            (CLIENTS as f64..=2.0 * CLIENTS as f64).contains(&traps),
+            "{event_loop}: {traps} traps for {CLIENTS} connections"
+        );
+        assert_eq!(
+            agent.metric_sum(
+                "ratatosk_reader_records_total",
+                &[("kind", "tls_memory_bio")]
+            ),
+            1.0
+        );
+    }
 }
 
 #[test]

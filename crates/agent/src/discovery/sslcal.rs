@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use ratatosk_bpf::SslLayout;
+use ratatosk_bpf::{SSL_NO_OFFSET as NO_OFFSET, SslLayout};
 use ratatosk_sslcal::SslOffsets;
 
 /// First argument that turns the binary into the calibration child.
@@ -109,6 +109,14 @@ fn layout(o: &SslOffsets) -> Result<SslLayout, CalibrateError> {
         ssl_session: off(o.ssl_session, "ssl_session")?,
         session_master_key: off(o.session_master_key, "session_master_key")?,
         valid: 1,
+        client_random_via: match o.ssl_client_random.and_then(|r| r.via) {
+            Some(via) => off(via, "ssl_client_random")?,
+            None => NO_OFFSET,
+        },
+        client_random: match o.ssl_client_random {
+            Some(r) => off(r.at, "ssl_client_random")?,
+            None => NO_OFFSET,
+        },
         _pad: 0,
     })
 }
