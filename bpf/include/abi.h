@@ -126,6 +126,7 @@ enum rt_stat {
 	RT_STAT_TLS_KEYS_FAULT,		/* secrets could not be read from the SSL object */
 	RT_STAT_TLS_NOT_SOCKET_BIO,	/* handshake on a BIO that is not a socket */
 	RT_STAT_TLS_HELLO_UNMATCHED,	/* ClientHello whose SSL object (non-socket BIO) was not found */
+	RT_STAT_UPROBE_SSL_SET_BIO,	/* SSL_set_bio entries (executables; a trap each) */
 	RT_STAT_COUNT,			/* number of counters; keep last */
 };
 

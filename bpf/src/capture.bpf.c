@@ -984,10 +984,8 @@ int BPF_URETPROBE(ssl_write_ex_ret, int ret)
  * SSL_set_fd and SSL_set_bio call it (with a socket BIO whose fd is
  * already set, or asyncio's memory BIOs); curl calls it with its own BIO.
  * The cookie is the library's index in ssl_layouts. */
-SEC("uprobe")
-int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio_arg)
+static __always_inline int on_set_rbio(struct pt_regs *ctx, void *ssl, void *rbio_arg)
 {
-	stat_inc(RT_STAT_UPROBE_SSL_SET0_RBIO);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	__u64 rbio = (__u64)rbio_arg;
@@ -1047,6 +1045,23 @@ int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio_arg)
 		return 0;
 	keysock_set((__u64)sk, &ks);
 	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_set0_rbio, void *ssl, void *rbio)
+{
+	stat_inc(RT_STAT_UPROBE_SSL_SET0_RBIO);
+	return on_set_rbio(ctx, ssl, rbio);
+}
+
+/* void SSL_set_bio(SSL *s, BIO *rbio, BIO *wbio): the same, for OpenSSL
+ * linked into an executable, where SSL_set_bio may inline SSL_set0_rbio
+ * (Node's does). */
+SEC("uprobe")
+int BPF_UPROBE(ssl_set_bio, void *ssl, void *rbio)
+{
+	stat_inc(RT_STAT_UPROBE_SSL_SET_BIO);
+	return on_set_rbio(ctx, ssl, rbio);
 }
 
 /* ---- TLS: Go crypto/tls ----

@@ -317,10 +317,9 @@ impl TlsAttach for TlsProbes<'_> {
     fn openssl_handshake(
         &mut self,
         path: &std::path::Path,
-        host_path: &std::path::Path,
-    ) -> Result<String, crate::discovery::openssl::DecryptSetupError> {
-        let (layout, version) = crate::discovery::sslcal::calibrate(host_path)?;
-        self.0.attach_openssl_handshake(path, &layout)?;
-        Ok(version)
+        layout: &ratatosk_bpf::SslLayout,
+        executable: bool,
+    ) -> Result<(), ratatosk_bpf::TlsAttachError> {
+        self.0.attach_openssl_handshake(path, layout, executable)
     }
 }

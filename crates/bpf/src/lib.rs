@@ -378,10 +378,15 @@ impl Capture {
     /// its sockets is then decrypted from the secrets (RT_EV_TLS_KEYS)
     /// instead of probing every SSL_read/SSL_write. Once per file, like
     /// `attach_openssl`; at most `RT_MAX_SSL_LAYOUTS` files.
+    ///
+    /// `executable`: OpenSSL linked into a program, where `SSL_set_bio`
+    /// may have `SSL_set0_rbio` inlined: `SSL_set_bio` is probed too (one
+    /// more trap per connection where it is not inlined).
     pub fn attach_openssl_handshake(
         &mut self,
         path: &Path,
         layout: &rt_ssl_layout,
+        executable: bool,
     ) -> Result<(), TlsAttachError> {
         if !self.tls {
             return Err(TlsAttachError::Disabled);
@@ -406,32 +411,40 @@ impl Capture {
             .ssl_layouts
             .update(&idx.to_ne_bytes(), bytes, MapFlags::ANY)
             .map_err(TlsAttachError::Layout)?;
-        let link = self
-            .skel
-            .progs
-            .ssl_set0_rbio
-            .attach_uprobe_with_opts(
+        let progs = &self.skel.progs;
+        let attach = |prog: &libbpf_rs::ProgramMut<'_>, func: &'static str| {
+            prog.attach_uprobe_with_opts(
                 -1,
                 path,
                 0,
                 UprobeOpts {
-                    func_name: Some("SSL_set0_rbio".to_string()),
+                    func_name: Some(func.to_string()),
                     cookie: u64::from(idx),
                     ..Default::default()
                 },
             )
             .map_err(|source| {
                 if source.kind() == libbpf_rs::ErrorKind::NotFound {
-                    TlsAttachError::NoSymbol("SSL_set0_rbio")
+                    TlsAttachError::NoSymbol(func)
                 } else {
-                    TlsAttachError::Attach {
-                        func: "SSL_set0_rbio",
-                        source,
-                    }
+                    TlsAttachError::Attach { func, source }
                 }
-            })?;
+            })
+        };
+        let mut links = Vec::with_capacity(2);
+        if executable {
+            links.push(attach(&progs.ssl_set_bio, "SSL_set_bio")?);
+            // SSL_set_rfd and SSL_set_wfd call it; optional.
+            match attach(&progs.ssl_set0_rbio, "SSL_set0_rbio") {
+                Ok(l) => links.push(l),
+                Err(TlsAttachError::NoSymbol(_)) => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            links.push(attach(&progs.ssl_set0_rbio, "SSL_set0_rbio")?);
+        }
         self.ssl_layouts += 1;
-        self.tls_links.push(link);
+        self.tls_links.extend(links);
         Ok(())
     }
 
@@ -573,7 +586,7 @@ pub struct BpfStats {
 
 /// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
 /// whether the probe is a function entry (a trap) or a return.
-pub const UPROBES: [(&str, bool); 12] = [
+pub const UPROBES: [(&str, bool); 13] = [
     ("SSL_read", true),
     ("SSL_read_ex", true),
     ("SSL_write", true),
@@ -587,6 +600,7 @@ pub const UPROBES: [(&str, bool); 12] = [
     ("crypto/tls.(*Conn).Read", false),
     ("crypto/tls.(*Conn).Write", true),
     ("SSL_set0_rbio", true),
+    ("SSL_set_bio", true),
 ];
 
 impl Counters {
@@ -627,6 +641,7 @@ impl Counters {
                 get(rt_stat::RT_STAT_UPROBE_GO_TLS_READ_RET)?,
                 get(rt_stat::RT_STAT_UPROBE_GO_TLS_WRITE)?,
                 get(rt_stat::RT_STAT_UPROBE_SSL_SET0_RBIO)?,
+                get(rt_stat::RT_STAT_UPROBE_SSL_SET_BIO)?,
             ],
             tls_no_socket: get(rt_stat::RT_STAT_TLS_NO_SOCKET)?,
             tls_keys_fault: get(rt_stat::RT_STAT_TLS_KEYS_FAULT)?,

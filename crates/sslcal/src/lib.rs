@@ -18,6 +18,7 @@ mod cert;
 mod error;
 #[allow(unsafe_code)] // the one module with FFI and raw reads; see its header
 mod ffi;
+pub mod fingerprint;
 mod keylog;
 mod maps;
 mod scan;

@@ -265,3 +265,49 @@ fn verify_rejects_wrong_or_absurd_offsets_without_crashing() {
         );
     }
 }
+
+/// The libcrypto installed beside a wheel's libssl.
+fn wheel_libcrypto(dir: &str) -> PathBuf {
+    let ssl = wheel_libssl(dir);
+    let base = ssl.parent().expect("wheel dir").to_path_buf();
+    let found = std::fs::read_dir(&base).ok().and_then(|entries| {
+        entries.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libcrypto-"))
+        })
+    });
+    found.unwrap_or_else(|| panic!("no libcrypto in {base:?}: run scripts/lab.sh"))
+}
+
+/// Node's executable links OpenSSL 3.0 statically: its accessors use the
+/// offsets of Debian's libssl 3.0 and not those of 1.1.1 or 3.5.
+#[test]
+fn accessor_fingerprints_tell_layouts_apart() {
+    use fingerprint::{Fingerprint, rodata_contains};
+    let system = Fingerprint::of(&[
+        require(SYSTEM_LIBSSL),
+        require("/usr/lib/x86_64-linux-gnu/libcrypto.so.3"),
+    ])
+    .unwrap();
+    let node = Path::new("/usr/bin/node");
+    let in_node = Fingerprint::of(&[require("/usr/bin/node")]).unwrap();
+    assert_eq!(
+        system.differs_from(&in_node),
+        None,
+        "{system:?}\n{in_node:?}"
+    );
+    let version = calibrate(require(SYSTEM_LIBSSL)).unwrap().version;
+    assert!(
+        rodata_contains(node, version.as_bytes()).unwrap(),
+        "{version}"
+    );
+    assert!(!rodata_contains(node, b"OpenSSL 9.9.9 never").unwrap());
+    for dir in ["openssl-1.1.1", "openssl-3.5"] {
+        let other = Fingerprint::of(&[&wheel_libssl(dir), &wheel_libcrypto(dir)]).unwrap();
+        let field = system.differs_from(&other);
+        println!("{dir}: first accessor that differs: {field:?}");
+        assert!(field.is_some(), "{dir}");
+    }
+    // Not OpenSSL at all.
+    assert!(Fingerprint::of(&[require("/usr/lib/x86_64-linux-gnu/libz.so.1")]).is_err());
+}

@@ -319,14 +319,65 @@ fn uvicorn_over_memory_bios_concurrent_connections_each_decrypted() {
     }
 }
 
+/// Node links OpenSSL 3.0 into its executable, which cannot be loaded to
+/// learn the layout: Debian's libssl 3.0, whose accessors use the same
+/// struct offsets and whose version text `node` holds, lends its layout.
+/// Node drives OpenSSL over its own BIO, so connections are found by their
+/// ClientHello random. One trap per connection, none per request; with
+/// `--tls-decrypt=false` the per-call probes still work.
 #[test]
 fn node_https_with_statically_linked_openssl() {
     let _g = serial();
     let certs = tls_cert();
     let port = free_port();
     let _server = node_https_server(port, certs.path());
-    let agent = Agent::start(&["--open-port", &port.to_string()]);
     let node = std::fs::canonicalize(tool("node")).expect("node path");
+    // A private libssl for curl: its traps are not counted with the server's.
+    let lib = private_libssl();
+    let env = [("LD_LIBRARY_PATH", lib.path().to_str().expect("utf-8 path"))];
+    const N: usize = 20;
+    const CLIENTS: usize = 4;
+
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    let attached = agent.log_lines_with("OpenSSL connection probe attached");
+    assert_eq!(attached.len(), 1, "{}", agent.stderr_text());
+    assert!(
+        attached[0].contains(&format!("file={}", node.display()))
+            && attached[0].contains("layout_from=/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+        "{}",
+        attached[0]
+    );
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let url = format!("https://127.0.0.1:{port}/hello?c={c}");
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            std::thread::spawn(move || {
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                curl_tls_keepalive(&url, N, &env)
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().expect("curl thread"), vec![200; N]);
+    }
+    check_https_spans(&agent, port, "/hello", CLIENTS * N, 12);
+    settle_counters();
+    let traps = uprobe_hits(&agent, &[("point", "entry")]);
+    assert_eq!(traps, CLIENTS as f64, "one trap per connection");
+    assert_eq!(uprobe_hits(&agent, &[("probe", "SSL_set_bio")]), traps);
+    assert_eq!(
+        agent.metric_sum("ratatosk_tls_decrypt_failures_total", &[]),
+        0.0,
+        "{}",
+        agent.metrics()
+    );
+    drop(agent);
+
+    let agent = Agent::start(&["--open-port", &port.to_string(), "--tls-decrypt=false"]);
     assert!(
         agent
             .stderr_text()
@@ -334,17 +385,13 @@ fn node_https_with_statically_linked_openssl() {
         "node's executable not probed:\n{}",
         agent.stderr_text()
     );
-
-    let lib = private_libssl();
-    let env = [("LD_LIBRARY_PATH", lib.path().to_str().expect("utf-8 path"))];
-    const N: usize = 20;
     let statuses = curl_tls_keepalive(&format!("https://127.0.0.1:{port}/hello"), N, &env);
     assert_eq!(statuses, vec![200; N]);
     check_https_spans(&agent, port, "/hello", N, 12);
     settle_counters();
     let entries = uprobe_hits(&agent, &[("point", "entry")]);
     eprintln!(
-        "node over TLS: {:.2} uprobe entries per request",
+        "node over TLS, per-call probes: {:.2} uprobe entries per request",
         entries / N as f64
     );
     assert_eq!(

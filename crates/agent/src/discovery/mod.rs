@@ -5,6 +5,7 @@
 //! is ordered, a process's exec record is seen before any of its data, so a
 //! decision is in force before its first request is parsed.
 
+pub mod donor;
 pub mod gotls;
 pub mod openssl;
 pub mod procfs;

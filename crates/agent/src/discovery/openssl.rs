@@ -10,13 +10,16 @@
 //! are rescanned periodically because libraries are also loaded late
 //! (Python imports `ssl` on demand).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ratatosk_bpf::{GoTlsProbes, OpensslProbes, TlsAttachError};
+use ratatosk_bpf::{GoTlsProbes, OpensslProbes, SslLayout, TlsAttachError};
 use rustc_hash::FxHashSet;
 use tracing::{debug, info, warn};
 
+use crate::discovery::donor::{DonorError, Donors};
 use crate::discovery::gotls::{self, GoProbeError, GoProbed};
+use crate::discovery::sslcal::CalibrateError;
 use crate::selfmon::{ReasonLabel, SelfMetrics};
 
 /// Attaches probes to one file (the capture, or a fake in tests).
@@ -25,14 +28,19 @@ pub trait TlsAttach {
     fn openssl(&mut self, path: &Path) -> Result<OpensslProbes, TlsAttachError>;
     /// Go crypto/tls probes at the given offsets.
     fn go(&mut self, path: &Path, probes: &GoTlsProbes) -> Result<usize, TlsAttachError>;
-    /// The connection probe on an OpenSSL library, after learning its
-    /// struct layout by running `host_path` (the same file, as the agent
-    /// sees it); returns the library's version text.
+    /// Learns the struct layout of the libssl at `host_path` (as the agent
+    /// sees it) by running it; returns it with the library's version text.
+    fn calibrate(&mut self, host_path: &Path) -> Result<(SslLayout, String), CalibrateError> {
+        crate::discovery::sslcal::calibrate(host_path)
+    }
+    /// The connection probe on the OpenSSL at `path` (a library, or an
+    /// executable that links it) whose layout is `layout`.
     fn openssl_handshake(
         &mut self,
         path: &Path,
-        host_path: &Path,
-    ) -> Result<String, DecryptSetupError>;
+        layout: &SslLayout,
+        executable: bool,
+    ) -> Result<(), TlsAttachError>;
     /// Whether `path` is a Go executable.
     fn is_go(&self, path: &Path) -> bool {
         crate::export::runtime::is_go_executable(path)
@@ -45,7 +53,9 @@ pub enum DecryptSetupError {
     #[error("it lives in another mount namespace (its layout is not learned there)")]
     OtherNamespace,
     #[error("learning its struct layout failed")]
-    Calibrate(#[from] crate::discovery::sslcal::CalibrateError),
+    Calibrate(#[from] CalibrateError),
+    #[error(transparent)]
+    Donor(#[from] DonorError),
     #[error(transparent)]
     Attach(#[from] TlsAttachError),
 }
@@ -119,6 +129,10 @@ pub struct OpensslFiles {
     rejected: FxHashSet<(u64, u64)>,
     limit_warned: bool,
     metrics: SelfMetrics,
+    /// Shared libssl files whose layout may be an executable's.
+    donors: Donors,
+    /// Layouts learned, by host path (a donor is calibrated once).
+    layouts: HashMap<PathBuf, (SslLayout, String)>,
 }
 
 impl OpensslFiles {
@@ -129,6 +143,8 @@ impl OpensslFiles {
             rejected: FxHashSet::default(),
             limit_warned: false,
             metrics,
+            donors: Donors::default(),
+            layouts: HashMap::new(),
         }
     }
 
@@ -168,6 +184,25 @@ impl OpensslFiles {
         if !c.libssl && attach.is_go(&path) {
             self.consider_go(pid, c, &path, attach);
             return;
+        }
+        if !c.libssl && self.decrypt {
+            match self.try_borrow(&path, attach) {
+                Ok((donor, version)) => {
+                    self.attached.insert(key);
+                    self.count("attached");
+                    info!(file = %c.path, pid, %version, layout_from = %donor.display(),
+                        "TLS capture: OpenSSL connection probe attached (decrypting with the connections' secrets)");
+                    return;
+                }
+                // No OpenSSL accessors: an ordinary executable, or one
+                // whose OpenSSL hides them (the per-call probes decide).
+                Err(DecryptSetupError::Donor(DonorError::Fingerprint(_))) => {}
+                Err(e) => {
+                    self.count("no_decrypt");
+                    info!(file = %c.path, pid, reason = %chain(&e),
+                        "TLS capture: cannot decrypt this executable's connections; probing its SSL_read/SSL_write calls instead");
+                }
+            }
         }
         if c.libssl && self.decrypt {
             match self.try_decrypt(pid, c, &path, attach) {
@@ -218,7 +253,46 @@ impl OpensslFiles {
         if mine.is_none() || mine != ns(format!("/proc/{pid}/ns/mnt")) {
             return Err(DecryptSetupError::OtherNamespace);
         }
-        attach.openssl_handshake(path, Path::new(&c.path))
+        let host = Path::new(&c.path);
+        let (layout, version) = self.layout_of(host, attach)?;
+        attach.openssl_handshake(path, &layout, false)?;
+        self.donors.calibrated(host);
+        Ok(version)
+    }
+
+    /// The layout of `libssl` (as the agent sees it), calibrated once.
+    fn layout_of(
+        &mut self,
+        libssl: &Path,
+        attach: &mut dyn TlsAttach,
+    ) -> Result<(SslLayout, String), CalibrateError> {
+        if let Some(known) = self.layouts.get(libssl) {
+            return Ok(known.clone());
+        }
+        let learned = attach.calibrate(libssl)?;
+        if self.layouts.len() < MAX_ATTACHED * 2 {
+            self.layouts.insert(libssl.to_path_buf(), learned.clone());
+        }
+        Ok(learned)
+    }
+
+    /// OpenSSL linked into the executable at `path`: the connection probe
+    /// with the layout of a donor libssl (see `donor`). Returns the donor
+    /// and the version text.
+    fn try_borrow(
+        &mut self,
+        path: &Path,
+        attach: &mut dyn TlsAttach,
+    ) -> Result<(PathBuf, String), DecryptSetupError> {
+        let mut donors = std::mem::take(&mut self.donors);
+        let found = donors.find(path, &mut |libssl| {
+            self.layout_of(libssl, attach).ok().map(|(_, v)| v)
+        });
+        self.donors = donors;
+        let donor = found?.libssl;
+        let (layout, version) = self.layout_of(&donor, attach)?;
+        attach.openssl_handshake(path, &layout, true)?;
+        Ok((donor, version))
     }
 
     fn consider_go(&mut self, pid: u32, c: &Candidate, path: &Path, attach: &mut dyn TlsAttach) {
@@ -329,8 +403,9 @@ mod tests {
             fn openssl_handshake(
                 &mut self,
                 _: &Path,
-                _: &Path,
-            ) -> Result<String, DecryptSetupError> {
+                _: &SslLayout,
+                _: bool,
+            ) -> Result<(), TlsAttachError> {
                 unreachable!("decryption is off")
             }
             fn is_go(&self, _: &Path) -> bool {
