@@ -71,6 +71,35 @@ http {{
 """
 
 
+def make_cert(tmp: Path) -> None:
+    """A self-signed certificate, key.pem and cert.pem in `tmp`."""
+    run_cmd(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp / "key.pem"),
+             "-out", str(tmp / "cert.pem"), "-days", "30", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], 60, "openssl req")
+    (tmp / "key.pem").chmod(0o644)
+
+
+NODE_HTTPS = """
+const https = require('https'), fs = require('fs'), dir = process.argv[2];
+https.createServer({ key: fs.readFileSync(dir + '/key.pem'), cert: fs.readFileSync(dir + '/cert.pem') },
+  (req, res) => { res.setHeader('Content-Length', '13'); res.end('Hello, world!'); })
+  .listen(Number(process.argv[1]), '127.0.0.1');
+"""
+
+
+def start_node_tls(tmp: Path) -> Server:
+    """Node's https module: OpenSSL 3 linked into the node executable."""
+    make_cert(tmp)
+    port = free_port()
+    proc = spawn(["node", "-e", NODE_HTTPS, str(port), str(tmp)], tmp / "node.log")
+
+    def up() -> Server:
+        wait_until(lambda: tcp_up(port), 20, "node did not start", lambda: proc.poll() is None,
+                   lambda: log_tail(tmp / "node.log"))
+        return Server(Target(port, proc), [proc])
+    return started([proc], up)
+
+
 def start_nginx(tmp: Path, variant: str = "http1") -> Server:
     www = tmp / "www"
     www.mkdir()
@@ -80,10 +109,7 @@ def start_nginx(tmp: Path, variant: str = "http1") -> Server:
         p.chmod(0o755 if p.is_dir() else 0o644)
     listen, extra = (" http2", "") if variant == "h2c" else ("", "")
     if variant == "tls":
-        run_cmd(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp / "key.pem"),
-                 "-out", str(tmp / "cert.pem"), "-days", "30", "-subj", "/CN=localhost",
-                 "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], 60, "openssl req")
-        (tmp / "key.pem").chmod(0o644)
+        make_cert(tmp)
         # nginx 1.22 enables TLS 1.3 only when asked.
         listen, extra = " ssl", (f"ssl_certificate {tmp}/cert.pem; ssl_certificate_key {tmp}/key.pem; "
                                  "ssl_protocols TLSv1.3;")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from .load import LoadResult, private_libssl_env, run_h2load, run_pgbench, run_redis_benchmark, run_wrk
-from .servers import Server, start_flask, start_nginx, start_postgres, start_redis, with_collector
+from .servers import Server, start_flask, start_nginx, start_node_tls, start_postgres, start_redis, with_collector
 
 
 @dataclass
@@ -49,6 +49,11 @@ WORKLOADS = {w.name: w for w in [
              ["nginx", "wrk", "openssl"],
              lambda tmp, o: start_nginx(tmp, "tls"),
              lambda port, o, d: run_wrk(f"https://127.0.0.1:{port}/file", o, d, env=private_libssl_env()),
+             kinds=("ratatosk", "ratatosk-tlscalls")),
+    Workload("node-tls", "Node 20 https (OpenSSL 3 linked into the node executable), wrk closed loop, keep-alive",
+             ["node", "wrk", "openssl"],
+             lambda tmp, o: start_node_tls(tmp),
+             lambda port, o, d: run_wrk(f"https://127.0.0.1:{port}/", o, d, env=private_libssl_env()),
              kinds=("ratatosk", "ratatosk-tlscalls")),
     Workload("flask", "Flask on gunicorn (2 sync workers: a connection per request), wrk closed loop; "
              "bare / Ratatosk / OTel SDK",

@@ -151,6 +151,7 @@ impl OpensslFiles {
     /// Looks at the executable mappings of `pids` and attaches the probes
     /// to every new OpenSSL file with `attach`.
     pub fn scan(&mut self, pids: impl IntoIterator<Item = u32>, attach: &mut dyn TlsAttach) {
+        let known = self.attached.len() + self.rejected.len();
         for pid in pids {
             let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
                 continue; // gone, or a kernel thread
@@ -159,6 +160,15 @@ impl OpensslFiles {
             let exe = exe.as_deref().and_then(Path::to_str);
             for c in candidates(&maps, exe) {
                 self.consider(pid, &c, attach);
+            }
+        }
+        if self.attached.len() + self.rejected.len() != known {
+            // Reading a large executable's symbols (node: ~100 MB, by
+            // libbpf and the fingerprint) leaves megabytes of freed heap
+            // that glibc keeps mapped; give them back.
+            // SAFETY: malloc_trim only releases free memory of the heap.
+            unsafe {
+                libc::malloc_trim(0);
             }
         }
     }
