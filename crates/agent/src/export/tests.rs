@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::registry::Registry;
 
 use super::*;
-use crate::config::export::{Compression, Features, OtlpProtocol, OtlpSignal};
+use crate::config::export::{BatchSettings, Compression, Features, OtlpProtocol, OtlpSignal};
 use crate::discovery::ProcInfo;
 use crate::export::resource::tests::proc_info;
 use crate::export::traces::tests::span;
@@ -341,7 +341,7 @@ fn receiver_down_then_up() {
         pushed += 50;
         e.tick();
         let t = e.traces.as_ref().unwrap();
-        let waiting = t.pending.len() as u64 + t.task.in_flight.load(Ordering::Relaxed);
+        let waiting = t.batcher.len() as u64 + t.task.in_flight.load(Ordering::Relaxed);
         assert!(waiting <= 110, "queue grew past its bound: {waiting}");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -578,7 +578,7 @@ fn sustained_rate_to_rotel() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
         let t = e.traces.as_ref().unwrap();
-        let waiting = t.pending.len() + t.task.in_flight.load(Ordering::Relaxed) as usize;
+        let waiting = t.batcher.len() + t.task.in_flight.load(Ordering::Relaxed) as usize;
         if waiting + chunk.len() <= st.batch.max_queue_size {
             e.push_spans(&chunk);
         }

@@ -58,7 +58,7 @@ impl Request {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         match self {
             Request::Traces(r) => r.encode_to_vec(),
             Request::Metrics(r) => r.encode_to_vec(),
