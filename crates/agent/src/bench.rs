@@ -364,7 +364,7 @@ fn outputs(batches: Vec<Vec<Span>>, registry: &mut Registry) -> u64 {
             let Some(req) = batcher.take() else { break };
             // One send attempt: what the transport hands to tonic.
             let attempt = req.clone();
-            wire += attempt.encode().len() as u64;
+            wire += attempt.body().len() as u64;
         }
     };
     for batch in batches {

@@ -352,11 +352,7 @@ mod tests {
 
     fn res(pid: u32) -> Arc<ProcessResource> {
         let p = Arc::new(proc_info(pid, "srv"));
-        Arc::new(ProcessResource {
-            pid,
-            proc: p,
-            resource: Default::default(),
-        })
+        Arc::new(ProcessResource::new(p, Default::default()))
     }
 
     fn hist<'a>(rm: &'a [ResourceMetrics], name: &str) -> Vec<&'a HistogramDataPoint> {

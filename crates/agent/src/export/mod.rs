@@ -14,6 +14,7 @@
 
 pub mod batch;
 pub mod metrics;
+pub mod proto;
 pub mod resource;
 pub mod retry;
 pub mod runtime;
@@ -480,7 +481,7 @@ impl MetricPipe {
         for rm in resource_metrics {
             let p = metrics::data_points(std::slice::from_ref(&rm));
             if points + p > SERIES_PER_REQUEST as u64 * 3 && !cur.is_empty() {
-                job.push(Request::Metrics(ExportMetricsServiceRequest {
+                job.push(Request::metrics(&ExportMetricsServiceRequest {
                     resource_metrics: std::mem::take(&mut cur),
                 }));
                 points = 0;
@@ -489,7 +490,7 @@ impl MetricPipe {
             cur.push(rm);
         }
         if !cur.is_empty() {
-            job.push(Request::Metrics(ExportMetricsServiceRequest {
+            job.push(Request::metrics(&ExportMetricsServiceRequest {
                 resource_metrics: cur,
             }));
         }

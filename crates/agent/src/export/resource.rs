@@ -8,6 +8,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_semantic_conventions::attribute as semconv;
+use prost::Message;
 use rustc_hash::FxHashMap;
 
 use super::runtime;
@@ -253,6 +254,19 @@ pub struct ProcessResource {
     /// means a new resource.
     pub proc: Arc<ProcInfo>,
     pub resource: Resource,
+    /// `resource` as protobuf, encoded once: every span request carries it.
+    pub encoded: Vec<u8>,
+}
+
+impl ProcessResource {
+    pub fn new(proc: Arc<ProcInfo>, resource: Resource) -> Self {
+        ProcessResource {
+            pid: proc.pid,
+            encoded: resource.encode_to_vec(),
+            proc,
+            resource,
+        }
+    }
 }
 
 /// Resources by pid, built on first use.
@@ -286,11 +300,10 @@ impl Resources {
             self.by_pid.clear();
         }
         let facts = ProcFacts::read(p, self.naming.command_args);
-        let r = Arc::new(ProcessResource {
-            pid: p.pid,
-            proc: p.clone(),
-            resource: process_resource(p, &facts, &self.host, &self.naming),
-        });
+        let r = Arc::new(ProcessResource::new(
+            p.clone(),
+            process_resource(p, &facts, &self.host, &self.naming),
+        ));
         self.by_pid.insert(p.pid, r.clone());
         r
     }

@@ -528,7 +528,6 @@ fn quiet_rotel(grpc: u16, http: u16) -> Child {
 /// unoptimised, so the test checks that nothing is lost at a sane rate).
 #[test]
 fn sustained_rate_to_rotel() {
-    use prost::Message;
     let (grpc, http) = (free_port(), free_port());
     let mut rotel = quiet_rotel(grpc, http);
     let rt = runtime();
@@ -545,7 +544,9 @@ fn sustained_rate_to_rotel() {
     let mut e = start(&st, &sm, &rt);
     let p = test_process("otlp-rate");
     let chunk = spans(&p, 256);
-    let wire = traces::convert(&chunk[0]).encoded_len();
+    let mut one = Vec::new();
+    traces::put_span(&mut one, &chunk[0]);
+    let wire = one.len();
     // Paced: 256 spans per 20 ms tick (12 800/s), the outputs thread's
     // pace under load; nothing may be lost.
     const TOTAL: u64 = 20_000;
