@@ -54,17 +54,9 @@ pub fn put_varint_field(buf: &mut Vec<u8>, field: u32, v: u64) {
     put_varint(buf, v);
 }
 
-pub fn fixed64_field_len(field: u32) -> usize {
-    key_len(field) + 8
-}
-
 pub fn put_fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
     put_key(buf, field, FIXED64);
     buf.extend_from_slice(&v.to_le_bytes());
-}
-
-pub fn fixed32_field_len(field: u32) -> usize {
-    key_len(field) + 4
 }
 
 pub fn put_fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
@@ -135,8 +127,8 @@ mod tests {
             ours.len(),
             len_field_len(1, 3)
                 + varint_field_len(3, p.int as u64)
-                + fixed64_field_len(7)
-                + fixed32_field_len(16)
+                + 9
+                + 6
                 + len_field_len(200, 130)
         );
     }

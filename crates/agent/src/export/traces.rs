@@ -9,13 +9,14 @@
 //! the cost of everything else the agent does per request.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use opentelemetry_semantic_conventions::attribute as semconv;
 use ratatosk_protocols::http1::Outcome;
 
 use super::proto::{
-    fixed32_field_len, fixed64_field_len, len_field_len, put_bytes, put_fixed32, put_fixed64,
-    put_len_header, put_varint_field, varint_field_len,
+    len_field_len, put_bytes, put_fixed32, put_fixed64, put_len_header, put_varint,
+    put_varint_field, varint_field_len,
 };
 use super::resource::{AGENT_NAME, AGENT_VERSION};
 use crate::output::printer::host_without_port;
@@ -74,44 +75,6 @@ pub enum Value<'a> {
     Int(i64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Attr<'a> {
-    pub key: &'static str,
-    pub value: Value<'a>,
-}
-
-/// Most attributes a span has (every optional one present: 19).
-const MAX_ATTRS: usize = 20;
-
-/// A span's attributes, on the stack.
-pub struct Attrs<'a> {
-    items: [Attr<'a>; MAX_ATTRS],
-    len: usize,
-}
-
-impl<'a> Attrs<'a> {
-    fn push(&mut self, key: &'static str, value: Value<'a>) {
-        // MAX_ATTRS counts every attribute `attributes` can add (a test
-        // adds them all), so nothing is ever left out here.
-        if let Some(slot) = self.items.get_mut(self.len) {
-            *slot = Attr { key, value };
-            self.len += 1;
-        }
-    }
-
-    fn str(&mut self, key: &'static str, v: &'a str) {
-        self.push(key, Value::Str(v));
-    }
-
-    fn int(&mut self, key: &'static str, v: i64) {
-        self.push(key, Value::Int(v));
-    }
-
-    pub fn as_slice(&self) -> &[Attr<'a>] {
-        self.items.get(..self.len).unwrap_or_default()
-    }
-}
-
 /// Text formatted on the stack: an IP address (at most 45 characters for
 /// IPv6 with an embedded IPv4) or a status code.
 pub struct SmallText {
@@ -119,21 +82,48 @@ pub struct SmallText {
     len: usize,
 }
 
-impl Default for SmallText {
-    fn default() -> Self {
+impl SmallText {
+    fn new() -> SmallText {
         SmallText {
             buf: [0; 48],
             len: 0,
         }
     }
-}
 
-impl SmallText {
     fn of(v: impl std::fmt::Display) -> SmallText {
-        let mut t = SmallText::default();
+        let mut t = SmallText::new();
         // Cannot fail: every value formatted here fits (see above).
         let _ = write!(t, "{v}");
         t
+    }
+
+    /// The IP as `Display` writes it; IPv4 by hand (the formatting
+    /// machinery cost more than the rest of the attribute).
+    fn ip(ip: IpAddr) -> SmallText {
+        let IpAddr::V4(v4) = ip else {
+            return SmallText::of(ip);
+        };
+        let mut t = SmallText::new();
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                t.push(b'.');
+            }
+            if octet >= 100 {
+                t.push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                t.push(b'0' + octet / 10 % 10);
+            }
+            t.push(b'0' + octet % 10);
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
     }
 
     fn as_str(&self) -> &str {
@@ -151,136 +141,134 @@ impl std::fmt::Write for SmallText {
     }
 }
 
-/// The values of a span's attributes that must be formatted.
-pub struct Texts {
-    server_ip: SmallText,
-    client_ip: SmallText,
-    error_type: SmallText,
-}
-
-impl Texts {
-    pub fn new(s: &Span) -> Texts {
-        // The server's IP is needed without a Host header, and as the
-        // peer of a client span.
-        let server_ip = if s.host.is_none() || s.kind == SpanKind::Client {
-            SmallText::of(s.server.ip())
-        } else {
-            SmallText::default()
-        };
-        Texts {
-            server_ip,
-            client_ip: SmallText::of(s.client.ip()),
-            error_type: if s.is_error() && s.status != 0 {
-                SmallText::of(s.status)
-            } else {
-                SmallText::default()
-            },
-        }
-    }
-}
-
-/// The span's attributes, in the order they are exported.
-pub fn attributes<'a>(s: &'a Span, t: &'a Texts) -> Attrs<'a> {
-    let mut a = Attrs {
-        items: [Attr {
-            key: "",
-            value: Value::Int(0),
-        }; MAX_ATTRS],
-        len: 0,
-    };
-    a.str(semconv::HTTP_REQUEST_METHOD, &s.method);
+/// Calls `f` with each of the span's attributes, in the order they are
+/// exported. Values that need formatting are formatted on the stack.
+pub fn for_each_attribute(s: &Span, f: &mut impl FnMut(&'static str, Value<'_>)) {
+    f(semconv::HTTP_REQUEST_METHOD, Value::Str(&s.method));
     if let Some(m) = &s.method_original {
-        a.str(semconv::HTTP_REQUEST_METHOD_ORIGINAL, m);
+        f(semconv::HTTP_REQUEST_METHOD_ORIGINAL, Value::Str(m));
     }
-    a.str(semconv::URL_PATH, s.path());
+    f(semconv::URL_PATH, Value::Str(s.path()));
     if let Some(q) = s.query() {
-        a.str(semconv::URL_QUERY, q);
+        f(semconv::URL_QUERY, Value::Str(q));
     }
-    a.str(semconv::URL_SCHEME, s.scheme);
-    a.str(semconv::HTTP_ROUTE, &s.route);
+    f(semconv::URL_SCHEME, Value::Str(s.scheme));
+    f(semconv::HTTP_ROUTE, Value::Str(&s.route));
     // Semconv: only when a response was received.
     if s.status != 0 {
-        a.int(semconv::HTTP_RESPONSE_STATUS_CODE, i64::from(s.status));
+        f(
+            semconv::HTTP_RESPONSE_STATUS_CODE,
+            Value::Int(i64::from(s.status)),
+        );
     }
+    // The server's IP is needed without a Host header, and as the peer
+    // of a client span.
+    let server_ip = if s.host.is_none() || s.kind == SpanKind::Client {
+        SmallText::ip(s.server.ip())
+    } else {
+        SmallText::new()
+    };
+    let client_ip = SmallText::ip(s.client.ip());
     // The logical name the client used (Host), else the IP it reached.
     let server_address = match s.host.as_deref() {
         Some(h) => host_without_port(h),
-        None => t.server_ip.as_str(),
+        None => server_ip.as_str(),
     };
-    a.str(semconv::SERVER_ADDRESS, server_address);
-    a.int(semconv::SERVER_PORT, i64::from(s.server.port()));
-    a.str(semconv::CLIENT_ADDRESS, t.client_ip.as_str());
-    a.int(semconv::CLIENT_PORT, i64::from(s.client.port()));
+    f(semconv::SERVER_ADDRESS, Value::Str(server_address));
+    f(semconv::SERVER_PORT, Value::Int(i64::from(s.server.port())));
+    f(semconv::CLIENT_ADDRESS, Value::Str(client_ip.as_str()));
+    f(semconv::CLIENT_PORT, Value::Int(i64::from(s.client.port())));
     // The other end of the connection, as seen from this process.
     let (peer_ip, peer_port) = match s.kind {
-        SpanKind::Server => (t.client_ip.as_str(), s.client.port()),
-        SpanKind::Client => (t.server_ip.as_str(), s.server.port()),
+        SpanKind::Server => (client_ip.as_str(), s.client.port()),
+        SpanKind::Client => (server_ip.as_str(), s.server.port()),
     };
-    a.str(semconv::NETWORK_PEER_ADDRESS, peer_ip);
-    a.int(semconv::NETWORK_PEER_PORT, i64::from(peer_port));
-    a.str(semconv::NETWORK_PROTOCOL_VERSION, s.protocol_version);
-    a.int(
-        semconv::HTTP_REQUEST_BODY_SIZE,
-        i64::try_from(s.request_body_size).unwrap_or(i64::MAX),
+    f(semconv::NETWORK_PEER_ADDRESS, Value::Str(peer_ip));
+    f(semconv::NETWORK_PEER_PORT, Value::Int(i64::from(peer_port)));
+    f(
+        semconv::NETWORK_PROTOCOL_VERSION,
+        Value::Str(s.protocol_version),
     );
-    a.int(
+    f(
+        semconv::HTTP_REQUEST_BODY_SIZE,
+        Value::Int(i64::try_from(s.request_body_size).unwrap_or(i64::MAX)),
+    );
+    f(
         semconv::HTTP_RESPONSE_BODY_SIZE,
-        i64::try_from(s.response_body_size).unwrap_or(i64::MAX),
+        Value::Int(i64::try_from(s.response_body_size).unwrap_or(i64::MAX)),
     );
     if s.is_error() {
         // Semconv: the status code as a string, or `_OTHER` when there
         // is none to name the failure.
-        let t = if s.status != 0 {
-            t.error_type.as_str()
+        if s.status != 0 {
+            f(
+                semconv::ERROR_TYPE,
+                Value::Str(SmallText::of(s.status).as_str()),
+            );
         } else {
-            "_OTHER"
-        };
-        a.str(semconv::ERROR_TYPE, t);
+            f(semconv::ERROR_TYPE, Value::Str("_OTHER"));
+        }
     }
     match s.outcome {
         Outcome::Complete => {}
-        Outcome::NoResponse => a.str("ratatosk.outcome", "no_response"),
-        Outcome::ResponseTruncated => a.str("ratatosk.outcome", "response_truncated"),
+        Outcome::NoResponse => f("ratatosk.outcome", Value::Str("no_response")),
+        Outcome::ResponseTruncated => f("ratatosk.outcome", Value::Str("response_truncated")),
     }
     if let Some(q) = s.queue_ns {
-        a.int(
+        f(
             "ratatosk.queue_time_ns",
-            i64::try_from(q).unwrap_or(i64::MAX),
+            Value::Int(i64::try_from(q).unwrap_or(i64::MAX)),
         );
     }
-    a
 }
 
-/// Length of a KeyValue message.
-fn key_value_len(a: &Attr<'_>) -> usize {
-    let any_value = match a.value {
-        Value::Str(s) => len_field_len(field::STRING_VALUE, s.len()),
-        Value::Int(i) => varint_field_len(field::INT_VALUE, i as u64),
+/// Appends one `Span.attributes` element (a KeyValue).
+fn put_attribute(out: &mut Vec<u8>, key: &str, value: Value<'_>) {
+    let (any_value, value_len) = match value {
+        Value::Str(v) => (len_field_len(field::STRING_VALUE, v.len()), v.len()),
+        // int64 is written as its two's complement, like prost.
+        Value::Int(i) => (varint_field_len(field::INT_VALUE, i as u64), 0),
     };
-    len_field_len(field::KEY, a.key.len()) + len_field_len(field::VALUE, any_value)
+    let kv = len_field_len(field::KEY, key.len()) + len_field_len(field::VALUE, any_value);
+    if kv < 128 {
+        // Every length fits one byte (the usual case): the small headers
+        // go in two writes.
+        out.extend_from_slice(&[
+            tag(field::ATTRIBUTES),
+            kv as u8,
+            tag(field::KEY),
+            key.len() as u8,
+        ]);
+        out.extend_from_slice(key.as_bytes());
+        match value {
+            Value::Str(v) => {
+                out.extend_from_slice(&[
+                    tag(field::VALUE),
+                    any_value as u8,
+                    tag(field::STRING_VALUE),
+                    value_len as u8,
+                ]);
+                out.extend_from_slice(v.as_bytes());
+            }
+            Value::Int(i) => {
+                out.extend_from_slice(&[tag(field::VALUE), any_value as u8]);
+                put_varint_field(out, field::INT_VALUE, i as u64);
+            }
+        }
+        return;
+    }
+    put_len_header(out, field::ATTRIBUTES, kv);
+    put_bytes(out, field::KEY, key.as_bytes());
+    put_len_header(out, field::VALUE, any_value);
+    match value {
+        Value::Str(v) => put_bytes(out, field::STRING_VALUE, v.as_bytes()),
+        Value::Int(i) => put_varint_field(out, field::INT_VALUE, i as u64),
+    }
 }
 
-fn put_key_value(out: &mut Vec<u8>, a: &Attr<'_>) {
-    put_bytes(out, field::KEY, a.key.as_bytes());
-    match a.value {
-        Value::Str(s) => {
-            put_len_header(
-                out,
-                field::VALUE,
-                len_field_len(field::STRING_VALUE, s.len()),
-            );
-            put_bytes(out, field::STRING_VALUE, s.as_bytes());
-        }
-        Value::Int(i) => {
-            // int64 is written as its two's complement, like prost.
-            put_len_header(
-                out,
-                field::VALUE,
-                varint_field_len(field::INT_VALUE, i as u64),
-            );
-            put_varint_field(out, field::INT_VALUE, i as u64);
-        }
-    }
+/// The one-byte key of a length-delimited field numbered below 16.
+const fn tag(field: u32) -> u8 {
+    (field << 3 | 2) as u8
 }
 
 fn flags(s: &Span) -> u32 {
@@ -304,56 +292,28 @@ fn status_code(s: &Span) -> u64 {
 /// Appends the span as an element of `ScopeSpans.spans` (key, length,
 /// `Span` message). Allocates nothing but `out`'s growth.
 pub fn put_span(out: &mut Vec<u8>, s: &Span) {
-    let texts = Texts::new(s);
-    let attrs = attributes(s, &texts);
-    let attrs = attrs.as_slice();
-    let name_len = s.method.len() + 1 + s.route.len();
-    let kind = match s.kind {
-        SpanKind::Server => KIND_SERVER,
-        SpanKind::Client => KIND_CLIENT,
-    };
-    let code = status_code(s);
-    let status_len = if code == 0 {
-        0
-    } else {
-        varint_field_len(field::STATUS_CODE, code)
-    };
-    // Fields equal to their default are not written, as prost does.
-    let mut len = len_field_len(field::TRACE_ID, s.trace_id.len())
-        + len_field_len(field::SPAN_ID, s.span_id.len())
-        + s.parent_span_id
-            .map_or(0, |p| len_field_len(field::PARENT_SPAN_ID, p.len()))
-        + len_field_len(field::NAME, name_len)
-        + varint_field_len(field::KIND, kind)
-        + if s.start_ns != 0 {
-            fixed64_field_len(field::START)
-        } else {
-            0
-        }
-        + if s.end_ns != 0 {
-            fixed64_field_len(field::END)
-        } else {
-            0
-        }
-        + len_field_len(field::STATUS, status_len)
-        + fixed32_field_len(field::FLAGS);
-    for a in attrs {
-        len += len_field_len(field::ATTRIBUTES, key_value_len(a));
-    }
-    out.reserve(len_field_len(field::SS_SPANS, len));
-    put_len_header(out, field::SS_SPANS, len);
-    let start = out.len();
-    // In field-number order, as prost writes them.
+    out.push(tag(field::SS_SPANS));
+    // The length is known once the span is written: two bytes are kept
+    // for it (a span takes 128 to 16383 bytes but for odd ones, whose
+    // bytes are then moved).
+    let at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    // In field-number order, as prost writes them; fields equal to their
+    // default are not written.
     put_bytes(out, field::TRACE_ID, &s.trace_id);
     put_bytes(out, field::SPAN_ID, &s.span_id);
     if let Some(p) = &s.parent_span_id {
         put_bytes(out, field::PARENT_SPAN_ID, p);
     }
     // The name is "METHOD route", written in place.
-    put_len_header(out, field::NAME, name_len);
+    put_len_header(out, field::NAME, s.method.len() + 1 + s.route.len());
     out.extend_from_slice(s.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(s.route.as_bytes());
+    let kind = match s.kind {
+        SpanKind::Server => KIND_SERVER,
+        SpanKind::Client => KIND_CLIENT,
+    };
     put_varint_field(out, field::KIND, kind);
     if s.start_ns != 0 {
         put_fixed64(out, field::START, s.start_ns);
@@ -361,16 +321,29 @@ pub fn put_span(out: &mut Vec<u8>, s: &Span) {
     if s.end_ns != 0 {
         put_fixed64(out, field::END, s.end_ns);
     }
-    for a in attrs {
-        put_len_header(out, field::ATTRIBUTES, key_value_len(a));
-        put_key_value(out, a);
-    }
-    put_len_header(out, field::STATUS, status_len);
-    if code != 0 {
+    for_each_attribute(s, &mut |k, v| put_attribute(out, k, v));
+    let code = status_code(s);
+    if code == 0 {
+        put_len_header(out, field::STATUS, 0);
+    } else {
+        put_len_header(
+            out,
+            field::STATUS,
+            varint_field_len(field::STATUS_CODE, code),
+        );
         put_varint_field(out, field::STATUS_CODE, code);
     }
     put_fixed32(out, field::FLAGS, flags(s));
-    debug_assert_eq!(out.len() - start, len, "span length computed wrong");
+    let len = out.len() - at - 2;
+    if (128..16384).contains(&len) {
+        if let Some(b) = out.get_mut(at..at + 2) {
+            b.copy_from_slice(&[(len as u8) | 0x80, (len >> 7) as u8]);
+        }
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        put_varint(&mut prefix, len as u64);
+        out.splice(at..at + 2, prefix);
+    }
 }
 
 fn scope_len() -> usize {
@@ -493,15 +466,13 @@ pub(crate) mod tests {
     /// The builder of opentelemetry-proto messages the exporter used
     /// before it wrote bytes itself: the reference the bytes must equal.
     fn reference_span(s: &Span) -> OtlpSpan {
-        let texts = Texts::new(s);
-        let attributes = attributes(s, &texts)
-            .as_slice()
-            .iter()
-            .map(|a| match a.value {
-                Value::Str(v) => kv_str(a.key, v),
-                Value::Int(v) => kv_int(a.key, v),
+        let mut attributes: Vec<KeyValue> = Vec::new();
+        for_each_attribute(s, &mut |k, v| {
+            attributes.push(match v {
+                Value::Str(v) => kv_str(k, v),
+                Value::Int(v) => kv_int(k, v),
             })
-            .collect::<Vec<KeyValue>>();
+        });
         OtlpSpan {
             trace_id: s.trace_id.to_vec(),
             span_id: s.span_id.to_vec(),
@@ -683,6 +654,11 @@ pub(crate) mod tests {
                     s.host = Some("[::1]:8443".into());
                     s.route = Arc::from("/ünïcode/*");
                 }
+                if i == 3 {
+                    // Attributes longer than 127 bytes, a span longer
+                    // than 16383.
+                    s.target = format!("/{}?q={}", "a".repeat(20_000), "b".repeat(300));
+                }
                 if i == 4 {
                     s.end_ns = 0;
                     s.queue_ns = Some(u64::MAX);
@@ -695,17 +671,25 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn every_attribute_fits() {
-        let p = Arc::new(proc_info(7, "python3"));
-        // A client's 404: a status code and an error type; every optional
-        // attribute present.
-        let mut s = span(p, 404, SpanKind::Client);
-        s.method_original = Some("PROPFIND".into());
-        s.outcome = Outcome::ResponseTruncated;
-        let t = Texts::new(&s);
-        let n = attributes(&s, &t).as_slice().len();
-        assert_eq!(n, 19);
-        assert!(n <= MAX_ATTRS);
+    fn ipv4_text_like_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.20.199.250",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(SmallText::ip(ip).as_str(), ip.to_string());
+        }
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(SmallText::ip(v6).as_str(), v6.to_string());
+        for octet in 0..=255u8 {
+            let ip = IpAddr::from([octet, 255 - octet, octet / 3, 7]);
+            assert_eq!(SmallText::ip(ip).as_str(), ip.to_string());
+        }
     }
 
     /// The bytes equal prost's encoding of the messages the previous
