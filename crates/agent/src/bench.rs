@@ -18,8 +18,8 @@
 use std::mem::offset_of;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
@@ -411,16 +411,9 @@ fn grpc(batches: Vec<Vec<Span>>, endpoint: &str) -> Result<(u64, u64), String> {
         metric_features: Features::default(),
         batch: BatchSettings::default(),
     };
-    let registry = Arc::new(Mutex::new(registry));
-    let mut e = Exporter::start(
-        &settings,
-        &Naming::default(),
-        registry,
-        metrics.clone(),
-        rt.handle(),
-    )
-    .map_err(|e| format!("exporter: {e:#}"))?
-    .ok_or("exporter not started")?;
+    let mut e = Exporter::start(&settings, &Naming::default(), metrics.clone(), rt.handle())
+        .map_err(|e| format!("exporter: {e:#}"))?
+        .ok_or("exporter not started")?;
     let fill = metrics.queue_fill.get_or_create(&QueueLabel {
         queue: "outputs_to_otlp",
     });

@@ -11,8 +11,6 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus_client::registry::Registry;
-
 use super::*;
 use crate::config::export::{BatchSettings, Compression, Features, OtlpProtocol, OtlpSignal};
 use crate::discovery::ProcInfo;
@@ -39,15 +37,9 @@ fn rotel_path() -> PathBuf {
 
 /// An exporter for `st` on `rt`, counting into `sm`.
 fn start(st: &OtlpSettings, sm: &SelfMetrics, rt: &tokio::runtime::Runtime) -> Exporter {
-    Exporter::start(
-        st,
-        &Naming::default(),
-        registry(sm),
-        sm.clone(),
-        rt.handle(),
-    )
-    .unwrap()
-    .unwrap()
+    Exporter::start(st, &Naming::default(), sm.clone(), rt.handle())
+        .unwrap()
+        .unwrap()
 }
 
 fn free_port() -> u16 {
@@ -152,12 +144,6 @@ fn settings(traces: Option<OtlpSignal>, metrics: Option<OtlpSignal>) -> OtlpSett
             schedule_delay: Duration::from_millis(100),
         },
     }
-}
-
-fn registry(m: &SelfMetrics) -> SharedRegistry {
-    let mut r = Registry::default();
-    m.register(&mut r);
-    Arc::new(Mutex::new(r))
 }
 
 /// A process description for this test process (so /proc reads work),
