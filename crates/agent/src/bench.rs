@@ -370,15 +370,13 @@ fn outputs(batches: Vec<Vec<Span>>, registry: &mut Registry) -> u64 {
     for batch in batches {
         // Exporter::push_spans
         for s in batch.iter().filter(|s| s.sampled) {
-            let r = resources.get(&s.process);
-            batcher.push(r, s);
+            batcher.push(resources.get(&s.process), s);
         }
         send(&mut batcher, false);
         for s in &batch {
             prometheus.record(s);
             // Exporter::record
-            let r = resources.get(&s.process);
-            store.record(s, &r, crate::export::now_ns());
+            store.record(s, resources.get(&s.process), crate::export::now_ns);
         }
     }
     send(&mut batcher, true);

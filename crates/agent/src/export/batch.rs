@@ -34,7 +34,7 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn push(&mut self, resource: Arc<ProcessResource>, span: &Span) {
+    fn push(&mut self, resource: &Arc<ProcessResource>, span: &Span) {
         let start = self.bytes.len();
         traces::put_span(&mut self.bytes, span);
         let len = self.bytes.len() - start;
@@ -42,11 +42,11 @@ impl Chunk {
         let g = match self
             .groups
             .iter()
-            .position(|(r, _)| Arc::ptr_eq(r, &resource))
+            .position(|(r, _)| Arc::ptr_eq(r, resource))
         {
             Some(g) => g,
             None => {
-                self.groups.push((resource, 0));
+                self.groups.push((resource.clone(), 0));
                 self.groups.len() - 1
             }
         };
@@ -126,7 +126,7 @@ impl SpanBatcher {
 
     /// Queues a span of the process `resource` describes (the caller
     /// bounds the queue).
-    pub fn push(&mut self, resource: Arc<ProcessResource>, span: &Span) {
+    pub fn push(&mut self, resource: &Arc<ProcessResource>, span: &Span) {
         let full = self
             .chunks
             .back()
@@ -200,7 +200,7 @@ mod tests {
             let r = if i % 3 == 1 { &b } else { &a };
             let mut s = span(r.proc.clone(), 200, SpanKind::Server);
             s.span_id = [i; 8];
-            q.push(r.clone(), &s);
+            q.push(r, &s);
         }
         assert_eq!(q.len(), 10);
         let mut ids = Vec::new();

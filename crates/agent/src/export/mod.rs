@@ -303,8 +303,7 @@ impl Exporter {
                 dropped += 1;
                 continue;
             }
-            let r = self.resources.get(&s.process);
-            t.batcher.push(r, s);
+            t.batcher.push(self.resources.get(&s.process), s);
         }
         if dropped > 0 {
             self.self_metrics
@@ -335,7 +334,7 @@ impl Exporter {
             return;
         };
         let r = self.resources.get(&span.process);
-        if store.record(span, &r, now_ns()) == Recorded::SeriesLimit {
+        if store.record(span, r, now_ns) == Recorded::SeriesLimit {
             self.self_metrics.otlp_dropped("metrics", "series_limit", 1);
         }
     }
