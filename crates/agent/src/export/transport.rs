@@ -152,7 +152,7 @@ async fn grpc_export<R: Message + Default + Send + 'static>(
     }
     grpc.ready()
         .await
-        .map_err(|e| tonic::Status::unknown(format!("service was not ready: {e}")))?;
+        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
     let mut request = request;
     request
         .extensions_mut()
