@@ -308,7 +308,7 @@ fn records(requests: usize, connections: usize, tgid: u32) -> Vec<Vec<u8>> {
 const DRAIN_EVERY: usize = 1024;
 
 /// The reader thread's work over `recs`; returns the batches it queued.
-fn capture(recs: &[Vec<u8>], requests: usize) -> Vec<Vec<Span>> {
+fn capture(recs: &[Vec<u8>], requests: usize) -> Result<Vec<Vec<Span>>, String> {
     let metrics = SelfMetrics::default();
     let discovery = Discovery::new(
         Selection {
@@ -322,10 +322,7 @@ fn capture(recs: &[Vec<u8>], requests: usize) -> Vec<Vec<Span>> {
     );
     let tracker = Tracker::new(16384, Limits::default(), metrics.clone());
     let spans = SpanBuilder::new(Clock::new(), Sampler::default());
-    let routes = match Routes::new(&RouteSettings::default()) {
-        Ok(r) => r,
-        Err(e) => panic!("default routes: {e}"),
-    };
+    let routes = Routes::new(&RouteSettings::default()).map_err(|e| format!("routes: {e}"))?;
     let (tx, rx) = queue::bounded::<Batch>("tracker_to_outputs", requests, metrics.clone());
     let mut reader = Reader::new(
         discovery,
@@ -347,7 +344,7 @@ fn capture(recs: &[Vec<u8>], requests: usize) -> Vec<Vec<Span>> {
             Batch::ProcessExit(_) => None,
         }));
     }
-    out
+    Ok(out)
 }
 
 /// What the outputs thread does with every batch when Prometheus and OTLP
@@ -515,6 +512,13 @@ pub fn main(allocs: AllocCounter) -> ExitCode {
         let (batches, c) = measure(allocs, ClockId::ThreadCPUTime, || {
             capture(&recs, o.requests)
         });
+        let batches = match batches {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("pipeline: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         cap_costs.push(c);
         spans = batches.iter().map(Vec::len).sum();
         let mut registry = Registry::default();
@@ -540,8 +544,10 @@ pub fn main(allocs: AllocCounter) -> ExitCode {
     if let Some(endpoint) = &o.otlp_grpc {
         let mut costs = Vec::new();
         for _ in 0..o.rounds {
-            let batches = capture(&recs, o.requests);
-            let (r, c) = measure(allocs, ClockId::ProcessCPUTime, || grpc(batches, endpoint));
+            let (r, c) = match capture(&recs, o.requests) {
+                Ok(batches) => measure(allocs, ClockId::ProcessCPUTime, || grpc(batches, endpoint)),
+                Err(e) => (Err(e), Cost::default()),
+            };
             match r {
                 Ok((exported, dropped)) if exported == spans as u64 && dropped == 0 => {}
                 Ok((exported, dropped)) => {
