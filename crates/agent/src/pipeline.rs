@@ -181,7 +181,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let otlp = Exporter::start(
         &config.otlp,
         &config.naming,
-        registry.clone(),
         self_metrics.clone(),
         rt.handle(),
     )

@@ -51,7 +51,8 @@ impl Default for BatchSettings {
             // The SDKs' 2048 holds ~30 ms of one busy host's traffic: the
             // agent exports every selected process's spans, and at nginx's
             // saturating rate on 2 cores 2048 dropped 35 % of them while
-            // 16384 dropped none (bench/README.md); ~16 MB at most.
+            // 16384 dropped none (bench/README.md); spans wait encoded,
+            // ~0.5 KB each: ~8 MB at most.
             max_queue_size: 16384,
             max_export_batch_size: 512,
             schedule_delay: Duration::from_millis(5000),

@@ -171,11 +171,13 @@ impl MetricStore {
         self.series
     }
 
+    /// `now_ns` is asked only when the span opens a series (a clock read
+    /// per span showed in the pipeline bench).
     pub fn record(
         &mut self,
         span: &Span,
         resource: &Arc<ProcessResource>,
-        now_ns: u64,
+        now_ns: impl FnOnce() -> u64,
     ) -> Recorded {
         let pid = resource.pid;
         // A new ProcInfo for the pid (exec, reuse) is a new instance.
@@ -214,7 +216,7 @@ impl MetricStore {
                         scheme: span.scheme,
                         port: span.server.port(),
                     },
-                    start_ns: now_ns,
+                    start_ns: now_ns(),
                     duration: Hist::new(&DURATION_BUCKETS),
                     request_size: Hist::new(&SIZE_BUCKETS),
                     response_size: Hist::new(&SIZE_BUCKETS),
@@ -352,11 +354,7 @@ mod tests {
 
     fn res(pid: u32) -> Arc<ProcessResource> {
         let p = Arc::new(proc_info(pid, "srv"));
-        Arc::new(ProcessResource {
-            pid,
-            proc: p,
-            resource: Default::default(),
-        })
+        Arc::new(ProcessResource::new(p, Default::default()))
     }
 
     fn hist<'a>(rm: &'a [ResourceMetrics], name: &str) -> Vec<&'a HistogramDataPoint> {
@@ -377,11 +375,11 @@ mod tests {
         let mut st = MetricStore::new(100);
         for status in [200, 200, 500] {
             assert_eq!(
-                st.record(&span(r.proc.clone(), status, SpanKind::Server), &r, 7),
+                st.record(&span(r.proc.clone(), status, SpanKind::Server), &r, || 7),
                 Recorded::Yes
             );
         }
-        st.record(&span(r.proc.clone(), 200, SpanKind::Client), &r, 8);
+        st.record(&span(r.proc.clone(), 200, SpanKind::Client), &r, || 8);
         assert_eq!(st.series(), 3);
         let snap = st.snapshot(99, 1000);
         assert_eq!(data_points(&snap), 9);
@@ -399,7 +397,7 @@ mod tests {
         assert!(sizes.iter().all(|p| p.bucket_counts[1] == p.count));
         assert_eq!(hist(&snap, "http.client.request.duration").len(), 1);
         // Cumulative: a second snapshot still counts everything.
-        st.record(&span(r.proc.clone(), 200, SpanKind::Server), &r, 50);
+        st.record(&span(r.proc.clone(), 200, SpanKind::Server), &r, || 50);
         let snap = st.snapshot(100, 1000);
         let d = hist(&snap, "http.server.request.duration");
         assert!(
@@ -413,20 +411,20 @@ mod tests {
         let (a, b) = (res(1), res(2));
         let mut st = MetricStore::new(2);
         assert_eq!(
-            st.record(&span(a.proc.clone(), 200, SpanKind::Server), &a, 1),
+            st.record(&span(a.proc.clone(), 200, SpanKind::Server), &a, || 1),
             Recorded::Yes
         );
         assert_eq!(
-            st.record(&span(b.proc.clone(), 200, SpanKind::Server), &b, 1),
+            st.record(&span(b.proc.clone(), 200, SpanKind::Server), &b, || 1),
             Recorded::Yes
         );
         assert_eq!(
-            st.record(&span(b.proc.clone(), 404, SpanKind::Server), &b, 1),
+            st.record(&span(b.proc.clone(), 404, SpanKind::Server), &b, || 1),
             Recorded::SeriesLimit
         );
         // Existing series still count.
         assert_eq!(
-            st.record(&span(b.proc.clone(), 200, SpanKind::Server), &b, 1),
+            st.record(&span(b.proc.clone(), 200, SpanKind::Server), &b, || 1),
             Recorded::Yes
         );
         st.forget_process(1);
@@ -436,7 +434,7 @@ mod tests {
         assert_eq!(st.snapshot(6, 1000).len(), 1);
         assert_eq!(st.series(), 1);
         assert_eq!(
-            st.record(&span(b.proc.clone(), 404, SpanKind::Server), &b, 1),
+            st.record(&span(b.proc.clone(), 404, SpanKind::Server), &b, || 1),
             Recorded::Yes
         );
     }
@@ -446,7 +444,7 @@ mod tests {
         let r = res(3);
         let mut st = MetricStore::new(100);
         for status in 200..210 {
-            st.record(&span(r.proc.clone(), status, SpanKind::Server), &r, 1);
+            st.record(&span(r.proc.clone(), status, SpanKind::Server), &r, || 1);
         }
         let snap = st.snapshot(2, 4);
         assert_eq!(snap.len(), 3);

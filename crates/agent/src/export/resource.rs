@@ -8,6 +8,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_semantic_conventions::attribute as semconv;
+use prost::Message;
 use rustc_hash::FxHashMap;
 
 use super::runtime;
@@ -253,6 +254,19 @@ pub struct ProcessResource {
     /// means a new resource.
     pub proc: Arc<ProcInfo>,
     pub resource: Resource,
+    /// `resource` as protobuf, encoded once: every span request carries it.
+    pub encoded: Vec<u8>,
+}
+
+impl ProcessResource {
+    pub fn new(proc: Arc<ProcInfo>, resource: Resource) -> Self {
+        ProcessResource {
+            pid: proc.pid,
+            encoded: resource.encode_to_vec(),
+            proc,
+            resource,
+        }
+    }
 }
 
 /// Resources by pid, built on first use.
@@ -276,23 +290,34 @@ impl Resources {
         &self.host
     }
 
-    pub fn get(&mut self, p: &Arc<ProcInfo>) -> Arc<ProcessResource> {
-        if let Some(r) = self.by_pid.get(&p.pid)
-            && Arc::ptr_eq(&r.proc, p)
-        {
-            return r.clone();
-        }
-        if self.by_pid.len() >= MAX_CACHED {
+    /// The process's resource, built on first use. Borrowed: callers
+    /// clone it only to keep it (a clone and drop per span showed in the
+    /// pipeline bench).
+    pub fn get(&mut self, p: &Arc<ProcInfo>) -> &Arc<ProcessResource> {
+        use std::collections::hash_map::Entry;
+        let fresh = self
+            .by_pid
+            .get(&p.pid)
+            .is_some_and(|r| Arc::ptr_eq(&r.proc, p));
+        if !fresh && self.by_pid.len() >= MAX_CACHED {
             self.by_pid.clear();
         }
-        let facts = ProcFacts::read(p, self.naming.command_args);
-        let r = Arc::new(ProcessResource {
-            pid: p.pid,
-            proc: p.clone(),
-            resource: process_resource(p, &facts, &self.host, &self.naming),
-        });
-        self.by_pid.insert(p.pid, r.clone());
-        r
+        let build = || {
+            let facts = ProcFacts::read(p, self.naming.command_args);
+            Arc::new(ProcessResource::new(
+                p.clone(),
+                process_resource(p, &facts, &self.host, &self.naming),
+            ))
+        };
+        match self.by_pid.entry(p.pid) {
+            Entry::Occupied(mut e) => {
+                if !fresh {
+                    e.insert(build());
+                }
+                e.into_mut()
+            }
+            Entry::Vacant(e) => e.insert(build()),
+        }
     }
 
     pub fn forget(&mut self, pid: u32) {
@@ -392,11 +417,11 @@ pub(crate) mod tests {
     fn resources_are_cached_per_process_info() {
         let mut rs = Resources::new(Host::detect(), Naming::default());
         let me = Arc::new(proc_info(std::process::id(), "ratatosk-test"));
-        let a = rs.get(&me);
-        let b = rs.get(&me);
+        let a = rs.get(&me).clone();
+        let b = rs.get(&me).clone();
         assert!(Arc::ptr_eq(&a, &b));
         let again = Arc::new(proc_info(std::process::id(), "ratatosk-test"));
-        assert!(!Arc::ptr_eq(&a, &rs.get(&again)));
+        assert!(!Arc::ptr_eq(&a, rs.get(&again)));
         let agent = agent_resource(rs.host());
         assert_eq!(str_attr(&agent, "service.name"), Some("ratatosk"));
         assert_eq!(str_attr(&agent, "telemetry.sdk.language"), Some("rust"));

@@ -1,10 +1,11 @@
 //! The agent's own metrics (`ratatosk_*`, the families /metrics serves)
-//! as OTLP under the agent's resource. The registry is walked generically
-//! through prometheus-client's OpenMetrics data-model encoding, so a
-//! self-metric added later is exported without code here. The per-service
-//! families of the same registry (`http_*`, `target_info`) are not: the
-//! RED store exports them per process resource, and `target_info` is what
-//! OTLP resources already are.
+//! as OTLP under the agent's resource. The exporter keeps a registry of
+//! the `SelfMetrics` families alone (shared with the /metrics registry's)
+//! and walks it generically through prometheus-client's OpenMetrics
+//! data-model encoding, so a self-metric added later is exported without
+//! code here. The per-service families of /metrics (`http_*`,
+//! `target_info`) are not: the RED store exports them per process
+//! resource, and `target_info` is what OTLP resources already are.
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{

@@ -11,10 +11,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus_client::registry::Registry;
-
 use super::*;
-use crate::config::export::{Compression, Features, OtlpProtocol, OtlpSignal};
+use crate::config::export::{BatchSettings, Compression, Features, OtlpProtocol, OtlpSignal};
 use crate::discovery::ProcInfo;
 use crate::export::resource::tests::proc_info;
 use crate::export::traces::tests::span;
@@ -39,15 +37,9 @@ fn rotel_path() -> PathBuf {
 
 /// An exporter for `st` on `rt`, counting into `sm`.
 fn start(st: &OtlpSettings, sm: &SelfMetrics, rt: &tokio::runtime::Runtime) -> Exporter {
-    Exporter::start(
-        st,
-        &Naming::default(),
-        registry(sm),
-        sm.clone(),
-        rt.handle(),
-    )
-    .unwrap()
-    .unwrap()
+    Exporter::start(st, &Naming::default(), sm.clone(), rt.handle())
+        .unwrap()
+        .unwrap()
 }
 
 fn free_port() -> u16 {
@@ -152,12 +144,6 @@ fn settings(traces: Option<OtlpSignal>, metrics: Option<OtlpSignal>) -> OtlpSett
             schedule_delay: Duration::from_millis(100),
         },
     }
-}
-
-fn registry(m: &SelfMetrics) -> SharedRegistry {
-    let mut r = Registry::default();
-    m.register(&mut r);
-    Arc::new(Mutex::new(r))
 }
 
 /// A process description for this test process (so /proc reads work),
@@ -341,7 +327,7 @@ fn receiver_down_then_up() {
         pushed += 50;
         e.tick();
         let t = e.traces.as_ref().unwrap();
-        let waiting = t.pending.len() as u64 + t.task.in_flight.load(Ordering::Relaxed);
+        let waiting = t.batcher.len() as u64 + t.task.in_flight.load(Ordering::Relaxed);
         assert!(waiting <= 110, "queue grew past its bound: {waiting}");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -528,7 +514,6 @@ fn quiet_rotel(grpc: u16, http: u16) -> Child {
 /// unoptimised, so the test checks that nothing is lost at a sane rate).
 #[test]
 fn sustained_rate_to_rotel() {
-    use prost::Message;
     let (grpc, http) = (free_port(), free_port());
     let mut rotel = quiet_rotel(grpc, http);
     let rt = runtime();
@@ -545,7 +530,9 @@ fn sustained_rate_to_rotel() {
     let mut e = start(&st, &sm, &rt);
     let p = test_process("otlp-rate");
     let chunk = spans(&p, 256);
-    let wire = traces::convert(&chunk[0]).encoded_len();
+    let mut one = Vec::new();
+    traces::put_span(&mut one, &chunk[0]);
+    let wire = one.len();
     // Paced: 256 spans per 20 ms tick (12 800/s), the outputs thread's
     // pace under load; nothing may be lost.
     const TOTAL: u64 = 20_000;
@@ -578,7 +565,7 @@ fn sustained_rate_to_rotel() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
         let t = e.traces.as_ref().unwrap();
-        let waiting = t.pending.len() + t.task.in_flight.load(Ordering::Relaxed) as usize;
+        let waiting = t.batcher.len() + t.task.in_flight.load(Ordering::Relaxed) as usize;
         if waiting + chunk.len() <= st.batch.max_queue_size {
             e.push_spans(&chunk);
         }

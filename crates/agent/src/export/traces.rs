@@ -1,18 +1,24 @@
 //! Spans as OTLP: the attributes the JSON printer writes (same semconv
 //! names), grouped per process resource under one `ratatosk` scope.
+//!
+//! Spans are written straight into protobuf bytes, the bytes prost would
+//! write for the same `opentelemetry-proto` messages (a test decodes them
+//! and compares with a builder of those messages): building the messages
+//! cost ~25 heap allocations per span (an owned `String` per key and
+//! value, IPs formatted into `String`s), which made OTLP export 5 times
+//! the cost of everything else the agent does per request.
 
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::net::IpAddr;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span as OtlpSpan, Status, span::SpanKind as OtlpKind,
-    status::StatusCode,
-};
 use opentelemetry_semantic_conventions::attribute as semconv;
 use ratatosk_protocols::http1::Outcome;
 
-use super::resource::{AGENT_NAME, AGENT_VERSION, ProcessResource, kv_int, kv_str};
+use super::proto::{
+    len_field_len, put_bytes, put_fixed32, put_fixed64, put_len_header, put_varint,
+    put_varint_field, varint_field_len,
+};
+use super::resource::{AGENT_NAME, AGENT_VERSION};
 use crate::output::printer::host_without_port;
 use crate::spans::{Span, SpanKind};
 
@@ -22,146 +28,386 @@ const FLAG_SAMPLED: u32 = 0x01;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 
-pub fn scope() -> InstrumentationScope {
-    InstrumentationScope {
-        name: AGENT_NAME.to_string(),
-        version: AGENT_VERSION.to_string(),
-        ..Default::default()
+/// `Span.SpanKind` and `Status.StatusCode` values (trace.proto).
+const KIND_SERVER: u64 = 2;
+const KIND_CLIENT: u64 = 3;
+const STATUS_ERROR: u64 = 2;
+
+/// Field numbers (opentelemetry/proto: collector/trace/v1, trace/v1,
+/// common/v1).
+mod field {
+    /// ExportTraceServiceRequest
+    pub const REQUEST_RESOURCE_SPANS: u32 = 1;
+    /// ResourceSpans
+    pub const RS_RESOURCE: u32 = 1;
+    pub const RS_SCOPE_SPANS: u32 = 2;
+    pub const RS_SCHEMA_URL: u32 = 3;
+    /// ScopeSpans
+    pub const SS_SCOPE: u32 = 1;
+    pub const SS_SPANS: u32 = 2;
+    /// InstrumentationScope
+    pub const SCOPE_NAME: u32 = 1;
+    pub const SCOPE_VERSION: u32 = 2;
+    /// Span
+    pub const TRACE_ID: u32 = 1;
+    pub const SPAN_ID: u32 = 2;
+    pub const PARENT_SPAN_ID: u32 = 4;
+    pub const NAME: u32 = 5;
+    pub const KIND: u32 = 6;
+    pub const START: u32 = 7;
+    pub const END: u32 = 8;
+    pub const ATTRIBUTES: u32 = 9;
+    pub const STATUS: u32 = 15;
+    pub const FLAGS: u32 = 16;
+    /// Status
+    pub const STATUS_CODE: u32 = 3;
+    /// KeyValue
+    pub const KEY: u32 = 1;
+    pub const VALUE: u32 = 2;
+    /// AnyValue
+    pub const STRING_VALUE: u32 = 1;
+    pub const INT_VALUE: u32 = 3;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+/// Text formatted on the stack: an IP address (at most 45 characters for
+/// IPv6 with an embedded IPv4) or a status code.
+pub struct SmallText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl SmallText {
+    fn new() -> SmallText {
+        SmallText {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+
+    fn of(v: impl std::fmt::Display) -> SmallText {
+        let mut t = SmallText::new();
+        // Cannot fail: every value formatted here fits (see above).
+        let _ = write!(t, "{v}");
+        t
+    }
+
+    /// The IP as `Display` writes it; IPv4 by hand (the formatting
+    /// machinery cost more than the rest of the attribute).
+    fn ip(ip: IpAddr) -> SmallText {
+        let IpAddr::V4(v4) = ip else {
+            return SmallText::of(ip);
+        };
+        let mut t = SmallText::new();
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                t.push(b'.');
+            }
+            if octet >= 100 {
+                t.push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                t.push(b'0' + octet / 10 % 10);
+            }
+            t.push(b'0' + octet % 10);
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.buf.get(..self.len).unwrap_or_default()).unwrap_or_default()
     }
 }
 
-pub fn attributes(s: &Span) -> Vec<KeyValue> {
-    let mut a = Vec::with_capacity(18);
-    a.push(kv_str(semconv::HTTP_REQUEST_METHOD, &s.method));
+impl std::fmt::Write for SmallText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Calls `f` with each of the span's attributes, in the order they are
+/// exported. Values that need formatting are formatted on the stack.
+pub fn for_each_attribute(s: &Span, f: &mut impl FnMut(&'static str, Value<'_>)) {
+    f(semconv::HTTP_REQUEST_METHOD, Value::Str(&s.method));
     if let Some(m) = &s.method_original {
-        a.push(kv_str(semconv::HTTP_REQUEST_METHOD_ORIGINAL, m));
+        f(semconv::HTTP_REQUEST_METHOD_ORIGINAL, Value::Str(m));
     }
-    a.push(kv_str(semconv::URL_PATH, s.path()));
+    f(semconv::URL_PATH, Value::Str(s.path()));
     if let Some(q) = s.query() {
-        a.push(kv_str(semconv::URL_QUERY, q));
+        f(semconv::URL_QUERY, Value::Str(q));
     }
-    a.push(kv_str(semconv::URL_SCHEME, s.scheme));
-    a.push(kv_str(semconv::HTTP_ROUTE, &*s.route));
+    f(semconv::URL_SCHEME, Value::Str(s.scheme));
+    f(semconv::HTTP_ROUTE, Value::Str(&s.route));
     // Semconv: only when a response was received.
     if s.status != 0 {
-        a.push(kv_int(
+        f(
             semconv::HTTP_RESPONSE_STATUS_CODE,
-            i64::from(s.status),
-        ));
+            Value::Int(i64::from(s.status)),
+        );
     }
-    // The logical name the client used (Host), else the IP it reached.
-    let server_address = s
-        .host
-        .as_deref()
-        .map(host_without_port)
-        .unwrap_or_else(|| s.server.ip().to_string());
-    a.push(kv_str(semconv::SERVER_ADDRESS, server_address));
-    a.push(kv_int(semconv::SERVER_PORT, i64::from(s.server.port())));
-    a.push(kv_str(semconv::CLIENT_ADDRESS, s.client.ip().to_string()));
-    a.push(kv_int(semconv::CLIENT_PORT, i64::from(s.client.port())));
-    // The other end of the connection, as seen from this process.
-    let peer = match s.kind {
-        SpanKind::Server => s.client,
-        SpanKind::Client => s.server,
+    // The server's IP is needed without a Host header, and as the peer
+    // of a client span.
+    let server_ip = if s.host.is_none() || s.kind == SpanKind::Client {
+        SmallText::ip(s.server.ip())
+    } else {
+        SmallText::new()
     };
-    a.push(kv_str(semconv::NETWORK_PEER_ADDRESS, peer.ip().to_string()));
-    a.push(kv_int(semconv::NETWORK_PEER_PORT, i64::from(peer.port())));
-    a.push(kv_str(
+    let client_ip = SmallText::ip(s.client.ip());
+    // The logical name the client used (Host), else the IP it reached.
+    let server_address = match s.host.as_deref() {
+        Some(h) => host_without_port(h),
+        None => server_ip.as_str(),
+    };
+    f(semconv::SERVER_ADDRESS, Value::Str(server_address));
+    f(semconv::SERVER_PORT, Value::Int(i64::from(s.server.port())));
+    f(semconv::CLIENT_ADDRESS, Value::Str(client_ip.as_str()));
+    f(semconv::CLIENT_PORT, Value::Int(i64::from(s.client.port())));
+    // The other end of the connection, as seen from this process.
+    let (peer_ip, peer_port) = match s.kind {
+        SpanKind::Server => (client_ip.as_str(), s.client.port()),
+        SpanKind::Client => (server_ip.as_str(), s.server.port()),
+    };
+    f(semconv::NETWORK_PEER_ADDRESS, Value::Str(peer_ip));
+    f(semconv::NETWORK_PEER_PORT, Value::Int(i64::from(peer_port)));
+    f(
         semconv::NETWORK_PROTOCOL_VERSION,
-        s.protocol_version,
-    ));
-    a.push(kv_int(
+        Value::Str(s.protocol_version),
+    );
+    f(
         semconv::HTTP_REQUEST_BODY_SIZE,
-        i64::try_from(s.request_body_size).unwrap_or(i64::MAX),
-    ));
-    a.push(kv_int(
+        Value::Int(i64::try_from(s.request_body_size).unwrap_or(i64::MAX)),
+    );
+    f(
         semconv::HTTP_RESPONSE_BODY_SIZE,
-        i64::try_from(s.response_body_size).unwrap_or(i64::MAX),
-    ));
+        Value::Int(i64::try_from(s.response_body_size).unwrap_or(i64::MAX)),
+    );
     if s.is_error() {
         // Semconv: the status code as a string, or `_OTHER` when there
         // is none to name the failure.
-        let t = if s.status != 0 {
-            s.status.to_string()
+        if s.status != 0 {
+            f(
+                semconv::ERROR_TYPE,
+                Value::Str(SmallText::of(s.status).as_str()),
+            );
         } else {
-            "_OTHER".to_string()
-        };
-        a.push(kv_str(semconv::ERROR_TYPE, t));
+            f(semconv::ERROR_TYPE, Value::Str("_OTHER"));
+        }
     }
     match s.outcome {
         Outcome::Complete => {}
-        Outcome::NoResponse => a.push(kv_str("ratatosk.outcome", "no_response")),
-        Outcome::ResponseTruncated => a.push(kv_str("ratatosk.outcome", "response_truncated")),
+        Outcome::NoResponse => f("ratatosk.outcome", Value::Str("no_response")),
+        Outcome::ResponseTruncated => f("ratatosk.outcome", Value::Str("response_truncated")),
     }
     if let Some(q) = s.queue_ns {
-        a.push(kv_int(
+        f(
             "ratatosk.queue_time_ns",
-            i64::try_from(q).unwrap_or(i64::MAX),
-        ));
-    }
-    a
-}
-
-pub fn convert(s: &Span) -> OtlpSpan {
-    OtlpSpan {
-        trace_id: s.trace_id.to_vec(),
-        span_id: s.span_id.to_vec(),
-        parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
-        // We know where the parent lives: a server span's parent is the
-        // caller (remote); a client span's is the SDK span in the process.
-        flags: FLAG_SAMPLED
-            | FLAG_HAS_IS_REMOTE
-            | match (s.parent_span_id, s.kind) {
-                (Some(_), SpanKind::Server) => FLAG_IS_REMOTE,
-                _ => 0,
-            },
-        name: s.name(),
-        kind: match s.kind {
-            SpanKind::Server => OtlpKind::Server,
-            SpanKind::Client => OtlpKind::Client,
-        } as i32,
-        start_time_unix_nano: s.start_ns,
-        end_time_unix_nano: s.end_ns,
-        attributes: attributes(s),
-        // Semconv: HTTP spans leave the description empty; the status
-        // code says what failed. Server 4xx is the client's error, not
-        // the span's (`Span::is_error`).
-        status: Some(Status {
-            message: String::new(),
-            code: if s.is_error() {
-                StatusCode::Error
-            } else {
-                StatusCode::Unset
-            } as i32,
-        }),
-        ..Default::default()
+            Value::Int(i64::try_from(q).unwrap_or(i64::MAX)),
+        );
     }
 }
 
-/// One request from queued spans: one `ResourceSpans` per process (in
-/// order of first appearance), one scope each.
-pub fn request(spans: Vec<(Arc<ProcessResource>, OtlpSpan)>) -> ExportTraceServiceRequest {
-    let mut out: Vec<(Arc<ProcessResource>, Vec<OtlpSpan>)> = Vec::new();
-    for (r, s) in spans {
-        // Few processes per batch: a linear scan beats hashing here.
-        match out.iter_mut().find(|(k, _)| Arc::ptr_eq(k, &r)) {
-            Some((_, v)) => v.push(s),
-            None => out.push((r, vec![s])),
+/// Appends one `Span.attributes` element (a KeyValue).
+fn put_attribute(out: &mut Vec<u8>, key: &str, value: Value<'_>) {
+    let (any_value, value_len) = match value {
+        Value::Str(v) => (len_field_len(field::STRING_VALUE, v.len()), v.len()),
+        // int64 is written as its two's complement, like prost.
+        Value::Int(i) => (varint_field_len(field::INT_VALUE, i as u64), 0),
+    };
+    let kv = len_field_len(field::KEY, key.len()) + len_field_len(field::VALUE, any_value);
+    if kv < 128 {
+        // Every length fits one byte (the usual case): the small headers
+        // go in two writes.
+        out.extend_from_slice(&[
+            tag(field::ATTRIBUTES),
+            kv as u8,
+            tag(field::KEY),
+            key.len() as u8,
+        ]);
+        out.extend_from_slice(key.as_bytes());
+        match value {
+            Value::Str(v) => {
+                out.extend_from_slice(&[
+                    tag(field::VALUE),
+                    any_value as u8,
+                    tag(field::STRING_VALUE),
+                    value_len as u8,
+                ]);
+                out.extend_from_slice(v.as_bytes());
+            }
+            Value::Int(i) => {
+                out.extend_from_slice(&[tag(field::VALUE), any_value as u8]);
+                put_varint_field(out, field::INT_VALUE, i as u64);
+            }
         }
+        return;
     }
-    ExportTraceServiceRequest {
-        resource_spans: out
-            .into_iter()
-            .map(|(r, spans)| ResourceSpans {
-                resource: Some(r.resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(scope()),
-                    spans,
-                    schema_url: String::new(),
-                }],
-                schema_url: opentelemetry_semantic_conventions::SCHEMA_URL.to_string(),
-            })
-            .collect(),
+    put_len_header(out, field::ATTRIBUTES, kv);
+    put_bytes(out, field::KEY, key.as_bytes());
+    put_len_header(out, field::VALUE, any_value);
+    match value {
+        Value::Str(v) => put_bytes(out, field::STRING_VALUE, v.as_bytes()),
+        Value::Int(i) => put_varint_field(out, field::INT_VALUE, i as u64),
+    }
+}
+
+/// The one-byte key of a length-delimited field numbered below 16.
+const fn tag(field: u32) -> u8 {
+    (field << 3 | 2) as u8
+}
+
+fn flags(s: &Span) -> u32 {
+    // We know where the parent lives: a server span's parent is the
+    // caller (remote); a client span's is the SDK span in the process.
+    FLAG_SAMPLED
+        | FLAG_HAS_IS_REMOTE
+        | match (s.parent_span_id, s.kind) {
+            (Some(_), SpanKind::Server) => FLAG_IS_REMOTE,
+            _ => 0,
+        }
+}
+
+/// Semconv: HTTP spans leave the description empty; the status code says
+/// what failed. Server 4xx is the client's error, not the span's
+/// (`Span::is_error`). Unset is the default, so not written.
+fn status_code(s: &Span) -> u64 {
+    if s.is_error() { STATUS_ERROR } else { 0 }
+}
+
+/// Appends the span as an element of `ScopeSpans.spans` (key, length,
+/// `Span` message). Allocates nothing but `out`'s growth.
+pub fn put_span(out: &mut Vec<u8>, s: &Span) {
+    out.push(tag(field::SS_SPANS));
+    // The length is known once the span is written: two bytes are kept
+    // for it (a span takes 128 to 16383 bytes but for odd ones, whose
+    // bytes are then moved).
+    let at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    // In field-number order, as prost writes them; fields equal to their
+    // default are not written.
+    put_bytes(out, field::TRACE_ID, &s.trace_id);
+    put_bytes(out, field::SPAN_ID, &s.span_id);
+    if let Some(p) = &s.parent_span_id {
+        put_bytes(out, field::PARENT_SPAN_ID, p);
+    }
+    // The name is "METHOD route", written in place.
+    put_len_header(out, field::NAME, s.method.len() + 1 + s.route.len());
+    out.extend_from_slice(s.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(s.route.as_bytes());
+    let kind = match s.kind {
+        SpanKind::Server => KIND_SERVER,
+        SpanKind::Client => KIND_CLIENT,
+    };
+    put_varint_field(out, field::KIND, kind);
+    if s.start_ns != 0 {
+        put_fixed64(out, field::START, s.start_ns);
+    }
+    if s.end_ns != 0 {
+        put_fixed64(out, field::END, s.end_ns);
+    }
+    for_each_attribute(s, &mut |k, v| put_attribute(out, k, v));
+    let code = status_code(s);
+    if code == 0 {
+        put_len_header(out, field::STATUS, 0);
+    } else {
+        put_len_header(
+            out,
+            field::STATUS,
+            varint_field_len(field::STATUS_CODE, code),
+        );
+        put_varint_field(out, field::STATUS_CODE, code);
+    }
+    put_fixed32(out, field::FLAGS, flags(s));
+    let len = out.len() - at - 2;
+    if (128..16384).contains(&len) {
+        if let Some(b) = out.get_mut(at..at + 2) {
+            b.copy_from_slice(&[(len as u8) | 0x80, (len >> 7) as u8]);
+        }
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        put_varint(&mut prefix, len as u64);
+        out.splice(at..at + 2, prefix);
+    }
+}
+
+fn scope_len() -> usize {
+    len_field_len(field::SCOPE_NAME, AGENT_NAME.len())
+        + len_field_len(field::SCOPE_VERSION, AGENT_VERSION.len())
+}
+
+fn scope_spans_len(spans_len: usize) -> usize {
+    len_field_len(field::SS_SCOPE, scope_len()) + spans_len
+}
+
+fn resource_spans_len(resource: &[u8], spans_len: usize) -> usize {
+    len_field_len(field::RS_RESOURCE, resource.len())
+        + len_field_len(field::RS_SCOPE_SPANS, scope_spans_len(spans_len))
+        + len_field_len(
+            field::RS_SCHEMA_URL,
+            opentelemetry_semantic_conventions::SCHEMA_URL.len(),
+        )
+}
+
+/// Bytes one `ResourceSpans` element of a request takes, for a resource
+/// (its encoded `Resource`) and `spans_len` bytes of `put_span` output.
+pub fn resource_spans_field_len(resource: &[u8], spans_len: usize) -> usize {
+    len_field_len(
+        field::REQUEST_RESOURCE_SPANS,
+        resource_spans_len(resource, spans_len),
+    )
+}
+
+/// Writes one `ResourceSpans` element of an `ExportTraceServiceRequest`
+/// (one resource, the `ratatosk` scope) around `spans_len` bytes of
+/// spans that `put_spans` appends.
+pub fn put_resource_spans(
+    out: &mut Vec<u8>,
+    resource: &[u8],
+    spans_len: usize,
+    put_spans: impl FnOnce(&mut Vec<u8>),
+) {
+    put_len_header(
+        out,
+        field::REQUEST_RESOURCE_SPANS,
+        resource_spans_len(resource, spans_len),
+    );
+    put_bytes(out, field::RS_RESOURCE, resource);
+    put_len_header(out, field::RS_SCOPE_SPANS, scope_spans_len(spans_len));
+    put_len_header(out, field::SS_SCOPE, scope_len());
+    put_bytes(out, field::SCOPE_NAME, AGENT_NAME.as_bytes());
+    put_bytes(out, field::SCOPE_VERSION, AGENT_VERSION.as_bytes());
+    let before = out.len();
+    put_spans(out);
+    debug_assert_eq!(out.len() - before, spans_len, "spans length given wrong");
+    put_bytes(
+        out,
+        field::RS_SCHEMA_URL,
+        opentelemetry_semantic_conventions::SCHEMA_URL.as_bytes(),
+    );
+}
+
+/// The `ratatosk` instrumentation scope (metrics use it as a message).
+pub fn scope() -> opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+    opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+        name: AGENT_NAME.to_string(),
+        version: AGENT_VERSION.to_string(),
+        ..Default::default()
     }
 }
 
@@ -169,8 +415,19 @@ pub fn request(spans: Vec<(Arc<ProcessResource>, OtlpSpan)>) -> ExportTraceServi
 pub(crate) mod tests {
     use super::*;
     use crate::discovery::ProcInfo;
+    use crate::export::resource::ProcessResource;
+    use crate::export::resource::kv_int;
+    use crate::export::resource::kv_str;
     use crate::export::resource::tests::proc_info;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+    use opentelemetry_proto::tonic::trace::v1::{
+        ResourceSpans, ScopeSpans, Span as OtlpSpan, Status, span::SpanKind as OtlpKind,
+        status::StatusCode,
+    };
+    use prost::Message;
+    use std::sync::Arc;
 
     pub fn span(process: Arc<ProcInfo>, status: u16, kind: SpanKind) -> Span {
         Span {
@@ -199,7 +456,100 @@ pub(crate) mod tests {
         }
     }
 
-    fn get<'a>(s: &'a OtlpSpan, k: &str) -> Option<&'a Value> {
+    /// The span as the exporter writes it, decoded by prost.
+    fn convert(s: &Span) -> OtlpSpan {
+        let mut b = Vec::new();
+        put_span(&mut b, s);
+        ScopeSpans::decode(b.as_slice()).unwrap().spans.remove(0)
+    }
+
+    /// The builder of opentelemetry-proto messages the exporter used
+    /// before it wrote bytes itself: the reference the bytes must equal.
+    fn reference_span(s: &Span) -> OtlpSpan {
+        let mut attributes: Vec<KeyValue> = Vec::new();
+        for_each_attribute(s, &mut |k, v| {
+            attributes.push(match v {
+                Value::Str(v) => kv_str(k, v),
+                Value::Int(v) => kv_int(k, v),
+            })
+        });
+        OtlpSpan {
+            trace_id: s.trace_id.to_vec(),
+            span_id: s.span_id.to_vec(),
+            parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+            flags: flags(s),
+            name: s.name(),
+            kind: match s.kind {
+                SpanKind::Server => OtlpKind::Server,
+                SpanKind::Client => OtlpKind::Client,
+            } as i32,
+            start_time_unix_nano: s.start_ns,
+            end_time_unix_nano: s.end_ns,
+            attributes,
+            status: Some(Status {
+                message: String::new(),
+                code: if s.is_error() {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Unset
+                } as i32,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The reference request: one `ResourceSpans` per process in order of
+    /// first appearance, one scope each.
+    fn reference_request(spans: &[(Arc<ProcessResource>, &Span)]) -> ExportTraceServiceRequest {
+        let mut out: Vec<(Arc<ProcessResource>, Vec<OtlpSpan>)> = Vec::new();
+        for (r, s) in spans {
+            match out.iter_mut().find(|(k, _)| Arc::ptr_eq(k, r)) {
+                Some((_, v)) => v.push(reference_span(s)),
+                None => out.push((r.clone(), vec![reference_span(s)])),
+            }
+        }
+        ExportTraceServiceRequest {
+            resource_spans: out
+                .into_iter()
+                .map(|(r, spans)| ResourceSpans {
+                    resource: Some(r.resource.clone()),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(scope()),
+                        spans,
+                        schema_url: String::new(),
+                    }],
+                    schema_url: opentelemetry_semantic_conventions::SCHEMA_URL.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A request written the way the batcher writes one.
+    fn request_bytes(spans: &[(Arc<ProcessResource>, &Span)]) -> Vec<u8> {
+        let mut groups: Vec<(Arc<ProcessResource>, Vec<u8>)> = Vec::new();
+        for (r, s) in spans {
+            let i = match groups.iter().position(|(k, _)| Arc::ptr_eq(k, r)) {
+                Some(i) => i,
+                None => {
+                    groups.push((r.clone(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            put_span(&mut groups[i].1, s);
+        }
+        let mut out = Vec::new();
+        for (r, b) in &groups {
+            put_resource_spans(&mut out, &r.encoded, b.len(), |o| o.extend_from_slice(b));
+        }
+        let expected: usize = groups
+            .iter()
+            .map(|(r, b)| resource_spans_field_len(&r.encoded, b.len()))
+            .sum();
+        assert_eq!(out.len(), expected);
+        out
+    }
+
+    fn get<'a>(s: &'a OtlpSpan, k: &str) -> Option<&'a AnyValue> {
         s.attributes
             .iter()
             .find(|a| a.key == k)
@@ -219,21 +569,26 @@ pub(crate) mod tests {
             (o.start_time_unix_nano, o.end_time_unix_nano),
             (1_000, 5_000_000)
         );
+        assert_eq!(o.flags, 0x301);
         assert_eq!(o.status.as_ref().unwrap().code, StatusCode::Unset as i32);
-        let s = |v: &str| Some(Value::StringValue(v.into()));
+        let s = |v: &str| Some(AnyValue::StringValue(v.into()));
         assert_eq!(get(&o, "http.request.method").cloned(), s("GET"));
         assert_eq!(get(&o, "url.path").cloned(), s("/users/42"));
         assert_eq!(get(&o, "url.query").cloned(), s("x=1"));
         assert_eq!(get(&o, "http.route").cloned(), s("/users/*"));
         assert_eq!(get(&o, "server.address").cloned(), s("example.com"));
-        assert_eq!(get(&o, "network.peer.port"), Some(&Value::IntValue(51234)));
+        assert_eq!(get(&o, "client.address").cloned(), s("127.0.0.1"));
+        assert_eq!(
+            get(&o, "network.peer.port"),
+            Some(&AnyValue::IntValue(51234))
+        );
         assert_eq!(
             get(&o, "http.response.status_code"),
-            Some(&Value::IntValue(200))
+            Some(&AnyValue::IntValue(200))
         );
         assert_eq!(
             get(&o, "ratatosk.queue_time_ns"),
-            Some(&Value::IntValue(700))
+            Some(&AnyValue::IntValue(700))
         );
         assert_eq!(get(&o, "error.type"), None);
         // Same attribute names as the JSON printer.
@@ -255,39 +610,142 @@ pub(crate) mod tests {
         assert_eq!(get(&none, "http.response.status_code"), None);
         assert_eq!(
             get(&none, "error.type"),
-            Some(&Value::StringValue("_OTHER".into()))
+            Some(&AnyValue::StringValue("_OTHER".into()))
         );
-        let client = convert(&span(p, 200, SpanKind::Client));
+        let client = convert(&span(p.clone(), 200, SpanKind::Client));
         assert_eq!(client.kind, OtlpKind::Client as i32);
         assert_eq!(
             get(&client, "network.peer.port"),
-            Some(&Value::IntValue(8080))
+            Some(&AnyValue::IntValue(8080))
+        );
+        let e = convert(&span(p, 503, SpanKind::Server));
+        assert_eq!(
+            get(&e, "error.type"),
+            Some(&AnyValue::StringValue("503".into()))
         );
     }
 
+    /// Spans covering every optional field and both kinds: unknown
+    /// method, no host (IP as server.address), IPv6 and v4-mapped
+    /// addresses, no parent, zero times, huge sizes, both outcomes.
+    fn varied(p: &Arc<ProcInfo>) -> Vec<Span> {
+        let mut out = Vec::new();
+        for (i, status) in [200u16, 0, 404, 503, 101].into_iter().enumerate() {
+            for kind in [SpanKind::Server, SpanKind::Client] {
+                let mut s = span(p.clone(), status, kind);
+                s.span_id = [i as u8; 8];
+                if i % 2 == 1 {
+                    s.method = "_OTHER".into();
+                    s.method_original = Some("PROPFIND".into());
+                    s.host = None;
+                    s.parent_span_id = None;
+                    s.queue_ns = None;
+                    s.outcome = Outcome::NoResponse;
+                    s.server = "[2001:db8::1]:443".parse().unwrap();
+                    s.client = "[::ffff:10.0.0.1]:50000".parse().unwrap();
+                    s.scheme = "https";
+                    s.protocol_version = "1.0";
+                    s.target = "/".into();
+                }
+                if i == 2 {
+                    s.outcome = Outcome::ResponseTruncated;
+                    s.request_body_size = u64::MAX;
+                    s.start_ns = 0;
+                    s.host = Some("[::1]:8443".into());
+                    s.route = Arc::from("/ünïcode/*");
+                }
+                if i == 3 {
+                    // Attributes longer than 127 bytes, a span longer
+                    // than 16383.
+                    s.target = format!("/{}?q={}", "a".repeat(20_000), "b".repeat(300));
+                }
+                if i == 4 {
+                    s.end_ns = 0;
+                    s.queue_ns = Some(u64::MAX);
+                    s.host = Some("plain-host".into());
+                }
+                out.push(s);
+            }
+        }
+        out
+    }
+
     #[test]
-    fn groups_by_process() {
-        let a = Arc::new(ProcessResource {
-            pid: 1,
-            proc: Arc::new(proc_info(1, "a")),
-            resource: Default::default(),
-        });
-        let b = Arc::new(ProcessResource {
-            pid: 2,
-            proc: Arc::new(proc_info(2, "b")),
-            resource: Default::default(),
-        });
-        let s = OtlpSpan::default();
-        let req = request(vec![
-            (a.clone(), s.clone()),
-            (b.clone(), s.clone()),
-            (a, s.clone()),
-        ]);
-        assert_eq!(req.resource_spans.len(), 2);
-        assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 2);
-        assert_eq!(req.resource_spans[1].scope_spans[0].spans.len(), 1);
+    fn ipv4_text_like_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.20.199.250",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(SmallText::ip(ip).as_str(), ip.to_string());
+        }
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(SmallText::ip(v6).as_str(), v6.to_string());
+        for octet in 0..=255u8 {
+            let ip = IpAddr::from([octet, 255 - octet, octet / 3, 7]);
+            assert_eq!(SmallText::ip(ip).as_str(), ip.to_string());
+        }
+    }
+
+    /// The bytes equal prost's encoding of the messages the previous
+    /// builder made, for every kind of span, grouped per process.
+    #[test]
+    fn bytes_equal_the_message_builder() {
+        let pa = Arc::new(proc_info(1, "a"));
+        let pb = Arc::new(proc_info(2, "b"));
+        let host = crate::export::resource::Host {
+            name: "box".into(),
+            id: Some("id".into()),
+        };
+        let res = |p: &Arc<ProcInfo>| {
+            Arc::new(ProcessResource::new(
+                p.clone(),
+                crate::export::resource::process_resource(
+                    p,
+                    &Default::default(),
+                    &host,
+                    &Default::default(),
+                ),
+            ))
+        };
+        let (ra, rb) = (res(&pa), res(&pb));
+        let empty = Arc::new(ProcessResource::new(pa.clone(), Default::default()));
+        let (sa, sb) = (varied(&pa), varied(&pb));
+        let mut batch: Vec<(Arc<ProcessResource>, &Span)> = Vec::new();
+        for (i, (a, b)) in sa.iter().zip(&sb).enumerate() {
+            batch.push((ra.clone(), a));
+            batch.push((
+                if i % 3 == 0 {
+                    empty.clone()
+                } else {
+                    rb.clone()
+                },
+                b,
+            ));
+        }
+        for s in sa.iter().chain(&sb) {
+            let mut one = Vec::new();
+            put_span(&mut one, s);
+            let wrapped = ScopeSpans {
+                spans: vec![reference_span(s)],
+                ..Default::default()
+            };
+            assert_eq!(one, wrapped.encode_to_vec(), "{s:?}");
+        }
+        let ours = request_bytes(&batch);
+        let theirs = reference_request(&batch);
+        assert_eq!(ours, theirs.encode_to_vec());
+        let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).unwrap();
+        assert_eq!(decoded, theirs);
+        assert_eq!(decoded.resource_spans.len(), 3);
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 10);
         assert_eq!(
-            req.resource_spans[0].scope_spans[0]
+            decoded.resource_spans[0].scope_spans[0]
                 .scope
                 .as_ref()
                 .unwrap()

@@ -4,23 +4,24 @@
 //! a budget, and counts what the receiver accepted, rejected or never got.
 
 use std::io::Write;
+use std::marker::PhantomData;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
+use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    metrics_service_client::MetricsServiceClient,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse, trace_service_client::TraceServiceClient,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use reqwest::header::{
     CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
 };
-use tonic::codec::CompressionEncoding;
+use tonic::GrpcMethod;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_types::StatusExt;
@@ -30,40 +31,139 @@ use super::retry::{self, Backoff, Failure, LogLimiter, Next};
 use crate::config::export::{Compression, OtlpProtocol, OtlpSignal};
 use crate::selfmon::{SelfMetrics, SignalLabel};
 
-/// One export request of either signal.
+/// One export request of either signal, encoded once: every attempt
+/// (and the gRPC or HTTP body) shares the same bytes.
 #[derive(Debug, Clone)]
-pub enum Request {
-    Traces(ExportTraceServiceRequest),
-    Metrics(ExportMetricsServiceRequest),
+pub struct Request {
+    signal: Signal,
+    body: Bytes,
+    items: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Traces,
+    Metrics,
 }
 
 impl Request {
+    /// An encoded `ExportTraceServiceRequest` holding `spans` spans.
+    pub fn traces(body: Bytes, spans: u64) -> Request {
+        Request {
+            signal: Signal::Traces,
+            body,
+            items: spans,
+        }
+    }
+
+    pub fn metrics(r: &ExportMetricsServiceRequest) -> Request {
+        Request {
+            signal: Signal::Metrics,
+            items: super::metrics::data_points(&r.resource_metrics),
+            body: Bytes::from(r.encode_to_vec()),
+        }
+    }
+
     pub fn signal(&self) -> &'static str {
-        match self {
-            Request::Traces(_) => "traces",
-            Request::Metrics(_) => "metrics",
+        match self.signal {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
         }
     }
 
     /// Spans or data points in the request.
     pub fn items(&self) -> u64 {
-        match self {
-            Request::Traces(r) => r
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len() as u64)
-                .sum(),
-            Request::Metrics(r) => super::metrics::data_points(&r.resource_metrics),
-        }
+        self.items
     }
 
-    fn encode(&self) -> Vec<u8> {
-        match self {
-            Request::Traces(r) => r.encode_to_vec(),
-            Request::Metrics(r) => r.encode_to_vec(),
-        }
+    /// The protobuf message.
+    pub fn body(&self) -> &Bytes {
+        &self.body
     }
+}
+
+/// gRPC codec for messages encoded beforehand: tonic frames (and, when
+/// asked, compresses) the bytes as they are; answers are decoded by prost.
+struct PreEncoded<R>(PhantomData<fn() -> R>);
+
+impl<R> Default for PreEncoded<R> {
+    fn default() -> Self {
+        PreEncoded(PhantomData)
+    }
+}
+
+impl<R: Message + Default + Send + 'static> Codec for PreEncoded<R> {
+    type Encode = Bytes;
+    type Decode = R;
+    type Encoder = BytesEncoder;
+    type Decoder = MessageDecoder<R>;
+
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> MessageDecoder<R> {
+        MessageDecoder(PhantomData)
+    }
+}
+
+struct BytesEncoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.reserve(item.len());
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+struct MessageDecoder<R>(PhantomData<fn() -> R>);
+
+impl<R: Message + Default> Decoder for MessageDecoder<R> {
+    type Item = R;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<R>, tonic::Status> {
+        R::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable response: {e}")))
+    }
+}
+
+/// gRPC service and method of each signal's export.
+const TRACE_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const METRICS_SERVICE: &str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// One unary export call with a pre-encoded message.
+async fn grpc_export<R: Message + Default + Send + 'static>(
+    channel: &Channel,
+    gzip: bool,
+    (service, path): (&'static str, &'static str),
+    request: tonic::Request<Bytes>,
+) -> Result<R, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    if gzip {
+        grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+    }
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+    let mut request = request;
+    request
+        .extensions_mut()
+        .insert(GrpcMethod::new(service, "Export"));
+    grpc.unary(
+        request,
+        PathAndQuery::from_static(path),
+        PreEncoded::<R>::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
 }
 
 /// What a receiver said about a request it took.
@@ -183,8 +283,24 @@ impl Transport {
         }
     }
 
-    /// One attempt.
-    pub async fn send(&self, req: &Request) -> Result<Accepted, Failure> {
+    /// The bytes every attempt at `req` sends: gzipped here, once, for
+    /// HTTP when asked (tonic compresses each gRPC message itself).
+    pub fn wire_body(&self, req: &Request) -> Result<Bytes, Failure> {
+        match self {
+            Transport::Http { gzip: true, .. } => {
+                gzip_bytes(&req.body)
+                    .map(Bytes::from)
+                    .map_err(|e| Failure::Permanent {
+                        kind: "gzip".into(),
+                        detail: e.to_string(),
+                    })
+            }
+            _ => Ok(req.body.clone()),
+        }
+    }
+
+    /// One attempt, sending `body` (from `wire_body`).
+    pub async fn send(&self, req: &Request, body: &Bytes) -> Result<Accepted, Failure> {
         match self {
             Transport::Grpc {
                 channel,
@@ -193,24 +309,17 @@ impl Transport {
                 timeout,
             } => {
                 let call = async {
-                    match req {
-                        Request::Traces(r) => {
-                            let mut c = TraceServiceClient::new(channel.clone());
-                            if *gzip {
-                                c = c.send_compressed(CompressionEncoding::Gzip);
-                            }
-                            c.export(grpc_request(r.clone(), metadata, *timeout))
+                    let msg = grpc_request(body.clone(), metadata, *timeout);
+                    match req.signal {
+                        Signal::Traces => {
+                            grpc_export(channel, *gzip, (TRACE_SERVICE, TRACE_EXPORT), msg)
                                 .await
-                                .map(|r| partial_traces(r.into_inner()))
+                                .map(partial_traces)
                         }
-                        Request::Metrics(r) => {
-                            let mut c = MetricsServiceClient::new(channel.clone());
-                            if *gzip {
-                                c = c.send_compressed(CompressionEncoding::Gzip);
-                            }
-                            c.export(grpc_request(r.clone(), metadata, *timeout))
+                        Signal::Metrics => {
+                            grpc_export(channel, *gzip, (METRICS_SERVICE, METRICS_EXPORT), msg)
                                 .await
-                                .map(|r| partial_metrics(r.into_inner()))
+                                .map(partial_metrics)
                         }
                     }
                 };
@@ -231,20 +340,15 @@ impl Transport {
                 gzip,
                 timeout,
             } => {
-                let mut body = req.encode();
                 let mut rb = client
                     .post(url)
                     .headers(headers.clone())
                     .header(CONTENT_TYPE, "application/x-protobuf")
                     .timeout(*timeout);
                 if *gzip {
-                    body = gzip_bytes(&body).map_err(|e| Failure::Permanent {
-                        kind: "gzip".into(),
-                        detail: e.to_string(),
-                    })?;
                     rb = rb.header(CONTENT_ENCODING, "gzip");
                 }
-                let resp = rb.body(body).send().await.map_err(http_error)?;
+                let resp = rb.body(body.clone()).send().await.map_err(http_error)?;
                 let status = resp.status();
                 let after = resp
                     .headers()
@@ -256,11 +360,11 @@ impl Transport {
                     // decode, or cannot be read, is too (the data was
                     // taken: sending it again would duplicate it).
                     let bytes = resp.bytes().await.unwrap_or_default();
-                    return Ok(match req {
-                        Request::Traces(_) => ExportTraceServiceResponse::decode(bytes)
+                    return Ok(match req.signal {
+                        Signal::Traces => ExportTraceServiceResponse::decode(bytes)
                             .map(partial_traces)
                             .unwrap_or_default(),
-                        Request::Metrics(_) => ExportMetricsServiceResponse::decode(bytes)
+                        Signal::Metrics => ExportMetricsServiceResponse::decode(bytes)
                             .map(partial_metrics)
                             .unwrap_or_default(),
                     });
@@ -358,8 +462,13 @@ impl Sender {
         let budget = retry::retry_budget(self.transport.timeout());
         let started = Instant::now();
         let mut backoff = Backoff::default();
+        let body = self.transport.wire_body(req);
         loop {
-            match self.transport.send(req).await {
+            let sent = match &body {
+                Ok(b) => self.transport.send(req, b).await,
+                Err(f) => Err(f.clone()),
+            };
+            match sent {
                 Ok(a) => {
                     let rejected = u64::try_from(a.rejected).unwrap_or(0).min(items);
                     self.metrics

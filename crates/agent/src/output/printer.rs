@@ -129,7 +129,7 @@ pub fn json_value(s: &Span) -> Value {
     let server_address = s
         .host
         .as_deref()
-        .map(host_without_port)
+        .map(|h| host_without_port(h).to_string())
         .unwrap_or_else(|| s.server.ip().to_string());
     a.insert(semconv::SERVER_ADDRESS.into(), json!(server_address));
     a.insert(semconv::SERVER_PORT.into(), json!(s.server.port()));
@@ -178,14 +178,14 @@ pub fn json_value(s: &Span) -> Value {
     })
 }
 
-pub(crate) fn host_without_port(h: &str) -> String {
+pub(crate) fn host_without_port(h: &str) -> &str {
     // [v6]:port, host:port, or a bare host.
     if let Some(rest) = h.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest).to_string();
+        return rest.split(']').next().unwrap_or(rest);
     }
     match h.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
-        _ => h.to_string(),
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => h,
     }
 }
 

@@ -1,0 +1,65 @@
+//! `ratatosk`: see README.md. Parses settings, starts logging and hands over
+//! to `pipeline::run`, the one place that wires the stages.
+//!
+//! A library only so that a benchmark binary (`benches/pipeline.rs`, with
+//! its own counting allocator) can link the agent's code; `main.rs` calls
+//! [`main`] and nothing else is public but the benchmark's driver.
+
+#[doc(hidden)]
+pub mod bench;
+mod clock;
+mod config;
+mod conn;
+mod decode;
+mod discovery;
+mod export;
+mod metrics;
+mod output;
+mod pipeline;
+mod queue;
+mod reader;
+mod selfmon;
+mod spans;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+/// The `ratatosk` binary's entry point.
+pub fn main() -> ExitCode {
+    // The sandboxed child that learns an OpenSSL build's layout (see
+    // discovery/sslcal.rs): nothing else of the agent runs in it.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(discovery::sslcal::CHILD_ARG)) {
+        let lib = args.next().unwrap_or_default();
+        return discovery::sslcal::child_main(&lib.to_string_lossy());
+    }
+    let config = match config::Config::from_env_and_args() {
+        Ok(c) => c,
+        Err(config::ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("ratatosk: invalid setting: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr: stdout belongs to the trace printer.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+
+    match pipeline::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming what failed and why; no backtrace.
+            eprintln!("ratatosk: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
