@@ -536,14 +536,17 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 		}
 		struct tls_keysock *ks = bpf_map_lookup_elem(&tls_keysocks, &sock);
 		if (ks) {
-			if (!ks->ssl && ks->tries < TLS_BIND_TRIES) {
-				ks->tries++;
-				if (!tls_bind(ks, pid_tgid >> 32) && ks->tries == TLS_BIND_TRIES)
-					stat_inc(RT_STAT_TLS_HELLO_UNMATCHED);
-			}
-			if (ks->ssl && !ks->sent)
-				tls_try_keys(ks, sock, fd, pid_tgid);
 			cipher = true;
+			if (!ks->ssl && ks->tries++ < TLS_BIND_TRIES && !tls_bind(ks, pid_tgid >> 32) &&
+			    ks->tries == TLS_BIND_TRIES) {
+				/* Its SSL object is not among the pending ones: the
+				 * rest of the connection is reported as plain bytes
+				 * (counted unparsed), without the 8 KiB capture. */
+				stat_inc(RT_STAT_TLS_HELLO_UNMATCHED);
+				bpf_map_delete_elem(&tls_keysocks, &sock);
+			} else if (ks->ssl && !ks->sent) {
+				tls_try_keys(ks, sock, fd, pid_tgid);
+			}
 		} else if (bpf_map_lookup_elem(&tls_socks, &sock)) {
 			if (dir == RT_DIR_INGRESS) {
 				struct sock_fd last = { .sock = sock, .fd = fd };
