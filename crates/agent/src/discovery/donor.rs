@@ -42,7 +42,8 @@ pub enum DonorError {
 pub struct Donors {
     /// Host paths of libraries calibrated successfully, newest last.
     calibrated: Vec<PathBuf>,
-    prints: HashMap<PathBuf, Option<Fingerprint>>,
+    /// By (device, inode) of the libssl.
+    prints: HashMap<(u64, u64), Option<Fingerprint>>,
 }
 
 impl Donors {
@@ -115,17 +116,20 @@ impl Donors {
         out
     }
 
+    /// The fingerprint of `libssl` and its libcrypto, once per file (by
+    /// inode: a library upgraded in place is a new file).
     fn print(&mut self, libssl: &Path) -> Option<&Fingerprint> {
-        if !self.prints.contains_key(libssl) {
+        use std::os::unix::fs::MetadataExt;
+        let id = std::fs::metadata(libssl).ok().map(|m| (m.dev(), m.ino()))?;
+        if !self.prints.contains_key(&id) {
             if self.prints.len() >= MAX_CANDIDATES * 2 {
                 self.prints.clear();
             }
             let crypto = libcrypto_beside(libssl);
             let files: Vec<&Path> = std::iter::once(libssl).chain(crypto.as_deref()).collect();
-            self.prints
-                .insert(libssl.to_path_buf(), Fingerprint::of(&files).ok());
+            self.prints.insert(id, Fingerprint::of(&files).ok());
         }
-        self.prints.get(libssl).and_then(Option::as_ref)
+        self.prints.get(&id).and_then(Option::as_ref)
     }
 }
 

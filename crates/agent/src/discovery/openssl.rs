@@ -131,8 +131,9 @@ pub struct OpensslFiles {
     metrics: SelfMetrics,
     /// Shared libssl files whose layout may be an executable's.
     donors: Donors,
-    /// Layouts learned, by host path (a donor is calibrated once).
-    layouts: HashMap<PathBuf, (SslLayout, String)>,
+    /// Layouts learned, by (device, inode) of the file (a donor is
+    /// calibrated once).
+    layouts: HashMap<(u64, u64), (SslLayout, String)>,
 }
 
 impl OpensslFiles {
@@ -270,18 +271,23 @@ impl OpensslFiles {
         Ok(version)
     }
 
-    /// The layout of `libssl` (as the agent sees it), calibrated once.
+    /// The layout of `libssl` (as the agent sees it), calibrated once per
+    /// file (by inode: a library upgraded in place is a new file).
     fn layout_of(
         &mut self,
         libssl: &Path,
         attach: &mut dyn TlsAttach,
     ) -> Result<(SslLayout, String), CalibrateError> {
-        if let Some(known) = self.layouts.get(libssl) {
+        use std::os::unix::fs::MetadataExt;
+        let id = std::fs::metadata(libssl).ok().map(|m| (m.dev(), m.ino()));
+        if let Some(known) = id.and_then(|id| self.layouts.get(&id)) {
             return Ok(known.clone());
         }
         let learned = attach.calibrate(libssl)?;
-        if self.layouts.len() < MAX_ATTACHED * 2 {
-            self.layouts.insert(libssl.to_path_buf(), learned.clone());
+        if let Some(id) = id
+            && self.layouts.len() < MAX_ATTACHED * 2
+        {
+            self.layouts.insert(id, learned.clone());
         }
         Ok(learned)
     }
