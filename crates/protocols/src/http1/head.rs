@@ -294,36 +294,46 @@ impl Fields {
         };
         for h in headers {
             let name = h.name.as_bytes();
-            let value = trim_ows(h.value);
-            if name.eq_ignore_ascii_case(b"content-length") {
-                if let Ok(prev) = f.content_length {
-                    f.content_length = merge_content_length(prev, value);
+            let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
+            // The names that matter all differ in length: one compare per
+            // field instead of up to seven (this runs on every head).
+            match name.len() {
+                14 if is(b"content-length") => {
+                    if let Ok(prev) = f.content_length {
+                        f.content_length = merge_content_length(prev, trim_ows(h.value));
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                // Several fields form one list; only the final coding decides.
-                for coding in list_items(value) {
-                    let coding_name = coding.split(|&b| b == b';').next().unwrap_or_default();
-                    f.te_present = true;
-                    f.te_chunked_last = trim_ows(coding_name).eq_ignore_ascii_case(b"chunked");
+                17 if is(b"transfer-encoding") => {
+                    // Several fields form one list; only the final coding
+                    // decides.
+                    for coding in list_items(trim_ows(h.value)) {
+                        let coding_name = coding.split(|&b| b == b';').next().unwrap_or_default();
+                        f.te_present = true;
+                        f.te_chunked_last = trim_ows(coding_name).eq_ignore_ascii_case(b"chunked");
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in list_items(value) {
-                    f.close |= token.eq_ignore_ascii_case(b"close");
-                    f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                10 if is(b"connection") => {
+                    for token in list_items(trim_ows(h.value)) {
+                        f.close |= token.eq_ignore_ascii_case(b"close");
+                        f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"host") {
-                if f.host.is_none() && !value.is_empty() {
-                    let host = String::from_utf8_lossy(value);
-                    f.host = Some(CompactString::new(truncate_str(&host, MAX_HOST_LEN).0));
+                4 if is(b"host") => {
+                    let value = trim_ows(h.value);
+                    if f.host.is_none() && !value.is_empty() {
+                        let host = String::from_utf8_lossy(value);
+                        f.host = Some(CompactString::new(truncate_str(&host, MAX_HOST_LEN).0));
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"traceparent") {
-                if f.traceparent.is_none() {
-                    f.traceparent = TraceParent::parse(value);
+                // The first traceparent field counts.
+                11 if f.traceparent.is_none() && is(b"traceparent") => {
+                    f.traceparent = TraceParent::parse(trim_ows(h.value));
                 }
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
-                f.upgrade |= !value.is_empty();
-            } else if name.eq_ignore_ascii_case(b"expect") {
-                f.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+                7 if is(b"upgrade") => f.upgrade |= !trim_ows(h.value).is_empty(),
+                6 if is(b"expect") => {
+                    f.expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
+                }
+                _ => {}
             }
         }
         f
