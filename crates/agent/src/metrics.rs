@@ -163,7 +163,7 @@ impl HttpMetrics {
             Some((_, _, handles)) => handles,
             None => {
                 let labels = HttpLabels {
-                    http_request_method: span.method.clone(),
+                    http_request_method: span.method.to_string(),
                     http_response_status_code: span.status,
                     http_route: span.route.to_string(),
                     url_scheme: span.scheme,

@@ -679,7 +679,7 @@ fn traceparent_host_and_absolute_target() {
     w.write(1, GO_TRACED_GET).read(2, NGINX_200);
     let x = only(w.take());
     assert_eq!(
-        x.traceparent.as_deref(),
+        x.traceparent.map(|t| t.to_string()).as_deref(),
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
     );
     assert_eq!(x.host.as_deref(), Some("api.internal:8080"));

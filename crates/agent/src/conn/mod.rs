@@ -67,11 +67,15 @@ struct Conn {
     tls: bool,
     /// Decryption of the socket's ciphertext (OpenSSL handshake secrets).
     cipher: Option<Box<tls::Cipher>>,
+    /// An fd that `fds` maps to this socket (kept true by
+    /// `ProcConns::bind_fd`), so a record from it needs no `fds` lookup.
+    fd: Option<u32>,
 }
 
 impl Conn {
-    fn new(tuple: Tuple, ts: u64) -> Self {
+    fn new(tuple: Tuple, ts: u64, fd: Option<u32>) -> Self {
         Conn {
+            fd,
             tuple,
             last_ns: ts,
             proto: Proto::Detecting(None),
@@ -101,6 +105,22 @@ impl Conn {
 struct ProcConns {
     conns: HashMap<u64, Conn>,
     fds: HashMap<u32, u64>,
+}
+
+impl ProcConns {
+    /// Maps `fd` to `sock`, keeping every connection's `fd` shortcut true.
+    fn bind_fd(&mut self, fd: u32, sock: u64) {
+        if let Some(old) = self.fds.insert(fd, sock)
+            && old != sock
+            && let Some(c) = self.conns.get_mut(&old)
+            && c.fd == Some(fd)
+        {
+            c.fd = None;
+        }
+        if let Some(c) = self.conns.get_mut(&sock) {
+            c.fd = Some(fd);
+        }
+    }
 }
 
 pub struct Tracker {
@@ -145,13 +165,29 @@ impl Tracker {
         self.finish(tgid, sock_id, ts, out);
         self.make_room(out);
         let pc = self.procs.entry(tgid).or_default();
-        pc.fds.insert(fd, sock_id);
-        pc.conns.insert(sock_id, Conn::new(tuple, ts));
+        pc.conns.insert(sock_id, Conn::new(tuple, ts, None));
+        pc.bind_fd(fd, sock_id);
         self.total += 1;
     }
 
     pub fn on_data(&mut self, d: &Data<'_>, out: &mut Vec<Finished>) {
         let tgid = d.hdr.tgid;
+        // Fast path, nearly every record: a known connection already
+        // mapped from this fd costs two lookups.
+        if let Some(pc) = self.procs.get_mut(&tgid)
+            && let Some(conn) = pc.conns.get_mut(&d.sock_id)
+            && conn.fd == Some(d.fd)
+        {
+            let mut ctx = Ctx {
+                limits: self.limits,
+                metrics: &self.metrics,
+                scratch: &mut self.scratch,
+                tgid,
+                out,
+            };
+            feed_record(&mut ctx, conn, d, &mut self.plain);
+            return;
+        }
         let known = self
             .procs
             .get(&tgid)
@@ -169,22 +205,13 @@ impl Tracker {
             ..
         } = self;
         let pc = procs.entry(tgid).or_default();
-        if pc.fds.get(&d.fd) != Some(&d.sock_id) {
-            pc.fds.insert(d.fd, d.sock_id);
-        }
-        let conn = pc
-            .conns
+        pc.conns
             .entry(d.sock_id)
-            .or_insert_with(|| Conn::new(d.tuple, d.hdr.ts_ns));
-        conn.last_ns = d.hdr.ts_ns;
-        // connect() may report the tuple before the local port is final, so
-        // a later record completes it. But a socket the peer reset while we
-        // wrote to it reaches TCP_CLOSE inside that very write, and the
-        // kernel then zeroes its local port (inet_num, in __inet_put_port):
-        // such a record must not erase the port we knew.
-        if d.tuple.local.port() != 0 || conn.tuple.local.port() == 0 {
-            conn.tuple = d.tuple;
-        }
+            .or_insert_with(|| Conn::new(d.tuple, d.hdr.ts_ns, None));
+        pc.bind_fd(d.fd, d.sock_id);
+        let Some(conn) = pc.conns.get_mut(&d.sock_id) else {
+            return;
+        };
         let mut ctx = Ctx {
             limits: *limits,
             metrics,
@@ -192,39 +219,7 @@ impl Tracker {
             tgid,
             out,
         };
-        if d.cipher {
-            // Ciphertext to decrypt: its plaintext goes through the same
-            // parsers, in the order of the records.
-            if conn.cipher.is_none() {
-                conn.cipher = Some(Box::new(tls::Cipher::new(d.direction)));
-                conn.tls = true;
-                conn.proto = Proto::Detecting(None);
-            }
-            if let Some(c) = conn.cipher.as_mut() {
-                c.feed(d, plain, ctx.metrics);
-            }
-            feed_decrypted(&mut ctx, conn, plain);
-            return;
-        }
-        if d.tls != conn.tls {
-            if conn.tls {
-                // Ciphertext that left the kernel before the socket was
-                // known to carry TLS: the plaintext is parsed instead.
-                ctx.metrics.unparsed_bytes.inc_by(d.len);
-                return;
-            }
-            // First plaintext on a connection whose handshake was seen as
-            // ciphertext (and given up on): parse from here, as HTTP over
-            // TLS goes through the same parsers as plaintext.
-            conn.tls = true;
-            conn.proto = Proto::Detecting(None);
-        }
-        let seg = Segment {
-            ts_ns: d.hdr.ts_ns,
-            data: d.payload,
-            len: d.len,
-        };
-        feed_plain(&mut ctx, conn, d.direction, seg, d.queued_ns);
+        feed_record(&mut ctx, conn, d, plain);
     }
 
     /// The secrets of a connection whose ciphertext is being captured:
@@ -356,6 +351,53 @@ struct Ctx<'a> {
     scratch: &'a mut Vec<Exchange>,
     tgid: u32,
     out: &'a mut Vec<Finished>,
+}
+
+/// One data record of a tracked connection: its bytes (or the plaintext
+/// decrypted from them) into the connection's parser.
+fn feed_record(ctx: &mut Ctx<'_>, conn: &mut Conn, d: &Data<'_>, plain: &mut tls::PlainBuf) {
+    conn.last_ns = d.hdr.ts_ns;
+    // connect() may report the tuple before the local port is final, so
+    // a later record completes it. But a socket the peer reset while we
+    // wrote to it reaches TCP_CLOSE inside that very write, and the
+    // kernel then zeroes its local port (inet_num, in __inet_put_port):
+    // such a record must not erase the port we knew.
+    if d.tuple.local.port() != 0 || conn.tuple.local.port() == 0 {
+        conn.tuple = d.tuple;
+    }
+    if d.cipher {
+        // Ciphertext to decrypt: its plaintext goes through the same
+        // parsers, in the order of the records.
+        if conn.cipher.is_none() {
+            conn.cipher = Some(Box::new(tls::Cipher::new(d.direction)));
+            conn.tls = true;
+            conn.proto = Proto::Detecting(None);
+        }
+        if let Some(c) = conn.cipher.as_mut() {
+            c.feed(d, plain, ctx.metrics);
+        }
+        feed_decrypted(ctx, conn, plain);
+        return;
+    }
+    if d.tls != conn.tls {
+        if conn.tls {
+            // Ciphertext that left the kernel before the socket was
+            // known to carry TLS: the plaintext is parsed instead.
+            ctx.metrics.unparsed_bytes.inc_by(d.len);
+            return;
+        }
+        // First plaintext on a connection whose handshake was seen as
+        // ciphertext (and given up on): parse from here, as HTTP over
+        // TLS goes through the same parsers as plaintext.
+        conn.tls = true;
+        conn.proto = Proto::Detecting(None);
+    }
+    let seg = Segment {
+        ts_ns: d.hdr.ts_ns,
+        data: d.payload,
+        len: d.len,
+    };
+    feed_plain(ctx, conn, d.direction, seg, d.queued_ns);
 }
 
 /// Parses the plaintext that decryption produced (held in `plain`).
@@ -672,6 +714,26 @@ mod tests {
         // Closing an fd we never saw does nothing.
         t.on_close(7, 99, 60, &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn an_fd_reused_without_a_close_seen_maps_to_its_latest_socket() {
+        let (mut t, _) = tracker(16);
+        let mut out = Vec::new();
+        t.on_data(&data(1, 3, 10, Direction::Ingress, REQ), &mut out);
+        // fd 3 now names socket 2 (its close was not seen), then socket 1
+        // again: each record remaps it, whatever the shortcut remembered.
+        t.on_data(&data(2, 3, 20, Direction::Ingress, REQ), &mut out);
+        t.on_data(&data(1, 3, 30, Direction::Ingress, &[]), &mut out);
+        t.on_close(7, 3, 40, &mut out);
+        assert_eq!(out.len(), 1, "only socket 1 closed");
+        assert_eq!(out[0].exchange.request_start_ns, 10);
+        assert_eq!(t.tracked(), 1);
+        t.on_data(&data(2, 3, 50, Direction::Ingress, &[]), &mut out);
+        t.on_close(7, 3, 60, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].exchange.request_start_ns, 20);
+        assert_eq!(t.tracked(), 0);
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl Hist {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SeriesKey {
     kind: SpanKind,
-    method: String,
+    method: &'static str,
     status: u16,
     route: Arc<str>,
     scheme: &'static str,
@@ -94,7 +94,7 @@ impl SeriesKey {
 
     fn attributes(&self) -> Vec<KeyValue> {
         let mut a = vec![
-            kv_str(semconv::HTTP_REQUEST_METHOD, &self.method),
+            kv_str(semconv::HTTP_REQUEST_METHOD, self.method),
             kv_str(semconv::HTTP_ROUTE, &*self.route),
             kv_str(semconv::URL_SCHEME, self.scheme),
             kv_int(semconv::SERVER_PORT, i64::from(self.port)),
@@ -210,7 +210,7 @@ impl MetricStore {
                 slot.push(Series {
                     key: SeriesKey {
                         kind: span.kind,
-                        method: span.method.clone(),
+                        method: span.method,
                         status: span.status,
                         route: span.route.clone(),
                         scheme: span.scheme,

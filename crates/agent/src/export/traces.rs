@@ -144,7 +144,7 @@ impl std::fmt::Write for SmallText {
 /// Calls `f` with each of the span's attributes, in the order they are
 /// exported. Values that need formatting are formatted on the stack.
 pub fn for_each_attribute(s: &Span, f: &mut impl FnMut(&'static str, Value<'_>)) {
-    f(semconv::HTTP_REQUEST_METHOD, Value::Str(&s.method));
+    f(semconv::HTTP_REQUEST_METHOD, Value::Str(s.method));
     if let Some(m) = &s.method_original {
         f(semconv::HTTP_REQUEST_METHOD_ORIGINAL, Value::Str(m));
     }
@@ -439,7 +439,7 @@ pub(crate) mod tests {
             start_ns: 1_000,
             end_ns: 5_000_000,
             queue_ns: Some(700),
-            method: "GET".into(),
+            method: "GET",
             method_original: None,
             target: "/users/42?x=1".into(),
             route: Arc::from("/users/*"),
@@ -635,7 +635,7 @@ pub(crate) mod tests {
                 let mut s = span(p.clone(), status, kind);
                 s.span_id = [i as u8; 8];
                 if i % 2 == 1 {
-                    s.method = "_OTHER".into();
+                    s.method = "_OTHER";
                     s.method_original = Some("PROPFIND".into());
                     s.host = None;
                     s.parent_span_id = None;
@@ -657,7 +657,7 @@ pub(crate) mod tests {
                 if i == 3 {
                     // Attributes longer than 127 bytes, a span longer
                     // than 16383.
-                    s.target = format!("/{}?q={}", "a".repeat(20_000), "b".repeat(300));
+                    s.target = format!("/{}?q={}", "a".repeat(20_000), "b".repeat(300)).into();
                 }
                 if i == 4 {
                     s.end_ns = 0;

@@ -115,7 +115,10 @@ pub fn json_value(s: &Span) -> Value {
     let mut a = Map::new();
     a.insert(semconv::HTTP_REQUEST_METHOD.into(), json!(s.method));
     if let Some(m) = &s.method_original {
-        a.insert(semconv::HTTP_REQUEST_METHOD_ORIGINAL.into(), json!(m));
+        a.insert(
+            semconv::HTTP_REQUEST_METHOD_ORIGINAL.into(),
+            json!(m.as_str()),
+        );
     }
     a.insert(semconv::URL_PATH.into(), json!(s.path()));
     if let Some(q) = s.query() {

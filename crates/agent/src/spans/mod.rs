@@ -7,6 +7,7 @@ pub mod sampler;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ratatosk_protocols::http1::{Exchange, Outcome, target_path, target_query};
@@ -16,7 +17,6 @@ use crate::clock::Clock;
 use crate::config::export::Sampler;
 use crate::decode::Tuple;
 use crate::discovery::ProcInfo;
-use sampler::TraceParent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanKind {
@@ -53,11 +53,11 @@ pub struct Span {
     pub queue_ns: Option<u64>,
     /// A known method, or `_OTHER` (OpenTelemetry's rule: keeps metric
     /// label values bounded whatever clients send).
-    pub method: String,
+    pub method: &'static str,
     /// The method as sent, when it is not a known one.
-    pub method_original: Option<String>,
+    pub method_original: Option<CompactString>,
     /// The request-target as sent (path and query are views of it).
-    pub target: String,
+    pub target: CompactString,
     pub route: Arc<str>,
     pub scheme: &'static str,
     /// 0 when no response was seen.
@@ -65,7 +65,7 @@ pub struct Span {
     pub protocol_version: &'static str,
     pub server: SocketAddr,
     pub client: SocketAddr,
-    pub host: Option<String>,
+    pub host: Option<CompactString>,
     pub request_body_size: u64,
     pub response_body_size: u64,
     pub outcome: Outcome,
@@ -144,15 +144,15 @@ impl SpanBuilder {
         } else {
             ex.request_end_ns
         };
-        let (method, method_original) = if KNOWN_METHODS.contains(&ex.method.as_str()) {
-            (ex.method, None)
-        } else {
-            ("_OTHER".to_string(), Some(ex.method))
-        };
+        let (method, method_original) =
+            match KNOWN_METHODS.iter().find(|&&m| m == ex.method.as_str()) {
+                Some(&m) => (m, None),
+                None => ("_OTHER", Some(ex.method)),
+            };
         // Join the caller's trace when the request carries one (a client
         // span's header was set by an SDK in the process: its span is our
         // parent).
-        let parent = ex.traceparent.as_deref().and_then(TraceParent::parse);
+        let parent = ex.traceparent;
         let trace_id = match &parent {
             Some(p) => p.trace_id,
             None => self.rng.random(),

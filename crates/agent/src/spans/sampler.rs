@@ -3,49 +3,9 @@
 
 use crate::config::export::Sampler;
 
-/// The incoming W3C trace context of a request (`traceparent`), already
-/// checked for shape by the HTTP parser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceParent {
-    pub trace_id: [u8; 16],
-    pub parent_id: [u8; 8],
-    pub sampled: bool,
-}
-
-impl TraceParent {
-    /// `00-<32 hex>-<16 hex>-<2 hex>`; None for anything else.
-    pub fn parse(s: &str) -> Option<TraceParent> {
-        let mut parts = s.split('-');
-        let (_version, trace, parent, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let mut trace_id = [0u8; 16];
-        let mut parent_id = [0u8; 8];
-        hex_into(trace, &mut trace_id)?;
-        hex_into(parent, &mut parent_id)?;
-        let mut f = [0u8; 1];
-        hex_into(flags, &mut f)?;
-        if trace_id == [0; 16] || parent_id == [0; 8] {
-            return None;
-        }
-        Some(TraceParent {
-            trace_id,
-            parent_id,
-            sampled: f[0] & 1 == 1,
-        })
-    }
-}
-
-fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
-    let b = s.as_bytes();
-    if b.len() != out.len() * 2 {
-        return None;
-    }
-    let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (nib(b[2 * i])? << 4) | nib(b[2 * i + 1])?;
-    }
-    Some(())
-}
+/// The incoming W3C trace context of a request (`traceparent`), checked
+/// and decoded by the HTTP parser.
+pub use ratatosk_protocols::http1::TraceParent;
 
 /// Whether a span with this trace id and parent is exported.
 pub fn sample(sampler: &Sampler, trace_id: &[u8; 16], parent: Option<&TraceParent>) -> bool {
@@ -54,7 +14,7 @@ pub fn sample(sampler: &Sampler, trace_id: &[u8; 16], parent: Option<&TraceParen
         Sampler::AlwaysOff => false,
         Sampler::TraceIdRatio(ratio) => ratio_sampled(*ratio, trace_id),
         Sampler::ParentBased(root) => match parent {
-            Some(p) => p.sampled,
+            Some(p) => p.sampled(),
             None => sample(root, trace_id, None),
         },
     }
@@ -81,41 +41,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_traceparent() {
-        // From the W3C Trace Context spec's examples.
-        let tp =
-            TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
-        assert_eq!(tp.trace_id[0], 0x0a);
-        assert_eq!(tp.trace_id[15], 0x9c);
-        assert_eq!(
-            tp.parent_id,
-            [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]
-        );
-        assert!(tp.sampled);
-        let tp =
-            TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00").unwrap();
-        assert!(!tp.sampled);
-        assert!(
-            TraceParent::parse("00-00000000000000000000000000000000-b7ad6b7169203331-01").is_none()
-        );
-        assert!(
-            TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01").is_none()
-        );
-        assert!(TraceParent::parse("garbage").is_none());
-    }
-
-    #[test]
     fn samplers() {
         let id = [0x55u8; 16];
-        let on = Some(TraceParent {
+        let sampled = TraceParent {
+            version: 0,
             trace_id: id,
             parent_id: [1; 8],
-            sampled: true,
-        });
+            flags: 1,
+        };
+        let on = Some(sampled);
         let off = Some(TraceParent {
-            trace_id: id,
-            parent_id: [1; 8],
-            sampled: false,
+            flags: 0,
+            ..sampled
         });
         assert!(sample(&Sampler::AlwaysOn, &id, off.as_ref()));
         assert!(!sample(&Sampler::AlwaysOff, &id, on.as_ref()));

@@ -1,5 +1,8 @@
 //! The unit the agent reports: one request paired with its response.
 
+use compact_str::CompactString;
+
+use super::traceparent::TraceParent;
 use crate::parse::Role;
 
 /// How an exchange ended.
@@ -20,12 +23,12 @@ pub enum Outcome {
 pub struct Exchange {
     /// Server if the request was read by the observed process.
     pub role: crate::parse::Role,
-    pub method: String,
+    pub method: CompactString,
     /// Raw request-target, possibly cut at the target length limit.
-    pub target: String,
+    pub target: CompactString,
     pub minor_version: u8,
-    pub host: Option<String>,
-    pub traceparent: Option<String>,
+    pub host: Option<CompactString>,
+    pub traceparent: Option<TraceParent>,
     /// Final status; 0 when no response was seen.
     pub status: u16,
     /// Timestamp of the segment holding the first request byte.

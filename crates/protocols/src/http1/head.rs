@@ -1,7 +1,10 @@
 //! Request and response heads (start line + header fields) via httparse.
 
+use compact_str::CompactString;
+
 use super::body::Framing;
 use super::error::ParseError;
+use super::traceparent::TraceParent;
 use crate::parse::Parsed;
 
 /// Header fields accepted per head; more is treated as malformed rather
@@ -14,12 +17,13 @@ const MAX_METHOD_LEN: usize = 32;
 /// Longest Host value kept (DNS names are at most 253 bytes, plus a port).
 const MAX_HOST_LEN: usize = 270;
 
-/// A parsed request head.
+/// A parsed request head. Its text fields are stored inline when short
+/// (methods, most hosts and paths), so a head usually costs no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: String,
+    pub method: CompactString,
     /// Raw request-target, cut on a character boundary at the target limit.
-    pub target: String,
+    pub target: CompactString,
     /// The target was longer than the limit and has been cut.
     pub target_truncated: bool,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
@@ -32,9 +36,9 @@ pub struct RequestHead {
     pub connection_close: bool,
     /// `Connection: keep-alive` was sent.
     pub connection_keep_alive: bool,
-    pub host: Option<String>,
+    pub host: Option<CompactString>,
     /// A syntactically valid W3C `traceparent` (its first 55 bytes).
-    pub traceparent: Option<String>,
+    pub traceparent: Option<TraceParent>,
     /// An `Upgrade` header field asks to switch protocols.
     pub upgrade: bool,
     /// `Expect: 100-continue`.
@@ -164,8 +168,8 @@ pub fn parse_request_head_with(
     };
     let (target, target_truncated) = truncate_str(path, max_target_len);
     let head = RequestHead {
-        method: method.to_owned(),
-        target: target.to_owned(),
+        method: CompactString::new(method),
+        target: CompactString::new(target),
         target_truncated,
         minor_version: minor,
         content_length,
@@ -271,8 +275,8 @@ struct Fields {
     keep_alive: bool,
     upgrade: bool,
     expect_continue: bool,
-    host: Option<String>,
-    traceparent: Option<String>,
+    host: Option<CompactString>,
+    traceparent: Option<TraceParent>,
 }
 
 impl Fields {
@@ -290,36 +294,46 @@ impl Fields {
         };
         for h in headers {
             let name = h.name.as_bytes();
-            let value = trim_ows(h.value);
-            if name.eq_ignore_ascii_case(b"content-length") {
-                if let Ok(prev) = f.content_length {
-                    f.content_length = merge_content_length(prev, value);
+            let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
+            // The names that matter all differ in length: one compare per
+            // field instead of up to seven (this runs on every head).
+            match name.len() {
+                14 if is(b"content-length") => {
+                    if let Ok(prev) = f.content_length {
+                        f.content_length = merge_content_length(prev, trim_ows(h.value));
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                // Several fields form one list; only the final coding decides.
-                for coding in list_items(value) {
-                    let coding_name = coding.split(|&b| b == b';').next().unwrap_or_default();
-                    f.te_present = true;
-                    f.te_chunked_last = trim_ows(coding_name).eq_ignore_ascii_case(b"chunked");
+                17 if is(b"transfer-encoding") => {
+                    // Several fields form one list; only the final coding
+                    // decides.
+                    for coding in list_items(trim_ows(h.value)) {
+                        let coding_name = coding.split(|&b| b == b';').next().unwrap_or_default();
+                        f.te_present = true;
+                        f.te_chunked_last = trim_ows(coding_name).eq_ignore_ascii_case(b"chunked");
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in list_items(value) {
-                    f.close |= token.eq_ignore_ascii_case(b"close");
-                    f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                10 if is(b"connection") => {
+                    for token in list_items(trim_ows(h.value)) {
+                        f.close |= token.eq_ignore_ascii_case(b"close");
+                        f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"host") {
-                if f.host.is_none() && !value.is_empty() {
-                    let host = String::from_utf8_lossy(value);
-                    f.host = Some(truncate_str(&host, MAX_HOST_LEN).0.to_owned());
+                4 if is(b"host") => {
+                    let value = trim_ows(h.value);
+                    if f.host.is_none() && !value.is_empty() {
+                        let host = String::from_utf8_lossy(value);
+                        f.host = Some(CompactString::new(truncate_str(&host, MAX_HOST_LEN).0));
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"traceparent") {
-                if f.traceparent.is_none() {
-                    f.traceparent = valid_traceparent(value);
+                // The first traceparent field counts.
+                11 if f.traceparent.is_none() && is(b"traceparent") => {
+                    f.traceparent = TraceParent::parse(trim_ows(h.value));
                 }
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
-                f.upgrade |= !value.is_empty();
-            } else if name.eq_ignore_ascii_case(b"expect") {
-                f.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+                7 if is(b"upgrade") => f.upgrade |= !trim_ows(h.value).is_empty(),
+                6 if is(b"expect") => {
+                    f.expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
+                }
+                _ => {}
             }
         }
         f
@@ -359,35 +373,6 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
             None
         }
     })
-}
-
-/// Accepts `version-traceid-parentid-flags` per W3C Trace Context: lower-case
-/// hex, non-zero ids, version not `ff`; newer versions may append fields.
-fn valid_traceparent(value: &[u8]) -> Option<String> {
-    const LEN: usize = 55;
-    let (head, tail) = value.split_at_checked(LEN)?;
-    let mut parts = head.split(|&b| b == b'-');
-    let (version, trace_id, parent_id, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let lower_hex = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let shape_ok = version.len() == 2
-        && trace_id.len() == 32
-        && parent_id.len() == 16
-        && flags.len() == 2
-        && [version, trace_id, parent_id, flags]
-            .iter()
-            .all(|s| lower_hex(s));
-    let ids_ok = trace_id.iter().any(|&b| b != b'0') && parent_id.iter().any(|&b| b != b'0');
-    let tail_ok = match version {
-        b"00" => tail.is_empty(),
-        b"ff" => false,
-        _ => tail.is_empty() || tail.first() == Some(&b'-'),
-    };
-    if shape_ok && ids_ok && tail_ok {
-        std::str::from_utf8(head).ok().map(str::to_owned)
-    } else {
-        None
-    }
 }
 
 /// Non-empty, OWS-trimmed elements of a comma-separated field value.

@@ -13,6 +13,7 @@ pub mod head;
 mod message;
 mod stats;
 mod stream;
+mod traceparent;
 
 pub use body::{BodyDecoder, BodyError, BodyState, ChunkState, Framing};
 pub use conn::{ConnStats, Http1Conn, Limits};
@@ -22,3 +23,4 @@ pub use exchange::{Exchange, Outcome, target_path, target_query};
 pub use head::{
     RequestHead, ResponseHead, parse_request_head, parse_request_head_with, parse_response_head,
 };
+pub use traceparent::{TRACEPARENT_LEN, TraceParent};
