@@ -108,22 +108,39 @@ impl Fingerprint {
     }
 }
 
+fn read_error(path: &Path, source: std::io::Error) -> FingerprintError {
+    FingerprintError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `path` behind a cache that reads only the parts parsed.
+fn open_cached(path: &Path) -> Result<ReadCache<File>, FingerprintError> {
+    Ok(ReadCache::new(
+        File::open(path).map_err(|e| read_error(path, e))?,
+    ))
+}
+
+fn parse<'a>(
+    path: &Path,
+    cache: &'a ReadCache<File>,
+) -> Result<object::File<'a, &'a ReadCache<File>>, FingerprintError> {
+    object::File::parse(cache).map_err(|e| FingerprintError::Elf {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
 fn read_accessors(
     path: &Path,
     out: &mut BTreeMap<&'static str, Vec<u64>>,
 ) -> Result<(), FingerprintError> {
-    let read_err = |source| FingerprintError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(read_err)?;
+    let read_err = |source| read_error(path, source);
     // Only the headers, the dynamic symbols and the accessors' bytes are
     // read (an executable like node is ~100 MB).
-    let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache).map_err(|e| FingerprintError::Elf {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let cache = open_cached(path)?;
+    let elf = parse(path, &cache)?;
     for sym in elf.dynamic_symbols() {
         let Ok(name) = sym.name() else { continue };
         let Some(&accessor) = ACCESSORS.iter().find(|a| **a == name) else {
@@ -175,16 +192,9 @@ fn displacements(code: &[u8]) -> Vec<u64> {
 /// Whether `path`'s read-only data holds `needle` (e.g. the version text a
 /// calibrated library reported), read in bounded chunks.
 pub fn rodata_contains(path: &Path, needle: &[u8]) -> Result<bool, FingerprintError> {
-    let read_err = |source| FingerprintError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(read_err)?;
-    let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache).map_err(|e| FingerprintError::Elf {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let read_err = |source| read_error(path, source);
+    let cache = open_cached(path)?;
+    let elf = parse(path, &cache)?;
     let Some((start, len)) = elf.section_by_name(".rodata").and_then(|s| s.file_range()) else {
         return Ok(false);
     };
