@@ -325,23 +325,7 @@ impl Capture {
         }
         let p = &self.skel.progs;
         let attach = |prog: &libbpf_rs::ProgramMut<'_>, func: &'static str, retprobe: bool| {
-            prog.attach_uprobe_with_opts(
-                -1,
-                path,
-                0,
-                UprobeOpts {
-                    retprobe,
-                    func_name: Some(func.to_string()),
-                    ..Default::default()
-                },
-            )
-            .map_err(|source| {
-                if source.kind() == libbpf_rs::ErrorKind::NotFound {
-                    TlsAttachError::NoSymbol(func)
-                } else {
-                    TlsAttachError::Attach { func, source }
-                }
-            })
+            attach_symbol(prog, path, func, retprobe, 0)
         };
         // All or nothing for the required pair, so a failure leaves no
         // half-probed library behind.
@@ -413,23 +397,7 @@ impl Capture {
             .map_err(TlsAttachError::Layout)?;
         let progs = &self.skel.progs;
         let attach = |prog: &libbpf_rs::ProgramMut<'_>, func: &'static str| {
-            prog.attach_uprobe_with_opts(
-                -1,
-                path,
-                0,
-                UprobeOpts {
-                    func_name: Some(func.to_string()),
-                    cookie: u64::from(idx),
-                    ..Default::default()
-                },
-            )
-            .map_err(|source| {
-                if source.kind() == libbpf_rs::ErrorKind::NotFound {
-                    TlsAttachError::NoSymbol(func)
-                } else {
-                    TlsAttachError::Attach { func, source }
-                }
-            })
+            attach_symbol(prog, path, func, false, u64::from(idx))
         };
         let mut links = Vec::with_capacity(2);
         if executable {
@@ -649,6 +617,35 @@ impl Counters {
             tls_hello_unmatched: get(rt_stat::RT_STAT_TLS_HELLO_UNMATCHED)?,
         })
     }
+}
+
+/// `prog` on the entry (or return) of the function `func` of the file at
+/// `path`, resolved by libbpf (dynamic symbols included), with `cookie`.
+fn attach_symbol(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    path: &Path,
+    func: &'static str,
+    retprobe: bool,
+    cookie: u64,
+) -> Result<Link, TlsAttachError> {
+    prog.attach_uprobe_with_opts(
+        -1,
+        path,
+        0,
+        UprobeOpts {
+            retprobe,
+            func_name: Some(func.to_string()),
+            cookie,
+            ..Default::default()
+        },
+    )
+    .map_err(|source| {
+        if source.kind() == libbpf_rs::ErrorKind::NotFound {
+            TlsAttachError::NoSymbol(func)
+        } else {
+            TlsAttachError::Attach { func, source }
+        }
+    })
 }
 
 /// Receives ring-buffer records on the reading thread.
