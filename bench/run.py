@@ -37,7 +37,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load before round 1")
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rate", type=float, default=20000, help="total req/s of the fixed-rate workload")
+    p.add_argument("--rate", type=float, default=50000, help="total req/s of the fixed-rate workload")
     p.add_argument("--hooks-only", action="store_true",
                    help="add a hooks-only run (agent attached, nothing selected) to every workload")
     p.add_argument("--perf", action="store_true", help="also record perf stat task-clock of the agent")

@@ -71,8 +71,13 @@ def private_libssl_env() -> dict[str, str]:
     return {**os.environ, "LD_LIBRARY_PATH": str(d)}
 
 
-def run_wrk(url: str, opts: argparse.Namespace, duration: int, env: dict[str, str] | None = None) -> LoadResult:
-    cmd = ["wrk", f"-t{opts.threads}", f"-c{opts.connections}", f"-d{duration}s", "--latency", url]
+def run_wrk(url: str, opts: argparse.Namespace, duration: int, env: dict[str, str] | None = None,
+            connections: int | None = None, cpu: int | None = None) -> LoadResult:
+    """wrk closed loop; `connections` overrides --connections (and then
+    runs one thread); `cpu` pins wrk to that CPU."""
+    threads = 1 if connections else opts.threads
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    cmd = [*pin, "wrk", f"-t{threads}", f"-c{connections or opts.connections}", f"-d{duration}s", "--latency", url]
     r = run_cmd(cmd, duration + 30, "wrk", env=env)
     return LoadResult(**{**vars(parse_wrk(r.stdout)), "cmd": " ".join(cmd)})
 

@@ -100,7 +100,8 @@ def start_node_tls(tmp: Path) -> Server:
     return started([proc], up)
 
 
-def start_nginx(tmp: Path, variant: str = "http1") -> Server:
+def start_nginx(tmp: Path, variant: str = "http1", cpu: int | None = None) -> Server:
+    """nginx with one worker; `cpu` pins it (master and worker) to that CPU."""
     www = tmp / "www"
     www.mkdir()
     (www / "file").write_text("Hello, world!")       # 13 bytes
@@ -116,7 +117,8 @@ def start_nginx(tmp: Path, variant: str = "http1") -> Server:
     port, status_port = free_port(), free_port()
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(d=tmp, port=port, status_port=status_port, listen=listen, extra=extra))
-    proc = spawn(["nginx", "-p", str(tmp), "-c", str(conf)], tmp / "nginx.log")
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    proc = spawn([*pin, "nginx", "-p", str(tmp), "-c", str(conf)], tmp / "nginx.log")
 
     def up() -> Server:
         wait_until(lambda: nginx_up(status_port) and tcp_up(port), 10, "nginx did not start",

@@ -42,6 +42,12 @@ WORKLOADS = {w.name: w for w in [
              lambda tmp, o: with_collector(start_nginx(tmp), tmp, o),
              lambda port, o, d: run_wrk(f"http://127.0.0.1:{port}/file", o, d),
              kinds=("hooks-only", "ratatosk", "ratatosk-otlp")),
+    Workload("nginx-http1-1conn", "nginx, HTTP/1.1 keep-alive, wrk closed loop over one connection, nginx and "
+             "wrk pinned to CPU 0: one request in flight and no idle wake-ups, so +p50 is what the agent adds "
+             "to a request's round trip",
+             ["nginx", "wrk", "taskset"], lambda tmp, o: start_nginx(tmp, cpu=0),
+             lambda port, o, d: run_wrk(f"http://127.0.0.1:{port}/file", o, d, connections=1, cpu=0),
+             kinds=("hooks-only", "ratatosk")),
     Workload("nginx-http1-rate", "nginx, HTTP/1.1 keep-alive, h2load --h1 at a fixed rate (--rate)",
              ["nginx", "h2load"], lambda tmp, o: start_nginx(tmp),
              lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d, h1=True, rate=o.rate)),
