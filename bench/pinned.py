@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Where nginx-http1's throughput goes: nginx pinned to CPU 0, wrk to CPU 1
+(8 keep-alive connections, closed loop), the agent free to run on either.
+
+Each round runs the baseline (no agent) and every variant in a rotating
+order; per variant it prints the median throughput ratio over the round's
+baseline, the idle share of each CPU and the context switches per request.
+Pinning removes the scheduler's placement of client and server from the
+comparison, so the steps between variants are the agent's own cost.
+
+Variants are NAME=COMMAND: an agent binary (and extra arguments) started
+with the same arguments as in bench/run.py; a variant whose name starts
+with `hooks` selects a port nobody listens on (programs attached, nothing
+captured). Default: hooks-only and ratatosk with target/release/ratatosk.
+
+    sudo bench/pinned.py --rounds 3
+    sudo bench/pinned.py --variant 'ratatosk=target/release/ratatosk' \\
+        --variant 'ring1m=target/release/ratatosk --ringbuf-mib 1'
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+
+from ratabench.agent import Agent  # noqa: E402
+from ratabench.errors import BenchError  # noqa: E402
+from ratabench.load import parse_wrk  # noqa: E402
+from ratabench.paths import REPO  # noqa: E402
+from ratabench.procs import free_port, run_cmd, stop  # noqa: E402
+from ratabench.servers import start_nginx  # noqa: E402
+
+
+def cpu_idle() -> list[tuple[int, int]]:
+    """(idle + iowait, total) jiffies per CPU."""
+    out = []
+    for line in open("/proc/stat"):
+        if re.match(r"cpu\d", line):
+            f = [int(x) for x in line.split()[1:]]
+            out.append((f[3] + f[4], sum(f)))
+    return out
+
+
+def context_switches() -> int:
+    for line in open("/proc/stat"):
+        if line.startswith("ctxt "):
+            return int(line.split()[1])
+    raise BenchError("no ctxt line in /proc/stat")
+
+
+def one_run(port: int, duration: int) -> dict:
+    """wrk on CPU 1; CPU figures over the run minus its first and last second."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c8", f"-d{duration + 2}s", "--latency",
+           f"http://127.0.0.1:{port}/file"]
+    wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        idle0, cs0 = cpu_idle(), context_switches()
+        time.sleep(duration)
+        idle1, cs1 = cpu_idle(), context_switches()
+        out, _ = wrk.communicate(timeout=duration + 30)
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+    r = parse_wrk(out)
+    return {"rps": r.rps,
+            "idle": [100 * (b[0] - a[0]) / max(1, b[1] - a[1]) for a, b in zip(idle0, idle1)],
+            "cs_per_req": (cs1 - cs0) / (r.rps * duration)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=5, help="measured seconds per run")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=COMMAND")
+    opts = p.parse_args()
+    if os.geteuid() != 0:
+        print("pinned: run as root (the agent loads BPF programs)", file=sys.stderr)
+        return 1
+    missing = [t for t in ("nginx", "wrk", "taskset", "bpftool") if not shutil.which(t)]
+    if missing:
+        print(f"pinned: missing: {', '.join(missing)} (run bench/setup.sh as root)", file=sys.stderr)
+        return 1
+    if (os.cpu_count() or 1) < 2:
+        print("pinned: needs 2 CPUs", file=sys.stderr)
+        return 1
+    agent = REPO / "target/release/ratatosk"
+    specs = opts.variant or [f"hooks-only={agent}", f"ratatosk={agent}"]
+    variants = {}
+    for spec in specs:
+        name, sep, command = spec.partition("=")
+        argv = shlex.split(command)
+        if not sep or not name or not argv:
+            p.error(f"--variant {spec!r}: expected NAME=COMMAND")
+        if not Path(argv[0]).exists():
+            p.error(f"--variant {name}: {argv[0]} does not exist (cargo build --release -p ratatosk)")
+        variants[name] = argv
+    kinds = ["baseline", *variants]
+
+    tmp = Path(tempfile.mkdtemp(prefix="ratatosk-pinned-"))
+    results: dict[str, list[dict]] = {k: [] for k in kinds}
+    server = None
+    try:
+        server = start_nginx(tmp, cpu=0)
+        port = server.main.port
+        run_cmd(["taskset", "-c", "1", "wrk", "-t1", "-c8", "-d1s", f"http://127.0.0.1:{port}/file"], 30, "wrk")
+        for rnd in range(opts.rounds):
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
+            for kind in order:
+                agent_proc = None
+                if kind != "baseline":
+                    argv = variants[kind]
+                    selected = free_port() if kind.startswith("hooks") else port
+                    agent_proc = Agent(Path(argv[0]), selected, tmp / f"{kind}.log", "raw", extra=tuple(argv[1:]))
+                try:
+                    r = one_run(port, opts.duration)
+                finally:
+                    if agent_proc:
+                        agent_proc.stop()
+                results[kind].append(r)
+                print(f"round {rnd + 1} {kind:12} {r['rps']:9.0f} req/s  idle per CPU "
+                      f"{' '.join(f'{x:4.1f}%' for x in r['idle'])}  {r['cs_per_req']:.2f} cs/req",
+                      file=sys.stderr, flush=True)
+    except BenchError as e:
+        print(f"pinned failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if server:
+            for proc in reversed(server.procs):
+                stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"nginx on CPU 0, wrk -c8 on CPU 1; {opts.rounds} rounds x {opts.duration} s; medians")
+    print("| run | req/s | ratio (min-max) | idle CPU 0 | idle CPU 1 | context switches/req |")
+    print("|---|---:|---|---:|---:|---:|")
+    for kind in kinds:
+        runs = results[kind]
+        ratios = [r["rps"] / b["rps"] for r, b in zip(runs, results["baseline"])]
+        med = lambda xs: statistics.median(xs)  # noqa: E731
+        print(f"| {kind} | {med([r['rps'] for r in runs]):,.0f} | {med(ratios):.3f} "
+              f"({min(ratios):.3f}-{max(ratios):.3f}) | {med([r['idle'][0] for r in runs]):.1f} % | "
+              f"{med([r['idle'][1] for r in runs]):.1f} % | {med([r['cs_per_req'] for r in runs]):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
