@@ -72,7 +72,7 @@ def main() -> int:
             ax_r.text(0.02, y, "workload failed (see the .md)", va="center", color="#b00020")
             continue
         r = row["ratio"]
-        color = {"ratatosk": RATATOSK, "ratatosk-otlp": RATATOSK, "otel-sdk": SDK}.get(row["run"], HOOKS)
+        color = HOOKS if row["run"] == "hooks-only" else SDK if row["run"] == "otel-sdk" else RATATOSK
         ax_r.barh(y, r["median"], height=0.6, color=color,
                   xerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]], capsize=3, ecolor="#333")
         ax_r.text(min(r["max"], 1.12) + 0.025, y, f"{r['median']:.2f}", va="center", fontsize=9)
