@@ -37,7 +37,7 @@ from ratabench.agent import Agent  # noqa: E402
 from ratabench.errors import BenchError  # noqa: E402
 from ratabench.load import parse_wrk  # noqa: E402
 from ratabench.paths import REPO  # noqa: E402
-from ratabench.procs import free_port, run_cmd, stop  # noqa: E402
+from ratabench.procs import free_port, on_cpu, run_cmd, stop  # noqa: E402
 from ratabench.servers import start_nginx  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def context_switches() -> int:
 
 def one_run(port: int, duration: int) -> dict:
     """wrk on CPU 1; CPU figures over the run minus its first and last second."""
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c8", f"-d{duration + 2}s", "--latency",
+    cmd = [*on_cpu(1), "wrk", "-t1", "-c8", f"-d{duration + 2}s", "--latency",
            f"http://127.0.0.1:{port}/file"]
     wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
@@ -113,7 +113,7 @@ def main() -> int:
     try:
         server = start_nginx(tmp, cpu=0)
         port = server.main.port
-        run_cmd(["taskset", "-c", "1", "wrk", "-t1", "-c8", "-d1s", f"http://127.0.0.1:{port}/file"], 30, "wrk")
+        run_cmd([*on_cpu(1), "wrk", "-t1", "-c8", "-d1s", f"http://127.0.0.1:{port}/file"], 30, "wrk")
         for rnd in range(opts.rounds):
             order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
             for kind in order:

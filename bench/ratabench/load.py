@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BenchError
-from .procs import run_cmd
+from .procs import on_cpu, run_cmd
 
 SCRATCH: str | None = None     # temp dir for load generators' files; set by the suite
 
@@ -76,8 +76,8 @@ def run_wrk(url: str, opts: argparse.Namespace, duration: int, env: dict[str, st
     """wrk closed loop; `connections` overrides --connections (and then
     runs one thread); `cpu` pins wrk to that CPU."""
     threads = 1 if connections else opts.threads
-    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
-    cmd = [*pin, "wrk", f"-t{threads}", f"-c{connections or opts.connections}", f"-d{duration}s", "--latency", url]
+    cmd = [*on_cpu(cpu), "wrk", f"-t{threads}", f"-c{connections or opts.connections}", f"-d{duration}s",
+           "--latency", url]
     r = run_cmd(cmd, duration + 30, "wrk", env=env)
     return LoadResult(**{**vars(parse_wrk(r.stdout)), "cmd": " ".join(cmd)})
 

@@ -23,6 +23,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def on_cpu(cpu: int | None) -> list[str]:
+    """The command prefix that pins a program to one CPU (none for None)."""
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
 def spawn(cmd: list[str], log: Path, stop_signal: int = signal.SIGTERM, **kw) -> subprocess.Popen:
     # A new session keeps Ctrl-C away from children: we stop them ourselves,
     # in order, so the agent detaches cleanly. It also makes the session id

@@ -16,7 +16,7 @@ from typing import Callable
 
 from .errors import BenchError
 from .paths import BENCH
-from .procs import ANSI, free_port, http_get, log_tail, run_cmd, spawn, stop, tcp_up, wait_until
+from .procs import ANSI, free_port, http_get, log_tail, on_cpu, run_cmd, spawn, stop, tcp_up, wait_until
 
 
 @dataclass
@@ -117,8 +117,7 @@ def start_nginx(tmp: Path, variant: str = "http1", cpu: int | None = None) -> Se
     port, status_port = free_port(), free_port()
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(d=tmp, port=port, status_port=status_port, listen=listen, extra=extra))
-    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
-    proc = spawn([*pin, "nginx", "-p", str(tmp), "-c", str(conf)], tmp / "nginx.log")
+    proc = spawn([*on_cpu(cpu), "nginx", "-p", str(tmp), "-c", str(conf)], tmp / "nginx.log")
 
     def up() -> Server:
         wait_until(lambda: nginx_up(status_port) and tcp_up(port), 10, "nginx did not start",
