@@ -121,7 +121,7 @@ def main() -> int:
                 if kind != "baseline":
                     argv = variants[kind]
                     selected = free_port() if kind.startswith("hooks") else port
-                    agent_proc = Agent(Path(argv[0]), selected, tmp / f"{kind}.log", "raw", extra=tuple(argv[1:]))
+                    agent_proc = Agent(Path(argv[0]), selected, tmp / f"{kind}.log", "socket", extra=tuple(argv[1:]))
                 try:
                     r = one_run(port, opts.duration)
                 finally:

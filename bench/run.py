@@ -41,8 +41,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hooks-only", action="store_true",
                    help="add a hooks-only run (agent attached, nothing selected) to every workload")
     p.add_argument("--perf", action="store_true", help="also record perf stat task-clock of the agent")
-    p.add_argument("--hooks", type=lambda v: v.split(","), default=["raw"],
-                   help="agent --syscall-hooks modes to compare, e.g. raw,per-syscall")
+    p.add_argument("--hooks", type=lambda v: v.split(","), default=["socket"],
+                   help="agent --syscall-hooks modes to compare, e.g. socket,raw (default: socket, the agent's default)")
     p.add_argument("--time-limit", type=int, default=1800,
                    help="seconds; past it everything is stopped and finished workloads are reported")
     p.add_argument("--no-chart", action="store_true")

@@ -62,8 +62,10 @@ class Agent:
         env = None if otlp is None else {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
                                          "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                                          "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
+        # A variant's own --syscall-hooks (bench/pinned.py) wins.
+        hook_args = [] if "--syscall-hooks" in extra else ["--syscall-hooks", hooks]
         self.proc = spawn([str(binary), "--open-port", str(port), "--trace-printer", "disabled",
-                           "--syscall-hooks", hooks,
+                           *hook_args,
                            "--prometheus-port", str(self.mport), "--prometheus-address", "127.0.0.1", *extra],
                           log, env=env)
         ready = lambda: re.search(r"\bready\b", ANSI.sub("", log.read_text(errors="replace"))) is not None

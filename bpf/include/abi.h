@@ -29,7 +29,7 @@ enum rt_limits {
 	 * clamped to this. */
 	RT_MAX_CAPTURE = 8192,
 	/* iovecs walked per readv/writev/recvmsg/sendmsg. */
-	RT_MAX_IOV = 8,
+	RT_MAX_IOV = 16,
 	RT_COMM_LEN = 16,
 	/* Bytes of the exec'd path kept (longer paths are cut). */
 	RT_PATH_LEN = 256,
@@ -50,7 +50,7 @@ enum rt_limits {
 enum rt_event_kind {
 	RT_EV_DATA = 1,		/* bytes moved on a TCP socket */
 	RT_EV_CONN_OPEN = 2,	/* accept/connect completed */
-	RT_EV_CLOSE = 3,	/* close(fd) succeeded in a traced process */
+	RT_EV_CLOSE = 3,	/* close(fd) of a TCP socket in a traced process */
 	RT_EV_EXEC = 4,		/* a process executed a program */
 	RT_EV_EXIT = 5,		/* a thread group ended */
 	RT_EV_LISTEN = 6,	/* a process started listening on a TCP port */
@@ -127,6 +127,10 @@ enum rt_stat {
 	RT_STAT_TLS_NOT_SOCKET_BIO,	/* handshake on a BIO that is not a socket */
 	RT_STAT_TLS_HELLO_UNMATCHED,	/* ClientHello whose SSL object (non-socket BIO) was not found */
 	RT_STAT_UPROBE_SSL_SET_BIO,	/* SSL_set_bio entries (executables; a trap each) */
+	/* Socket I/O of a traced process not reported: socket hooks saw it
+	 * done by a syscall they cannot read arguments from (io_uring,
+	 * recvmmsg/sendmmsg, splice) */
+	RT_STAT_UNDECODED_IO,
 	RT_STAT_COUNT,			/* number of counters; keep last */
 };
 
@@ -181,6 +185,7 @@ struct rt_close_event {
 	struct rt_header hdr;
 	__u32 fd;
 	__u32 _pad;
+	__u64 sock_id;	/* the socket that closed */
 };
 
 struct rt_proc_event {

@@ -1,16 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
- * Kernel capture: one tp_btf program on raw_syscalls:sys_exit sees every
- * socket syscall of the traced processes, plus sched tracepoints for
- * process discovery, plus uprobes on OpenSSL's SSL_read/SSL_write for TLS
- * plaintext. No kprobes, no fentry.
+ * Kernel capture: socket I/O of the traced processes, plus sched
+ * tracepoints for process discovery, plus uprobes on OpenSSL and Go
+ * crypto/tls for TLS. No kprobes, no fentry.
  *
- * Why sys_exit alone: at syscall exit the return value says how many bytes
- * moved and the arguments are still in the saved user registers, so one hit
- * per syscall is enough (measured here: ~120-180 ns, against ~290 ns for a
- * per-syscall enter+exit tracepoint pair). Every syscall on the host pays
- * the program entry plus a switch on the syscall number; only the socket
- * syscalls pay the target lookup, and only traced processes pay more.
+ * Socket I/O is hooked one of three ways (userspace loads one set):
+ * - socket (default): sock:sock_recv_length/sock_send_length inside
+ *   sock_recvmsg/sock_sendmsg and sock:inet_sock_set_state, so only
+ *   socket I/O and TCP state changes run BPF and no syscall tracepoint
+ *   slows every syscall of the host down;
+ * - raw: one tp_btf program on raw_syscalls:sys_exit. At syscall exit the
+ *   return value says how many bytes moved and the arguments are still in
+ *   the saved user registers, so one hit per syscall is enough (~120-180
+ *   ns, against ~290 ns for a per-syscall enter+exit tracepoint pair).
+ *   Every syscall on the host pays the program entry plus a switch on the
+ *   syscall number; only the socket syscalls pay the target lookup;
+ * - per-syscall: one syscalls:sys_exit_* tracepoint per socket syscall.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -135,6 +140,15 @@ static __always_inline void fill_header(struct rt_header *h, __u8 kind, __u64 pi
 	h->ts_ns = bpf_ktime_get_ns();
 }
 
+/* An IPv4 or IPv6 TCP socket. */
+static __always_inline bool is_tcp(struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return false;
+	return sk->sk_protocol == IPPROTO_TCP && sk->sk_type == SOCK_STREAM;
+}
+
 /* The TCP socket behind a file descriptor of the current process, or NULL
  * when the descriptor is anything else (file, pipe, UDP, unix socket).
  *
@@ -157,12 +171,7 @@ static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
 		return NULL;
 	struct socket *sock = bpf_core_cast(file->private_data, struct socket);
 	struct sock *sk = sock->sk;
-	if (!sk)
-		return NULL;
-	__u16 family = sk->__sk_common.skc_family;
-	if (family != AF_INET && family != AF_INET6)
-		return NULL;
-	if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
+	if (!sk || !is_tcp(sk))
 		return NULL;
 	return sk;
 }
@@ -514,14 +523,11 @@ static __always_inline bool tls_hello(const __u8 *d, __u32 got, __u64 sock, __u3
 	return true;
 }
 
-static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, __u8 dir, __u64 pid_tgid)
+/* A data record for `ret` bytes that syscall `sc` (arguments in `regs`)
+ * moved on the TCP socket `sk`, descriptor `fd`. */
+static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk, __u32 fd, long ret,
+					   __u8 sc, __u8 dir, __u64 pid_tgid)
 {
-	__u32 fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
-	struct sock *sk = tcp_sock_of_fd(fd);
-	if (!sk)
-		return;
-	remember_fd(pid_tgid, fd, sk);
-
 	bool cipher = false;
 	if (tls_capture) {
 		__u64 sock = (__u64)sk;
@@ -634,6 +640,16 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	send_data(ev, got);
 }
 
+static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, __u8 dir, __u64 pid_tgid)
+{
+	__u32 fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	struct sock *sk = tcp_sock_of_fd(fd);
+	if (!sk)
+		return;
+	remember_fd(pid_tgid, fd, sk);
+	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid);
+}
+
 /* A zeroed control record (not payload) with its header filled in, or NULL
  * (counted) when the ring buffer is full. `size` is constant at each
  * inlined call site, as bpf_ringbuf_reserve() requires. */
@@ -656,12 +672,8 @@ static __always_inline void ctrl_submit(void *ev, __u64 flags)
 	stat_inc(RT_STAT_EVENTS);
 }
 
-static __always_inline void emit_conn(long fd, __u8 origin, __u64 pid_tgid)
+static __always_inline void emit_conn_sk(struct sock *sk, long fd, __u8 origin, __u64 pid_tgid)
 {
-	struct sock *sk = tcp_sock_of_fd(fd);
-	if (!sk)
-		return;
-	remember_fd(pid_tgid, fd, sk);
 	struct rt_conn_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_CONN_OPEN, pid_tgid);
 	if (!ev)
 		return;
@@ -672,25 +684,51 @@ static __always_inline void emit_conn(long fd, __u8 origin, __u64 pid_tgid)
 	ctrl_submit(ev, rb_flags());
 }
 
-static __always_inline void emit_close(long fd, __u64 pid_tgid)
+static __always_inline void emit_conn(long fd, __u8 origin, __u64 pid_tgid)
 {
-	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
+	struct sock *sk = tcp_sock_of_fd(fd);
+	if (!sk)
+		return;
+	remember_fd(pid_tgid, fd, sk);
+	emit_conn_sk(sk, fd, origin, pid_tgid);
+}
+
+static __always_inline void emit_close_record(__u64 sk, __u32 fd, __u64 pid_tgid)
+{
 	if (tls_capture) {
 		/* The struct sock address will be reused by another socket. */
-		__u64 *sock = bpf_map_lookup_elem(&sock_fds, &key);
-		if (sock) {
-			__u64 sk = *sock;
-			bpf_map_delete_elem(&tls_socks, &sk);
-			bpf_map_delete_elem(&tls_keysocks, &sk);
-		}
+		bpf_map_delete_elem(&tls_socks, &sk);
+		bpf_map_delete_elem(&tls_keysocks, &sk);
 	}
-	if (bpf_map_delete_elem(&sock_fds, &key))
-		return; /* not a socket we saw */
 	struct rt_close_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_CLOSE, pid_tgid);
 	if (!ev)
 		return;
 	ev->fd = fd;
+	ev->sock_id = sk;
 	ctrl_submit(ev, rb_flags());
+}
+
+static __always_inline void emit_close(long fd, __u64 pid_tgid)
+{
+	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
+	__u64 *sock = bpf_map_lookup_elem(&sock_fds, &key);
+	if (!sock)
+		return; /* not a socket we saw */
+	__u64 sk = *sock;
+	bpf_map_delete_elem(&sock_fds, &key);
+	emit_close_record(sk, fd, pid_tgid);
+}
+
+static __always_inline void emit_listen_sk(struct sock *sk, long fd, __u64 pid_tgid)
+{
+	struct rt_listen_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_LISTEN, pid_tgid);
+	if (!ev)
+		return;
+	ev->port = sk->__sk_common.skc_num;
+	ev->family = sk->__sk_common.skc_family;
+	ev->fd = fd;
+	/* Always wake: discovery must be prompt, and listen() is rare. */
+	ctrl_submit(ev, BPF_RB_FORCE_WAKEUP);
 }
 
 static __always_inline void emit_listen(long fd, __u64 pid_tgid)
@@ -698,14 +736,7 @@ static __always_inline void emit_listen(long fd, __u64 pid_tgid)
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return;
-	struct rt_listen_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_LISTEN, pid_tgid);
-	if (!ev)
-		return;
-	ev->port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	ev->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	ev->fd = fd;
-	/* Always wake: discovery must be prompt, and listen() is rare. */
-	ctrl_submit(ev, BPF_RB_FORCE_WAKEUP);
+	emit_listen_sk(sk, fd, pid_tgid);
 }
 
 /* The whole syscall-exit logic, shared by the two ways of hooking it. */
@@ -807,6 +838,128 @@ SYSCALL_EXIT(accept4, NR_accept4)
 SYSCALL_EXIT(connect, NR_connect)
 SYSCALL_EXIT(close, NR_close)
 SYSCALL_EXIT(listen, NR_listen)
+
+/* ---- Socket hooks (--syscall-hooks socket) ----
+ *
+ * sock:sock_recv_length and sock:sock_send_length fire inside
+ * sock_recvmsg()/sock_sendmsg() with the socket and the byte count, and
+ * sock:inet_sock_set_state at TCP state changes. No syscall tracepoint is
+ * enabled, so syscalls that are not socket I/O run no BPF and skip the
+ * traced-syscall slow path that any syscall tracepoint puts every task on;
+ * the socket comes without an fd-table walk. The syscall and its
+ * arguments (the user buffer, the fd) come from the task's saved user
+ * registers, as the hooks run inside it. */
+
+#define PF_KTHREAD 0x00200000
+
+/* The saved user registers of the current task, or NULL for a kernel
+ * thread (its sockets are the kernel's own: NFS, iSCSI). */
+static __always_inline struct pt_regs *user_regs(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->flags & PF_KTHREAD)
+		return NULL;
+	return (struct pt_regs *)bpf_task_pt_regs(task);
+}
+
+static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 dir)
+{
+	/* Failed or empty transfers (EAGAIN) leave first. */
+	if (ret <= 0)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_target(pid_tgid >> 32))
+		return 0;
+	/* A peek leaves the bytes to a later read (see handle_exit). */
+	if (flags & MSG_PEEK)
+		return 0;
+	if (!sk || !is_tcp(sk))
+		return 0;
+	struct pt_regs *regs = user_regs();
+	if (!regs)
+		return 0;
+	__u8 sc = 0;
+	switch (regs->orig_ax) {
+	case NR_read: sc = dir == RT_DIR_INGRESS ? RT_SYS_READ : 0; break;
+	case NR_recvfrom: sc = dir == RT_DIR_INGRESS ? RT_SYS_RECVFROM : 0; break;
+	case NR_readv: sc = dir == RT_DIR_INGRESS ? RT_SYS_READV : 0; break;
+	case NR_recvmsg: sc = dir == RT_DIR_INGRESS ? RT_SYS_RECVMSG : 0; break;
+	case NR_write: sc = dir == RT_DIR_EGRESS ? RT_SYS_WRITE : 0; break;
+	case NR_sendto: sc = dir == RT_DIR_EGRESS ? RT_SYS_SENDTO : 0; break;
+	case NR_writev: sc = dir == RT_DIR_EGRESS ? RT_SYS_WRITEV : 0; break;
+	case NR_sendmsg: sc = dir == RT_DIR_EGRESS ? RT_SYS_SENDMSG : 0; break;
+	/* Each chunk sendfile splices into the socket is one call. */
+	case NR_sendfile: sc = dir == RT_DIR_EGRESS ? RT_SYS_SENDFILE : 0; break;
+	}
+	if (!sc) {
+		/* io_uring, recvmmsg/sendmmsg, splice...: no user buffer or fd
+		 * to read from these registers. */
+		stat_inc(RT_STAT_UNDECODED_IO);
+		return 0;
+	}
+	__u32 fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	return on_sock_io(sk, ret, flags, RT_DIR_INGRESS);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
+{
+	return on_sock_io(sk, ret, 0, RT_DIR_EGRESS);
+}
+
+/* connect() (-> SYN_SENT), listen() (-> LISTEN) and close() (any other
+ * change: ESTABLISHED -> FIN_WAIT1, CLOSE_WAIT -> LAST_ACK, a reset with
+ * unread data -> CLOSE, FIN_WAIT2 -> TIME_WAIT...) change the state inside
+ * the syscall, in the process: the syscall number tells them apart from
+ * the changes the network makes in softirq context (on top of whichever
+ * task runs). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(sock_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0; /* the tracepoint serves SCTP and MPTCP too */
+	long nr = newstate == TCP_SYN_SENT ? NR_connect : newstate == TCP_LISTEN ? NR_listen : NR_close;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (tgid == agent_tgid)
+		return 0;
+	if (nr == NR_listen ? !(report_listen || is_target(tgid)) : !is_target(tgid))
+		return 0;
+	struct pt_regs *regs = user_regs();
+	if (!regs || regs->orig_ax != nr)
+		return 0;
+	long fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	if (nr == NR_connect)
+		emit_conn_sk(sk, fd, RT_ORIGIN_CONNECT, pid_tgid);
+	else if (nr == NR_listen)
+		emit_listen_sk(sk, fd, pid_tgid);
+	else
+		emit_close_record((__u64)sk, fd, pid_tgid);
+	return 0;
+}
+
+/* close() of a socket already in state CLOSE (the peer's reset, or the
+ * last ACK of a shutdown() arrived first) changes no state: the socket is
+ * destroyed inside the call instead. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(sock_destroy, struct sock *sk)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_target(pid_tgid >> 32))
+		return 0;
+	struct pt_regs *regs = user_regs();
+	if (!regs || regs->orig_ax != NR_close)
+		return 0;
+	emit_close_record((__u64)sk, PT_REGS_PARM1_CORE_SYSCALL(regs), pid_tgid);
+	return 0;
+}
 
 /* ---- TLS: OpenSSL uprobes ---- */
 

@@ -50,6 +50,7 @@ pub enum Record<'a> {
     Close {
         hdr: Header,
         fd: u32,
+        sock_id: u64,
     },
     Exec {
         hdr: Header,
@@ -255,6 +256,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
         return Ok(Record::Close {
             hdr: header(b),
             fd: u32_at(b, offset_of!(rt_close_event, fd)),
+            sock_id: u64_at(b, offset_of!(rt_close_event, sock_id)),
         });
     }
     if k(rt_event_kind::RT_EV_EXEC) || k(rt_event_kind::RT_EV_EXIT) {

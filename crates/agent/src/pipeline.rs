@@ -73,7 +73,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let sel = &config.selection;
     let trace_all = sel.is_everything();
-    let capture = Capture::load(&LoadOptions {
+    let mut load = LoadOptions {
         agent_tgid: std::process::id(),
         trace_all,
         report_listen: sel.has_ports(),
@@ -93,15 +93,31 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         syscall_hooks: match config.syscall_hooks {
             HookMode::Raw => SyscallHooks::RawExit,
             HookMode::PerSyscall => SyscallHooks::PerSyscall,
+            HookMode::Socket => SyscallHooks::Socket,
         },
         tls: config.tls_capture,
-    })
+    };
+    let capture = match Capture::load(&load) {
+        // The socket tracepoints came with Linux 6.4: older kernels get
+        // the syscall-exit hook, which sees the same bytes at a higher
+        // cost for every process.
+        Err(e) if load.syscall_hooks == SyscallHooks::Socket => {
+            warn!(
+                error = format!("{:#}", anyhow::Error::from(e)),
+                "socket hooks unavailable (sock:sock_recv_length/sock_send_length need Linux 6.4): \
+                 hooking every syscall exit instead (raw), which costs every process on the host more"
+            );
+            load.syscall_hooks = SyscallHooks::RawExit;
+            Capture::load(&load)
+        }
+        other => other,
+    }
     .context("loading the BPF capture programs")?;
     info!(
         selection = %config.selection,
         capture_bytes = capture.capture_bytes(),
-        hooks = ?config.syscall_hooks,
-        "capture attached (syscall exits, sched_process_fork/exec/exit)"
+        hooks = ?load.syscall_hooks,
+        "capture attached (socket I/O, sched_process_fork/exec/exit)"
     );
 
     let targets = if trace_all {

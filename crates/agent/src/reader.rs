@@ -36,8 +36,12 @@ enum RecordKind {
     TlsKeys,
     TlsMemoryBio,
 }
-/// Label of `ratatosk_connections_opened_total`, indexed by `ConnOrigin`.
-const ORIGINS: [&str; 2] = ["accept", "connect"];
+/// Label of `ratatosk_connections_opened_total`, indexed by `ConnOrigin`,
+/// then connections first seen by their bytes (`ORIGIN_DATA`): accepted
+/// ones under the socket hooks, which do not see accept(), and any open
+/// before the agent started.
+const ORIGINS: [&str; 3] = ["accept", "connect", "data"];
+const ORIGIN_DATA: usize = 2;
 
 /// Adds local counts to a labelled counter family and clears them.
 fn publish(counts: &mut [u64], kinds: &[&'static str], family: &Family<KindLabel, Counter>) {
@@ -181,7 +185,9 @@ impl RecordSink for Reader {
                 if self.discovery.is_rejected(d.hdr.tgid) {
                     return;
                 }
-                self.tracker.on_data(&d, &mut self.finished);
+                if self.tracker.on_data(&d, &mut self.finished) {
+                    self.opened[ORIGIN_DATA] += 1;
+                }
             }
             Record::ConnOpen {
                 hdr,
@@ -198,10 +204,10 @@ impl RecordSink for Reader {
                 self.tracker
                     .on_open(hdr.tgid, hdr.ts_ns, sock_id, fd, tuple, &mut self.finished);
             }
-            Record::Close { hdr, fd } => {
+            Record::Close { hdr, fd, sock_id } => {
                 self.count(RecordKind::Close);
                 self.tracker
-                    .on_close(hdr.tgid, fd, hdr.ts_ns, &mut self.finished);
+                    .on_close(hdr.tgid, fd, sock_id, hdr.ts_ns, &mut self.finished);
             }
             Record::Exec {
                 hdr,

@@ -57,6 +57,9 @@ pub struct SelfMetrics {
     pub capture_read_faults: Counter,
     /// Forked children not traced because the target map was full.
     pub targets_full: Counter,
+    /// Socket I/O of traced processes the socket hooks could not decode
+    /// (io_uring, recvmmsg/sendmmsg, splice): not reported.
+    pub capture_undecoded_io: Counter,
     /// Records the reader consumed, by kind.
     pub reader_records: Family<KindLabel, Counter>,
     /// Records the reader could not decode.
@@ -68,7 +71,8 @@ pub struct SelfMetrics {
     /// Parser events that lose data, by reason (invalid message, resync,
     /// unpaired response, pending queue full, ...).
     pub parser_errors: Family<ReasonLabel, Counter>,
-    /// Connections seen opening, by origin (accept, connect).
+    /// Connections seen opening, by origin (accept, connect, or data:
+    /// first seen by its bytes).
     pub connections_opened: Family<KindLabel, Counter>,
     /// Connections currently tracked.
     pub connections_tracked: Gauge,
@@ -138,6 +142,11 @@ impl SelfMetrics {
             "ratatosk_capture_read_faults",
             "Payloads the kernel could not read from user memory",
             self.capture_read_faults.clone(),
+        );
+        r.register(
+            "ratatosk_capture_undecoded_io",
+            "Socket reads/writes of traced processes not reported: done by a syscall the socket hooks cannot decode (io_uring, recvmmsg/sendmmsg, splice)",
+            self.capture_undecoded_io.clone(),
         );
         r.register(
             "ratatosk_targets_full",
@@ -295,6 +304,8 @@ impl SelfMetrics {
             .inc_by(d(now.read_faults, last.read_faults));
         self.targets_full
             .inc_by(d(now.targets_full, last.targets_full));
+        self.capture_undecoded_io
+            .inc_by(d(now.undecoded_io, last.undecoded_io));
         for (i, (probe, entry)) in ratatosk_bpf::UPROBES.iter().enumerate() {
             let n = d(
                 now.uprobe_hits.get(i).copied().unwrap_or(0),

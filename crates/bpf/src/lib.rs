@@ -25,12 +25,17 @@ pub use preflight::{PreflightError, ensure_tracefs, preflight};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyscallHooks {
     /// One `tp_btf/sys_exit` program that every syscall on the host enters.
-    #[default]
     RawExit,
     /// One `syscalls:sys_exit_*` tracepoint per socket syscall: other
     /// syscalls run no BPF, socket syscalls take the heavier perf path.
     /// Needs tracefs.
     PerSyscall,
+    /// `sock:sock_recv_length`/`sock_send_length` and
+    /// `sock:inet_sock_set_state`: only socket I/O and TCP state changes
+    /// run BPF, and no syscall tracepoint slows every syscall down.
+    /// accept() is not seen (a connection starts at its first bytes).
+    #[default]
+    Socket,
 }
 
 /// Settings fixed at load time (BPF read-only data and map sizes).
@@ -229,9 +234,19 @@ impl Capture {
         }
 
         let per_syscall = opts.syscall_hooks == SyscallHooks::PerSyscall;
+        let socket = opts.syscall_hooks == SyscallHooks::Socket;
         {
             let p = &mut open.progs;
-            p.sys_exit.set_autoload(!per_syscall);
+            p.sys_exit
+                .set_autoload(opts.syscall_hooks == SyscallHooks::RawExit);
+            for prog in [
+                &mut p.sock_recv_length,
+                &mut p.sock_send_length,
+                &mut p.sock_state,
+                &mut p.sock_destroy,
+            ] {
+                prog.set_autoload(socket);
+            }
             for prog in [
                 &mut p.sys_exit_read,
                 &mut p.sys_exit_write,
@@ -283,7 +298,12 @@ impl Capture {
                 )
             };
         }
-        if per_syscall {
+        if socket {
+            attach!(sock_recv_length);
+            attach!(sock_send_length);
+            attach!(sock_state);
+            attach!(sock_destroy);
+        } else if per_syscall {
             attach!(sys_exit_read);
             attach!(sys_exit_write);
             attach!(sys_exit_readv);
@@ -550,6 +570,8 @@ pub struct BpfStats {
     pub tls_not_socket_bio: u64,
     /// ClientHellos whose SSL object (over a non-socket BIO) was not found.
     pub tls_hello_unmatched: u64,
+    /// Socket I/O the socket hooks could not decode (io_uring, mmsg).
+    pub undecoded_io: u64,
 }
 
 /// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
@@ -615,6 +637,7 @@ impl Counters {
             tls_keys_fault: get(rt_stat::RT_STAT_TLS_KEYS_FAULT)?,
             tls_not_socket_bio: get(rt_stat::RT_STAT_TLS_NOT_SOCKET_BIO)?,
             tls_hello_unmatched: get(rt_stat::RT_STAT_TLS_HELLO_UNMATCHED)?,
+            undecoded_io: get(rt_stat::RT_STAT_UNDECODED_IO)?,
         })
     }
 }

@@ -638,3 +638,65 @@ fn incoming_traceparent_is_joined_and_its_sampled_flag_followed() {
         assert_eq!(s["sampled"], sampled, "{s}");
     }
 }
+
+/// The three ways of hooking socket I/O see the same exchanges and the
+/// same connection ends: `socket` (the default: sock tracepoints), `raw`
+/// (every syscall exit) and `per-syscall` (one tracepoint per socket
+/// syscall). Every connection is closed by the end, so none stays tracked.
+#[test]
+fn every_hook_mode_sees_the_same_requests_and_closes() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _nginx = Nginx::start(www.path(), port);
+    let host = format!("Host: 127.0.0.1:{port}\r\n");
+    let pipelined = format!(
+        "GET /hello HTTP/1.1\r\n{host}\r\nGET /missing HTTP/1.1\r\n{host}\r\nGET /hello?x=1 HTTP/1.1\r\n{host}\r\n"
+    );
+    for (mode, opened) in [
+        ("socket", "data"),
+        ("raw", "accept"),
+        ("per-syscall", "accept"),
+    ] {
+        let agent = Agent::start(&["--open-port", &port.to_string(), "--syscall-hooks", mode]);
+        assert_eq!(
+            raw_exchange(port, &[pipelined.as_bytes()], 3),
+            vec![200, 404, 200],
+            "{mode}"
+        );
+        // nginx closes the connection itself after this one.
+        let close = format!("GET /hello HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
+        assert_eq!(
+            raw_exchange(port, &[close.as_bytes()], 1),
+            vec![200],
+            "{mode}"
+        );
+
+        let spans = agent.wait_spans(4, WAIT, server_spans_on(port));
+        let mut paths: Vec<String> = spans.iter().map(|s| attr(s, "url.path")).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            ["/hello", "/hello", "/hello", "/missing"],
+            "{mode}: {spans:#?}"
+        );
+        let deadline = Instant::now() + WAIT;
+        while agent.metric_sum("ratatosk_connections_tracked", &[]) != 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: connections still tracked after both closed; agent counters:\n{}",
+                agent.self_counters()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let m = agent.metrics();
+        assert!(
+            metric_sum(&m, "ratatosk_connections_opened_total", &[("kind", opened)]) >= 2.0,
+            "{mode}: connections not counted as opened by {opened}:\n{m}"
+        );
+        assert!(
+            metric_sum(&m, "ratatosk_reader_records_total", &[("kind", "close")]) >= 2.0,
+            "{mode}: no close records"
+        );
+    }
+}

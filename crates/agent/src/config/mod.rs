@@ -414,7 +414,7 @@ impl Config {
         let syscall_hooks = src.value(
             "syscall_hooks",
             take(file.ebpf.syscall_hooks.clone()),
-            HookMode::Raw,
+            HookMode::Socket,
         )?;
         let tls_capture = src
             .value(

@@ -208,7 +208,7 @@ fn precedence_flag_env_file_default() {
     assert_eq!(c.routes.unmatched, UnmatchedRoutes::Wildcard);
     assert_eq!(c.routes.max_per_service, 50);
     assert_eq!(c.naming.service_name.as_deref(), Some("from-file"));
-    assert_eq!(c.syscall_hooks, HookMode::Raw);
+    assert_eq!(c.syscall_hooks, HookMode::Socket);
     // Environment (primary or alias) over file.
     let env = [
         ("BEYLA_LOG_LEVEL", "error"),

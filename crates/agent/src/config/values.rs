@@ -345,6 +345,7 @@ pub fn one_of(names: &[&str]) -> String {
 pub enum HookMode {
     Raw,
     PerSyscall,
+    Socket,
 }
 
 impl FromStr for HookMode {
@@ -353,9 +354,10 @@ impl FromStr for HookMode {
         match s.trim().to_ascii_lowercase().as_str() {
             "raw" => Ok(HookMode::Raw),
             "per-syscall" | "per_syscall" => Ok(HookMode::PerSyscall),
+            "socket" => Ok(HookMode::Socket),
             _ => Err(format!(
                 "unknown syscall hook mode `{s}` (expected {})",
-                one_of(&["raw", "per-syscall"])
+                one_of(&["raw", "per-syscall", "socket"])
             )),
         }
     }

@@ -170,7 +170,9 @@ impl Tracker {
         self.total += 1;
     }
 
-    pub fn on_data(&mut self, d: &Data<'_>, out: &mut Vec<Finished>) {
+    /// One data record; true if it started tracking a connection (first
+    /// seen by its bytes, not by an open record).
+    pub fn on_data(&mut self, d: &Data<'_>, out: &mut Vec<Finished>) -> bool {
         let tgid = d.hdr.tgid;
         // Fast path, nearly every record: a known connection already
         // mapped from this fd costs two lookups.
@@ -186,7 +188,7 @@ impl Tracker {
                 out,
             };
             feed_record(&mut ctx, conn, d, &mut self.plain);
-            return;
+            return false;
         }
         let known = self
             .procs
@@ -210,7 +212,7 @@ impl Tracker {
             .or_insert_with(|| Conn::new(d.tuple, d.hdr.ts_ns, None));
         pc.bind_fd(d.fd, d.sock_id);
         let Some(conn) = pc.conns.get_mut(&d.sock_id) else {
-            return;
+            return !known;
         };
         let mut ctx = Ctx {
             limits: *limits,
@@ -220,6 +222,7 @@ impl Tracker {
             out,
         };
         feed_record(&mut ctx, conn, d, plain);
+        !known
     }
 
     /// The secrets of a connection whose ciphertext is being captured:
@@ -257,11 +260,17 @@ impl Tracker {
         feed_decrypted(&mut ctx, conn, plain);
     }
 
-    /// close(fd) succeeded in `tgid`.
-    pub fn on_close(&mut self, tgid: u32, fd: u32, ts: u64, out: &mut Vec<Finished>) {
-        let Some(sock_id) = self.procs.get_mut(&tgid).and_then(|p| p.fds.remove(&fd)) else {
+    /// close(fd) of the TCP socket `sock_id` in `tgid`.
+    pub fn on_close(&mut self, tgid: u32, fd: u32, sock_id: u64, ts: u64, out: &mut Vec<Finished>) {
+        let Some(pc) = self.procs.get_mut(&tgid) else {
             return;
         };
+        // The fd may already name another socket (the socket hooks report
+        // the close of a socket whose fd was dup'ed over): unmap it only
+        // if it is this one's.
+        if pc.fds.get(&fd) == Some(&sock_id) {
+            pc.fds.remove(&fd);
+        }
         self.finish(tgid, sock_id, ts, out);
         if self
             .procs
@@ -702,7 +711,7 @@ mod tests {
         let (mut t, _) = tracker(16);
         let mut out = Vec::new();
         t.on_data(&data(9, 4, 10, Direction::Egress, REQ), &mut out);
-        t.on_close(7, 4, 50, &mut out);
+        t.on_close(7, 4, 9, 50, &mut out);
         assert_eq!(
             out.len(),
             1,
@@ -712,7 +721,7 @@ mod tests {
         assert_eq!(out[0].exchange.role, Role::Client);
         assert_eq!(t.tracked(), 0);
         // Closing an fd we never saw does nothing.
-        t.on_close(7, 99, 60, &mut out);
+        t.on_close(7, 99, 99, 60, &mut out);
         assert_eq!(out.len(), 1);
     }
 
@@ -725,14 +734,29 @@ mod tests {
         // again: each record remaps it, whatever the shortcut remembered.
         t.on_data(&data(2, 3, 20, Direction::Ingress, REQ), &mut out);
         t.on_data(&data(1, 3, 30, Direction::Ingress, &[]), &mut out);
-        t.on_close(7, 3, 40, &mut out);
+        t.on_close(7, 3, 1, 40, &mut out);
         assert_eq!(out.len(), 1, "only socket 1 closed");
         assert_eq!(out[0].exchange.request_start_ns, 10);
         assert_eq!(t.tracked(), 1);
         t.on_data(&data(2, 3, 50, Direction::Ingress, &[]), &mut out);
-        t.on_close(7, 3, 60, &mut out);
+        t.on_close(7, 3, 2, 60, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].exchange.request_start_ns, 20);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn close_of_a_socket_whose_fd_now_names_another_keeps_the_other() {
+        let (mut t, _) = tracker(16);
+        let mut out = Vec::new();
+        t.on_data(&data(1, 3, 10, Direction::Ingress, REQ), &mut out);
+        t.on_data(&data(2, 3, 20, Direction::Ingress, REQ), &mut out);
+        // Socket 1 closes (its fd 3 was dup2'ed over): socket 2 keeps fd 3.
+        t.on_close(7, 3, 1, 30, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].exchange.request_start_ns, 10);
+        t.on_close(7, 3, 2, 40, &mut out);
+        assert_eq!(out.len(), 2, "fd 3 still mapped to socket 2");
         assert_eq!(t.tracked(), 0);
     }
 
