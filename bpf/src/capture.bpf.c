@@ -739,29 +739,37 @@ static __always_inline void emit_listen(long fd, __u64 pid_tgid)
 	emit_listen_sk(sk, fd, pid_tgid);
 }
 
+/* The data syscall `nr` is (enum rt_syscall; 0 if none) and its direction. */
+static __always_inline __u8 data_syscall(long nr, __u8 *dir)
+{
+	*dir = RT_DIR_INGRESS;
+	switch (nr) {
+	case NR_read: return RT_SYS_READ;
+	case NR_recvfrom: return RT_SYS_RECVFROM;
+	case NR_readv: return RT_SYS_READV;
+	case NR_recvmsg: return RT_SYS_RECVMSG;
+	}
+	*dir = RT_DIR_EGRESS;
+	switch (nr) {
+	case NR_write: return RT_SYS_WRITE;
+	case NR_sendto: return RT_SYS_SENDTO;
+	case NR_writev: return RT_SYS_WRITEV;
+	case NR_sendmsg: return RT_SYS_SENDMSG;
+	case NR_sendfile: return RT_SYS_SENDFILE;
+	}
+	return 0;
+}
+
 /* The whole syscall-exit logic, shared by the two ways of hooking it. */
 static __always_inline int handle_exit(long nr, long ret, struct pt_regs *regs)
 {
-	__u8 sc, dir = RT_DIR_INGRESS;
+	__u8 dir;
+	__u8 sc = data_syscall(nr, &dir);
 
 	/* Cheapest test first: most syscalls on the host are not ours. */
-	switch (nr) {
-	case NR_read: sc = RT_SYS_READ; break;
-	case NR_recvfrom: sc = RT_SYS_RECVFROM; break;
-	case NR_readv: sc = RT_SYS_READV; break;
-	case NR_recvmsg: sc = RT_SYS_RECVMSG; break;
-	case NR_write: sc = RT_SYS_WRITE; dir = RT_DIR_EGRESS; break;
-	case NR_sendto: sc = RT_SYS_SENDTO; dir = RT_DIR_EGRESS; break;
-	case NR_writev: sc = RT_SYS_WRITEV; dir = RT_DIR_EGRESS; break;
-	case NR_sendmsg: sc = RT_SYS_SENDMSG; dir = RT_DIR_EGRESS; break;
-	case NR_sendfile: sc = RT_SYS_SENDFILE; dir = RT_DIR_EGRESS; break;
-	case NR_accept:
-	case NR_accept4:
-	case NR_connect:
-	case NR_close:
-	case NR_listen: sc = 0; break;
-	default: return 0;
-	}
+	if (!sc && nr != NR_accept && nr != NR_accept4 && nr != NR_connect && nr != NR_close &&
+	    nr != NR_listen)
+		return 0;
 
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
@@ -878,20 +886,10 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	struct pt_regs *regs = user_regs();
 	if (!regs)
 		return 0;
-	__u8 sc = 0;
-	switch (regs->orig_ax) {
-	case NR_read: sc = dir == RT_DIR_INGRESS ? RT_SYS_READ : 0; break;
-	case NR_recvfrom: sc = dir == RT_DIR_INGRESS ? RT_SYS_RECVFROM : 0; break;
-	case NR_readv: sc = dir == RT_DIR_INGRESS ? RT_SYS_READV : 0; break;
-	case NR_recvmsg: sc = dir == RT_DIR_INGRESS ? RT_SYS_RECVMSG : 0; break;
-	case NR_write: sc = dir == RT_DIR_EGRESS ? RT_SYS_WRITE : 0; break;
-	case NR_sendto: sc = dir == RT_DIR_EGRESS ? RT_SYS_SENDTO : 0; break;
-	case NR_writev: sc = dir == RT_DIR_EGRESS ? RT_SYS_WRITEV : 0; break;
-	case NR_sendmsg: sc = dir == RT_DIR_EGRESS ? RT_SYS_SENDMSG : 0; break;
-	/* Each chunk sendfile splices into the socket is one call. */
-	case NR_sendfile: sc = dir == RT_DIR_EGRESS ? RT_SYS_SENDFILE : 0; break;
-	}
-	if (!sc) {
+	/* sendfile: each chunk it splices into the socket is one call. */
+	__u8 sc_dir;
+	__u8 sc = data_syscall(regs->orig_ax, &sc_dir);
+	if (!sc || sc_dir != dir) {
 		/* io_uring, recvmmsg/sendmmsg, splice...: no user buffer or fd
 		 * to read from these registers. */
 		stat_inc(RT_STAT_UNDECODED_IO);
