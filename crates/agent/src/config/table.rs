@@ -254,8 +254,8 @@ pub const SETTINGS: &[Setting] = &[
         env: "RATATOSK_SYSCALL_HOOKS",
         aliases: &[],
         yaml: Some("ebpf.syscall_hooks"),
-        default: "raw",
-        help: "How socket I/O is hooked: `raw` (one tp_btf program on raw_syscalls:sys_exit), `per-syscall` (one syscalls:sys_exit_* tracepoint per socket syscall) or `socket` (the sock:sock_recv_length/sock_send_length and inet_sock_set_state tracepoints: only socket I/O runs BPF). See ARCHITECTURE.md.",
+        default: "socket",
+        help: "How socket I/O is hooked: `socket` (the sock:sock_recv_length/sock_send_length and inet_sock_set_state tracepoints: only socket I/O runs BPF; `raw` on kernels before 6.4), `raw` (one tp_btf program on raw_syscalls:sys_exit) or `per-syscall` (one syscalls:sys_exit_* tracepoint per socket syscall). See ARCHITECTURE.md.",
     },
     Setting {
         id: "tls_capture",

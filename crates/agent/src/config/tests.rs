@@ -422,3 +422,11 @@ fn obi_auto_target_exe_is_a_glob() {
     let re = c.selection.include[0].exe_path.as_ref().unwrap();
     assert!(re.is_match("/opt/app.v2") && !re.is_match("/opt/appXv2"));
 }
+
+/// The default `--help` shows for the hook mode is the one resolved.
+#[test]
+fn shown_hook_mode_default_is_the_resolved_one() {
+    let shown = table::get("syscall_hooks").default;
+    let resolved = parse(&[], &[]).unwrap().syscall_hooks;
+    assert_eq!(shown.parse::<HookMode>(), Ok(resolved));
+}

@@ -3,7 +3,8 @@
 //! output into finished exchanges tagged with their connection.
 //!
 //! A socket is identified by its kernel `struct sock` address (stable while
-//! it lives); `(tgid, fd)` maps close records back to it. Every table is
+//! it lives); close records carry it, and `(tgid, fd)` tracks which socket
+//! each descriptor names. Every table is
 //! bounded: connections by `max_conns` (least recently active evicted,
 //! counted), and per-connection state by the parser's own limits.
 
