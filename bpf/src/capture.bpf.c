@@ -117,6 +117,15 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
+/* Syscall argument N from the saved user registers (x86-64: rdi, rsi,
+ * rdx, r10). `regs` is always BTF-typed here (tp_btf argument or
+ * bpf_task_pt_regs()), so these are plain loads; PT_REGS_PARMn_CORE_SYSCALL
+ * would cost a bpf_probe_read_kernel() call each. */
+#define SC_ARG1(regs) ((regs)->di)
+#define SC_ARG2(regs) ((regs)->si)
+#define SC_ARG3(regs) ((regs)->dx)
+#define SC_ARG4(regs) ((regs)->r10)
+
 static __always_inline bool is_target(__u32 tgid)
 {
 	if (tgid == agent_tgid)
@@ -272,6 +281,27 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } tls_socks SEC(".maps");
+
+/* Processes in which a TLS uprobe has run (tgid -> 1): only their sockets
+ * can be in tls_calls, tls_socks or tls_keysocks, every entry of which is
+ * made in such a probe. A process without TLS (nginx serving plain HTTP
+ * has libssl loaded all the same) skips those three lookups per record.
+ * Inherited at fork (a pre-forked worker keeps its parent's SSL objects),
+ * removed at exit; sized like `targets`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} tls_procs SEC(".maps");
+
+static __always_inline void tls_proc_mark(__u32 tgid)
+{
+	if (!bpf_map_lookup_elem(&tls_procs, &tgid)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&tls_procs, &tgid, &one, BPF_ANY);
+	}
+}
 
 /* pid_tgid -> the last socket the thread read TLS records from outside an
  * SSL call: libraries that feed OpenSSL through memory BIOs (Node) read the
@@ -529,7 +559,8 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 					   __u8 sc, __u8 dir, __u64 pid_tgid)
 {
 	bool cipher = false;
-	if (tls_capture) {
+	__u32 tgid = pid_tgid >> 32;
+	if (tls_capture && bpf_map_lookup_elem(&tls_procs, &tgid)) {
 		__u64 sock = (__u64)sk;
 		struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
 		if (c) {
@@ -595,7 +626,7 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 		want = ret;
 
 	__u32 got = 0;
-	void *ubuf = (void *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	void *ubuf = (void *)SC_ARG2(regs);
 	switch (sc) {
 	case RT_SYS_READ:
 	case RT_SYS_WRITE:
@@ -610,7 +641,7 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 		break;
 	case RT_SYS_READV:
 	case RT_SYS_WRITEV:
-		got = copy_iov(ev, ubuf, PT_REGS_PARM3_CORE_SYSCALL(regs), want);
+		got = copy_iov(ev, ubuf, SC_ARG3(regs), want);
 		break;
 	case RT_SYS_RECVMSG:
 	case RT_SYS_SENDMSG: {
@@ -642,7 +673,7 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 
 static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, __u8 dir, __u64 pid_tgid)
 {
-	__u32 fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	__u32 fd = (__u32)SC_ARG1(regs);
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return;
@@ -776,7 +807,7 @@ static __always_inline int handle_exit(long nr, long ret, struct pt_regs *regs)
 
 	if (nr == NR_listen) {
 		if (ret == 0 && tgid != agent_tgid && (report_listen || is_target(tgid)))
-			emit_listen(PT_REGS_PARM1_CORE_SYSCALL(regs), pid_tgid);
+			emit_listen(SC_ARG1(regs), pid_tgid);
 		return 0;
 	}
 	/* Failed or empty transfers (EAGAIN after an edge-triggered read loop)
@@ -788,8 +819,8 @@ static __always_inline int handle_exit(long nr, long ret, struct pt_regs *regs)
 	/* A peek (nginx looks at the first byte to tell TLS from plain HTTP)
 	 * leaves the bytes to a later read: reporting them would count them
 	 * twice. */
-	if ((nr == NR_recvfrom && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK)) ||
-	    (nr == NR_recvmsg && (PT_REGS_PARM3_CORE_SYSCALL(regs) & MSG_PEEK)))
+	if ((nr == NR_recvfrom && (SC_ARG4(regs) & MSG_PEEK)) ||
+	    (nr == NR_recvmsg && (SC_ARG3(regs) & MSG_PEEK)))
 		return 0;
 
 	switch (nr) {
@@ -800,11 +831,11 @@ static __always_inline int handle_exit(long nr, long ret, struct pt_regs *regs)
 		return 0;
 	case NR_connect:
 		if (ret == 0 || ret == -EINPROGRESS)
-			emit_conn(PT_REGS_PARM1_CORE_SYSCALL(regs), RT_ORIGIN_CONNECT, pid_tgid);
+			emit_conn(SC_ARG1(regs), RT_ORIGIN_CONNECT, pid_tgid);
 		return 0;
 	case NR_close:
 		if (ret == 0)
-			emit_close(PT_REGS_PARM1_CORE_SYSCALL(regs), pid_tgid);
+			emit_close(SC_ARG1(regs), pid_tgid);
 		return 0;
 	}
 	emit_data(regs, ret, sc, dir, pid_tgid);
@@ -895,7 +926,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 		stat_inc(RT_STAT_UNDECODED_IO);
 		return 0;
 	}
-	__u32 fd = (__u32)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	__u32 fd = (__u32)SC_ARG1(regs);
 	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid);
 	return 0;
 }
@@ -933,7 +964,7 @@ int BPF_PROG(sock_state, struct sock *sk, int oldstate, int newstate)
 	struct pt_regs *regs = user_regs();
 	if (!regs || regs->orig_ax != nr)
 		return 0;
-	long fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	long fd = SC_ARG1(regs);
 	if (nr == NR_connect)
 		emit_conn_sk(sk, fd, RT_ORIGIN_CONNECT, pid_tgid);
 	else if (nr == NR_listen)
@@ -955,7 +986,7 @@ int BPF_PROG(sock_destroy, struct sock *sk)
 	struct pt_regs *regs = user_regs();
 	if (!regs || regs->orig_ax != NR_close)
 		return 0;
-	emit_close_record((__u64)sk, PT_REGS_PARM1_CORE_SYSCALL(regs), pid_tgid);
+	emit_close_record((__u64)sk, SC_ARG1(regs), pid_tgid);
 	return 0;
 }
 
@@ -967,6 +998,7 @@ static __always_inline int tls_enter(void *ssl, const void *buf, __u64 len_ptr)
 
 	if (!is_target(pid_tgid >> 32))
 		return 0;
+	tls_proc_mark(pid_tgid >> 32);
 	struct tls_call c = { .ssl = (__u64)ssl, .buf = (__u64)buf, .len_ptr = len_ptr };
 	bpf_map_update_elem(&tls_calls, &pid_tgid, &c, BPF_ANY);
 	return 0;
@@ -1145,6 +1177,7 @@ static __always_inline int on_set_rbio(struct pt_regs *ctx, void *ssl, void *rbi
 	__u64 rbio = (__u64)rbio_arg;
 	if (!is_target(tgid) || !ssl || !rbio)
 		return 0;
+	tls_proc_mark(tgid);
 	__u32 idx = bpf_get_attach_cookie(ctx);
 	struct rt_ssl_layout *l = bpf_map_lookup_elem(&ssl_layouts, &idx);
 	if (!l || !l->valid)
@@ -1279,6 +1312,7 @@ static __always_inline bool go_conn_sock(__u64 conn, __u64 layout, struct sock_f
 		return false;
 	out->sock = (__u64)sk;
 	out->fd = sysfd;
+	tls_proc_mark(bpf_get_current_pid_tgid() >> 32);
 	__u8 one = 1;
 	bpf_map_update_elem(&tls_socks, &out->sock, &one, BPF_ANY);
 	return true;
@@ -1350,8 +1384,12 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	__u32 ptgid = BPF_CORE_READ(parent, tgid);
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
 
-	if (ptgid == ctgid || trace_all)
-		return 0; /* a new thread, or everything is traced anyway */
+	if (ptgid == ctgid)
+		return 0; /* a new thread */
+	if (tls_capture && bpf_map_lookup_elem(&tls_procs, &ptgid))
+		tls_proc_mark(ctgid);
+	if (trace_all)
+		return 0; /* everything is traced anyway */
 	if (!bpf_map_lookup_elem(&targets, &ptgid))
 		return 0;
 	struct rt_target t = { .inherited = 1 };
@@ -1401,8 +1439,10 @@ int BPF_PROG(sched_process_exit, struct task_struct *task)
 	bool traced = is_target(tgid);
 
 	bpf_map_delete_elem(&targets, &tgid);
-	if (tls_capture)
+	if (tls_capture) {
 		bpf_map_delete_elem(&tls_pending, &tgid);
+		bpf_map_delete_elem(&tls_procs, &tgid);
+	}
 	if (!traced)
 		return 0;
 	struct rt_proc_event *ev = ctrl_reserve(sizeof(*ev), RT_EV_EXIT, pid_tgid);

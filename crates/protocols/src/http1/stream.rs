@@ -530,22 +530,22 @@ impl<K: MessageKind> MessageStream<K> {
             self.nl = 0;
         }
         let fresh = self.buf.is_empty();
-        let room = self.max_head.saturating_sub(self.buf.len()) + 1;
-        let (n, found) = self.scan_terminator(input.data.get(..room).unwrap_or(input.data));
         // Fast path: a whole head in one segment is parsed where it lies,
-        // without copying it into `buf`. Same verdict as `settle` would
-        // reach on the copy (a complete, valid head within the cap).
-        if fresh && found && n <= self.max_head {
-            let head = input.data.get(..n).unwrap_or_default();
-            if let Ok(Parsed::Complete { frame, consumed }) = K::parse(head, self.max_target)
-                && consumed == n
-            {
-                self.take_data(input, n);
+        // without copying it into `buf` or scanning for its end first (the
+        // parser finds it). Same verdict as `settle` would reach on the
+        // copy (a complete, valid head within the cap); anything else takes
+        // the scanning path below.
+        if fresh {
+            let head = input.data.get(..self.max_head).unwrap_or(input.data);
+            if let Ok(Parsed::Complete { frame, consumed }) = K::parse(head, self.max_target) {
+                self.take_data(input, consumed);
                 self.start_ns = ts;
                 self.last_ns = ts;
                 return Some(self.head_parsed(frame, ts));
             }
         }
+        let room = self.max_head.saturating_sub(self.buf.len()) + 1;
+        let (n, found) = self.scan_terminator(input.data.get(..room).unwrap_or(input.data));
         let taken = self.take_data(input, n);
         let new_line = taken.contains(&b'\n');
         self.push_buf(ts, taken);
