@@ -78,21 +78,77 @@ def one_run(port: int, duration: int) -> dict:
             "cs_per_req": (cs1 - cs0) / (r.rps * duration)}
 
 
+def measure(variants: dict[str, list[str]], rounds: int, duration: int) -> dict[str, list[dict]]:
+    """Runs the baseline and every variant (NAME -> agent argv) once per
+    round, in a rotating order, against one nginx pinned to CPU 0."""
+    kinds = ["baseline", *variants]
+    tmp = Path(tempfile.mkdtemp(prefix="ratatosk-pinned-"))
+    results: dict[str, list[dict]] = {k: [] for k in kinds}
+    server = None
+    try:
+        server = start_nginx(tmp, cpu=0)
+        port = server.main.port
+        run_cmd([*on_cpu(1), "wrk", "-t1", "-c8", "-d1s", f"http://127.0.0.1:{port}/file"], 30, "wrk")
+        for rnd in range(rounds):
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
+            for kind in order:
+                agent_proc = None
+                if kind != "baseline":
+                    argv = variants[kind]
+                    selected = free_port() if kind.startswith("hooks") else port
+                    agent_proc = Agent(Path(argv[0]), selected, tmp / f"{kind}.log", "socket", extra=tuple(argv[1:]))
+                try:
+                    r = one_run(port, duration)
+                finally:
+                    if agent_proc:
+                        agent_proc.stop()
+                results[kind].append(r)
+                print(f"round {rnd + 1} {kind:17} {r['rps']:9.0f} req/s  idle per CPU "
+                      f"{' '.join(f'{x:4.1f}%' for x in r['idle'])}  {r['cs_per_req']:.2f} cs/req",
+                      file=sys.stderr, flush=True)
+    finally:
+        if server:
+            for proc in reversed(server.procs):
+                stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def table(results: dict[str, list[dict]], rounds: int, duration: int) -> str:
+    """Markdown: per run kind, median req/s and ratio to its round's baseline."""
+    med = statistics.median
+    lines = [f"nginx on CPU 0, wrk -c8 on CPU 1; {rounds} rounds x {duration} s; medians",
+             "| run | req/s | ratio (min-max) | idle CPU 0 | idle CPU 1 | context switches/req |",
+             "|---|---:|---|---:|---:|---:|"]
+    for kind, runs in results.items():
+        ratios = [r["rps"] / b["rps"] for r, b in zip(runs, results["baseline"])]
+        lines.append(f"| {kind} | {med([r['rps'] for r in runs]):,.0f} | {med(ratios):.3f} "
+                     f"({min(ratios):.3f}-{max(ratios):.3f}) | {med([r['idle'][0] for r in runs]):.1f} % | "
+                     f"{med([r['idle'][1] for r in runs]):.1f} % | {med([r['cs_per_req'] for r in runs]):.2f} |")
+    return "\n".join(lines)
+
+
+def preflight() -> str | None:
+    """Why this machine cannot run the pinned comparison, or None."""
+    if os.geteuid() != 0:
+        return "run as root (the agent loads BPF programs)"
+    missing = [t for t in ("nginx", "wrk", "taskset", "bpftool") if not shutil.which(t)]
+    if missing:
+        return f"missing: {', '.join(missing)} (run bench/setup.sh as root)"
+    if (os.cpu_count() or 1) < 2:
+        return "needs 2 CPUs"
+    return None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="measured seconds per run")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=COMMAND")
     opts = p.parse_args()
-    if os.geteuid() != 0:
-        print("pinned: run as root (the agent loads BPF programs)", file=sys.stderr)
-        return 1
-    missing = [t for t in ("nginx", "wrk", "taskset", "bpftool") if not shutil.which(t)]
-    if missing:
-        print(f"pinned: missing: {', '.join(missing)} (run bench/setup.sh as root)", file=sys.stderr)
-        return 1
-    if (os.cpu_count() or 1) < 2:
-        print("pinned: needs 2 CPUs", file=sys.stderr)
+    why = preflight()
+    if why:
+        print(f"pinned: {why}", file=sys.stderr)
         return 1
     agent = REPO / "target/release/ratatosk"
     specs = opts.variant or [f"hooks-only={agent}", f"ratatosk={agent}"]
@@ -105,51 +161,12 @@ def main() -> int:
         if not Path(argv[0]).exists():
             p.error(f"--variant {name}: {argv[0]} does not exist (cargo build --release -p ratatosk)")
         variants[name] = argv
-    kinds = ["baseline", *variants]
-
-    tmp = Path(tempfile.mkdtemp(prefix="ratatosk-pinned-"))
-    results: dict[str, list[dict]] = {k: [] for k in kinds}
-    server = None
     try:
-        server = start_nginx(tmp, cpu=0)
-        port = server.main.port
-        run_cmd([*on_cpu(1), "wrk", "-t1", "-c8", "-d1s", f"http://127.0.0.1:{port}/file"], 30, "wrk")
-        for rnd in range(opts.rounds):
-            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
-            for kind in order:
-                agent_proc = None
-                if kind != "baseline":
-                    argv = variants[kind]
-                    selected = free_port() if kind.startswith("hooks") else port
-                    agent_proc = Agent(Path(argv[0]), selected, tmp / f"{kind}.log", "socket", extra=tuple(argv[1:]))
-                try:
-                    r = one_run(port, opts.duration)
-                finally:
-                    if agent_proc:
-                        agent_proc.stop()
-                results[kind].append(r)
-                print(f"round {rnd + 1} {kind:12} {r['rps']:9.0f} req/s  idle per CPU "
-                      f"{' '.join(f'{x:4.1f}%' for x in r['idle'])}  {r['cs_per_req']:.2f} cs/req",
-                      file=sys.stderr, flush=True)
+        results = measure(variants, opts.rounds, opts.duration)
     except BenchError as e:
         print(f"pinned failed: {e}", file=sys.stderr)
         return 1
-    finally:
-        if server:
-            for proc in reversed(server.procs):
-                stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    print(f"nginx on CPU 0, wrk -c8 on CPU 1; {opts.rounds} rounds x {opts.duration} s; medians")
-    print("| run | req/s | ratio (min-max) | idle CPU 0 | idle CPU 1 | context switches/req |")
-    print("|---|---:|---|---:|---:|---:|")
-    for kind in kinds:
-        runs = results[kind]
-        ratios = [r["rps"] / b["rps"] for r, b in zip(runs, results["baseline"])]
-        med = lambda xs: statistics.median(xs)  # noqa: E731
-        print(f"| {kind} | {med([r['rps'] for r in runs]):,.0f} | {med(ratios):.3f} "
-              f"({min(ratios):.3f}-{max(ratios):.3f}) | {med([r['idle'][0] for r in runs]):.1f} % | "
-              f"{med([r['idle'][1] for r in runs]):.1f} % | {med([r['cs_per_req'] for r in runs]):.2f} |")
+    print(table(results, opts.rounds, opts.duration))
     return 0
 
 
