@@ -9,6 +9,9 @@ The steps, each one adding to the one before:
   hooks-only         the production agent selecting a port nobody serves:
                      every socket call of every process runs the programs,
                      none is captured
+  request-64B        each read of nginx (one per request here) sends a
+                     64-byte record, writes send nothing; the reader drops
+                     data records unread
   record-64B         each socket call of nginx sends a 64-byte record (a
                      header with the clock and pid) and nothing else; the
                      reader drops data records unread
@@ -65,12 +68,21 @@ RECORD_64B = (BPF,
               "\t\treturn;\n"
               "\tbool cipher = false;\n")
 
+# The same record for reads only (one per request here, the request),
+# nothing for writes: less than any design that sends one record per
+# request, which must also read the request line and the status from user
+# memory and pair them in a per-connection map.
+REQUEST_64B = (BPF, RECORD_64B[1], RECORD_64B[2].replace(
+    "\tstruct rt_header *h64 = bpf_ringbuf_reserve(&events, 64, 0);\n",
+    "\tstruct rt_header *h64 = dir == RT_DIR_INGRESS ? bpf_ringbuf_reserve(&events, 64, 0) : NULL;\n"))
+
 # Nothing copied from user memory: the record ends after its fixed part.
 NO_PAYLOAD = (BPF,
               "\tif ((__u64)ret < want)\n\t\twant = ret;\n",
               "\tif ((__u64)ret < want)\n\t\twant = ret;\n\twant = 0;\n")
 
 STEPS: list[tuple[str, list[tuple[str, str, str]]]] = [
+    ("request-64B", [DROP_DATA, REQUEST_64B]),
     ("record-64B", [DROP_DATA, RECORD_64B]),
     ("record-no-payload", [DROP_DATA, NO_PAYLOAD]),
     ("record-payload", [DROP_DATA]),
