@@ -423,10 +423,28 @@ fn obi_auto_target_exe_is_a_glob() {
     assert!(re.is_match("/opt/app.v2") && !re.is_match("/opt/appXv2"));
 }
 
-/// The default `--help` shows for the hook mode is the one resolved.
+/// Every default `--help` and docs/configuration.md show as a value is the
+/// one resolved: giving it explicitly changes nothing. Defaults written as
+/// prose ("none", "executable name", "text, or disabled when…") are not
+/// values and are covered by their own tests.
 #[test]
-fn shown_hook_mode_default_is_the_resolved_one() {
-    let shown = table::get("syscall_hooks").default;
-    let resolved = parse(&[], &[]).unwrap().syscall_hooks;
-    assert_eq!(shown.parse::<HookMode>(), Ok(resolved));
+fn shown_defaults_are_the_resolved_ones() {
+    let unset = format!("{:?}", parse(&[], &[]).unwrap());
+    let mut checked = 0;
+    for s in table::SETTINGS {
+        let value = s.default;
+        if value == "none" || value.contains(' ') {
+            continue;
+        }
+        let flag = format!("--{}", s.flag);
+        let given = parse(&[&flag, value], &[])
+            .unwrap_or_else(|e| panic!("{flag} {value}: the shown default is refused: {e}"));
+        let given = format!("{given:?}");
+        assert_eq!(
+            given, unset,
+            "{flag}: shown default {value:?} is not the resolved one"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} defaults checked");
 }
