@@ -426,7 +426,7 @@ fn obi_auto_target_exe_is_a_glob() {
 /// Every default `--help` and docs/configuration.md show as a value is the
 /// one resolved: giving it explicitly changes nothing. Defaults written as
 /// prose ("none", "executable name", "text, or disabled when…") are not
-/// values and are covered by their own tests.
+/// values this test can give.
 #[test]
 fn shown_defaults_are_the_resolved_ones() {
     let unset = format!("{:?}", parse(&[], &[]).unwrap());
