@@ -13,6 +13,11 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
+/// The oldest kernel the programs load on: bpf_core_cast() (the
+/// bpf_rdonly_cast kfunc, 6.2) in every capture path; bpf_task_pt_regs()
+/// and attach cookies are 5.15, the ring buffer 5.8.
+const MIN_KERNEL: (u32, u32) = (6, 2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error("this build supports x86_64 only (syscall numbers and registers are x86_64's)")]
@@ -23,7 +28,9 @@ pub enum PreflightError {
     NoBtf,
     #[error("missing privilege: need CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run as root")]
     Privilege,
-    #[error("kernel {found} is too old: need >= 5.8 (BPF ring buffer, tp_btf)")]
+    #[error(
+        "kernel {found} is too old: need >= 6.2 (the programs read kernel structs through the bpf_rdonly_cast kfunc of 6.2, besides the BPF ring buffer and tp_btf); nothing can be captured"
+    )]
     Kernel { found: String },
     #[error("could not read {what}")]
     Io {
@@ -62,16 +69,24 @@ pub fn preflight() -> Result<(), PreflightError> {
             source,
         })?;
     let release = release.trim();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse::<u32>().ok());
-    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    if version < (5, 8) {
+    if kernel_version(release) < MIN_KERNEL {
         return Err(PreflightError::Kernel {
             found: release.to_string(),
         });
     }
     Ok(())
+}
+
+/// (major, minor) of a kernel release string such as `6.1.0-18-amd64`;
+/// (0, 0) when it does not start with numbers.
+fn kernel_version(release: &str) -> (u32, u32) {
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (nums.next().flatten(), nums.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor),
+        _ => (0, 0),
+    }
 }
 
 /// Mounts tracefs where it is expected if it is not there yet. The capture
@@ -98,4 +113,20 @@ pub fn ensure_tracefs() -> Result<bool, PreflightError> {
         return Err(PreflightError::Mount(std::io::Error::last_os_error()));
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_against_the_minimum() {
+        assert_eq!(kernel_version("6.18.0-rc3"), (6, 18));
+        assert_eq!(kernel_version("6.1.0-18-amd64"), (6, 1));
+        assert!(kernel_version("6.1.0-18-amd64") < MIN_KERNEL);
+        assert!(kernel_version("5.15.0-91-generic") < MIN_KERNEL);
+        assert!(kernel_version("6.2.0") >= MIN_KERNEL);
+        assert!(kernel_version("10.0") >= MIN_KERNEL);
+        assert_eq!(kernel_version("garbage"), (0, 0));
+    }
 }
