@@ -97,22 +97,42 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         },
         tls: config.tls_capture,
     };
-    let capture = match Capture::load(&load) {
-        // The socket tracepoints came with Linux 6.4: older kernels get
-        // the syscall-exit hook, which sees the same bytes at a higher
-        // cost for every process.
-        Err(e) if load.syscall_hooks == SyscallHooks::Socket => {
-            warn!(
-                error = format!("{:#}", anyhow::Error::from(e)),
-                "socket hooks unavailable (sock:sock_recv_length/sock_send_length need Linux 6.4): \
-                 hooking every syscall exit instead (raw), which costs every process on the host more"
-            );
-            load.syscall_hooks = SyscallHooks::RawExit;
-            Capture::load(&load)
+    // Load as configured, else give up what this kernel lacks; each
+    // degradation is named once with the error that forced it.
+    let mut first_error = None;
+    let mut loaded = None;
+    for opts in load_plan(&load) {
+        match Capture::load(&opts) {
+            Ok(capture) => {
+                loaded = Some((capture, opts));
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow::Error::from(e));
+            }
         }
-        other => other,
     }
-    .context("loading the BPF capture programs")?;
+    let Some((capture, chosen)) = loaded else {
+        let e = first_error.unwrap_or_else(|| anyhow::anyhow!("no load attempted"));
+        return Err(e.context("loading the BPF capture programs"));
+    };
+    let why = first_error.map(|e| format!("{e:#}")).unwrap_or_default();
+    if chosen.syscall_hooks != load.syscall_hooks {
+        warn!(
+            error = why,
+            "socket hooks unavailable (sock:sock_recv_length/sock_send_length need Linux 6.4): \
+             hooking every syscall exit instead (raw), which costs every process on the host more"
+        );
+    }
+    if chosen.tls != load.tls {
+        warn!(
+            error = why,
+            "TLS programs do not load on this kernel: HTTPS traffic is not decrypted \
+             (its bytes are counted as unparsed); plaintext capture goes on"
+        );
+    }
+    load = chosen;
+    let tls_capture = load.tls;
     info!(
         selection = %config.selection,
         capture_bytes = capture.capture_bytes(),
@@ -153,7 +173,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             &mut TlsProbes(capture),
         );
     };
-    if config.tls_capture {
+    if tls_capture {
         scan_openssl(&mut capture);
     }
 
@@ -247,7 +267,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         info!("ready");
         let mut last_scan = Instant::now();
         let mut housekeeping = || {
-            if config.tls_capture && last_scan.elapsed() >= OPENSSL_SCAN_INTERVAL {
+            if tls_capture && last_scan.elapsed() >= OPENSSL_SCAN_INTERVAL {
                 last_scan = Instant::now();
                 scan_openssl(&mut capture);
             }
@@ -336,5 +356,74 @@ impl TlsAttach for TlsProbes<'_> {
         executable: bool,
     ) -> Result<(), ratatosk_bpf::TlsAttachError> {
         self.0.attach_openssl_handshake(path, layout, executable)
+    }
+}
+
+/// The load options to try, in order: as configured; without the socket
+/// hooks (their tracepoints came with Linux 6.4; the syscall-exit hook
+/// sees the same bytes at a higher cost for every process); without the
+/// TLS uprobe programs (their kernel reads, bpf_core_cast in a uprobe, are
+/// the next newest requirement: plaintext capture goes on); without both.
+/// Same bytes at a higher cost is preferred to losing HTTPS.
+fn load_plan(load: &LoadOptions) -> Vec<LoadOptions> {
+    let raw = |o: &LoadOptions| LoadOptions {
+        syscall_hooks: SyscallHooks::RawExit,
+        ..o.clone()
+    };
+    let plain = |o: &LoadOptions| LoadOptions {
+        tls: false,
+        ..o.clone()
+    };
+    let socket = load.syscall_hooks == SyscallHooks::Socket;
+    let mut plan = vec![load.clone()];
+    if socket {
+        plan.push(raw(load));
+    }
+    if load.tls {
+        plan.push(plain(load));
+        if socket {
+            plan.push(raw(&plain(load)));
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod load_plan_tests {
+    use super::*;
+
+    fn steps(hooks: SyscallHooks, tls: bool) -> Vec<(SyscallHooks, bool)> {
+        let load = LoadOptions {
+            syscall_hooks: hooks,
+            tls,
+            ..LoadOptions::default()
+        };
+        load_plan(&load)
+            .iter()
+            .map(|o| (o.syscall_hooks, o.tls))
+            .collect()
+    }
+
+    /// The raw hook (same bytes, more cost) is tried before giving up TLS
+    /// (lost HTTPS); a setting the user already chose is never changed
+    /// the other way.
+    #[test]
+    fn tries_raw_hooks_before_giving_up_tls() {
+        use SyscallHooks::*;
+        assert_eq!(
+            steps(Socket, true),
+            [
+                (Socket, true),
+                (RawExit, true),
+                (Socket, false),
+                (RawExit, false)
+            ]
+        );
+        assert_eq!(steps(Socket, false), [(Socket, false), (RawExit, false)]);
+        assert_eq!(
+            steps(PerSyscall, true),
+            [(PerSyscall, true), (PerSyscall, false)]
+        );
+        assert_eq!(steps(RawExit, false), [(RawExit, false)]);
     }
 }
