@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 RATATOSK, RATATOSK_LIGHT = "#1f5fa8", "#8fb8e3"
+RATATOSK_OTLP = "#0b2f5a"   # darker: the same agent, also exporting
 SDK, SDK_LIGHT = "#d9731a", "#f2bf8f"
 HOOKS = "#8a8a8a"
 FLOOR = 0.01    # µs: where the log axis starts; smaller (or negative) values sit on it
@@ -41,7 +42,7 @@ def rows_of(data: dict) -> list[dict]:
                 row["cpu"] = [("SDK in the app (added server CPU)", median(s, "added_server_cpu_us_per_req"), SDK),
                               ("OTel collector (rotel)", median(s, "collector_cpu_us_per_req"), SDK_LIGHT)]
             elif run == "ratatosk-otlp":
-                row["cpu"] = [("agent userspace, exporting OTLP", median(s, "agent_cpu_us_per_req"), RATATOSK),
+                row["cpu"] = [("agent userspace, exporting OTLP", median(s, "agent_cpu_us_per_req"), RATATOSK_OTLP),
                               ("agent BPF (all its programs)", median(s, "bpf_us_per_req"), RATATOSK_LIGHT),
                               ("OTel collector (rotel)", median(s, "collector_cpu_us_per_req"), SDK_LIGHT)]
             else:
@@ -85,15 +86,18 @@ def main() -> int:
     top = FLOOR
     seen: set[str] = set()
     for y, row in zip(ys, rows):
-        for j, (name, value, color) in enumerate(row.get("cpu", [])):
+        parts = row.get("cpu", [])
+        # The row's bars share 0.64 of its height, so a row of three does not run into the next.
+        step = 0.64 / max(len(parts), 1)
+        for j, (name, value, color) in enumerate(parts):
             if value is None:
                 continue
             shown = max(value, FLOOR)
             top = max(top, shown)
-            ax_c.barh(y - 0.16 + 0.32 * j, shown, height=0.3, color=color,
-                      label=None if name in seen else name)
+            at = y - 0.32 + step * (j + 0.5)
+            ax_c.barh(at, shown, height=step * 0.92, color=color, label=None if name in seen else name)
             seen.add(name)
-            ax_c.text(shown * 1.12, y - 0.16 + 0.32 * j, f"{value:.2f}" if value > 0 else "0" if value == 0 else "<0 (noise)",
+            ax_c.text(shown * 1.12, at, f"{value:.2f}" if value > 0 else "0" if value == 0 else "<0 (noise)",
                       va="center", fontsize=8)
     ax_c.set_xscale("log")
     ax_c.set_xlim(FLOOR, top * 6)
