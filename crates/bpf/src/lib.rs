@@ -276,6 +276,7 @@ impl Capture {
                 &mut p.ssl_write_ex,
                 &mut p.ssl_write_ex_ret,
                 &mut p.ssl_set0_rbio,
+                &mut p.ssl_set_bio,
                 &mut p.go_tls_read,
                 &mut p.go_tls_read_ret,
                 &mut p.go_tls_write,

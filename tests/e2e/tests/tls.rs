@@ -502,3 +502,73 @@ fn curl_client_over_its_own_bio_is_decrypted_too() {
         agent.metrics()
     );
 }
+
+/// Names of the BPF programs the process `pid` holds open (its fds on
+/// `anon_inode:bpf-prog`, named by bpftool from their ids).
+fn loaded_program_names(pid: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("agent fds") {
+        let fd = fd.expect("fd entry");
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        if target.to_string_lossy() != "anon_inode:bpf-prog" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .expect("fdinfo");
+        let id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("prog_id:"))
+            .expect("prog_id in fdinfo")
+            .trim()
+            .to_string();
+        let out = std::process::Command::new(tool("bpftool"))
+            .args(["prog", "show", "id", &id, "--json"])
+            .output()
+            .expect("bpftool runs");
+        assert!(out.status.success(), "bpftool prog show id {id}: {out:?}");
+        let prog: Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+        names.push(prog["name"].as_str().expect("program name").to_string());
+    }
+    names
+}
+
+/// `--tls-capture false` loads no TLS program at all (so a kernel that
+/// refuses them still captures plaintext), and plaintext spans go on.
+#[test]
+fn tls_capture_off_loads_no_tls_program() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _server = python_http_server(www.path(), port);
+    wait_for_port(port, Duration::from_secs(10));
+
+    let on = Agent::start(&["--open-port", &port.to_string()]);
+    let with_tls = loaded_program_names(on.proc.pid());
+    drop(on);
+    // The control: the same listing sees the TLS programs when they are on.
+    for name in ["ssl_set_bio", "ssl_set0_rbio", "go_tls_read"] {
+        assert!(
+            with_tls.iter().any(|n| n == name),
+            "{name} not in {with_tls:?}"
+        );
+    }
+
+    let agent = Agent::start(&["--open-port", &port.to_string(), "--tls-capture", "false"]);
+    let names = loaded_program_names(agent.proc.pid());
+    let tls: Vec<_> = names
+        .iter()
+        .filter(|n| n.starts_with("ssl_") || n.starts_with("go_tls"))
+        .collect();
+    assert!(
+        tls.is_empty(),
+        "TLS programs loaded with --tls-capture false: {tls:?}"
+    );
+    assert!(names.iter().any(|n| n.starts_with("sock_")), "{names:?}");
+
+    assert_eq!(curl(&format!("http://127.0.0.1:{port}/hello")), 200);
+    let spans = agent.wait_spans(1, WAIT, server_spans_on(port));
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+}
