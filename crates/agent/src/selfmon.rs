@@ -150,7 +150,7 @@ impl SelfMetrics {
         );
         r.register(
             "ratatosk_targets_full",
-            "Processes not traced because the target map was full",
+            "Processes not traced because the target map was full (at fork in the kernel, or at selection)",
             self.targets_full.clone(),
         );
         r.register(

@@ -160,6 +160,9 @@ fn listening_ports(pid: u32, listeners_by_ns: &mut HashMap<u64, HashMap<u64, u16
 /// the moment before the kernel map was updated.
 const REJECT_GRACE: Duration = Duration::from_secs(2);
 
+/// Rejections remembered at once (bounded even when processes churn).
+const MAX_REJECTED: usize = 1024;
+
 pub struct Discovery {
     selection: Selection,
     naming: Naming,
@@ -249,7 +252,11 @@ impl Discovery {
                 info!(pid = tgid, exe = %info.exe_path, service = %info.service_name, reason = why, "instrumenting process");
                 self.metrics.processes_selected.inc();
             }
-            Err(e) => warn!(pid = tgid, error = %e, "cannot instrument process"),
+            Err(e) => {
+                // Full (E2BIG) in practice: --max-processes reached.
+                self.metrics.targets_full.inc();
+                warn!(pid = tgid, error = %e, "cannot instrument process (counted in ratatosk_targets_full_total)");
+            }
         }
     }
 
@@ -368,15 +375,26 @@ impl Discovery {
     }
 
     /// Whether records of this process must be ignored (see REJECT_GRACE).
+    /// Only within the grace: a rejected process that exits sends no exit
+    /// record (it is not traced), and its pid may come back as a traced
+    /// child whose records must not be ignored.
     pub fn is_rejected(&self, tgid: u32) -> bool {
-        self.rejected.contains_key(&tgid)
+        self.rejected
+            .get(&tgid)
+            .is_some_and(|t| t.elapsed() < REJECT_GRACE)
     }
 
     fn reject(&mut self, tgid: u32) {
-        if self.rejected.len() >= 1024 {
+        if self.rejected.len() >= MAX_REJECTED {
             let now = Instant::now();
             self.rejected
                 .retain(|_, t| now.duration_since(*t) < REJECT_GRACE);
+            if self.rejected.len() >= MAX_REJECTED {
+                // More rejections within the grace than the bound: the
+                // oldest verdicts go, and their in-flight records are
+                // tracked like a target's until they stop.
+                self.rejected.clear();
+            }
         }
         self.rejected.insert(tgid, Instant::now());
     }
@@ -415,6 +433,39 @@ impl Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn discovery() -> Discovery {
+        Discovery::new(
+            Selection::default(),
+            Naming::default(),
+            None,
+            16,
+            SelfMetrics::default(),
+        )
+    }
+
+    #[test]
+    fn a_rejection_filters_only_within_its_grace() {
+        let mut d = discovery();
+        d.reject(42);
+        assert!(d.is_rejected(42));
+        assert!(!d.is_rejected(43));
+        // The process exited untraced (no exit record) and its pid came
+        // back as a traced child: its records count again.
+        let past = Instant::now().checked_sub(REJECT_GRACE + Duration::from_millis(1));
+        d.rejected.insert(42, past.expect("clock past the grace"));
+        assert!(!d.is_rejected(42));
+    }
+
+    #[test]
+    fn rejections_stay_bounded_under_churn() {
+        let mut d = discovery();
+        for pid in 0..(3 * MAX_REJECTED as u32) {
+            d.reject(pid);
+            assert!(d.rejected.len() <= MAX_REJECTED);
+        }
+        assert!(d.is_rejected(3 * MAX_REJECTED as u32 - 1));
+    }
 
     #[test]
     fn service_identity_precedence() {
