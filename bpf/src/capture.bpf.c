@@ -287,7 +287,7 @@ struct {
  * made in such a probe. A process without TLS (nginx serving plain HTTP
  * has libssl loaded all the same) skips those three lookups per record.
  * Inherited at fork (a pre-forked worker keeps its parent's SSL objects),
- * removed at exit; sized like `targets`. */
+ * removed at exit; resized with `targets` at load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);

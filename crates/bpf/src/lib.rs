@@ -215,13 +215,14 @@ impl Capture {
                 map: "events",
                 source,
             })?;
-        open.maps
-            .targets
-            .set_max_entries(opts.max_targets.max(1))
-            .map_err(|source| LoadError::Map {
-                map: "targets",
-                source,
-            })?;
+        // tls_procs marks only targets (and is cleared with them at exit).
+        for (map, name) in [
+            (&mut open.maps.targets, "targets"),
+            (&mut open.maps.tls_procs, "tls_procs"),
+        ] {
+            map.set_max_entries(opts.max_targets.max(1))
+                .map_err(|source| LoadError::Map { map: name, source })?;
+        }
         for (map, name) in [
             (&mut open.maps.sock_fds, "sock_fds"),
             (&mut open.maps.ssl_socks, "ssl_socks"),
