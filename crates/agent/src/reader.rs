@@ -77,10 +77,16 @@ pub struct Reader {
     routes: Routes,
     finished: Vec<Finished>,
     batch: Vec<Span>,
+    /// Exit notices the outputs have not taken yet (queue full), retried
+    /// at every drain: a lost one would leave the dead process's series
+    /// behind. Bounded by MAX_PENDING_EXITS.
+    pending_exits: Vec<u32>,
     tx: QueueTx<Batch>,
     metrics: SelfMetrics,
     stop: Arc<AtomicBool>,
 }
+
+const MAX_PENDING_EXITS: usize = 4096;
 
 impl Reader {
     pub fn new(
@@ -102,6 +108,7 @@ impl Reader {
             routes,
             finished: Vec::new(),
             batch: Vec::with_capacity(BATCH_SPANS),
+            pending_exits: Vec::new(),
             tx,
             metrics,
             stop,
@@ -158,6 +165,21 @@ impl Reader {
         if self.tx.send(Batch::Spans(batch), n) {
             self.metrics.spans_emitted.inc_by(n);
         }
+    }
+}
+
+impl Reader {
+    /// Sends the pending exit notices in order, up to the first refused.
+    fn send_exits(&mut self) {
+        let mut sent = 0;
+        for &pid in &self.pending_exits {
+            // Weight 0: a refused notice stays pending, nothing is lost yet.
+            if !self.tx.send(Batch::ProcessExit(pid), 0) {
+                break;
+            }
+            sent += 1;
+        }
+        self.pending_exits.drain(..sent);
     }
 }
 
@@ -228,7 +250,17 @@ impl RecordSink for Reader {
                 self.build_spans();
                 self.discovery.on_exit(hdr.tgid);
                 self.flush();
-                self.tx.send(Batch::ProcessExit(hdr.tgid), 0);
+                if self.pending_exits.len() < MAX_PENDING_EXITS {
+                    self.pending_exits.push(hdr.tgid);
+                } else {
+                    self.metrics
+                        .queue_dropped
+                        .get_or_create(&QueueLabel {
+                            queue: "tracker_to_outputs",
+                        })
+                        .inc();
+                }
+                self.send_exits();
             }
             Record::Listen { hdr, port } => {
                 self.count(RecordKind::Listen);
@@ -257,6 +289,7 @@ impl RecordSink for Reader {
 
     fn drained(&mut self) -> bool {
         self.flush();
+        self.send_exits();
         self.publish_counts();
         self.metrics
             .connections_tracked
