@@ -420,6 +420,18 @@ fn websocket_upgrade_stops_parsing() {
 }
 
 #[test]
+fn requests_pipelined_behind_an_upgrade_are_counted_as_dropped() {
+    let mut w = Wire::new();
+    // A client that sent a GET right behind its Upgrade request: the 101
+    // ends HTTP on the connection, the GET is never answered.
+    w.read(1, &cat(&[WS_UPGRADE, CURL_GET]));
+    w.write(2, WS_101);
+    assert_eq!(only(w.take()).status, 101);
+    assert!(w.conn.is_upgraded());
+    assert_eq!(w.stats().dropped_pending, 1);
+}
+
+#[test]
 fn connect_2xx_opens_a_tunnel() {
     let mut w = Wire::new();
     w.write(1, CURL_CONNECT).read(2, PROXY_200_ESTABLISHED);

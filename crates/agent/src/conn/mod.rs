@@ -432,7 +432,15 @@ fn feed_plain(
         && !seg.data.is_empty()
     {
         // Detect over what this direction has said so far.
-        let held = probe.take().filter(|p| p.direction == direction);
+        let held = match probe.take() {
+            // The other side spoke first and was not recognised: its bytes
+            // will not be parsed.
+            Some(p) if p.direction != direction => {
+                ctx.metrics.unparsed_bytes.inc_by(conn_len(&p));
+                None
+            }
+            held => held,
+        };
         let verdict = match &held {
             Some(p) => {
                 let mut joined = p.bytes.clone();

@@ -523,6 +523,8 @@ impl Http1Conn {
 
     fn upgrade(&mut self) {
         self.upgraded = true;
+        // Requests pipelined behind the upgrade are never answered in HTTP.
+        self.own.dropped_pending += self.pending.len() as u64;
         self.pending.clear();
         self.stop_all();
     }
