@@ -158,7 +158,14 @@ fn read_accessors(
         let Some((file_off, _)) = section.file_range() else {
             continue;
         };
-        let start = file_off + (sym.address() - section.address());
+        // A symbol outside its section (a malformed file) is skipped.
+        let Some(start) = sym
+            .address()
+            .checked_sub(section.address())
+            .and_then(|off| off.checked_add(file_off))
+        else {
+            continue;
+        };
         let len = sym.size().min(MAX_FUNCTION);
         let mut code = vec![0u8; len as usize];
         let mut f = File::open(path).map_err(read_err)?;

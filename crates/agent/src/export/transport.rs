@@ -359,17 +359,17 @@ impl Transport {
                     // An empty body is a full success; one that does not
                     // decode, or cannot be read, is too (the data was
                     // taken: sending it again would duplicate it).
-                    let bytes = resp.bytes().await.unwrap_or_default();
+                    let bytes = body_prefix(resp).await;
                     return Ok(match req.signal {
-                        Signal::Traces => ExportTraceServiceResponse::decode(bytes)
+                        Signal::Traces => ExportTraceServiceResponse::decode(bytes.as_slice())
                             .map(partial_traces)
                             .unwrap_or_default(),
-                        Signal::Metrics => ExportMetricsServiceResponse::decode(bytes)
+                        Signal::Metrics => ExportMetricsServiceResponse::decode(bytes.as_slice())
                             .map(partial_metrics)
                             .unwrap_or_default(),
                     });
                 }
-                let bytes = resp.bytes().await.unwrap_or_default();
+                let bytes = body_prefix(resp).await;
                 let detail =
                     String::from_utf8_lossy(bytes.get(..200).unwrap_or(&bytes)).into_owned();
                 let kind = format!("http_{}", status.as_u16());
@@ -385,6 +385,23 @@ impl Transport {
             }
         }
     }
+}
+
+/// A receiver's answer is small (a partial-success message, an error
+/// text); a broken one must not make the agent buffer without end.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// The response body, up to MAX_RESPONSE_BODY bytes; a read error ends it.
+async fn body_prefix(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = MAX_RESPONSE_BODY - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= MAX_RESPONSE_BODY {
+            break;
+        }
+    }
+    out
 }
 
 fn grpc_request<T>(msg: T, metadata: &MetadataMap, timeout: Duration) -> tonic::Request<T> {
