@@ -351,7 +351,7 @@ fn capture(recs: &[Vec<u8>], requests: usize) -> Result<Vec<Vec<Span>>, String> 
 /// (traces and metrics) are on, up to the bytes of each export request;
 /// returns the requests' total size.
 fn outputs(batches: Vec<Vec<Span>>, registry: &mut Registry) -> u64 {
-    let mut prometheus = HttpMetrics::new(registry);
+    let mut prometheus = HttpMetrics::new(registry, crate::metrics::MAX_SERIES, Default::default());
     let mut resources = Resources::new(Host::detect(), Naming::default());
     let mut store = MetricStore::new(crate::export::MAX_SERIES);
     let mut batcher = SpanBatcher::new(BatchSettings::default());
@@ -391,7 +391,11 @@ fn grpc(batches: Vec<Vec<Span>>, endpoint: &str) -> Result<(u64, u64), String> {
     let metrics = SelfMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let mut prometheus = HttpMetrics::new(&mut registry);
+    let mut prometheus = HttpMetrics::new(
+        &mut registry,
+        crate::metrics::MAX_SERIES,
+        metrics.prometheus_series_limit.clone(),
+    );
     let signal = OtlpSignal {
         endpoint: endpoint.to_string(),
         protocol: OtlpProtocol::Grpc,

@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use rustc_hash::{FxHashMap, FxHasher};
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -103,24 +104,36 @@ struct Handles {
 /// few).
 const MAX_CACHED_LABEL_SETS: usize = 16384;
 
+/// Label sets /metrics holds at most (families are never pruned, and
+/// client spans bring the remote's port and status): as the OTLP store.
+pub const MAX_SERIES: usize = crate::export::MAX_SERIES;
+
 pub struct HttpMetrics {
     server: Direction,
     client: Direction,
     /// Label-set hash -> (kind, labels, handles); collisions kept apart.
     cache: FxHashMap<u64, Vec<(SpanKind, HttpLabels, Handles)>>,
     cached: usize,
+    /// Hashes of every label set created (the cache above starts over).
+    series: rustc_hash::FxHashSet<u64>,
+    max_series: usize,
+    /// Spans not counted because they would open a label set past the cap.
+    series_limit: Counter,
     target_info: Family<TargetLabels, Gauge>,
     known_targets: HashSet<u32>,
     host_name: String,
 }
 
 impl HttpMetrics {
-    pub fn new(registry: &mut Registry) -> Self {
+    pub fn new(registry: &mut Registry, max_series: usize, series_limit: Counter) -> Self {
         let m = HttpMetrics {
             server: Direction::new(),
             client: Direction::new(),
             cache: FxHashMap::default(),
             cached: 0,
+            series: rustc_hash::FxHashSet::default(),
+            max_series,
+            series_limit,
             target_info: Family::default(),
             known_targets: HashSet::new(),
             host_name: rustix::system::uname()
@@ -162,6 +175,14 @@ impl HttpMetrics {
         let handles = match hit {
             Some((_, _, handles)) => handles,
             None => {
+                if !self.series.contains(&key) {
+                    if self.series.len() >= self.max_series {
+                        self.series_limit.inc();
+                        self.note_target(span);
+                        return;
+                    }
+                    self.series.insert(key);
+                }
                 let labels = HttpLabels {
                     http_request_method: span.method.to_string(),
                     http_response_status_code: span.status,
@@ -197,7 +218,11 @@ impl HttpMetrics {
         handles
             .response_size
             .observe(span.response_body_size as f64);
+        self.note_target(span);
+    }
 
+    /// target_info for the span's process, once per process.
+    fn note_target(&mut self, span: &Span) {
         let p = &span.process;
         if self.known_targets.insert(p.pid) {
             self.target_info
@@ -223,5 +248,38 @@ impl HttpMetrics {
             self.target_info.clear();
             self.known_targets.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::resource::tests::proc_info;
+    use crate::export::traces::tests::span;
+    use prometheus_client::encoding::text::encode;
+    use std::sync::Arc;
+
+    #[test]
+    fn label_sets_past_the_cap_are_counted_not_created() {
+        let mut registry = Registry::default();
+        let limit = Counter::default();
+        let mut m = HttpMetrics::new(&mut registry, 2, limit.clone());
+        let p = Arc::new(proc_info(7, "srv"));
+        for status in [200, 404, 500, 200, 404] {
+            m.record(&span(p.clone(), status, SpanKind::Server));
+        }
+        // 200 and 404 fit; 500 opens a third label set and is refused;
+        // the known ones still count.
+        assert_eq!(limit.get(), 1);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        let counts: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count"))
+            .collect();
+        assert_eq!(counts.len(), 2, "{counts:#?}");
+        assert!(counts.iter().all(|l| l.ends_with(" 2")), "{counts:#?}");
+        // target_info is still kept for the process.
+        assert!(text.contains("process_pid=\"7\""), "{text}");
     }
 }

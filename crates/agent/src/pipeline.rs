@@ -60,7 +60,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // accepted settings that produce nothing yet (docs/configuration.md).
     // Only for an endpoint that serves them: OTLP keeps its own store.
     let http_metrics = (config.prometheus.is_some() && config.prometheus_features.application)
-        .then(|| HttpMetrics::new(&mut registry));
+        .then(|| {
+            HttpMetrics::new(
+                &mut registry,
+                crate::metrics::MAX_SERIES,
+                self_metrics.prometheus_series_limit.clone(),
+            )
+        });
     let registry = Arc::new(Mutex::new(registry));
 
     // Privileges and kernel features first: a clear one-line refusal

@@ -57,6 +57,8 @@ pub struct SelfMetrics {
     pub capture_read_faults: Counter,
     /// Forked children not traced because the target map was full.
     pub targets_full: Counter,
+    /// Spans left out of /metrics: they would open a label set past the cap.
+    pub prometheus_series_limit: Counter,
     /// Socket I/O of traced processes the socket hooks could not decode
     /// (io_uring, recvmmsg/sendmmsg, splice): not reported.
     pub capture_undecoded_io: Counter,
@@ -272,6 +274,11 @@ impl SelfMetrics {
             "ratatosk_otlp_dropped",
             "Spans and metric data points not exported over OTLP, by signal and reason",
             self.otlp_dropped.clone(),
+        );
+        r.register(
+            "ratatosk_prometheus_series_limit",
+            "Spans not counted in the /metrics RED histograms because they would open a label set past the limit (50 000)",
+            self.prometheus_series_limit.clone(),
         );
         r.register(
             "ratatosk_otlp_retries",

@@ -187,6 +187,11 @@ impl MetricStore {
         {
             self.retired.push(old);
         }
+        // Refused spans must leave nothing behind, not even an empty
+        // process entry: the cap bounds memory.
+        if self.series >= self.max_series && !self.live.contains_key(&pid) {
+            return Recorded::SeriesLimit;
+        }
         let p = self.live.entry(pid).or_insert_with(|| ProcessSeries {
             resource: resource.clone(),
             series: FxHashMap::default(),
@@ -427,6 +432,13 @@ mod tests {
             st.record(&span(b.proc.clone(), 200, SpanKind::Server), &b, || 1),
             Recorded::Yes
         );
+        // A new process refused at the cap leaves no entry behind.
+        let c = res(3);
+        assert_eq!(
+            st.record(&span(c.proc.clone(), 200, SpanKind::Server), &c, || 1),
+            Recorded::SeriesLimit
+        );
+        assert!(!st.live.contains_key(&3));
         st.forget_process(1);
         // Exported one last time...
         assert_eq!(st.snapshot(5, 1000).len(), 2);
