@@ -31,9 +31,19 @@ pub fn comm(pid: u32) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
-/// A process's environment as it was at exec (`/proc/PID/environ`).
+/// Most of a process's environment read: an unlimited stack lets it be
+/// hundreds of MB, read on the reader thread. Variables past it are not
+/// seen (OTEL_* come early in practice).
+const MAX_ENVIRON: u64 = 1 << 20;
+
+/// A process's environment as it was at exec (`/proc/PID/environ`), up to
+/// MAX_ENVIRON bytes.
 pub fn environ(pid: u32) -> Option<Vec<u8>> {
-    fs::read(format!("/proc/{pid}/environ")).ok()
+    use std::io::Read;
+    let f = fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+    let mut buf = Vec::new();
+    f.take(MAX_ENVIRON).read_to_end(&mut buf).ok()?;
+    Some(buf)
 }
 
 /// Most `OTEL_RESOURCE_ATTRIBUTES` entries kept per process, and the
@@ -134,39 +144,50 @@ pub fn netns(pid: u32) -> Option<u64> {
 
 /// Listening TCP sockets (inode -> local port) in the network namespace of
 /// `pid`, from its /proc/PID/net/tcp and tcp6.
+/// Read line by line: a host with many sockets has files of tens of MB.
 pub fn listening_sockets(pid: u32) -> HashMap<u64, u16> {
+    use std::io::BufRead;
     let mut out = HashMap::new();
     for file in ["tcp", "tcp6"] {
-        if let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
-            parse_listeners(&text, &mut out);
+        let Ok(f) = fs::File::open(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        let mut r = std::io::BufReader::new(f);
+        let mut line = String::new();
+        let mut header = true;
+        while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+            if !std::mem::take(&mut header)
+                && let Some((inode, port)) = listener(&line)
+            {
+                out.insert(inode, port);
+            }
+            line.clear();
         }
     }
     out
 }
 
 /// Parses /proc/net/tcp{,6} text, keeping sockets in state LISTEN (0A).
+#[cfg(test)]
 pub fn parse_listeners(text: &str, out: &mut HashMap<u64, u16>) {
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode
-        let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
-            continue;
-        };
-        if *state != "0A" {
-            continue;
-        }
-        let Some(port) = local
-            .rsplit_once(':')
-            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-        else {
-            continue;
-        };
-        if let Ok(inode) = inode.parse::<u64>()
-            && inode != 0
-        {
-            out.insert(inode, port);
-        }
+    out.extend(text.lines().skip(1).filter_map(listener));
+}
+
+/// One /proc/net/tcp{,6} line: (inode, local port) if it listens.
+fn listener(line: &str) -> Option<(u64, u16)> {
+    // sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode
+    let mut f = line.split_whitespace();
+    let local = f.nth(1)?;
+    let state = f.nth(1)?;
+    let inode = f.nth(5)?;
+    if state != "0A" {
+        return None;
     }
+    let port = local
+        .rsplit_once(':')
+        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())?;
+    let inode = inode.parse::<u64>().ok().filter(|&i| i != 0)?;
+    Some((inode, port))
 }
 
 #[cfg(test)]
