@@ -166,9 +166,7 @@ impl Reader {
             self.metrics.spans_emitted.inc_by(n);
         }
     }
-}
 
-impl Reader {
     /// Sends the pending exit notices in order, up to the first refused.
     fn send_exits(&mut self) {
         let mut sent = 0;
