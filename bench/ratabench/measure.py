@@ -143,7 +143,7 @@ def run_workload(w: Workload, opts: argparse.Namespace, tmp: Path, result: dict)
     kinds = ["baseline"] + [k if k == "otel-sdk" else f"{k}/{m}" for k in extra + w.kinds
                             for m in (opts.hooks if k != "otel-sdk" else [None])]
     rounds: list[dict] = []
-    result |= {"what": w.what, "unparsed": w.unparsed, "kinds": kinds, "rounds": rounds}
+    result |= {"what": w.what, "unparsed": w.unparsed, "fixed_rate": w.fixed_rate, "kinds": kinds, "rounds": rounds}
     tmp.mkdir()
     server = w.start(tmp, opts)
     try:

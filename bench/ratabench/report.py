@@ -99,6 +99,13 @@ def markdown(results: dict, meta: dict) -> str:
         if noisy:
             lines += [f"**Noise:** in {len(noisy)} runs more than {NOISY_PCT} % of the machine's CPU was {what} "
                       f"(most: {noisy[0][0]:.0f} % in {noisy[0][1]}); those figures are less reliable.", ""]
+    rate = meta["options"]["rate"]
+    for name, w in results.items():
+        served = [s["baseline_rps"]["median"] for s in w.get("summary", {}).values() if "baseline_rps" in s]
+        if w.get("fixed_rate") and served and max(served) < 0.98 * rate:
+            lines += [f"**Rate not reached:** {name} asked for {rate:,.0f} req/s and the baseline served "
+                      f"{max(served):,.0f}: this machine cannot serve that rate, so the run saturates and its "
+                      "figures are not those of a fixed rate.", ""]
     lines += ["| workload | run | baseline req/s | ratio | +p50 µs | +p99 µs | +server CPU µs/req "
               "| agent CPU µs/req | BPF µs/req | BPF hits/req | uprobe hits/req | RSS MB steady / peak "
               "| spans / req | unparsed B/req | drops | errors |",

@@ -25,7 +25,9 @@ class Workload:
     "otel-sdk" (the Server's
     sdk target, no agent);
     parsed: None when the agent parses the protocol, else what it is (the
-    agent captures but does not parse it yet: 0 spans is expected).
+    agent captures but does not parse it yet: 0 spans is expected);
+    fixed_rate: the load asks for --rate req/s (the report says when the
+    baseline could not serve that much: the run then saturates).
     """
     name: str
     what: str
@@ -34,6 +36,7 @@ class Workload:
     load: Callable[[int, argparse.Namespace, int], LoadResult]
     kinds: tuple[str, ...] = ("ratatosk",)
     unparsed: str | None = None
+    fixed_rate: bool = False
 
 
 WORKLOADS = {w.name: w for w in [
@@ -50,7 +53,8 @@ WORKLOADS = {w.name: w for w in [
              kinds=("hooks-only", "ratatosk")),
     Workload("nginx-http1-rate", "nginx, HTTP/1.1 keep-alive, h2load --h1 at a fixed rate (--rate)",
              ["nginx", "h2load"], lambda tmp, o: start_nginx(tmp),
-             lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d, h1=True, rate=o.rate)),
+             lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d, h1=True, rate=o.rate),
+             fixed_rate=True),
     Workload("nginx-tls", "nginx, HTTPS (TLS 1.3, OpenSSL 3 as a shared libssl), wrk closed loop, keep-alive",
              ["nginx", "wrk", "openssl"],
              lambda tmp, o: start_nginx(tmp, "tls"),
