@@ -40,10 +40,7 @@ impl<T> QueueTx<T> {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                self.metrics
-                    .queue_dropped
-                    .get_or_create(&QueueLabel { queue: self.name })
-                    .inc_by(weight);
+                self.count_dropped(weight);
                 if !self.warned {
                     warn!(
                         queue = self.name,
@@ -56,6 +53,15 @@ impl<T> QueueTx<T> {
             // The consumer is gone: we are shutting down.
             Err(TrySendError::Disconnected(_)) => false,
         }
+    }
+
+    /// Counts `n` items lost on the way to this queue (in its
+    /// `ratatosk_queue_dropped_total` series).
+    pub fn count_dropped(&self, n: u64) {
+        self.metrics
+            .queue_dropped
+            .get_or_create(&QueueLabel { queue: self.name })
+            .inc_by(n);
     }
 
     pub fn len(&self) -> usize {

@@ -251,12 +251,7 @@ impl RecordSink for Reader {
                 if self.pending_exits.len() < MAX_PENDING_EXITS {
                     self.pending_exits.push(hdr.tgid);
                 } else {
-                    self.metrics
-                        .queue_dropped
-                        .get_or_create(&QueueLabel {
-                            queue: "tracker_to_outputs",
-                        })
-                        .inc();
+                    self.tx.count_dropped(1);
                 }
                 self.send_exits();
             }
