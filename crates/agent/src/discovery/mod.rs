@@ -390,9 +390,9 @@ impl Discovery {
             self.rejected
                 .retain(|_, t| now.duration_since(*t) < REJECT_GRACE);
             if self.rejected.len() >= MAX_REJECTED {
-                // More rejections within the grace than the bound: the
-                // oldest verdicts go, and their in-flight records are
-                // tracked like a target's until they stop.
+                // More rejections within the grace than the bound: all
+                // verdicts go, and their in-flight records are tracked
+                // like a target's until they stop.
                 self.rejected.clear();
             }
         }
