@@ -30,6 +30,69 @@ pub struct Tuple {
     pub remote: SocketAddr,
 }
 
+/// A data record's tuple as the kernel wrote it (`rt_tuple`), decoded
+/// only when it differs from what the connection already knows: building
+/// two socket addresses for each of the ~3 records of a request showed in
+/// profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawTuple([u8; size_of::<rt_tuple>()]);
+
+impl RawTuple {
+    pub fn decode(&self) -> Tuple {
+        tuple(&self.0, 0)
+    }
+
+    pub fn local_port(&self) -> u16 {
+        u16_at(&self.0, offset_of!(rt_tuple, sport))
+    }
+
+    fn from_record(b: &[u8], base: usize) -> Self {
+        let mut raw = [0u8; size_of::<rt_tuple>()];
+        if let Some(src) = b.get(base..base + raw.len()) {
+            raw.copy_from_slice(src);
+        }
+        RawTuple(raw)
+    }
+}
+
+/// Never equal to a tuple the kernel writes (family 0): a connection
+/// opened from a decoded tuple takes the first data record's raw one.
+impl Default for RawTuple {
+    fn default() -> Self {
+        RawTuple([0; size_of::<rt_tuple>()])
+    }
+}
+
+#[cfg(test)]
+impl From<Tuple> for RawTuple {
+    fn from(t: Tuple) -> Self {
+        let mut raw = [0u8; size_of::<rt_tuple>()];
+        let mut put = |off: usize, v: &[u8]| raw[off..off + v.len()].copy_from_slice(v);
+        let (family, local, remote) = match (t.local.ip(), t.remote.ip()) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                let mut a = [0u8; 16];
+                let mut b = [0u8; 16];
+                a[..4].copy_from_slice(&l.octets());
+                b[..4].copy_from_slice(&r.octets());
+                (AF_INET, a, b)
+            }
+            (l, r) => {
+                let v6 = |ip: IpAddr| match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                    IpAddr::V6(v6) => v6.octets(),
+                };
+                (AF_INET6, v6(l), v6(r))
+            }
+        };
+        put(offset_of!(rt_tuple, family), &family.to_ne_bytes());
+        put(offset_of!(rt_tuple, saddr), &local);
+        put(offset_of!(rt_tuple, daddr), &remote);
+        put(offset_of!(rt_tuple, sport), &t.local.port().to_ne_bytes());
+        put(offset_of!(rt_tuple, dport), &t.remote.port().to_ne_bytes());
+        RawTuple(raw)
+    }
+}
+
 /// Indexes `reader::ORIGINS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnOrigin {
@@ -101,7 +164,7 @@ pub struct Data<'a> {
     pub tls: bool,
     /// TLS ciphertext to decrypt with the connection's `TlsKeys`.
     pub cipher: bool,
-    pub tuple: Tuple,
+    pub tuple: RawTuple,
     pub payload: &'a [u8],
 }
 
@@ -230,7 +293,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             cipher: u8_at(b, offset_of!(rt_data_event, flags))
                 & rt_data_flags::RT_DATA_CIPHER as u8
                 != 0,
-            tuple: tuple(b, offset_of!(rt_data_event, tuple)),
+            tuple: RawTuple::from_record(b, offset_of!(rt_data_event, tuple)),
             payload,
         }));
     }
@@ -355,8 +418,15 @@ mod tests {
         assert_eq!(d.payload, b"HTTP/");
         assert_eq!(d.direction, Direction::Egress);
         assert!(d.tls);
-        assert_eq!(d.tuple.local, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(d.tuple.remote, "10.0.0.2:50000".parse().unwrap());
+        let t = d.tuple.decode();
+        assert_eq!(t.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(t.remote, "10.0.0.2:50000".parse().unwrap());
+        assert_eq!(d.tuple.local_port(), 8080);
+        assert_eq!(
+            RawTuple::from(t),
+            d.tuple,
+            "the test encoder matches the kernel's layout"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use ratatosk_protocols::parse::{Direction, Role, Segment};
 
 mod tls;
 
-use crate::decode::{Data, TlsKeys, Tuple};
+use crate::decode::{Data, RawTuple, TlsKeys, Tuple};
 use crate::selfmon::{ReasonLabel, SelfMetrics};
 
 /// A parsed exchange and the connection it happened on.
@@ -58,6 +58,8 @@ const ARRIVALS: usize = 4;
 
 struct Conn {
     tuple: Tuple,
+    /// What `tuple` was decoded from (default when it came decoded).
+    raw_tuple: RawTuple,
     last_ns: u64,
     proto: Proto,
     arrivals: [(u64, u64); ARRIVALS],
@@ -74,10 +76,11 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(tuple: Tuple, ts: u64, fd: Option<u32>) -> Self {
+    fn new(tuple: Tuple, raw_tuple: RawTuple, ts: u64, fd: Option<u32>) -> Self {
         Conn {
             fd,
             tuple,
+            raw_tuple,
             last_ns: ts,
             proto: Proto::Detecting(None),
             arrivals: [(0, 0); ARRIVALS],
@@ -166,7 +169,8 @@ impl Tracker {
         self.finish(tgid, sock_id, ts, out);
         self.make_room(out);
         let pc = self.procs.entry(tgid).or_default();
-        pc.conns.insert(sock_id, Conn::new(tuple, ts, None));
+        pc.conns
+            .insert(sock_id, Conn::new(tuple, RawTuple::default(), ts, None));
         pc.bind_fd(fd, sock_id);
         self.total += 1;
     }
@@ -210,7 +214,7 @@ impl Tracker {
         let pc = procs.entry(tgid).or_default();
         pc.conns
             .entry(d.sock_id)
-            .or_insert_with(|| Conn::new(d.tuple, d.hdr.ts_ns, None));
+            .or_insert_with(|| Conn::new(d.tuple.decode(), d.tuple, d.hdr.ts_ns, None));
         pc.bind_fd(d.fd, d.sock_id);
         let Some(conn) = pc.conns.get_mut(&d.sock_id) else {
             return !known;
@@ -372,8 +376,9 @@ fn feed_record(ctx: &mut Ctx<'_>, conn: &mut Conn, d: &Data<'_>, plain: &mut tls
     // wrote to it reaches TCP_CLOSE inside that very write, and the
     // kernel then zeroes its local port (inet_num, in __inet_put_port):
     // such a record must not erase the port we knew.
-    if d.tuple.local.port() != 0 || conn.tuple.local.port() == 0 {
-        conn.tuple = d.tuple;
+    if d.tuple != conn.raw_tuple && (d.tuple.local_port() != 0 || conn.tuple.local.port() == 0) {
+        conn.tuple = d.tuple.decode();
+        conn.raw_tuple = d.tuple;
     }
     if d.cipher {
         // Ciphertext to decrypt: its plaintext goes through the same
@@ -599,6 +604,12 @@ mod tests {
         }
     }
 
+    fn local_port_zero() -> RawTuple {
+        let mut t = tuple();
+        t.local.set_port(0);
+        t.into()
+    }
+
     fn data<'a>(sock: u64, fd: u32, ts: u64, dir: Direction, payload: &'a [u8]) -> Data<'a> {
         Data {
             hdr: Header {
@@ -613,7 +624,7 @@ mod tests {
             direction: dir,
             tls: false,
             cipher: false,
-            tuple: tuple(),
+            tuple: tuple().into(),
             payload,
         }
     }
@@ -701,14 +712,14 @@ mod tests {
         t.on_data(&data(1, 3, 10, Direction::Ingress, REQ), &mut out);
         // The response's write saw the peer's reset: local port 0.
         let mut resp = data(1, 3, 20, Direction::Egress, RESP);
-        resp.tuple.local.set_port(0);
+        resp.tuple = local_port_zero();
         t.on_data(&resp, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].tuple, tuple());
 
         // A client's connect() reported before its port was bound.
         let mut early = data(2, 4, 30, Direction::Egress, REQ);
-        early.tuple.local.set_port(0);
+        early.tuple = local_port_zero();
         t.on_data(&early, &mut out);
         t.on_data(&data(2, 4, 40, Direction::Ingress, RESP), &mut out);
         assert_eq!(out.len(), 2);
