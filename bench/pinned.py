@@ -34,6 +34,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 
 from ratabench.agent import Agent  # noqa: E402
+from ratabench.cpu import proc_cpu_ns  # noqa: E402
 from ratabench.errors import BenchError  # noqa: E402
 from ratabench.load import parse_wrk  # noqa: E402
 from ratabench.paths import REPO  # noqa: E402
@@ -58,16 +59,17 @@ def context_switches() -> int:
     raise BenchError("no ctxt line in /proc/stat")
 
 
-def one_run(port: int, duration: int) -> dict:
+def one_run(port: int, duration: int, agent_pid: int | None) -> dict:
     """wrk on CPU 1; CPU figures over the run minus its first and last second."""
+    agent_ns = (lambda: proc_cpu_ns(agent_pid)) if agent_pid else (lambda: 0)
     cmd = [*on_cpu(1), "wrk", "-t1", "-c8", f"-d{duration + 2}s", "--latency",
            f"http://127.0.0.1:{port}/file"]
     wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1)
-        idle0, cs0 = cpu_idle(), context_switches()
+        idle0, cs0, a0 = cpu_idle(), context_switches(), agent_ns()
         time.sleep(duration)
-        idle1, cs1 = cpu_idle(), context_switches()
+        idle1, cs1, a1 = cpu_idle(), context_switches(), agent_ns()
         out, _ = wrk.communicate(timeout=duration + 30)
     finally:
         if wrk.poll() is None:
@@ -75,7 +77,9 @@ def one_run(port: int, duration: int) -> dict:
     r = parse_wrk(out)
     return {"rps": r.rps,
             "idle": [100 * (b[0] - a[0]) / max(1, b[1] - a[1]) for a, b in zip(idle0, idle1)],
-            "cs_per_req": (cs1 - cs0) / (r.rps * duration)}
+            "cs_per_req": (cs1 - cs0) / (r.rps * duration),
+            # Threads' on-CPU time over wrk's mean rate in the window.
+            "agent_us_per_req": (a1 - a0) / 1000 / (r.rps * duration)}
 
 
 def measure(variants: dict[str, list[str]], rounds: int, duration: int) -> dict[str, list[dict]]:
@@ -98,13 +102,14 @@ def measure(variants: dict[str, list[str]], rounds: int, duration: int) -> dict[
                     selected = free_port() if kind.startswith("hooks") else port
                     agent_proc = Agent(Path(argv[0]), selected, tmp / f"{kind}.log", "socket", extra=tuple(argv[1:]))
                 try:
-                    r = one_run(port, duration)
+                    r = one_run(port, duration, agent_proc.proc.pid if agent_proc else None)
                 finally:
                     if agent_proc:
                         agent_proc.stop()
                 results[kind].append(r)
                 print(f"round {rnd + 1} {kind:17} {r['rps']:9.0f} req/s  idle per CPU "
-                      f"{' '.join(f'{x:4.1f}%' for x in r['idle'])}  {r['cs_per_req']:.2f} cs/req",
+                      f"{' '.join(f'{x:4.1f}%' for x in r['idle'])}  {r['cs_per_req']:.2f} cs/req  "
+                      f"agent {r['agent_us_per_req']:.2f} µs/req",
                       file=sys.stderr, flush=True)
     finally:
         if server:
@@ -118,13 +123,17 @@ def table(results: dict[str, list[dict]], rounds: int, duration: int) -> str:
     """Markdown: per run kind, median req/s and ratio to its round's baseline."""
     med = statistics.median
     lines = [f"nginx on CPU 0, wrk -c8 on CPU 1; {rounds} rounds x {duration} s; medians",
-             "| run | req/s | ratio (min-max) | idle CPU 0 | idle CPU 1 | context switches/req |",
-             "|---|---:|---|---:|---:|---:|"]
+             "| run | req/s | ratio (min-max) | idle CPU 0 | idle CPU 1 | context switches/req "
+             "| agent CPU µs/req (min-max) |",
+             "|---|---:|---|---:|---:|---:|---:|"]
     for kind, runs in results.items():
         ratios = [r["rps"] / b["rps"] for r, b in zip(runs, results["baseline"])]
+        agent = [r["agent_us_per_req"] for r in runs]
+        agent_cell = "—" if kind == "baseline" else f"{med(agent):.2f} ({min(agent):.2f}-{max(agent):.2f})"
         lines.append(f"| {kind} | {med([r['rps'] for r in runs]):,.0f} | {med(ratios):.3f} "
                      f"({min(ratios):.3f}-{max(ratios):.3f}) | {med([r['idle'][0] for r in runs]):.1f} % | "
-                     f"{med([r['idle'][1] for r in runs]):.1f} % | {med([r['cs_per_req'] for r in runs]):.2f} |")
+                     f"{med([r['idle'][1] for r in runs]):.1f} % | {med([r['cs_per_req'] for r in runs]):.2f} | "
+                     f"{agent_cell} |")
     return "\n".join(lines)
 
 

@@ -50,6 +50,18 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_cpu_ns(pid: int) -> int:
+    """On-CPU ns of every thread of a process, from schedstat (exact, where
+    utime+stime count 10 ms ticks)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that just exited
+    return total
+
+
 def proc_mem_mb(pid: int) -> dict[str, float]:
     status = Path(f"/proc/{pid}/status").read_text()
     kb = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1))
