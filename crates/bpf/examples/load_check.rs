@@ -24,7 +24,11 @@ fn main() {
             let counters = c.counters().expect("counters");
             c.events()
                 .expect("events")
-                .run(std::time::Duration::from_millis(50), &mut sink)
+                .run(
+                    std::time::Duration::from_millis(50),
+                    std::time::Duration::from_millis(50),
+                    &mut sink,
+                )
                 .expect("read");
             println!(
                 "records read: {}; kernel counters: {:?}",

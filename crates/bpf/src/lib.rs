@@ -9,7 +9,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/capture.skel.rs"));
 }
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
 use std::path::Path;
 use std::time::Duration;
@@ -690,22 +690,38 @@ impl EventsSource {
     /// `sink.drained()` returns false, then drains once more.
     ///
     /// The kernel wakes the reader only once enough bytes wait (batching),
-    /// so the loop also drains every `poll_interval`.
-    pub fn run(self, poll_interval: Duration, sink: &mut dyn RecordSink) -> Result<(), MapError> {
+    /// so the loop also drains every `poll_interval`; after drains that
+    /// found nothing the interval doubles, up to `idle_interval` (each
+    /// wake-up of an idle reader costs CPU), and the first record brings
+    /// it back.
+    pub fn run(
+        self,
+        poll_interval: Duration,
+        idle_interval: Duration,
+        sink: &mut dyn RecordSink,
+    ) -> Result<(), MapError> {
         // The callback and the loop both need the sink; they never run at
         // the same time (callbacks only run inside poll/consume).
         let sink = RefCell::new(sink);
+        let records = Cell::new(0u64);
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&self.0, |data: &[u8]| {
+                records.set(records.get() + 1);
                 sink.borrow_mut().record(data);
                 0
             })
             .map_err(MapError::Poll)?;
         let rb = builder.build().map_err(MapError::Poll)?;
+        let mut interval = poll_interval;
         loop {
-            rb.poll(poll_interval).map_err(MapError::Poll)?;
+            rb.poll(interval).map_err(MapError::Poll)?;
             rb.consume().map_err(MapError::Poll)?;
+            interval = if records.replace(0) > 0 {
+                poll_interval
+            } else {
+                (interval * 2).min(idle_interval.max(poll_interval))
+            };
             if !sink.borrow_mut().drained() {
                 break;
             }

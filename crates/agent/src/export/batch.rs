@@ -153,6 +153,17 @@ impl SpanBatcher {
                         .is_some_and(|t| t.elapsed() >= self.settings.schedule_delay)))
     }
 
+    /// When [`is_due`](Self::is_due) turns true without more spans; None
+    /// when nothing waits.
+    pub fn due_at(&self) -> Option<Instant> {
+        if self.len >= self.settings.max_export_batch_size {
+            return Some(Instant::now());
+        }
+        self.oldest
+            .filter(|_| self.len > 0)
+            .map(|t| t + self.settings.schedule_delay)
+    }
+
     /// The next batch (at most `max_export_batch_size` spans, the oldest)
     /// as one request; None when nothing waits.
     pub fn take(&mut self) -> Option<Request> {
@@ -222,5 +233,27 @@ mod tests {
         let last = q.take().unwrap();
         assert_eq!(last.items(), 2);
         assert!(q.is_empty() && q.take().is_none() && !q.is_due(true));
+    }
+
+    /// The outputs thread sleeps until `due_at`: nothing when empty, the
+    /// oldest span's delay for a partial batch, now for a full one.
+    #[test]
+    fn due_at_follows_the_oldest_span_and_full_batches() {
+        let a = res(1);
+        let delay = Duration::from_secs(5);
+        let mut q = SpanBatcher::new(BatchSettings {
+            max_queue_size: 100,
+            max_export_batch_size: 2,
+            schedule_delay: delay,
+        });
+        assert_eq!(q.due_at(), None);
+        let before = Instant::now();
+        q.push(&a, &span(a.proc.clone(), 200, SpanKind::Server));
+        let due = q.due_at().unwrap();
+        assert!(due >= before + delay && due <= Instant::now() + delay);
+        q.push(&a, &span(a.proc.clone(), 200, SpanKind::Server));
+        assert!(q.due_at().unwrap() <= Instant::now());
+        q.take().unwrap();
+        assert_eq!(q.due_at(), None);
     }
 }

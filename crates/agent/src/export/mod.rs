@@ -350,6 +350,14 @@ impl Exporter {
         }
     }
 
+    /// When [`tick`](Self::tick) next has work without more spans: the
+    /// queued spans' schedule delay, or the next metrics snapshot.
+    pub fn next_due(&self) -> Option<Instant> {
+        let spans = self.traces.as_ref().and_then(|t| t.batcher.due_at());
+        let metrics = self.metrics.as_ref().map(|m| m.last + m.interval);
+        spans.into_iter().chain(metrics).min()
+    }
+
     /// Called every outputs tick: sends due span batches and, every
     /// interval, a metrics snapshot.
     pub fn tick(&mut self) {

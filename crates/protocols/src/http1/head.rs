@@ -325,8 +325,16 @@ impl Fields {
                 4 if is(b"host") => {
                     let value = trim_ows(h.value);
                     if f.host.is_none() && !value.is_empty() {
-                        let host = String::from_utf8_lossy(value);
-                        f.host = Some(CompactString::new(truncate_str(&host, MAX_HOST_LEN).0));
+                        // Hosts are ASCII: the lossy copy is only for the
+                        // rare one that is not (its scan showed in profiles).
+                        let host = match std::str::from_utf8(value) {
+                            Ok(s) => CompactString::new(truncate_str(s, MAX_HOST_LEN).0),
+                            Err(_) => {
+                                let lossy = String::from_utf8_lossy(value);
+                                CompactString::new(truncate_str(&lossy, MAX_HOST_LEN).0)
+                            }
+                        };
+                        f.host = Some(host);
                     }
                 }
                 // The first traceparent field counts.
