@@ -229,7 +229,7 @@ impl Exporter {
             Some(s) => {
                 // Room for a queue's worth of batches, so that every tick
                 // can hand over all full batches (one per tick would cap
-                // the rate at batch size / 20 ms); the bound below counts
+                // the rate at batch size per tick); the bound below counts
                 // them with the queue.
                 let b = &settings.batch;
                 let jobs = b.max_queue_size / b.max_export_batch_size.max(1);

@@ -533,8 +533,7 @@ fn sustained_rate_to_rotel() {
     let mut one = Vec::new();
     traces::put_span(&mut one, &chunk[0]);
     let wire = one.len();
-    // Paced: 256 spans per 20 ms tick (12 800/s), the outputs thread's
-    // pace under load; nothing may be lost.
+    // Paced: 256 spans per 20 ms (12 800/s); nothing may be lost.
     const TOTAL: u64 = 20_000;
     let start = Instant::now();
     let mut offered = 0;
