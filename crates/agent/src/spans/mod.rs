@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngCore, SeedableRng};
 use ratatosk_protocols::http1::{Exchange, Outcome, target_path, target_query};
 use ratatosk_protocols::parse::Role;
 
@@ -153,15 +153,20 @@ impl SpanBuilder {
         // span's header was set by an SDK in the process: its span is our
         // parent).
         let parent = ex.traceparent;
-        let trace_id = match &parent {
-            Some(p) => p.trace_id,
-            None => self.rng.random(),
-        };
+        // fill_bytes takes 8 bytes per draw; random::<[u8; N]>() draws
+        // once per byte (24 draws per span).
+        let mut trace_id = [0u8; 16];
+        match &parent {
+            Some(p) => trace_id = p.trace_id,
+            None => self.rng.fill_bytes(&mut trace_id),
+        }
+        let mut span_id = [0u8; 8];
+        self.rng.fill_bytes(&mut span_id);
         let sampled = sampler::sample(&self.sampler, &trace_id, parent.as_ref());
         Span {
             kind,
             trace_id,
-            span_id: self.rng.random(),
+            span_id,
             parent_span_id: parent.map(|p| p.parent_id),
             sampled,
             start_ns: self.clock.to_wall_ns(ex.request_start_ns),
