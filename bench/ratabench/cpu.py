@@ -44,12 +44,6 @@ def session_cpu_s(sid: int) -> float:
     return ticks / CLK_TCK
 
 
-def proc_cpu_s(pid: int) -> float:
-    # utime and stime are fields 14 and 15; split after the ")" of comm.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def proc_cpu_ns(pid: int) -> int:
     """On-CPU ns of every thread of a process, from schedstat (exact, where
     utime+stime count 10 ms ticks)."""

@@ -12,7 +12,7 @@ from typing import Callable
 
 from .agent import Agent, agent_counters, start_perf, stop_perf
 from .bpf import bpf_stats, foreign_progs
-from .cpu import children_cpu_s, machine_busy_s, proc_cpu_s, proc_mem_mb, self_cpu_s, session_cpu_s
+from .cpu import children_cpu_s, machine_busy_s, proc_cpu_ns, proc_mem_mb, self_cpu_s, session_cpu_s
 from .procs import free_port, stop
 from .servers import Server, Target
 from .workloads import Workload
@@ -67,12 +67,16 @@ def measure(agent: Agent | None, kind: str, w: Workload, server: Server, target:
     counters0 = agent_counters(agent.mport, target.port) if agent else {}
     sdk0 = server.sdk_spans() if kind == "otel-sdk" else None
     perf = None
+    # The agent's threads' on-CPU time (schedstat, ns): /proc's utime+stime
+    # count 10 ms ticks, ~20 of them per 5 s run, so medians came out
+    # quantised by ~5 %.
+    agent_s = lambda: proc_cpu_ns(agent.proc.pid) / 1e9
     try:
         if agent and opts.perf:
             perf = start_perf(agent.proc.pid, perf_log)
         if agent:
-            bpf0, cpu0 = bpf_stats(agent.prog_ids), proc_cpu_s(agent.proc.pid)
-        acpu = (lambda: proc_cpu_s(agent.proc.pid)) if agent else (lambda: 0.0)
+            bpf0, cpu0 = bpf_stats(agent.prog_ids), agent_s()
+        acpu = agent_s if agent else (lambda: 0.0)
         sample = lambda: (time.monotonic(), machine_busy_s(), session_cpu_s(sid),
                           session_cpu_s(coll.pid) if coll else 0.0, acpu(), children_cpu_s(), self_cpu_s())
         s0 = sample()
@@ -80,7 +84,7 @@ def measure(agent: Agent | None, kind: str, w: Workload, server: Server, target:
         s1 = sample()
         scpu0, scpu1, ccpu0, ccpu1 = s0[2], s1[2], s0[3], s1[3]
         if agent:
-            cpu1, bpf1 = proc_cpu_s(agent.proc.pid), bpf_stats(agent.prog_ids)
+            cpu1, bpf1 = agent_s(), bpf_stats(agent.prog_ids)
         perf_s = stop_perf(perf, perf_log) if perf else None
     finally:
         if perf:
@@ -120,7 +124,7 @@ def measure(agent: Agent | None, kind: str, w: Workload, server: Server, target:
     return res | {
         "agent_cpu_us_per_req": per_req((cpu1 - cpu0) * 1e6),
         # Includes draining what was still queued when the load ended.
-        "agent_cpu_drained_us_per_req": per_req((proc_cpu_s(agent.proc.pid) - cpu0) * 1e6),
+        "agent_cpu_drained_us_per_req": per_req((agent_s() - cpu0) * 1e6),
         "perf_task_clock_us_per_req": per_req(perf_s * 1e6) if perf_s is not None else None,
         "bpf_us_per_req": per_req(sum(p["ns"] for p in bpf.values()) / 1e3),
         "bpf_hits_per_req": per_req(sum(p["cnt"] for p in bpf.values())),

@@ -15,7 +15,7 @@ DETAIL_ROWS = [
     ("added p99 latency (µs)", "added_p99_us", "{:+.1f}"),
     ("baseline server CPU (µs/req)", "baseline_server_cpu_us_per_req", "{:.2f}"),
     ("added server CPU (µs/req)", "added_server_cpu_us_per_req", "{:+.2f}"),
-    ("agent CPU user+sys (µs/req)", "agent_cpu_us_per_req", "{:.3f}"),
+    ("agent CPU, threads on CPU (µs/req)", "agent_cpu_us_per_req", "{:.3f}"),
     ("BPF CPU (µs/req)", "bpf_us_per_req", "{:.3f}"),
     ("BPF program hits/req", "bpf_hits_per_req", "{:.2f}"),
     ("uprobe hits/req", "uprobe_hits_per_req", "{:.2f}"),
@@ -137,8 +137,8 @@ def markdown(results: dict, meta: dict) -> str:
         if "what" in w:
             lines.append(f"- **{name}**: {w['what']}")
     lines += ["", "Columns: +server CPU is the server's own CPU per request (all its processes, including BPF "
-              "run in its syscalls) over the baseline's; agent CPU is the agent's userspace (user+sys from "
-              "/proc); BPF is every program of the agent (run_time_ns with kernel.bpf_stats_enabled), whoever "
+              "run in its syscalls) over the baseline's; agent CPU is the on-CPU time of the agent's threads "
+              "(user and kernel, from schedstat); BPF is every program of the agent (run_time_ns with kernel.bpf_stats_enabled), whoever "
               "made the syscall; hits/req include the load generator's syscalls; uprobe hits are runs of the "
               "agent's OpenSSL uprobe programs (entries, which trap, and returns). For otel-sdk the SDK runs in the app (see +server CPU) and "
               "exports to a local rotel collector, whose CPU is shown; spans are what rotel received. ratatosk-otlp: the agent "
