@@ -8,13 +8,15 @@
 //! it, so each file is attached once, whichever process revealed it; the
 //! BPF programs filter on the target set like the syscall path. Processes
 //! are rescanned periodically because libraries are also loaded late
-//! (Python imports `ssl` on demand).
+//! (Python imports `ssl` on demand): each at once when new, then less
+//! often while its mappings show nothing new (`RescanSchedule`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use ratatosk_bpf::{GoTlsProbes, OpensslProbes, SslLayout, TlsAttachError};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::{debug, info, warn};
 
 use crate::discovery::donor::{DonorError, Donors};
@@ -121,6 +123,64 @@ fn parse_dev(s: &str) -> Option<u64> {
     Some((u64::from_str_radix(maj, 16).ok()? << 32) | u64::from_str_radix(min, 16).ok()?)
 }
 
+/// The first re-read of a process's mappings; each read that finds no new
+/// file doubles the wait, up to `RESCAN_MAX`.
+const RESCAN_MIN: Duration = Duration::from_millis(500);
+/// A library a scanned process loads late (Python imports `ssl` on
+/// demand) is found within this.
+const RESCAN_MAX: Duration = Duration::from_secs(2);
+/// Tick jitter: a read due this close to now is done now rather than a
+/// whole scan interval later.
+const RESCAN_SLACK: Duration = Duration::from_millis(125);
+
+/// When each process's mappings are read again. Reading /proc/PID/maps
+/// costs ~100 µs of kernel time a process, and every tick re-read them all
+/// (an idle agent spent ~1 ms/s on two nginx processes). A probed file
+/// covers every process that maps it, so only a file never seen matters:
+/// a new process, or one that exec'd another program, is read at once;
+/// one whose mappings gave nothing new waits 0.5, 1, then 2 s.
+#[derive(Default)]
+struct RescanSchedule {
+    /// Bounded by the processes of the last scan (others are dropped).
+    procs: FxHashMap<u32, Rescan>,
+}
+
+struct Rescan {
+    exe: Option<PathBuf>,
+    next: Instant,
+    interval: Duration,
+}
+
+impl RescanSchedule {
+    /// Whether `pid`, running `exe`, is to be read now.
+    fn due(&self, pid: u32, exe: Option<&Path>, now: Instant) -> bool {
+        self.procs
+            .get(&pid)
+            .is_none_or(|r| r.exe.as_deref() != exe || now + RESCAN_SLACK >= r.next)
+    }
+
+    /// `pid` was read now; `found` tells whether it showed a file not seen
+    /// before (which resets its wait).
+    fn read(&mut self, pid: u32, exe: Option<&Path>, found: bool, now: Instant) {
+        let r = self.procs.entry(pid).or_insert(Rescan {
+            exe: None,
+            next: now,
+            interval: RESCAN_MIN,
+        });
+        if found || r.exe.as_deref() != exe {
+            r.interval = RESCAN_MIN;
+        }
+        r.exe = exe.map(Path::to_path_buf);
+        r.next = now + r.interval;
+        r.interval = (r.interval * 2).min(RESCAN_MAX);
+    }
+
+    /// Forgets the processes not in this scan (exited, or unselected).
+    fn retain(&mut self, live: &FxHashSet<u32>) {
+        self.procs.retain(|pid, _| live.contains(pid));
+    }
+}
+
 /// The files already looked at, and the attach decisions.
 pub struct OpensslFiles {
     /// Decrypt OpenSSL libraries from their secrets when possible.
@@ -134,6 +194,7 @@ pub struct OpensslFiles {
     /// Layouts learned, by (device, inode) of the file (a donor is
     /// calibrated once).
     layouts: HashMap<(u64, u64), (SslLayout, String)>,
+    rescans: RescanSchedule,
 }
 
 impl OpensslFiles {
@@ -146,6 +207,7 @@ impl OpensslFiles {
             metrics,
             donors: Donors::default(),
             layouts: HashMap::new(),
+            rescans: RescanSchedule::default(),
         }
     }
 
@@ -153,16 +215,25 @@ impl OpensslFiles {
     /// to every new OpenSSL file with `attach`.
     pub fn scan(&mut self, pids: impl IntoIterator<Item = u32>, attach: &mut dyn TlsAttach) {
         let known = self.attached.len() + self.rejected.len();
+        let now = Instant::now();
+        let mut live = FxHashSet::default();
         for pid in pids {
+            live.insert(pid);
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            if !self.rescans.due(pid, exe.as_deref(), now) {
+                continue;
+            }
             let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
                 continue; // gone, or a kernel thread
             };
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-            let exe = exe.as_deref().and_then(Path::to_str);
-            for c in candidates(&maps, exe) {
+            let before = self.attached.len() + self.rejected.len();
+            for c in candidates(&maps, exe.as_deref().and_then(Path::to_str)) {
                 self.consider(pid, &c, attach);
             }
+            let found = self.attached.len() + self.rejected.len() != before;
+            self.rescans.read(pid, exe.as_deref(), found, now);
         }
+        self.rescans.retain(&live);
         if self.attached.len() + self.rejected.len() != known {
             // Reading a large executable's symbols (node: ~100 MB, by
             // libbpf and the fingerprint) leaves megabytes of freed heap
@@ -380,6 +451,37 @@ mod tests {
 7f0000500000-7f0000510000 rw-p 00000000 00:00 0 
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
 ";
+
+    /// A new process is read at once; one that shows nothing new waits
+    /// 0.5, 1, then 2 s; a new file or another program resets the wait;
+    /// processes gone from a scan are forgotten.
+    #[test]
+    fn rescans_back_off_until_something_changes() {
+        let mut r = RescanSchedule::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let py = Some(Path::new("/usr/bin/python3"));
+        assert!(r.due(1, py, t0));
+        r.read(1, py, false, t0);
+        assert!(!r.due(1, py, at(300)));
+        assert!(r.due(1, py, at(400)), "within the tick slack of 500 ms");
+        r.read(1, py, false, at(500));
+        assert!(!r.due(1, py, at(1300)));
+        assert!(r.due(1, py, at(1500)));
+        r.read(1, py, false, at(1500));
+        r.read(1, py, false, at(3500));
+        assert!(!r.due(1, py, at(5300)), "capped at 2 s");
+        assert!(r.due(1, py, at(5500)));
+        // Another program in the same pid: read at once.
+        assert!(r.due(1, Some(Path::new("/usr/sbin/nginx")), at(3600)));
+        // A new file found: back to 0.5 s.
+        r.read(1, py, true, at(5500));
+        assert!(r.due(1, py, at(6000)));
+        r.read(2, None, false, at(6000));
+        r.retain(&[2].into_iter().collect());
+        assert!(r.due(1, py, at(6000)) && !r.due(2, None, at(6100)));
+        assert_eq!(r.procs.len(), 1);
+    }
 
     #[test]
     fn finds_libssl_and_the_executable_once_each() {
