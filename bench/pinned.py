@@ -4,7 +4,10 @@
 
 Each round runs the baseline (no agent) and every variant in a rotating
 order; per variant it prints the median throughput ratio over the round's
-baseline, the idle share of each CPU and the context switches per request.
+baseline, the idle share of each CPU, the context switches per request and
+the agent's CPU per request (its threads' on-CPU time). With --rate the
+client is h2load at that fixed total rate instead of a saturating wrk, to
+compare two agent builds where the CPU is not saturated.
 Pinning removes the scheduler's placement of client and server from the
 comparison, so the steps between variants are the agent's own cost.
 
@@ -16,6 +19,8 @@ captured). Default: hooks-only and ratatosk with target/release/ratatosk.
     sudo bench/pinned.py --rounds 3
     sudo bench/pinned.py --variant 'ratatosk=target/release/ratatosk' \\
         --variant 'ring1m=target/release/ratatosk --ringbuf-mib 1'
+    sudo bench/pinned.py --rate 10000 --variant 'old=/tmp/ratatosk-old' \\
+        --variant 'new=target/release/ratatosk'
 """
 from __future__ import annotations
 
@@ -59,11 +64,16 @@ def context_switches() -> int:
     raise BenchError("no ctxt line in /proc/stat")
 
 
-def one_run(port: int, duration: int, agent_pid: int | None) -> dict:
-    """wrk on CPU 1; CPU figures over the run minus its first and last second."""
+def one_run(port: int, duration: int, agent_pid: int | None, rate: int | None) -> dict:
+    """wrk (or, at a fixed `rate`, h2load) on CPU 1; CPU figures over the
+    run minus its first and last second."""
     agent_ns = (lambda: proc_cpu_ns(agent_pid)) if agent_pid else (lambda: 0)
-    cmd = [*on_cpu(1), "wrk", "-t1", "-c8", f"-d{duration + 2}s", "--latency",
-           f"http://127.0.0.1:{port}/file"]
+    url = f"http://127.0.0.1:{port}/file"
+    if rate:
+        cmd = [*on_cpu(1), "h2load", "--h1", "-c8", "-m1", "--rps", f"{rate / 8:g}",
+               "-D", str(duration + 2), url]
+    else:
+        cmd = [*on_cpu(1), "wrk", "-t1", "-c8", f"-d{duration + 2}s", "--latency", url]
     wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1)
@@ -74,15 +84,22 @@ def one_run(port: int, duration: int, agent_pid: int | None) -> dict:
     finally:
         if wrk.poll() is None:
             wrk.kill()
-    r = parse_wrk(out)
-    return {"rps": r.rps,
+    if rate:
+        m = re.search(r"^finished in [\d.]+\w+, ([\d.]+) req/s", out, re.M)
+        if not m:
+            raise BenchError(f"h2load printed no rate:\n{out}")
+        rps = float(m.group(1))
+    else:
+        rps = parse_wrk(out).rps
+    return {"rps": rps,
             "idle": [100 * (b[0] - a[0]) / max(1, b[1] - a[1]) for a, b in zip(idle0, idle1)],
-            "cs_per_req": (cs1 - cs0) / (r.rps * duration),
-            # Threads' on-CPU time over wrk's mean rate in the window.
-            "agent_us_per_req": (a1 - a0) / 1000 / (r.rps * duration)}
+            "cs_per_req": (cs1 - cs0) / (rps * duration),
+            # Threads' on-CPU time over the client's mean rate in the window.
+            "agent_us_per_req": (a1 - a0) / 1000 / (rps * duration)}
 
 
-def measure(variants: dict[str, list[str]], rounds: int, duration: int) -> dict[str, list[dict]]:
+def measure(variants: dict[str, list[str]], rounds: int, duration: int,
+            rate: int | None) -> dict[str, list[dict]]:
     """Runs the baseline and every variant (NAME -> agent argv) once per
     round, in a rotating order, against one nginx pinned to CPU 0."""
     kinds = ["baseline", *variants]
@@ -102,7 +119,7 @@ def measure(variants: dict[str, list[str]], rounds: int, duration: int) -> dict[
                     selected = free_port() if kind.startswith("hooks") else port
                     agent_proc = Agent(Path(argv[0]), selected, tmp / f"{kind}.log", "socket", extra=tuple(argv[1:]))
                 try:
-                    r = one_run(port, duration, agent_proc.proc.pid if agent_proc else None)
+                    r = one_run(port, duration, agent_proc.proc.pid if agent_proc else None, rate)
                 finally:
                     if agent_proc:
                         agent_proc.stop()
@@ -119,10 +136,11 @@ def measure(variants: dict[str, list[str]], rounds: int, duration: int) -> dict[
     return results
 
 
-def table(results: dict[str, list[dict]], rounds: int, duration: int) -> str:
+def table(results: dict[str, list[dict]], rounds: int, duration: int, rate: int | None) -> str:
     """Markdown: per run kind, median req/s and ratio to its round's baseline."""
     med = statistics.median
-    lines = [f"nginx on CPU 0, wrk -c8 on CPU 1; {rounds} rounds x {duration} s; medians",
+    client = f"h2load -c8 at {rate:,} req/s" if rate else "wrk -c8"
+    lines = [f"nginx on CPU 0, {client} on CPU 1; {rounds} rounds x {duration} s; medians",
              "| run | req/s | ratio (min-max) | idle CPU 0 | idle CPU 1 | context switches/req "
              "| agent CPU µs/req (min-max) |",
              "|---|---:|---|---:|---:|---:|---:|"]
@@ -141,7 +159,7 @@ def preflight() -> str | None:
     """Why this machine cannot run the pinned comparison, or None."""
     if os.geteuid() != 0:
         return "run as root (the agent loads BPF programs)"
-    missing = [t for t in ("nginx", "wrk", "taskset", "bpftool") if not shutil.which(t)]
+    missing = [t for t in ("nginx", "wrk", "h2load", "taskset", "bpftool") if not shutil.which(t)]
     if missing:
         return f"missing: {', '.join(missing)} (run bench/setup.sh as root)"
     if (os.cpu_count() or 1) < 2:
@@ -154,6 +172,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="measured seconds per run")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=COMMAND")
+    p.add_argument("--rate", type=int, help="total req/s with h2load --rps (default: wrk, saturating)")
     opts = p.parse_args()
     why = preflight()
     if why:
@@ -171,11 +190,11 @@ def main() -> int:
             p.error(f"--variant {name}: {argv[0]} does not exist (cargo build --release -p ratatosk)")
         variants[name] = argv
     try:
-        results = measure(variants, opts.rounds, opts.duration)
+        results = measure(variants, opts.rounds, opts.duration, opts.rate)
     except BenchError as e:
         print(f"pinned failed: {e}", file=sys.stderr)
         return 1
-    print(table(results, opts.rounds, opts.duration))
+    print(table(results, opts.rounds, opts.duration, opts.rate))
     return 0
 
 
