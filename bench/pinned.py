@@ -99,7 +99,7 @@ def one_run(port: int, duration: int, agent_pid: int | None, rate: int | None) -
 
 
 def measure(variants: dict[str, list[str]], rounds: int, duration: int,
-            rate: int | None) -> dict[str, list[dict]]:
+            rate: int | None = None) -> dict[str, list[dict]]:
     """Runs the baseline and every variant (NAME -> agent argv) once per
     round, in a rotating order, against one nginx pinned to CPU 0."""
     kinds = ["baseline", *variants]
@@ -136,7 +136,7 @@ def measure(variants: dict[str, list[str]], rounds: int, duration: int,
     return results
 
 
-def table(results: dict[str, list[dict]], rounds: int, duration: int, rate: int | None) -> str:
+def table(results: dict[str, list[dict]], rounds: int, duration: int, rate: int | None = None) -> str:
     """Markdown: per run kind, median req/s and ratio to its round's baseline."""
     med = statistics.median
     client = f"h2load -c8 at {rate:,} req/s" if rate else "wrk -c8"
