@@ -41,7 +41,7 @@ sys.dont_write_bytecode = True
 from ratabench.agent import Agent  # noqa: E402
 from ratabench.cpu import proc_cpu_ns  # noqa: E402
 from ratabench.errors import BenchError  # noqa: E402
-from ratabench.load import parse_wrk  # noqa: E402
+from ratabench.load import h2load_rps, parse_wrk  # noqa: E402
 from ratabench.paths import REPO  # noqa: E402
 from ratabench.procs import free_port, on_cpu, run_cmd, stop  # noqa: E402
 from ratabench.servers import start_nginx  # noqa: E402
@@ -84,13 +84,7 @@ def one_run(port: int, duration: int, agent_pid: int | None, rate: int | None) -
     finally:
         if wrk.poll() is None:
             wrk.kill()
-    if rate:
-        m = re.search(r"^finished in [\d.]+\w+, ([\d.]+) req/s", out, re.M)
-        if not m:
-            raise BenchError(f"h2load printed no rate:\n{out}")
-        rps = float(m.group(1))
-    else:
-        rps = parse_wrk(out).rps
+    rps = h2load_rps(out) if rate else parse_wrk(out).rps
     return {"rps": rps,
             "idle": [100 * (b[0] - a[0]) / max(1, b[1] - a[1]) for a, b in zip(idle0, idle1)],
             "cs_per_req": (cs1 - cs0) / (rps * duration),

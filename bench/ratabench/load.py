@@ -49,6 +49,11 @@ def find(pattern: str, out: str, tool: str) -> re.Match:
     return m
 
 
+def h2load_rps(out: str) -> float:
+    """The mean rate h2load reports."""
+    return float(find(r"^finished in [\d.]+\w+, ([\d.]+) req/s", out, "h2load").group(1))
+
+
 def parse_wrk(out: str) -> LoadResult:
     p50, p99 = (find(rf"^\s+{q}%\s+([\d.]+)(us|ms|s|m)\s*$", out, "wrk") for q in (50, 99))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
@@ -101,7 +106,7 @@ def run_h2load(url: str, opts: argparse.Namespace, duration: int, h1: bool = Fal
     m = find(r"^requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
              r"(\d+) errored, (\d+) timeout", out, "h2load")
     non2xx = find(r"^status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, "h2load")
-    return LoadResult(rps=float(find(r"^finished in [\d.]+\w+, ([\d.]+) req/s", out, "h2load").group(1)),
+    return LoadResult(rps=h2load_rps(out),
                       requests=int(m.group(2)), p50_us=percentile(lat, 0.50), p99_us=percentile(lat, 0.99),
                       errors=sum(int(x) for x in m.groups()[2:]) + sum(int(x) for x in non2xx.groups()),
                       cmd=" ".join(cmd))
