@@ -3,7 +3,8 @@
 # (see ../shared/lab.md): Debian packages, nothing started here.
 set -euo pipefail
 
-pkgs=(nginx wrk curl python3 bpftool prometheus openssl libnss3)
+pkgs=(nginx wrk curl python3 bpftool prometheus openssl libnss3
+      postgresql postgresql-contrib mariadb-server mariadb-client redis-server redis-tools)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,7 +19,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for t in nginx wrk curl python3 node java setpriv prometheus; do
+for t in nginx wrk curl python3 node java setpriv prometheus pgbench mariadbd mariadb-install-db redis-server redis-benchmark; do
     command -v "$t" >/dev/null || { echo "lab: $t is still missing" >&2; exit 1; }
 done
 
@@ -61,3 +62,10 @@ if ! "$LAB/bin/pip" show -q rotel >/dev/null 2>&1; then
     "$LAB/bin/pip" install -q rotel
 fi
 ls "$LAB"/lib/python3*/site-packages/rotel/rotel-agent >/dev/null
+
+# Database clients for the PostgreSQL, MariaDB and Redis tests (real
+# drivers, as applications use them).
+if ! "$LAB/bin/python" -c 'import psycopg, pymysql, mysql.connector, redis' 2>/dev/null; then
+    echo "lab: installing database clients into $LAB" >&2
+    "$LAB/bin/pip" install -q 'psycopg[binary]' pymysql mysql-connector-python redis
+fi

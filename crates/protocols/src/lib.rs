@@ -14,7 +14,11 @@
 )]
 
 pub mod http1;
+pub mod op;
 pub mod parse;
+pub mod parser;
+pub mod registry;
+pub mod sql;
 
 /// Plain-function bodies of the cargo-fuzz targets, so `cargo test` can run
 /// them over the committed seeds without a nightly toolchain.

@@ -9,27 +9,7 @@ pub use super::stats::ConnStats;
 use super::stream::{Event, Finish, Input, MessageStream, Requests, Responses};
 use crate::parse::{Direction, Role, Segment};
 
-/// Bounds on per-connection state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Longest head (start line + fields) buffered; longer ones are dropped
-    /// as invalid.
-    pub max_head_bytes: usize,
-    /// Requests awaiting a response; the oldest is dropped on overflow.
-    pub max_pending_requests: usize,
-    /// Request-target bytes kept (longer targets are cut, not rejected).
-    pub max_target_len: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_head_bytes: 16 * 1024,
-            max_pending_requests: 64,
-            max_target_len: 2048,
-        }
-    }
-}
+pub use crate::parser::Limits;
 
 /// Parsers for one direction. Until the connection's roles are known both
 /// interpretations run; the first message found fixes them.

@@ -3,20 +3,8 @@
 use compact_str::CompactString;
 
 use super::traceparent::TraceParent;
+pub use crate::op::Outcome;
 use crate::parse::Role;
-
-/// How an exchange ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Request and final response were both seen to their end.
-    Complete,
-    /// The connection closed (or the observer gave up) before a response.
-    NoResponse,
-    /// A response started but its end could not be tracked (framing lost to
-    /// a capture gap or malformed chunking, or cut by the close); the end
-    /// time is that of the last response byte seen.
-    ResponseTruncated,
-}
 
 /// One request and its response on an HTTP/1 connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod error;
 mod exchange;
 pub mod head;
 mod message;
+mod protocol;
 mod stats;
 mod stream;
 mod traceparent;
@@ -23,4 +24,5 @@ pub use exchange::{Exchange, Outcome, target_path, target_query};
 pub use head::{
     RequestHead, ResponseHead, parse_request_head, parse_request_head_with, parse_response_head,
 };
+pub use protocol::{HTTP1, Http1, Http1Parser, operation};
 pub use traceparent::{TRACEPARENT_LEN, TraceParent};
