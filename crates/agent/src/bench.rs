@@ -27,7 +27,7 @@ use ratatosk_abi::{
     rt_conn_event, rt_conn_origin, rt_data_event, rt_direction, rt_event_kind, rt_header, rt_tuple,
 };
 use ratatosk_bpf::RecordSink;
-use ratatosk_protocols::http1::Limits;
+use ratatosk_protocols::parser::Limits;
 use rustix::time::{ClockId, clock_gettime};
 
 use crate::clock::Clock;
@@ -42,10 +42,10 @@ use crate::export::Exporter;
 use crate::export::batch::SpanBatcher;
 use crate::export::metrics::MetricStore;
 use crate::export::resource::{Host, Resources};
-use crate::metrics::HttpMetrics;
 use crate::output::Batch;
 use crate::queue;
 use crate::reader::Reader;
+use crate::red::prometheus::PrometheusRed;
 use crate::selfmon::{QueueLabel, SelfMetrics, SignalLabel, SignalReasonLabel};
 use crate::spans::route::Routes;
 use crate::spans::{Span, SpanBuilder};
@@ -351,7 +351,13 @@ fn capture(recs: &[Vec<u8>], requests: usize) -> Result<Vec<Vec<Span>>, String> 
 /// (traces and metrics) are on, up to the bytes of each export request;
 /// returns the requests' total size.
 fn outputs(batches: Vec<Vec<Span>>, registry: &mut Registry) -> u64 {
-    let mut prometheus = HttpMetrics::new(registry, crate::metrics::MAX_SERIES, Default::default());
+    let mut prometheus = PrometheusRed::new(
+        registry,
+        crate::export::MAX_SERIES,
+        Default::default(),
+        Default::default(),
+        Duration::from_secs(300),
+    );
     let mut resources = Resources::new(Host::detect(), Naming::default());
     let mut store = MetricStore::new(crate::export::MAX_SERIES);
     let mut batcher = SpanBatcher::new(BatchSettings::default());
@@ -370,10 +376,11 @@ fn outputs(batches: Vec<Vec<Span>>, registry: &mut Registry) -> u64 {
             batcher.push(resources.get(&s.process), s);
         }
         send(&mut batcher, false);
+        let now = crate::export::now_ns();
+        prometheus.record(&batch, now);
         for s in &batch {
-            prometheus.record(s);
             // Exporter::record
-            store.record(s, resources.get(&s.process), crate::export::now_ns);
+            store.record(s, resources.get(&s.process), now);
         }
     }
     send(&mut batcher, true);
@@ -391,10 +398,12 @@ fn grpc(batches: Vec<Vec<Span>>, endpoint: &str) -> Result<(u64, u64), String> {
     let metrics = SelfMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let mut prometheus = HttpMetrics::new(
+    let mut prometheus = PrometheusRed::new(
         &mut registry,
-        crate::metrics::MAX_SERIES,
+        crate::export::MAX_SERIES,
         metrics.prometheus_series_limit.clone(),
+        metrics.prometheus_series_expired.clone(),
+        Duration::from_secs(300),
     );
     let signal = OtlpSignal {
         endpoint: endpoint.to_string(),
@@ -427,9 +436,10 @@ fn grpc(batches: Vec<Vec<Span>>, endpoint: &str) -> Result<(u64, u64), String> {
             e.tick();
         }
         e.push_spans(&batch);
+        let now = crate::export::now_ns();
+        prometheus.record(&batch, now);
         for s in &batch {
-            prometheus.record(s);
-            e.record(s);
+            e.record(s, now);
         }
         e.tick();
     }

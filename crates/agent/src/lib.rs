@@ -13,11 +13,11 @@ mod conn;
 mod decode;
 mod discovery;
 mod export;
-mod metrics;
 mod output;
 mod pipeline;
 mod queue;
 mod reader;
+mod red;
 mod selfmon;
 mod spans;
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use ratatosk_bpf::{Capture, LoadOptions, SyscallHooks};
-use ratatosk_protocols::http1::Limits;
+use ratatosk_protocols::parser::Limits;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
@@ -30,15 +30,18 @@ use crate::conn::Tracker;
 use crate::discovery::Discovery;
 use crate::discovery::openssl::{OpensslFiles, TlsAttach};
 use crate::export::Exporter;
-use crate::metrics::HttpMetrics;
 use crate::output::printer::Printer;
 use crate::output::{self, Batch, prometheus};
 use crate::queue;
 use crate::reader::Reader;
+use crate::red::prometheus::PrometheusRed;
 use crate::selfmon::SelfMetrics;
 use crate::spans::SpanBuilder;
 use crate::spans::route::Routes;
 
+/// How long a /metrics series lives without an update (Beyla's
+/// `prometheus_export.ttl` default).
+const PROMETHEUS_TTL: Duration = Duration::from_secs(300);
 /// Batches of spans waiting for the outputs thread.
 const TRACKER_TO_OUTPUTS_CAPACITY: usize = 1024;
 /// How often the reader drains the ring buffer when the kernel did not
@@ -69,10 +72,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Only for an endpoint that serves them: OTLP keeps its own store.
     let http_metrics = (config.prometheus.is_some() && config.prometheus_features.application)
         .then(|| {
-            HttpMetrics::new(
+            PrometheusRed::new(
                 &mut registry,
-                crate::metrics::MAX_SERIES,
+                crate::export::MAX_SERIES,
                 self_metrics.prometheus_series_limit.clone(),
+                self_metrics.prometheus_series_expired.clone(),
+                PROMETHEUS_TTL,
             )
         });
     let registry = Arc::new(Mutex::new(registry));

@@ -17,8 +17,11 @@ use crate::discovery::Discovery;
 use crate::output::Batch;
 use crate::queue::QueueTx;
 use crate::selfmon::{KindLabel, QueueLabel, SelfMetrics};
+use crate::spans::db::DbNames;
 use crate::spans::route::{Decision, Routes};
-use crate::spans::{Span, SpanBuilder};
+use crate::spans::{Named, Span, SpanBuilder};
+use ratatosk_protocols::http1::target_path;
+use ratatosk_protocols::op::Detail;
 
 /// Spans per batch before the reader sends one without waiting for a drain.
 const BATCH_SPANS: usize = 256;
@@ -75,6 +78,8 @@ pub struct Reader {
     tracker: Tracker,
     spans: SpanBuilder,
     routes: Routes,
+    /// The database family's cap on metric labels, as `routes` for HTTP.
+    db_names: DbNames,
     finished: Vec<Finished>,
     batch: Vec<Span>,
     /// Exit notices the outputs have not taken yet (queue full), retried
@@ -105,6 +110,7 @@ impl Reader {
             discovery,
             tracker,
             spans,
+            db_names: DbNames::new(routes.max_routes()),
             routes,
             finished: Vec::new(),
             batch: Vec::with_capacity(BATCH_SPANS),
@@ -134,21 +140,40 @@ impl Reader {
     fn build_spans(&mut self) {
         for f in self.finished.drain(..) {
             let process = self.discovery.info(f.tgid);
-            let route = match self.routes.route(&process.service_name, f.exchange.path()) {
-                Decision::Route(route, folded) => {
+            // Each family names its operations within its own caps.
+            let named = match &f.op.detail {
+                Detail::Http(h) => {
+                    match self
+                        .routes
+                        .route(&process.service_name, target_path(&h.target))
+                    {
+                        Decision::Route(route, folded) => {
+                            if folded {
+                                self.metrics.routes_folded.inc();
+                            }
+                            Named::Http { route }
+                        }
+                        Decision::Ignored => {
+                            self.metrics.spans_ignored.inc();
+                            continue;
+                        }
+                    }
+                }
+                Detail::Db(d) => {
+                    let (operation, collection, folded) =
+                        self.db_names.labels(&process.service_name, d);
                     if folded {
                         self.metrics.routes_folded.inc();
                     }
-                    route
-                }
-                Decision::Ignored => {
-                    self.metrics.spans_ignored.inc();
-                    continue;
+                    Named::Db {
+                        operation,
+                        collection,
+                    }
                 }
             };
             let span = self
                 .spans
-                .build(f.exchange, &f.tuple, f.queue_ns, f.tls, route, process);
+                .build(f.op, &f.tuple, f.queue_ns, f.tls, named, process);
             self.batch.push(span);
         }
         if self.batch.len() >= BATCH_SPANS {

@@ -22,6 +22,12 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolReasonLabel {
+    pub protocol: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabel {
     pub probe: &'static str,
     /// `entry` (a trap into the kernel) or `return`.
@@ -59,6 +65,8 @@ pub struct SelfMetrics {
     pub targets_full: Counter,
     /// Spans left out of /metrics: they would open a label set past the cap.
     pub prometheus_series_limit: Counter,
+    /// /metrics series dropped after the TTL without an update.
+    pub prometheus_series_expired: Counter,
     /// Socket I/O of traced processes the socket hooks could not decode
     /// (io_uring, recvmmsg/sendmmsg, splice): not reported.
     pub capture_undecoded_io: Counter,
@@ -72,7 +80,7 @@ pub struct SelfMetrics {
     pub unparsed_bytes: Counter,
     /// Parser events that lose data, by reason (invalid message, resync,
     /// unpaired response, pending queue full, ...).
-    pub parser_errors: Family<ReasonLabel, Counter>,
+    pub parser_errors: Family<ProtocolReasonLabel, Counter>,
     /// Connections seen opening, by origin (accept, connect, or data:
     /// first seen by its bytes).
     pub connections_opened: Family<KindLabel, Counter>,
@@ -177,7 +185,7 @@ impl SelfMetrics {
         );
         r.register(
             "ratatosk_parser_errors",
-            "Parser events that lose data, by reason",
+            "Parser events that lose data, by protocol and reason",
             self.parser_errors.clone(),
         );
         r.register(
@@ -281,6 +289,11 @@ impl SelfMetrics {
             self.prometheus_series_limit.clone(),
         );
         r.register(
+            "ratatosk_prometheus_series_expired",
+            "Series removed from /metrics after the TTL without an update",
+            self.prometheus_series_expired.clone(),
+        );
+        r.register(
             "ratatosk_otlp_retries",
             "OTLP exports retried after a retryable failure, by signal",
             self.otlp_retries.clone(),
@@ -350,10 +363,10 @@ impl SelfMetrics {
         }
     }
 
-    pub fn parser_error(&self, reason: &'static str, n: u64) {
+    pub fn parser_error(&self, protocol: &'static str, reason: &'static str, n: u64) {
         if n > 0 {
             self.parser_errors
-                .get_or_create(&ReasonLabel { reason })
+                .get_or_create(&ProtocolReasonLabel { protocol, reason })
                 .inc_by(n);
         }
     }

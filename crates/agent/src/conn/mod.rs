@@ -10,44 +10,78 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use ratatosk_protocols::http1::{self, Detect, Exchange, Http1Conn, Limits};
+use ratatosk_protocols::op::Operation;
 use ratatosk_protocols::parse::{Direction, Role, Segment};
+use ratatosk_protocols::parser::{ConnParser, Limits, Output, Protocol, State};
+use ratatosk_protocols::registry::{self, FirstBytes, Verdict};
 
 mod tls;
 
 use crate::decode::{Data, RawTuple, TlsKeys, Tuple};
 use crate::selfmon::{ReasonLabel, SelfMetrics};
 
-/// A parsed exchange and the connection it happened on.
+/// A parsed operation and the connection it happened on.
 #[derive(Debug)]
 pub struct Finished {
     pub tgid: u32,
     pub tuple: Tuple,
-    pub exchange: Exchange,
+    pub op: Operation,
     /// Time the request waited in the socket before the server read it.
     pub queue_ns: Option<u64>,
     /// The exchange was read from TLS plaintext (`https`).
     pub tls: bool,
 }
 
-/// Most bytes and segments held while the first bytes of a connection
-/// could still become an HTTP start line.
+/// Most bytes and segments held, both directions together, while the
+/// first bytes of a connection could still become a known protocol.
 const PROBE_MAX_BYTES: usize = 4096;
 const PROBE_MAX_SEGMENTS: usize = 16;
 
-/// Segments kept while detection needs more bytes, replayed into the
-/// parser once the protocol is known.
+/// What both directions said before the protocol was known, replayed
+/// into the parser once it is.
+#[derive(Default)]
 struct Probe {
+    ingress: Vec<u8>,
+    egress: Vec<u8>,
+    /// In arrival order.
+    segments: Vec<HeldSegment>,
+}
+
+struct HeldSegment {
     direction: Direction,
-    bytes: Vec<u8>,
-    /// (ts, captured length within `bytes`, total length moved)
-    segments: Vec<(u64, usize, u64)>,
+    ts_ns: u64,
+    /// Captured bytes, at the end of the direction's buffer so far.
+    captured: usize,
+    /// Bytes moved.
+    len: u64,
+    queued_ns: u64,
+}
+
+impl Probe {
+    fn bytes(&self, dir: Direction) -> &Vec<u8> {
+        match dir {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.ingress.len() + self.egress.len()
+    }
+
+    /// Bytes the probe stands for (captured or not).
+    fn moved(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
 }
 
 enum Proto {
     /// Not enough payload seen yet to know the protocol.
     Detecting(Option<Box<Probe>>),
-    Http1(Box<Http1Conn>),
+    Parsing {
+        protocol: &'static dyn Protocol,
+        parser: Box<dyn ConnParser>,
+    },
     /// Not a protocol we parse (or no longer: upgraded); bytes are counted.
     Opaque,
 }
@@ -64,7 +98,6 @@ struct Conn {
     proto: Proto,
     arrivals: [(u64, u64); ARRIVALS],
     next_arrival: usize,
-    stats_seen: http1::ConnStats,
     /// Plaintext comes from the TLS library or from decryption: the
     /// socket's own bytes (ciphertext) are not parsed.
     tls: bool,
@@ -85,7 +118,6 @@ impl Conn {
             proto: Proto::Detecting(None),
             arrivals: [(0, 0); ARRIVALS],
             next_arrival: 0,
-            stats_seen: http1::ConnStats::default(),
             tls: false,
             cipher: None,
         }
@@ -93,7 +125,7 @@ impl Conn {
 
     /// How long the request had waited in the socket when the server
     /// read its first byte (kernel-tick resolution; None when not seen).
-    fn queue_time(&self, ex: &Exchange) -> Option<u64> {
+    fn queue_time(&self, ex: &Operation) -> Option<u64> {
         if ex.role != Role::Server {
             return None;
         }
@@ -133,7 +165,7 @@ pub struct Tracker {
     max_conns: usize,
     limits: Limits,
     metrics: SelfMetrics,
-    scratch: Vec<Exchange>,
+    scratch: Output,
     /// Plaintext decrypted from one record, parsed right after.
     plain: tls::PlainBuf,
 }
@@ -146,7 +178,7 @@ impl Tracker {
             max_conns: max_conns.max(1),
             limits,
             metrics,
-            scratch: Vec::new(),
+            scratch: Output::default(),
             plain: tls::PlainBuf::default(),
         }
     }
@@ -318,17 +350,17 @@ impl Tracker {
     }
 
     fn close_conn(&mut self, tgid: u32, mut conn: Conn, ts: u64, out: &mut Vec<Finished>) {
-        if let Proto::Http1(http) = &mut conn.proto {
-            http.on_close(ts, &mut self.scratch);
-            let stats = *http.stats();
-            collect(
-                tgid,
-                &mut conn,
-                stats,
-                &self.metrics,
-                &mut self.scratch,
-                out,
-            );
+        match &mut conn.proto {
+            Proto::Parsing { protocol, parser } => {
+                let protocol = *protocol;
+                parser.on_close(ts, &mut self.scratch);
+                collect(tgid, &conn, protocol, &self.metrics, &mut self.scratch, out);
+            }
+            // Bytes held until the end: the protocol was never known.
+            Proto::Detecting(Some(p)) => {
+                unparsed(&self.metrics, p.moved(), "undetected");
+            }
+            Proto::Detecting(None) | Proto::Opaque => {}
         }
     }
 
@@ -362,7 +394,7 @@ impl Tracker {
 struct Ctx<'a> {
     limits: Limits,
     metrics: &'a SelfMetrics,
-    scratch: &'a mut Vec<Exchange>,
+    scratch: &'a mut Output,
     tgid: u32,
     out: &'a mut Vec<Finished>,
 }
@@ -386,7 +418,7 @@ fn feed_record(ctx: &mut Ctx<'_>, conn: &mut Conn, d: &Data<'_>, plain: &mut tls
         if conn.cipher.is_none() {
             conn.cipher = Some(Box::new(tls::Cipher::new(d.direction)));
             conn.tls = true;
-            conn.proto = Proto::Detecting(None);
+            restart_detection(conn, ctx.metrics);
         }
         if let Some(c) = conn.cipher.as_mut() {
             c.feed(d, plain, ctx.metrics);
@@ -405,7 +437,7 @@ fn feed_record(ctx: &mut Ctx<'_>, conn: &mut Conn, d: &Data<'_>, plain: &mut tls
         // ciphertext (and given up on): parse from here, as HTTP over
         // TLS goes through the same parsers as plaintext.
         conn.tls = true;
-        conn.proto = Proto::Detecting(None);
+        restart_detection(conn, ctx.metrics);
     }
     let seg = Segment {
         ts_ns: d.hdr.ts_ns,
@@ -432,128 +464,144 @@ fn feed_plain(
     seg: Segment<'_>,
     queued_ns: u64,
 ) {
-    let mut replay = None;
-    if let Proto::Detecting(probe) = &mut conn.proto
-        && !seg.data.is_empty()
-    {
-        // Detect over what this direction has said so far.
-        let held = match probe.take() {
-            // The other side spoke first and was not recognised: its bytes
-            // will not be parsed.
-            Some(p) if p.direction != direction => {
-                ctx.metrics.unparsed_bytes.inc_by(conn_len(&p));
-                None
-            }
-            held => held,
-        };
-        let verdict = match &held {
-            Some(p) => {
-                let mut joined = p.bytes.clone();
-                joined.extend_from_slice(seg.data);
-                http1::detect(&joined)
-            }
-            None => http1::detect(seg.data),
-        };
-        conn.proto = match verdict {
-            Detect::Request | Detect::Response => {
-                replay = held;
-                Proto::Http1(Box::new(Http1Conn::new(ctx.limits)))
-            }
-            Detect::NeedMore => {
-                let mut p = held.unwrap_or_else(|| {
-                    Box::new(Probe {
-                        direction,
-                        bytes: Vec::new(),
-                        segments: Vec::new(),
-                    })
-                });
-                if p.bytes.len() + seg.data.len() > PROBE_MAX_BYTES
-                    || p.segments.len() >= PROBE_MAX_SEGMENTS
-                {
-                    unparsed(ctx.metrics, conn_len(&p), "undetected");
-                    Proto::Opaque
-                } else {
-                    p.bytes.extend_from_slice(seg.data);
-                    p.segments.push((seg.ts_ns, seg.data.len(), seg.len));
-                    Proto::Detecting(Some(p))
-                }
-            }
-            Detect::No => {
-                unparsed(
-                    ctx.metrics,
-                    held.as_deref().map_or(0, conn_len),
-                    "unknown_protocol",
-                );
-                Proto::Opaque
-            }
-        };
-        if matches!(conn.proto, Proto::Detecting(_)) {
-            return;
-        }
-    }
-    let http = match &mut conn.proto {
-        Proto::Http1(h) => h,
-        Proto::Opaque | Proto::Detecting(_) => {
+    if let Proto::Detecting(probe) = &mut conn.proto {
+        if seg.data.is_empty() {
+            // Nothing to detect from (all gap): counted, not held.
             ctx.metrics.unparsed_bytes.inc_by(seg.len);
             return;
         }
-    };
-    if let Some(p) = replay {
-        let mut at = 0;
-        for (ts, n, len) in p.segments {
-            let data = p.bytes.get(at..at + n).unwrap_or(&[]);
-            at += n;
-            http.on_data(
-                p.direction,
-                Segment {
-                    ts_ns: ts,
-                    data,
-                    len,
-                },
-                ctx.scratch,
-            );
+        let mut p = probe.take().unwrap_or_default();
+        if p.held() + seg.data.len() > PROBE_MAX_BYTES || p.segments.len() >= PROBE_MAX_SEGMENTS {
+            unparsed(ctx.metrics, p.moved() + seg.len, "undetected");
+            conn.proto = Proto::Opaque;
+            return;
         }
+        match direction {
+            Direction::Ingress => p.ingress.extend_from_slice(seg.data),
+            Direction::Egress => p.egress.extend_from_slice(seg.data),
+        }
+        p.segments.push(HeldSegment {
+            direction,
+            ts_ns: seg.ts_ns,
+            captured: seg.data.len(),
+            len: seg.len,
+            queued_ns,
+        });
+        let first = FirstBytes {
+            ingress: &p.ingress,
+            egress: &p.egress,
+            local_port: conn.tuple.local.port(),
+            remote_port: conn.tuple.remote.port(),
+        };
+        match registry::detect(first) {
+            Verdict::NeedMore => {
+                conn.proto = Proto::Detecting(Some(p));
+            }
+            Verdict::Unknown => {
+                unparsed(ctx.metrics, p.moved(), "unknown_protocol");
+                conn.proto = Proto::Opaque;
+            }
+            Verdict::Detected {
+                protocol,
+                request_dir,
+            } => {
+                conn.proto = Proto::Parsing {
+                    protocol,
+                    parser: protocol.parser(request_dir, &ctx.limits),
+                };
+                replay(ctx, conn, &p);
+            }
+        }
+        return;
     }
+    parse(ctx, conn, direction, seg, queued_ns);
+}
+
+/// Feeds what detection held, in arrival order.
+fn replay(ctx: &mut Ctx<'_>, conn: &mut Conn, p: &Probe) {
+    let (mut at_in, mut at_eg) = (0, 0);
+    for s in &p.segments {
+        let at = match s.direction {
+            Direction::Ingress => &mut at_in,
+            Direction::Egress => &mut at_eg,
+        };
+        let data = p
+            .bytes(s.direction)
+            .get(*at..*at + s.captured)
+            .unwrap_or(&[]);
+        *at += s.captured;
+        let seg = Segment {
+            ts_ns: s.ts_ns,
+            data,
+            len: s.len,
+        };
+        parse(ctx, conn, s.direction, seg, s.queued_ns);
+    }
+}
+
+/// One segment into the connection's parser.
+fn parse(
+    ctx: &mut Ctx<'_>,
+    conn: &mut Conn,
+    direction: Direction,
+    seg: Segment<'_>,
+    queued_ns: u64,
+) {
+    let Proto::Parsing { protocol, parser } = &mut conn.proto else {
+        ctx.metrics.unparsed_bytes.inc_by(seg.len);
+        return;
+    };
+    let protocol = *protocol;
     if direction == Direction::Ingress {
         conn.arrivals[conn.next_arrival % ARRIVALS] = (seg.ts_ns, queued_ns);
         conn.next_arrival = conn.next_arrival.wrapping_add(1);
     }
-    http.on_data(direction, seg, ctx.scratch);
-    let upgraded = http.is_upgraded();
-    let stats = *http.stats();
-    collect(ctx.tgid, conn, stats, ctx.metrics, ctx.scratch, ctx.out);
-    if upgraded {
+    parser.on_data(direction, seg, ctx.scratch);
+    let state = parser.state();
+    if !ctx.scratch.is_empty() {
+        collect(ctx.tgid, conn, protocol, ctx.metrics, ctx.scratch, ctx.out);
+    }
+    if let State::Done(reason) = state {
         conn.proto = Proto::Opaque;
-        unparsed(ctx.metrics, 0, "upgraded");
+        unparsed(ctx.metrics, 0, reason);
     }
 }
 
 /// Moves what the parser produced into `out` with the connection's
-/// identity, and counts the parser's losses since the last look.
+/// identity, and counts the parser's losses.
 fn collect(
     tgid: u32,
-    conn: &mut Conn,
-    stats: http1::ConnStats,
+    conn: &Conn,
+    protocol: &dyn Protocol,
     metrics: &SelfMetrics,
-    scratch: &mut Vec<Exchange>,
+    parsed: &mut Output,
     out: &mut Vec<Finished>,
 ) {
-    count_parser_stats(metrics, &conn.stats_seen, &stats);
-    conn.stats_seen = stats;
-    for ex in scratch.drain(..) {
-        let queue_ns = conn.queue_time(&ex);
+    for (reason, n) in parsed.losses.drain(..) {
+        metrics.parser_error(protocol.name(), reason, n);
+    }
+    for op in parsed.ops.drain(..) {
+        let queue_ns = conn.queue_time(&op);
         out.push(Finished {
             tgid,
             tuple: conn.tuple,
-            exchange: ex,
+            op,
             queue_ns,
             tls: conn.tls,
         });
     }
 }
 
-/// A connection given up on; `bytes` held so far (the current segment is
-/// counted by the caller).
+/// The connection's plaintext starts over (TLS found under it): bytes
+/// held for detection were ciphertext, counted as unparsed.
+fn restart_detection(conn: &mut Conn, m: &SelfMetrics) {
+    if let Proto::Detecting(Some(p)) = &conn.proto {
+        m.unparsed_bytes.inc_by(p.moved());
+    }
+    conn.proto = Proto::Detecting(None);
+}
+
+/// A connection given up on; `bytes` it stood for.
 fn unparsed(m: &SelfMetrics, bytes: u64, reason: &'static str) {
     m.unparsed_bytes.inc_by(bytes);
     m.unparsed_connections
@@ -561,41 +609,18 @@ fn unparsed(m: &SelfMetrics, bytes: u64, reason: &'static str) {
         .inc();
 }
 
-/// Bytes a probe stood for.
-fn conn_len(p: &Probe) -> u64 {
-    p.segments.iter().map(|(_, _, len)| *len).sum()
-}
-
-fn count_parser_stats(m: &SelfMetrics, before: &http1::ConnStats, now: &http1::ConnStats) {
-    if before == now {
-        return;
-    }
-    m.parser_error(
-        "invalid_message",
-        now.invalid_messages.saturating_sub(before.invalid_messages),
-    );
-    m.parser_error("resync", now.resyncs.saturating_sub(before.resyncs));
-    m.parser_error(
-        "unpaired_response",
-        now.unpaired_responses
-            .saturating_sub(before.unpaired_responses),
-    );
-    m.parser_error(
-        "pending_queue_full",
-        now.dropped_pending.saturating_sub(before.dropped_pending),
-    );
-    m.parser_error(
-        "lost_sync",
-        now.lost_sync_bytes
-            .saturating_sub(before.lost_sync_bytes)
-            .min(1),
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decode::Header;
+    use ratatosk_protocols::op::{Detail, HttpDetail};
+
+    fn http(op: &Operation) -> &HttpDetail {
+        match &op.detail {
+            Detail::Http(h) => h,
+            Detail::Db(_) => panic!("not HTTP"),
+        }
+    }
 
     fn tuple() -> Tuple {
         Tuple {
@@ -653,9 +678,13 @@ mod tests {
         t.on_data(&data(1, 3, 20, Direction::Ingress, &REQ[5..]), &mut out);
         t.on_data(&data(1, 3, 30, Direction::Egress, RESP), &mut out);
         assert_eq!(out.len(), 1);
-        let ex = &out[0].exchange;
+        let ex = &out[0].op;
         assert_eq!(
-            (ex.method.as_str(), ex.path(), ex.status),
+            (
+                http(ex).method.as_str(),
+                http(ex).target.as_str(),
+                http(ex).status
+            ),
             ("GET", "/a", 200)
         );
         assert_eq!(
@@ -683,7 +712,14 @@ mod tests {
         );
         t.on_data(&data(1, 3, 20, Direction::Ingress, REQ), &mut out);
         assert!(out.is_empty());
-        assert_eq!(m.unparsed_bytes.get(), 5 + REQ.len() as u64);
+        // Held while the server could still say what it is.
+        assert_eq!(m.unparsed_bytes.get(), 0);
+        t.on_data(
+            &data(1, 3, 30, Direction::Egress, b"\x15\x03\x03"),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(m.unparsed_bytes.get(), 5 + REQ.len() as u64 + 3);
     }
 
     #[test]
@@ -700,8 +736,8 @@ mod tests {
         t.on_data(&tls_data(1, 30, Direction::Egress, RESP), &mut out);
         assert_eq!(out.len(), 1);
         assert!(out[0].tls);
-        assert_eq!(out[0].exchange.path(), "/a");
-        assert_eq!(out[0].exchange.status, 200);
+        assert_eq!(http(&out[0].op).target, "/a");
+        assert_eq!(http(&out[0].op).status, 200);
         assert_eq!(m.unparsed_bytes.get(), 10);
     }
 
@@ -737,8 +773,8 @@ mod tests {
             1,
             "a request without response is flushed at close"
         );
-        assert_eq!(out[0].exchange.status, 0);
-        assert_eq!(out[0].exchange.role, Role::Client);
+        assert_eq!(http(&out[0].op).status, 0);
+        assert_eq!(out[0].op.role, Role::Client);
         assert_eq!(t.tracked(), 0);
         // Closing an fd we never saw does nothing.
         t.on_close(7, 99, 99, 60, &mut out);
@@ -756,12 +792,12 @@ mod tests {
         t.on_data(&data(1, 3, 30, Direction::Ingress, &[]), &mut out);
         t.on_close(7, 3, 1, 40, &mut out);
         assert_eq!(out.len(), 1, "only socket 1 closed");
-        assert_eq!(out[0].exchange.request_start_ns, 10);
+        assert_eq!(out[0].op.request_start_ns, 10);
         assert_eq!(t.tracked(), 1);
         t.on_data(&data(2, 3, 50, Direction::Ingress, &[]), &mut out);
         t.on_close(7, 3, 2, 60, &mut out);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[1].exchange.request_start_ns, 20);
+        assert_eq!(out[1].op.request_start_ns, 20);
         assert_eq!(t.tracked(), 0);
     }
 
@@ -774,7 +810,7 @@ mod tests {
         // Socket 1 closes (its fd 3 was dup2'ed over): socket 2 keeps fd 3.
         t.on_close(7, 3, 1, 30, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].exchange.request_start_ns, 10);
+        assert_eq!(out[0].op.request_start_ns, 10);
         t.on_close(7, 3, 2, 40, &mut out);
         assert_eq!(out.len(), 2, "fd 3 still mapped to socket 2");
         assert_eq!(t.tracked(), 0);

@@ -326,7 +326,7 @@ impl Exporter {
     }
 
     /// Adds a span to the OTLP RED metrics.
-    pub fn record(&mut self, span: &Span) {
+    pub fn record(&mut self, span: &Span, now_ns: u64) {
         let Some(MetricPipe {
             store: Some(store), ..
         }) = &mut self.metrics

@@ -211,7 +211,7 @@ fn export_n_spans(protocol: OtlpProtocol, compression: Compression, service: &st
     let batch = spans(&p, N);
     e.push_spans(&batch);
     for s in &batch {
-        e.record(s);
+        e.record(s, 1);
     }
     let ok = drive(&mut e, Duration::from_secs(10), || {
         exported(&sm, "traces") == N as u64 && exported(&sm, "metrics") > 0

@@ -8,18 +8,12 @@
 //! value, IPs formatted into `String`s), which made OTLP export 5 times
 //! the cost of everything else the agent does per request.
 
-use std::fmt::Write as _;
-use std::net::IpAddr;
-
-use opentelemetry_semantic_conventions::attribute as semconv;
-use ratatosk_protocols::http1::Outcome;
-
 use super::proto::{
     len_field_len, put_bytes, put_fixed32, put_fixed64, put_len_header, put_varint,
     put_varint_field, varint_field_len,
 };
 use super::resource::{AGENT_NAME, AGENT_VERSION};
-use crate::output::printer::host_without_port;
+use crate::spans::attrs::{Value, for_each_attribute};
 use crate::spans::{Span, SpanKind};
 
 /// W3C trace flags: sampled (the sampler ran before the exporter).
@@ -66,160 +60,8 @@ mod field {
     pub const VALUE: u32 = 2;
     /// AnyValue
     pub const STRING_VALUE: u32 = 1;
+    pub const BOOL_VALUE: u32 = 2;
     pub const INT_VALUE: u32 = 3;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value<'a> {
-    Str(&'a str),
-    Int(i64),
-}
-
-/// Text formatted on the stack: an IP address (at most 45 characters for
-/// IPv6 with an embedded IPv4) or a status code.
-pub struct SmallText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl SmallText {
-    fn new() -> SmallText {
-        SmallText {
-            buf: [0; 48],
-            len: 0,
-        }
-    }
-
-    fn of(v: impl std::fmt::Display) -> SmallText {
-        let mut t = SmallText::new();
-        // Cannot fail: every value formatted here fits (see above).
-        let _ = write!(t, "{v}");
-        t
-    }
-
-    /// The IP as `Display` writes it; IPv4 by hand (the formatting
-    /// machinery cost more than the rest of the attribute).
-    fn ip(ip: IpAddr) -> SmallText {
-        let IpAddr::V4(v4) = ip else {
-            return SmallText::of(ip);
-        };
-        let mut t = SmallText::new();
-        for (i, octet) in v4.octets().into_iter().enumerate() {
-            if i > 0 {
-                t.push(b'.');
-            }
-            if octet >= 100 {
-                t.push(b'0' + octet / 100);
-            }
-            if octet >= 10 {
-                t.push(b'0' + octet / 10 % 10);
-            }
-            t.push(b'0' + octet % 10);
-        }
-        t
-    }
-
-    fn push(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(self.buf.get(..self.len).unwrap_or_default()).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Write for SmallText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-/// Calls `f` with each of the span's attributes, in the order they are
-/// exported. Values that need formatting are formatted on the stack.
-pub fn for_each_attribute(s: &Span, f: &mut impl FnMut(&'static str, Value<'_>)) {
-    f(semconv::HTTP_REQUEST_METHOD, Value::Str(s.method));
-    if let Some(m) = &s.method_original {
-        f(semconv::HTTP_REQUEST_METHOD_ORIGINAL, Value::Str(m));
-    }
-    f(semconv::URL_PATH, Value::Str(s.path()));
-    if let Some(q) = s.query() {
-        f(semconv::URL_QUERY, Value::Str(q));
-    }
-    f(semconv::URL_SCHEME, Value::Str(s.scheme));
-    f(semconv::HTTP_ROUTE, Value::Str(&s.route));
-    // Semconv: only when a response was received.
-    if s.status != 0 {
-        f(
-            semconv::HTTP_RESPONSE_STATUS_CODE,
-            Value::Int(i64::from(s.status)),
-        );
-    }
-    // The server's IP is needed without a Host header, and as the peer
-    // of a client span.
-    let server_ip = if s.host.is_none() || s.kind == SpanKind::Client {
-        SmallText::ip(s.server.ip())
-    } else {
-        SmallText::new()
-    };
-    let client_ip = SmallText::ip(s.client.ip());
-    // The logical name the client used (Host), else the IP it reached.
-    let server_address = match s.host.as_deref() {
-        Some(h) => host_without_port(h),
-        None => server_ip.as_str(),
-    };
-    f(semconv::SERVER_ADDRESS, Value::Str(server_address));
-    f(semconv::SERVER_PORT, Value::Int(i64::from(s.server.port())));
-    f(semconv::CLIENT_ADDRESS, Value::Str(client_ip.as_str()));
-    f(semconv::CLIENT_PORT, Value::Int(i64::from(s.client.port())));
-    // The other end of the connection, as seen from this process.
-    let (peer_ip, peer_port) = match s.kind {
-        SpanKind::Server => (client_ip.as_str(), s.client.port()),
-        SpanKind::Client => (server_ip.as_str(), s.server.port()),
-    };
-    f(semconv::NETWORK_PEER_ADDRESS, Value::Str(peer_ip));
-    f(semconv::NETWORK_PEER_PORT, Value::Int(i64::from(peer_port)));
-    f(
-        semconv::NETWORK_PROTOCOL_VERSION,
-        Value::Str(s.protocol_version),
-    );
-    f(
-        semconv::HTTP_REQUEST_BODY_SIZE,
-        Value::Int(i64::try_from(s.request_body_size).unwrap_or(i64::MAX)),
-    );
-    f(
-        semconv::HTTP_RESPONSE_BODY_SIZE,
-        Value::Int(i64::try_from(s.response_body_size).unwrap_or(i64::MAX)),
-    );
-    if s.is_error() {
-        // Semconv: the status code as a string, or `_OTHER` when there
-        // is none to name the failure.
-        if s.status != 0 {
-            f(
-                semconv::ERROR_TYPE,
-                Value::Str(SmallText::of(s.status).as_str()),
-            );
-        } else {
-            f(semconv::ERROR_TYPE, Value::Str("_OTHER"));
-        }
-    }
-    match s.outcome {
-        Outcome::Complete => {}
-        Outcome::NoResponse => f("ratatosk.outcome", Value::Str("no_response")),
-        Outcome::ResponseTruncated => f("ratatosk.outcome", Value::Str("response_truncated")),
-    }
-    if let Some(q) = s.queue_ns {
-        f(
-            "ratatosk.queue_time_ns",
-            Value::Int(i64::try_from(q).unwrap_or(i64::MAX)),
-        );
-    }
 }
 
 /// Appends one `Span.attributes` element (a KeyValue).
@@ -228,6 +70,7 @@ fn put_attribute(out: &mut Vec<u8>, key: &str, value: Value<'_>) {
         Value::Str(v) => (len_field_len(field::STRING_VALUE, v.len()), v.len()),
         // int64 is written as its two's complement, like prost.
         Value::Int(i) => (varint_field_len(field::INT_VALUE, i as u64), 0),
+        Value::Bool(b) => (varint_field_len(field::BOOL_VALUE, u64::from(b)), 0),
     };
     let kv = len_field_len(field::KEY, key.len()) + len_field_len(field::VALUE, any_value);
     if kv < 128 {
@@ -254,6 +97,10 @@ fn put_attribute(out: &mut Vec<u8>, key: &str, value: Value<'_>) {
                 out.extend_from_slice(&[tag(field::VALUE), any_value as u8]);
                 put_varint_field(out, field::INT_VALUE, i as u64);
             }
+            Value::Bool(b) => {
+                out.extend_from_slice(&[tag(field::VALUE), any_value as u8]);
+                put_varint_field(out, field::BOOL_VALUE, u64::from(b));
+            }
         }
         return;
     }
@@ -263,6 +110,7 @@ fn put_attribute(out: &mut Vec<u8>, key: &str, value: Value<'_>) {
     match value {
         Value::Str(v) => put_bytes(out, field::STRING_VALUE, v.as_bytes()),
         Value::Int(i) => put_varint_field(out, field::INT_VALUE, i as u64),
+        Value::Bool(b) => put_varint_field(out, field::BOOL_VALUE, u64::from(b)),
     }
 }
 
@@ -305,11 +153,16 @@ pub fn put_span(out: &mut Vec<u8>, s: &Span) {
     if let Some(p) = &s.parent_span_id {
         put_bytes(out, field::PARENT_SPAN_ID, p);
     }
-    // The name is "METHOD route", written in place.
-    put_len_header(out, field::NAME, s.method.len() + 1 + s.route.len());
-    out.extend_from_slice(s.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(s.route.as_bytes());
+    // The name ("METHOD route", "SELECT accounts"), written in place.
+    match s.name_parts() {
+        (a, "") => put_bytes(out, field::NAME, a.as_bytes()),
+        (a, b) => {
+            put_len_header(out, field::NAME, a.len() + 1 + b.len());
+            out.extend_from_slice(a.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(b.as_bytes());
+        }
+    }
     let kind = match s.kind {
         SpanKind::Server => KIND_SERVER,
         SpanKind::Client => KIND_CLIENT,
@@ -419,6 +272,8 @@ pub(crate) mod tests {
     use crate::export::resource::kv_int;
     use crate::export::resource::kv_str;
     use crate::export::resource::tests::proc_info;
+    use crate::spans::attrs::SmallText;
+    use crate::spans::{DbSpan, HttpSpan, SpanDetail};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::KeyValue;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -427,6 +282,8 @@ pub(crate) mod tests {
         status::StatusCode,
     };
     use prost::Message;
+    use ratatosk_protocols::op::{DbDetail, DbSystem, Outcome};
+    use std::net::IpAddr;
     use std::sync::Arc;
 
     pub fn span(process: Arc<ProcInfo>, status: u16, kind: SpanKind) -> Span {
@@ -439,20 +296,52 @@ pub(crate) mod tests {
             start_ns: 1_000,
             end_ns: 5_000_000,
             queue_ns: Some(700),
-            method: "GET",
-            method_original: None,
-            target: "/users/42?x=1".into(),
-            route: Arc::from("/users/*"),
-            scheme: "http",
-            status,
-            protocol_version: "1.1",
             server: "127.0.0.1:8080".parse().unwrap(),
             client: "127.0.0.1:51234".parse().unwrap(),
-            host: Some("example.com:8080".into()),
-            request_body_size: 0,
-            response_body_size: 12,
+            tls: false,
             outcome: Outcome::Complete,
             process,
+            detail: SpanDetail::Http(HttpSpan {
+                method: "GET",
+                method_original: None,
+                target: "/users/42?x=1".into(),
+                route: Arc::from("/users/*"),
+                scheme: "http",
+                status,
+                protocol_version: "1.1",
+                host: Some("example.com:8080".into()),
+                request_body_size: 0,
+                response_body_size: 12,
+            }),
+        }
+    }
+
+    /// A client span of a PostgreSQL query.
+    pub fn db_span(process: Arc<ProcInfo>, status_code: Option<&str>) -> Span {
+        let mut s = span(process, 0, SpanKind::Client);
+        s.server = "127.0.0.1:5432".parse().unwrap();
+        let db = DbDetail {
+            operation: "SELECT".into(),
+            collection: Some("accounts".into()),
+            namespace: Some("shop".into()),
+            query_text: Some("SELECT * FROM accounts WHERE id = ?".into()),
+            status_code: status_code.map(Into::into),
+            returned_rows: Some(1),
+            ..DbDetail::new(DbSystem::Postgresql)
+        };
+        s.detail = SpanDetail::Db(DbSpan {
+            db,
+            metric_operation: Arc::from("SELECT"),
+            metric_collection: Some(Arc::from("accounts")),
+        });
+        s
+    }
+
+    /// The HTTP part of a test span.
+    pub fn http(s: &mut Span) -> &mut HttpSpan {
+        match &mut s.detail {
+            SpanDetail::Http(h) => h,
+            SpanDetail::Db(_) => panic!("not an HTTP span"),
         }
     }
 
@@ -471,6 +360,13 @@ pub(crate) mod tests {
             attributes.push(match v {
                 Value::Str(v) => kv_str(k, v),
                 Value::Int(v) => kv_int(k, v),
+                Value::Bool(b) => KeyValue {
+                    key: k.to_string(),
+                    value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                        value: Some(AnyValue::BoolValue(b)),
+                    }),
+                    ..Default::default()
+                },
             })
         });
         OtlpSpan {
@@ -635,38 +531,51 @@ pub(crate) mod tests {
                 let mut s = span(p.clone(), status, kind);
                 s.span_id = [i as u8; 8];
                 if i % 2 == 1 {
-                    s.method = "_OTHER";
-                    s.method_original = Some("PROPFIND".into());
-                    s.host = None;
+                    let h = http(&mut s);
+                    h.method = "_OTHER";
+                    h.method_original = Some("PROPFIND".into());
+                    h.host = None;
+                    h.scheme = "https";
+                    h.protocol_version = "1.0";
+                    h.target = "/".into();
                     s.parent_span_id = None;
                     s.queue_ns = None;
                     s.outcome = Outcome::NoResponse;
                     s.server = "[2001:db8::1]:443".parse().unwrap();
                     s.client = "[::ffff:10.0.0.1]:50000".parse().unwrap();
-                    s.scheme = "https";
-                    s.protocol_version = "1.0";
-                    s.target = "/".into();
                 }
                 if i == 2 {
+                    let h = http(&mut s);
+                    h.request_body_size = u64::MAX;
+                    h.host = Some("[::1]:8443".into());
+                    h.route = Arc::from("/ünïcode/*");
                     s.outcome = Outcome::ResponseTruncated;
-                    s.request_body_size = u64::MAX;
                     s.start_ns = 0;
-                    s.host = Some("[::1]:8443".into());
-                    s.route = Arc::from("/ünïcode/*");
                 }
                 if i == 3 {
                     // Attributes longer than 127 bytes, a span longer
                     // than 16383.
-                    s.target = format!("/{}?q={}", "a".repeat(20_000), "b".repeat(300)).into();
+                    http(&mut s).target =
+                        format!("/{}?q={}", "a".repeat(20_000), "b".repeat(300)).into();
                 }
                 if i == 4 {
+                    http(&mut s).host = Some("plain-host".into());
                     s.end_ns = 0;
                     s.queue_ns = Some(u64::MAX);
-                    s.host = Some("plain-host".into());
                 }
                 out.push(s);
             }
         }
+        // Database spans: a failure, a call without reply, a cut text.
+        out.push(db_span(p.clone(), Some("42P01")));
+        let mut d = db_span(p.clone(), None);
+        d.outcome = Outcome::NoResponse;
+        if let SpanDetail::Db(db) = &mut d.detail {
+            db.db.query_truncated = true;
+            db.db.collection = None;
+            db.db.batch_size = 3;
+        }
+        out.push(d);
         out
     }
 
@@ -743,7 +652,7 @@ pub(crate) mod tests {
         let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).unwrap();
         assert_eq!(decoded, theirs);
         assert_eq!(decoded.resource_spans.len(), 3);
-        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 10);
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 12);
         assert_eq!(
             decoded.resource_spans[0].scope_spans[0]
                 .scope

@@ -13,7 +13,7 @@ use tracing::warn;
 
 use crate::clock::Clock;
 use crate::export::Exporter;
-use crate::metrics::HttpMetrics;
+use crate::red::prometheus::PrometheusRed;
 use crate::selfmon::SelfMetrics;
 use crate::spans::Span;
 use printer::Printer;
@@ -36,7 +36,7 @@ const OTLP_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// counters and the clock offset.
 pub fn run<W: std::io::Write>(
     rx: Receiver<Batch>,
-    mut http: Option<HttpMetrics>,
+    mut red: Option<PrometheusRed>,
     mut printer: Printer<W>,
     mut otlp: Option<Exporter>,
     counters: Counters,
@@ -82,15 +82,17 @@ pub fn run<W: std::io::Write>(
             busy |= next.is_ok();
             match next {
                 Ok(Batch::Spans(spans)) => {
+                    // One clock read per batch: series times need no more.
+                    let now = crate::export::now_ns();
                     if let Some(e) = &mut otlp {
                         e.push_spans(&spans);
                     }
+                    if let Some(red) = &mut red {
+                        red.record(&spans, now);
+                    }
                     for s in &spans {
-                        if let Some(http) = &mut http {
-                            http.record(s);
-                        }
                         if let Some(e) = &mut otlp {
-                            e.record(s);
+                            e.record(s, now);
                         }
                         if let Err(e) = printer.print(s)
                             && !print_failed
@@ -101,8 +103,8 @@ pub fn run<W: std::io::Write>(
                     }
                 }
                 Ok(Batch::ProcessExit(pid)) => {
-                    if let Some(http) = &mut http {
-                        http.forget_process(pid);
+                    if let Some(red) = &mut red {
+                        red.forget_process(pid);
                     }
                     if let Some(e) = &mut otlp {
                         e.forget_process(pid);
@@ -126,6 +128,9 @@ pub fn run<W: std::io::Write>(
                 Err(e) => warn!(error = %e, "cannot read BPF counters"),
             }
             clock.refresh();
+            if let Some(red) = &mut red {
+                red.expire(crate::export::now_ns());
+            }
         }
     }
     if let Ok(s) = counters.read() {

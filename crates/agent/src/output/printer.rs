@@ -2,12 +2,12 @@
 
 use std::io::Write;
 
-use opentelemetry_semantic_conventions::attribute as semconv;
-use ratatosk_protocols::http1::Outcome;
+use ratatosk_protocols::op::{DbSystem, Outcome};
 use serde_json::{Map, Value, json};
 
 use crate::config::PrinterMode;
-use crate::spans::{Span, SpanKind};
+use crate::spans::attrs::{Value as Attr, for_each_attribute};
+use crate::spans::{Span, SpanDetail, SpanKind};
 
 pub struct Printer<W: Write> {
     mode: PrinterMode,
@@ -77,94 +77,81 @@ pub fn format_duration(ns: u64) -> String {
     }
 }
 
-/// `2026-11-23 13:49:04.123 (15.22ms[689.9µs]) HTTP 200 GET /hello
-/// [127.0.0.1:51234]->[127.0.0.1:18080] size:12B svc=[python3]`: the
-/// first duration includes the time the request waited in the socket, the
-/// bracketed one does not.
+/// One line per span. HTTP: `2026-11-23 13:49:04.123 (15.22ms[689.9µs])
+/// HTTP 200 GET /hello [127.0.0.1:51234]->[127.0.0.1:18080] size:12B
+/// svc=[python3] traceparent=[…]`: the first duration includes the time
+/// the request waited in the socket, the bracketed one does not. A
+/// database call: `… (1.20ms[1.20ms]) PostgreSQLClient ok SELECT accounts
+/// [client]->[server] svc=[…] traceparent=[…]`, the status being `ok`, the
+/// error code, or `no-response`.
 pub fn text_line(s: &Span) -> String {
     let handler = s.duration_ns();
     let total = handler + s.queue_ns.unwrap_or(0);
-    let kind = match s.kind {
-        SpanKind::Server => "HTTP",
-        SpanKind::Client => "HTTPClient",
-    };
-    let target = match s.query() {
-        Some(q) => format!("{}?{}", s.path(), q),
-        None => s.path().to_string(),
-    };
-    format!(
-        "{} ({}[{}]) {} {} {} {} [{}]->[{}] size:{}B svc=[{}] traceparent=[00-{}-{}-{}]",
+    let head = format!(
+        "{} ({}[{}])",
         format_time(s.start_ns.saturating_sub(s.queue_ns.unwrap_or(0))),
         format_duration(total),
         format_duration(handler),
-        kind,
-        s.status,
-        s.method,
-        target,
-        s.client,
-        s.server,
-        s.response_body_size,
+    );
+    let tail = format!("[{}]->[{}]", s.client, s.server);
+    let context = format!(
+        "svc=[{}] traceparent=[00-{}-{}-{}]",
         s.service_name(),
         hex(&s.trace_id),
         hex(&s.span_id),
         if s.sampled { "01" } else { "00" },
-    )
+    );
+    match &s.detail {
+        SpanDetail::Http(h) => {
+            let kind = match (s.kind, s.tls) {
+                (SpanKind::Server, false) => "HTTP",
+                (SpanKind::Server, true) => "HTTPS",
+                (SpanKind::Client, false) => "HTTPClient",
+                (SpanKind::Client, true) => "HTTPSClient",
+            };
+            let target = match h.query() {
+                Some(q) => format!("{}?{}", h.path(), q),
+                None => h.path().to_string(),
+            };
+            format!(
+                "{head} {kind} {} {} {target} {tail} size:{}B {context}",
+                h.status, h.method, h.response_body_size,
+            )
+        }
+        SpanDetail::Db(d) => {
+            let system = match d.db.system {
+                DbSystem::Postgresql => "PostgreSQL",
+                DbSystem::Mysql => "MySQL",
+                DbSystem::Mariadb => "MariaDB",
+                DbSystem::Redis => "Redis",
+            };
+            let kind = match s.kind {
+                SpanKind::Server => "Server",
+                SpanKind::Client => "Client",
+            };
+            let status = match (&d.db.status_code, s.outcome) {
+                (Some(code), _) => code.as_str(),
+                (None, Outcome::NoResponse) => "no-response",
+                (None, _) => "ok",
+            };
+            format!(
+                "{head} {system}{kind} {status} {} {tail} {context}",
+                s.name()
+            )
+        }
+    }
 }
 
 pub fn json_value(s: &Span) -> Value {
     let mut a = Map::new();
-    a.insert(semconv::HTTP_REQUEST_METHOD.into(), json!(s.method));
-    if let Some(m) = &s.method_original {
-        a.insert(
-            semconv::HTTP_REQUEST_METHOD_ORIGINAL.into(),
-            json!(m.as_str()),
-        );
-    }
-    a.insert(semconv::URL_PATH.into(), json!(s.path()));
-    if let Some(q) = s.query() {
-        a.insert(semconv::URL_QUERY.into(), json!(q));
-    }
-    a.insert(semconv::URL_SCHEME.into(), json!(s.scheme));
-    a.insert(semconv::HTTP_ROUTE.into(), json!(&*s.route));
-    a.insert(semconv::HTTP_RESPONSE_STATUS_CODE.into(), json!(s.status));
-    // server.address: the logical name the client used (Host header), else
-    // the IP the connection went to.
-    let server_address = s
-        .host
-        .as_deref()
-        .map(|h| host_without_port(h).to_string())
-        .unwrap_or_else(|| s.server.ip().to_string());
-    a.insert(semconv::SERVER_ADDRESS.into(), json!(server_address));
-    a.insert(semconv::SERVER_PORT.into(), json!(s.server.port()));
-    a.insert(
-        semconv::CLIENT_ADDRESS.into(),
-        json!(s.client.ip().to_string()),
-    );
-    a.insert(semconv::CLIENT_PORT.into(), json!(s.client.port()));
-    a.insert(
-        semconv::NETWORK_PROTOCOL_VERSION.into(),
-        json!(s.protocol_version),
-    );
-    a.insert(
-        semconv::HTTP_REQUEST_BODY_SIZE.into(),
-        json!(s.request_body_size),
-    );
-    a.insert(
-        semconv::HTTP_RESPONSE_BODY_SIZE.into(),
-        json!(s.response_body_size),
-    );
-    match s.outcome {
-        Outcome::Complete => {}
-        Outcome::NoResponse => {
-            a.insert("ratatosk.outcome".into(), json!("no_response"));
-        }
-        Outcome::ResponseTruncated => {
-            a.insert("ratatosk.outcome".into(), json!("response_truncated"));
-        }
-    }
-    if let Some(q) = s.queue_ns {
-        a.insert("ratatosk.queue_time_ns".into(), json!(q));
-    }
+    for_each_attribute(s, &mut |k, v| {
+        let v = match v {
+            Attr::Str(v) => json!(v),
+            Attr::Int(i) => json!(i),
+            Attr::Bool(b) => json!(b),
+        };
+        a.insert(k.into(), v);
+    });
     json!({
         "name": s.name(),
         "kind": s.kind.as_str(),

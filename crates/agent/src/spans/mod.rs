@@ -1,6 +1,12 @@
-//! Span building: a parsed request/response exchange on a connection of a
-//! known process becomes an OpenTelemetry-shaped span.
+//! Span building: a parsed operation on a connection of a known process
+//! becomes an OpenTelemetry-shaped span. The common fields live in
+//! [`Span`]; what a semantic-convention family adds (HTTP, database) in
+//! [`SpanDetail`], mapped to attributes, names and metric labels by that
+//! family's module ([`http`], [`db`]).
 
+pub mod attrs;
+pub mod db;
+pub mod http;
 pub mod route;
 pub mod sampler;
 
@@ -10,7 +16,8 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
-use ratatosk_protocols::http1::{Exchange, Outcome, target_path, target_query};
+use ratatosk_protocols::http1::{target_path, target_query};
+use ratatosk_protocols::op::{DbDetail, Detail, Operation, Outcome};
 use ratatosk_protocols::parse::Role;
 
 use crate::clock::Clock;
@@ -18,7 +25,7 @@ use crate::config::export::Sampler;
 use crate::decode::Tuple;
 use crate::discovery::ProcInfo;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpanKind {
     Server,
     Client,
@@ -33,7 +40,7 @@ impl SpanKind {
     }
 }
 
-/// One HTTP request as a span. Times are wall-clock ns since the epoch.
+/// One operation as a span. Times are wall-clock ns since the epoch.
 #[derive(Debug, Clone)]
 pub struct Span {
     pub kind: SpanKind,
@@ -51,6 +58,25 @@ pub struct Span {
     /// Time the request waited in the socket before the server read it,
     /// when the kernel told us when it arrived.
     pub queue_ns: Option<u64>,
+    pub server: SocketAddr,
+    pub client: SocketAddr,
+    /// Read from TLS plaintext.
+    pub tls: bool,
+    pub outcome: Outcome,
+    pub process: Arc<ProcInfo>,
+    pub detail: SpanDetail,
+}
+
+/// What the span's semantic-convention family adds.
+#[derive(Debug, Clone)]
+pub enum SpanDetail {
+    Http(HttpSpan),
+    Db(DbSpan),
+}
+
+/// An HTTP request.
+#[derive(Debug, Clone)]
+pub struct HttpSpan {
     /// A known method, or `_OTHER` (OpenTelemetry's rule: keeps metric
     /// label values bounded whatever clients send).
     pub method: &'static str,
@@ -63,26 +89,46 @@ pub struct Span {
     /// 0 when no response was seen.
     pub status: u16,
     pub protocol_version: &'static str,
-    pub server: SocketAddr,
-    pub client: SocketAddr,
     pub host: Option<CompactString>,
     pub request_body_size: u64,
     pub response_body_size: u64,
-    pub outcome: Outcome,
-    pub process: Arc<ProcInfo>,
 }
 
-impl Span {
-    pub fn name(&self) -> String {
-        format!("{} {}", self.method, self.route)
-    }
-
+impl HttpSpan {
     pub fn path(&self) -> &str {
         target_path(&self.target)
     }
 
     pub fn query(&self) -> Option<&str> {
         target_query(&self.target)
+    }
+}
+
+/// A database or cache call.
+#[derive(Debug, Clone)]
+pub struct DbSpan {
+    pub db: DbDetail,
+    /// Operation and collection as metric labels: the service's cap on
+    /// distinct pairs folds new ones into `_OTHER` (see [`db::DbNames`]).
+    pub metric_operation: Arc<str>,
+    pub metric_collection: Option<Arc<str>>,
+}
+
+impl Span {
+    /// The span name its family gives it, in two parts joined by a space
+    /// when the second is not empty (written in place by the OTLP encoder).
+    pub fn name_parts(&self) -> (&str, &str) {
+        match &self.detail {
+            SpanDetail::Http(h) => http::name_parts(self.kind, h),
+            SpanDetail::Db(d) => db::name_parts(&d.db),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self.name_parts() {
+            (a, "") => a.to_string(),
+            (a, b) => format!("{a} {b}"),
+        }
     }
 
     pub fn service_name(&self) -> &str {
@@ -93,13 +139,19 @@ impl Span {
         self.end_ns.saturating_sub(self.start_ns)
     }
 
-    /// OpenTelemetry HTTP semantics: 5xx is an error for servers; 4xx too
-    /// for clients; no response at all is an error.
+    /// Whether the span failed, by its family's rules.
     pub fn is_error(&self) -> bool {
-        match self.kind {
-            _ if self.status == 0 => true,
-            SpanKind::Server => self.status >= 500,
-            SpanKind::Client => self.status >= 400,
+        match &self.detail {
+            SpanDetail::Http(h) => http::is_error(self.kind, h.status),
+            SpanDetail::Db(d) => db::is_error(self, d),
+        }
+    }
+
+    /// The HTTP part, for callers that only handle HTTP.
+    pub fn http(&self) -> Option<&HttpSpan> {
+        match &self.detail {
+            SpanDetail::Http(h) => Some(h),
+            SpanDetail::Db(_) => None,
         }
     }
 }
@@ -126,33 +178,76 @@ impl SpanBuilder {
         }
     }
 
+    /// `named` is what the family's naming step decided (the HTTP route,
+    /// the database metric labels).
     pub fn build(
         &mut self,
-        ex: Exchange,
+        op: Operation,
         tuple: &Tuple,
         queue_ns: Option<u64>,
         tls: bool,
-        route: Arc<str>,
+        named: Named,
         process: Arc<ProcInfo>,
     ) -> Span {
-        let (kind, server, client) = match ex.role {
+        let (kind, server, client) = match op.role {
             Role::Server => (SpanKind::Server, tuple.local, tuple.remote),
             Role::Client => (SpanKind::Client, tuple.remote, tuple.local),
         };
-        let end_mono = if ex.response_end_ns > 0 {
-            ex.response_end_ns
-        } else {
-            ex.request_end_ns
+        let end_mono = op.end_ns();
+        let detail = match (op.detail, named) {
+            (Detail::Http(h), Named::Http { route }) => {
+                let (method, method_original) =
+                    match KNOWN_METHODS.iter().find(|&&m| m == h.method.as_str()) {
+                        Some(&m) => (m, None),
+                        None => ("_OTHER", Some(h.method)),
+                    };
+                SpanDetail::Http(HttpSpan {
+                    method,
+                    method_original,
+                    target: h.target,
+                    route,
+                    scheme: if tls { "https" } else { "http" },
+                    status: h.status,
+                    protocol_version: h.protocol_version,
+                    host: h.host,
+                    request_body_size: h.request_body_size,
+                    response_body_size: h.response_body_size,
+                })
+            }
+            (
+                Detail::Db(db),
+                Named::Db {
+                    operation,
+                    collection,
+                },
+            ) => SpanDetail::Db(DbSpan {
+                db,
+                metric_operation: operation,
+                metric_collection: collection,
+            }),
+            // The reader names each operation by its own family.
+            (Detail::Http(h), Named::Db { .. }) => SpanDetail::Http(HttpSpan {
+                method: "_OTHER",
+                method_original: Some(h.method),
+                target: h.target,
+                route: Arc::from(route::OVERFLOW_ROUTE),
+                scheme: if tls { "https" } else { "http" },
+                status: h.status,
+                protocol_version: h.protocol_version,
+                host: h.host,
+                request_body_size: h.request_body_size,
+                response_body_size: h.response_body_size,
+            }),
+            (Detail::Db(db), Named::Http { .. }) => SpanDetail::Db(DbSpan {
+                metric_operation: Arc::from(db::OTHER),
+                metric_collection: None,
+                db,
+            }),
         };
-        let (method, method_original) =
-            match KNOWN_METHODS.iter().find(|&&m| m == ex.method.as_str()) {
-                Some(&m) => (m, None),
-                None => ("_OTHER", Some(ex.method)),
-            };
         // Join the caller's trace when the request carries one (a client
         // span's header was set by an SDK in the process: its span is our
         // parent).
-        let parent = ex.traceparent;
+        let parent = op.traceparent;
         // fill_bytes takes 8 bytes per draw; random::<[u8; N]>() draws
         // once per byte (24 draws per span).
         let mut trace_id = [0u8; 16];
@@ -169,23 +264,26 @@ impl SpanBuilder {
             span_id,
             parent_span_id: parent.map(|p| p.parent_id),
             sampled,
-            start_ns: self.clock.to_wall_ns(ex.request_start_ns),
-            end_ns: self.clock.to_wall_ns(end_mono.max(ex.request_start_ns)),
+            start_ns: self.clock.to_wall_ns(op.request_start_ns),
+            end_ns: self.clock.to_wall_ns(end_mono),
             queue_ns,
-            method,
-            method_original,
-            target: ex.target,
-            route,
-            scheme: if tls { "https" } else { "http" },
-            status: ex.status,
-            protocol_version: if ex.minor_version == 0 { "1.0" } else { "1.1" },
             server,
             client,
-            host: ex.host,
-            request_body_size: ex.request_body_size,
-            response_body_size: ex.response_body_size,
-            outcome: ex.outcome,
+            tls,
+            outcome: op.outcome,
             process,
+            detail,
         }
     }
+}
+
+/// What the reader's naming step decided for one operation.
+pub enum Named {
+    Http {
+        route: Arc<str>,
+    },
+    Db {
+        operation: Arc<str>,
+        collection: Option<Arc<str>>,
+    },
 }

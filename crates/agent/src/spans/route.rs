@@ -229,6 +229,12 @@ impl Routes {
         })
     }
 
+    /// Distinct routes a service may have (other families use the same
+    /// cap on their metric names).
+    pub fn max_routes(&self) -> usize {
+        self.max
+    }
+
     /// The route of `path` for `service`.
     pub fn route(&mut self, service: &str, path: &str) -> Decision {
         if !self.services.contains_key(service) {

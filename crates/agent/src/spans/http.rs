@@ -1,0 +1,98 @@
+//! The HTTP family: span names, error rule and attributes of HTTP
+//! requests (OpenTelemetry HTTP semantic conventions).
+
+use opentelemetry_semantic_conventions::attribute as semconv;
+
+use super::attrs::{SmallText, Value};
+use super::{HttpSpan, Span, SpanKind};
+use crate::output::printer::host_without_port;
+
+/// Server spans are `METHOD route`; client spans `METHOD` (the
+/// conventions name them by method: a client knows no route).
+pub fn name_parts(kind: SpanKind, h: &HttpSpan) -> (&str, &str) {
+    match kind {
+        SpanKind::Server => (h.method, &h.route),
+        SpanKind::Client => (h.method, ""),
+    }
+}
+
+/// 5xx is an error for servers; 4xx too for clients; no response at all
+/// is an error.
+pub fn is_error(kind: SpanKind, status: u16) -> bool {
+    match kind {
+        _ if status == 0 => true,
+        SpanKind::Server => status >= 500,
+        SpanKind::Client => status >= 400,
+    }
+}
+
+/// The HTTP attributes of `s`, in export order.
+pub fn for_each_attribute(s: &Span, h: &HttpSpan, f: &mut impl FnMut(&'static str, Value<'_>)) {
+    f(semconv::HTTP_REQUEST_METHOD, Value::Str(h.method));
+    if let Some(m) = &h.method_original {
+        f(semconv::HTTP_REQUEST_METHOD_ORIGINAL, Value::Str(m));
+    }
+    f(semconv::URL_PATH, Value::Str(h.path()));
+    if let Some(q) = h.query() {
+        f(semconv::URL_QUERY, Value::Str(q));
+    }
+    f(semconv::URL_SCHEME, Value::Str(h.scheme));
+    if s.kind == SpanKind::Server {
+        f(semconv::HTTP_ROUTE, Value::Str(&h.route));
+    }
+    // Semconv: only when a response was received.
+    if h.status != 0 {
+        f(
+            semconv::HTTP_RESPONSE_STATUS_CODE,
+            Value::Int(i64::from(h.status)),
+        );
+    }
+    // The server's IP is needed without a Host header, and as the peer
+    // of a client span.
+    let server_ip = if h.host.is_none() || s.kind == SpanKind::Client {
+        SmallText::ip(s.server.ip())
+    } else {
+        SmallText::new()
+    };
+    let client_ip = SmallText::ip(s.client.ip());
+    // The logical name the client used (Host), else the IP it reached.
+    let server_address = match h.host.as_deref() {
+        Some(host) => host_without_port(host),
+        None => server_ip.as_str(),
+    };
+    f(semconv::SERVER_ADDRESS, Value::Str(server_address));
+    f(semconv::SERVER_PORT, Value::Int(i64::from(s.server.port())));
+    f(semconv::CLIENT_ADDRESS, Value::Str(client_ip.as_str()));
+    f(semconv::CLIENT_PORT, Value::Int(i64::from(s.client.port())));
+    // The other end of the connection, as seen from this process.
+    let (peer_ip, peer_port) = match s.kind {
+        SpanKind::Server => (client_ip.as_str(), s.client.port()),
+        SpanKind::Client => (server_ip.as_str(), s.server.port()),
+    };
+    f(semconv::NETWORK_PEER_ADDRESS, Value::Str(peer_ip));
+    f(semconv::NETWORK_PEER_PORT, Value::Int(i64::from(peer_port)));
+    f(
+        semconv::NETWORK_PROTOCOL_VERSION,
+        Value::Str(h.protocol_version),
+    );
+    f(
+        semconv::HTTP_REQUEST_BODY_SIZE,
+        Value::Int(i64::try_from(h.request_body_size).unwrap_or(i64::MAX)),
+    );
+    f(
+        semconv::HTTP_RESPONSE_BODY_SIZE,
+        Value::Int(i64::try_from(h.response_body_size).unwrap_or(i64::MAX)),
+    );
+    if is_error(s.kind, h.status) {
+        // Semconv: the status code as a string, or `_OTHER` when there
+        // is none to name the failure.
+        if h.status != 0 {
+            f(
+                semconv::ERROR_TYPE,
+                Value::Str(SmallText::of(h.status).as_str()),
+            );
+        } else {
+            f(semconv::ERROR_TYPE, Value::Str("_OTHER"));
+        }
+    }
+}
