@@ -10,7 +10,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use ratatosk_protocols::op::Operation;
+use ratatosk_protocols::op::{Operation, Outcome};
 use ratatosk_protocols::parse::{Direction, Role, Segment};
 use ratatosk_protocols::parser::{ConnParser, Limits, Output, Protocol, State};
 use ratatosk_protocols::registry::{self, FirstBytes, Verdict};
@@ -354,6 +354,13 @@ impl Tracker {
             Proto::Parsing { protocol, parser } => {
                 let protocol = *protocol;
                 parser.on_close(ts, &mut self.scratch);
+                // A request the close left unanswered lasted until the
+                // close: that is when its caller learnt it failed.
+                for op in &mut self.scratch.ops {
+                    if op.outcome == Outcome::NoResponse && op.response_end_ns == 0 {
+                        op.response_end_ns = ts.max(op.request_end_ns);
+                    }
+                }
                 collect(tgid, &conn, protocol, &self.metrics, &mut self.scratch, out);
             }
             // Bytes held until the end: the protocol was never known.
@@ -775,6 +782,9 @@ mod tests {
         );
         assert_eq!(http(&out[0].op).status, 0);
         assert_eq!(out[0].op.role, Role::Client);
+        // It lasted until the close.
+        assert_eq!(out[0].op.outcome, Outcome::NoResponse);
+        assert_eq!(out[0].op.end_ns(), 50);
         assert_eq!(t.tracked(), 0);
         // Closing an fd we never saw does nothing.
         t.on_close(7, 99, 99, 60, &mut out);

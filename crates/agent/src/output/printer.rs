@@ -113,9 +113,20 @@ pub fn text_line(s: &Span) -> String {
                 Some(q) => format!("{}?{}", h.path(), q),
                 None => h.path().to_string(),
             };
+            // What happened when there is no status to say it.
+            let status = match (h.status, s.outcome) {
+                (0, Outcome::NoResponse) => "no-response".to_string(),
+                (0, _) => "?".to_string(),
+                (st, _) => st.to_string(),
+            };
+            // The response body size, when its end was seen.
+            let size = match s.outcome {
+                Outcome::Complete => format!("{}B", h.response_body_size),
+                Outcome::NoResponse | Outcome::ResponseTruncated => "?".to_string(),
+            };
             format!(
-                "{head} {kind} {} {} {target} {tail} size:{}B {context}",
-                h.status, h.method, h.response_body_size,
+                "{head} {kind} {status} {} {target} {tail} size:{size} {context}",
+                h.method,
             )
         }
         SpanDetail::Db(d) => {

@@ -157,7 +157,8 @@ pub enum Labels {
         /// Client side only: the host the request went to.
         address: Option<CompactString>,
         version: &'static str,
-        error: bool,
+        /// Set on errors: what `error.type` says when there is no status.
+        error: Option<&'static str>,
     },
     Db {
         system: &'static str,
@@ -201,7 +202,9 @@ impl Labels {
                         port: span.server.port(),
                         address,
                         version: h.protocol_version,
-                        error: span.is_error(),
+                        error: span
+                            .is_error()
+                            .then(|| crate::spans::http::no_status_error(span.outcome)),
                     },
                 ))
             }
@@ -254,13 +257,9 @@ impl Labels {
                 }
                 f(semconv::SERVER_PORT, LabelValue::Int(i64::from(*port)));
                 f(semconv::NETWORK_PROTOCOL_VERSION, LabelValue::Str(version));
-                if *error {
+                if let Some(e) = error {
                     let code = SmallText::of(status);
-                    let e = if *status == 0 {
-                        "_OTHER"
-                    } else {
-                        code.as_str()
-                    };
+                    let e = if *status == 0 { e } else { code.as_str() };
                     f(semconv::ERROR_TYPE, LabelValue::Str(e));
                 }
             }

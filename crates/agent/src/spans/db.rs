@@ -31,12 +31,12 @@ pub fn is_error(s: &Span, d: &DbSpan) -> bool {
     d.db.is_error() || s.outcome == ratatosk_protocols::op::Outcome::NoResponse
 }
 
-/// `error.type`: the status code the server gave, else `_OTHER` for a
-/// call that got no reply.
+/// `error.type`: the status code the server gave, else `no_response` for
+/// a call the close left unanswered.
 pub fn error_type<'a>(s: &Span, d: &'a DbSpan) -> Option<&'a str> {
     match &d.db.status_code {
         Some(code) => Some(code),
-        None if is_error(s, d) => Some("_OTHER"),
+        None if is_error(s, d) => Some(super::http::no_status_error(s.outcome)),
         None => None,
     }
 }

@@ -2,6 +2,7 @@
 //! requests (OpenTelemetry HTTP semantic conventions).
 
 use opentelemetry_semantic_conventions::attribute as semconv;
+use ratatosk_protocols::op::Outcome;
 
 use super::attrs::{SmallText, Value};
 use super::{HttpSpan, Span, SpanKind};
@@ -92,7 +93,16 @@ pub fn for_each_attribute(s: &Span, h: &HttpSpan, f: &mut impl FnMut(&'static st
                 Value::Str(SmallText::of(h.status).as_str()),
             );
         } else {
-            f(semconv::ERROR_TYPE, Value::Str("_OTHER"));
+            f(semconv::ERROR_TYPE, Value::Str(no_status_error(s.outcome)));
         }
+    }
+}
+
+/// `error.type` of a request that got no status: the connection closed
+/// before a response, or a response whose status was never seen.
+pub fn no_status_error(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::NoResponse => "no_response",
+        Outcome::Complete | Outcome::ResponseTruncated => "_OTHER",
     }
 }
