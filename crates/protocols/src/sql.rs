@@ -186,7 +186,7 @@ fn dollar_quote_end(sql: &[u8], start: usize) -> Option<usize> {
 /// First keyword of sanitized text, upper case.
 fn first_keyword(text: &str) -> CompactString {
     let word = text
-        .trim_start_matches(|c: char| c == '(' || c == ' ' || c == ';')
+        .trim_start_matches(['(', ' ', ';'])
         .split(|c: char| !c.is_ascii_alphabetic())
         .next()
         .unwrap_or_default();
