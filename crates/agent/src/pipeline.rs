@@ -185,7 +185,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         self_metrics.clone(),
     );
     let found = discovery.initial_scan();
-    if !trace_all {
+    if config.selection.include.is_empty() {
+        // No selector: say so once, with the count, and how to narrow it.
+        let found = if trace_all {
+            crate::discovery::procfs::pids().len().saturating_sub(1)
+        } else {
+            found
+        };
+        info!(
+            "no selector: instrumenting {found} running processes and every new one ({}); \
+             narrow with --open-port PORTS, --exe-path REGEX or --pid PIDS",
+            config.selection
+        );
+    } else if !trace_all {
         info!(processes = found, "initial scan done");
     }
     // Processes whose mappings are scanned for OpenSSL: the target set
