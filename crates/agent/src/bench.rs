@@ -311,10 +311,7 @@ const DRAIN_EVERY: usize = 1024;
 fn capture(recs: &[Vec<u8>], requests: usize) -> Result<Vec<Vec<Span>>, String> {
     let metrics = SelfMetrics::default();
     let discovery = Discovery::new(
-        Selection {
-            include: Vec::new(),
-            exclude: Vec::new(),
-        },
+        Selection::default(),
         Naming::default(),
         None,
         1024,

@@ -82,7 +82,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         });
     let registry = Arc::new(Mutex::new(registry));
 
-    // Privileges and kernel features first: a clear one-line refusal
+    // tokio: network I/O (OTLP exporters, metrics endpoint) and signals.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("ratatosk-io")
+        .build()
+        .context("starting the async runtime")?;
+
+    // The metrics endpoint's port before anything is loaded: one that is
+    // taken fails start-up at once, not after the probes attached.
+    let metrics_listener = match config.prometheus {
+        Some(addr) => Some(
+            rt.block_on(prometheus::bind(addr))
+                .with_context(|| format!("binding the metrics endpoint on {addr}"))?,
+        ),
+        None => None,
+    };
+
+    // Privileges and kernel features next: a clear one-line refusal
     // before anything is touched.
     ratatosk_bpf::preflight().context("checking the kernel and privileges")?;
     match ratatosk_bpf::ensure_tracefs() {
@@ -172,7 +190,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         self_metrics.clone(),
     );
     let found = discovery.initial_scan();
-    if !trace_all {
+    if config.selection.include.is_empty() {
+        // No selector: say so once, with the count, and how to narrow it.
+        let found = if trace_all {
+            crate::discovery::procfs::pids().len().saturating_sub(1)
+        } else {
+            found
+        };
+        info!(
+            "no selector: instrumenting {found} running processes and every new one ({}); \
+             narrow with --open-port PORTS, --exe-path REGEX or --pid PIDS",
+            config.selection
+        );
+    } else if !trace_all {
         info!(processes = found, "initial scan done");
     }
     // Processes whose mappings are scanned for OpenSSL: the target set
@@ -224,14 +254,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || events.run(POLL_INTERVAL, IDLE_POLL_INTERVAL, &mut reader))
         .context("starting the reader thread")?;
 
-    // tokio: network I/O (OTLP exporters, metrics endpoint) and signals.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("ratatosk-io")
-        .build()
-        .context("starting the async runtime")?;
-
     // Outputs thread.
     let otlp = Exporter::start(
         &config.otlp,
@@ -261,15 +283,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         })
         .context("starting the outputs thread")?;
 
-    // tokio (the runtime was started before the outputs thread): metrics
+    // tokio (the runtime was started before anything was loaded): metrics
     // endpoint and signals.
     let result = rt.block_on(async {
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let server = match config.prometheus {
-            Some(addr) => {
-                let listener = prometheus::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
+        let server = match (metrics_listener, config.prometheus) {
+            (Some(listener), Some(addr)) => {
                 info!(%addr, "serving Prometheus metrics at /metrics");
                 let mut rx = shutdown_rx.clone();
                 let shutdown = async move {
@@ -281,7 +300,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     shutdown,
                 )))
             }
-            None => None,
+            _ => None,
         };
         info!("ready");
         // Called every OPENSSL_SCAN_INTERVAL (the tick of wait_for_signal).

@@ -829,3 +829,45 @@ fn fixtures_are_self_consistent() {
         );
     }
 }
+
+/// A custom method at a connection's start is a request like any other,
+/// and so is one on the same keep-alive connection later; split in
+/// segments too. After lost bytes only known methods are looked for.
+#[test]
+fn custom_methods_from_the_first_byte() {
+    let mut w = Wire::new();
+    w.read(100, b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n")
+        .write(110, NGINX_200);
+    w.read(200, b"FOO /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .write(210, NGINX_404);
+    let got: Vec<_> = w
+        .take()
+        .iter()
+        .map(|x| (x.method.to_string(), x.path().to_string(), x.status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("BREW".to_string(), "/pot".to_string(), 200),
+            ("FOO".to_string(), "/x".to_string(), 404)
+        ]
+    );
+    assert_eq!(w.stats().lost_sync_bytes, 0);
+
+    let mut w = Wire::new();
+    w.read(100, b"BR")
+        .read(101, b"EW /pot HT")
+        .read(102, b"TP/1.1\r\n\r\n");
+    w.write(110, NGINX_200);
+    assert_eq!(only(w.take()).method, "BREW");
+
+    // Not at the start: skipped as garbage until a known method.
+    let mut w = Wire::new();
+    w.read(
+        100,
+        b"junk\r\nBREW /pot HTTP/1.1\r\n\r\nGET /a HTTP/1.1\r\n\r\n",
+    )
+    .write(110, NGINX_200);
+    let x = only(w.take());
+    assert_eq!((x.method.as_str(), x.path()), ("GET", "/a"));
+}

@@ -1266,6 +1266,32 @@ impl Rotel {
         latest
     }
 
+    /// Waits until the sum of the latest points of `metric` that `filter`
+    /// keeps satisfies `done` (or the timeout) and returns that sum. Tests
+    /// wait for a count this way instead of reading the first point that
+    /// arrives, which may be an older snapshot being retried.
+    pub fn wait_latest_sum(
+        &self,
+        metric: &str,
+        timeout: Duration,
+        filter: impl Fn(&OtlpPoint) -> bool,
+        done: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let start = Instant::now();
+        loop {
+            let sum: f64 = self
+                .latest(metric)
+                .iter()
+                .filter(|p| filter(p))
+                .map(|p| p.value)
+                .sum();
+            if done(sum) || start.elapsed() > timeout {
+                return sum;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until `pred` holds for `n` spans or the timeout; returns them.
     pub fn wait_spans(
         &self,

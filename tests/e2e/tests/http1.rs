@@ -700,3 +700,42 @@ fn every_hook_mode_sees_the_same_requests_and_closes() {
         );
     }
 }
+
+/// A custom method at a connection's start (`BREW`, `FOO`) is HTTP: its
+/// span says `_OTHER` with the method as sent in
+/// `http.request.method_original`, as the semantic conventions ask.
+#[test]
+fn custom_methods_give_other_spans() {
+    let _g = serial();
+    let www = www_dir();
+    let port = free_port();
+    let _server = python_http_server(www.path(), port);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    for method in ["BREW", "FOO"] {
+        let req = format!("{method} /pot HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        // Python's http.server answers 501 to a method it has no handler for.
+        assert_eq!(raw_exchange(port, &[req.as_bytes()], 1), vec![501]);
+    }
+    let spans = agent.wait_spans(2, WAIT, server_spans_on(port));
+    let got: Vec<(String, String, String)> = spans
+        .iter()
+        .map(|s| {
+            (
+                attr(s, "http.request.method"),
+                attr(s, "http.request.method_original"),
+                attr(s, "http.response.status_code"),
+            )
+        })
+        .collect();
+    let want = |m: &str| ("_OTHER".to_string(), m.to_string(), "501".to_string());
+    assert_eq!(got, [want("BREW"), want("FOO")], "{spans:#?}");
+    assert_eq!(
+        agent.metric_sum(
+            "ratatosk_unparsed_connections_total",
+            &[("reason", "unknown_protocol")]
+        ),
+        0.0,
+        "{}",
+        agent.self_counters()
+    );
+}

@@ -89,33 +89,28 @@ fn spans_and_histogram_reach_rotel(protocol_env: &[(&str, String)]) {
         }
     }
     // The histogram's cumulative count reaches N under the same resource.
-    let start = Instant::now();
-    let count = loop {
-        let c: f64 = rotel
-            .latest("http.server.request.duration")
-            .iter()
-            .filter(|p| {
-                p.resource_attr("service.name") == Some("shop")
-                    && p.attr("server.port") == Some(&port.to_string())
-            })
-            .map(|p| p.value)
-            .sum();
-        if c >= N as f64 || start.elapsed() > WAIT {
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let count = rotel.wait_latest_sum(
+        "http.server.request.duration",
+        WAIT,
+        |p| {
+            p.resource_attr("service.name") == Some("shop")
+                && p.attr("server.port") == Some(&port.to_string())
+        },
+        |c| c >= N as f64,
+    );
     assert_eq!(count, N as f64, "rotel got:\n{}", rotel.output());
     // Self-metrics go out too, under the agent's own resource.
-    assert!(
-        rotel
-            .points()
-            .iter()
-            .any(|p| p.metric.starts_with("ratatosk_spans_emitted")
-                && p.resource_attr("service.name") == Some("ratatosk")),
-        "no self-metrics in:\n{}",
-        rotel.output()
-    );
+    let self_metrics = || {
+        rotel.points().iter().any(|p| {
+            p.metric.starts_with("ratatosk_spans_emitted")
+                && p.resource_attr("service.name") == Some("ratatosk")
+        })
+    };
+    let start = Instant::now();
+    while !self_metrics() && start.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(self_metrics(), "no self-metrics in:\n{}", rotel.output());
 }
 
 #[test]
@@ -223,17 +218,17 @@ fn receiver_down_at_start_then_up_drops_are_counted_and_data_flows() {
         "no span after the receiver came up; agent:\n{}",
         agent.stderr_text()
     );
-    let start = Instant::now();
-    while start.elapsed() < WAIT && rotel.latest("http.server.request.duration").is_empty() {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let count: f64 = rotel
-        .latest("http.server.request.duration")
-        .iter()
-        .map(|p| p.value)
-        .sum();
+    // Wait for the count rather than reading the first point that arrives:
+    // that one can be an older snapshot the agent was still retrying.
+    let count = rotel.wait_latest_sum(
+        "http.server.request.duration",
+        WAIT,
+        |_| true,
+        |c| c > DOWN as f64,
+    );
     assert!(
         count > DOWN as f64,
-        "metrics are cumulative: the requests made while the receiver was down count too ({count})"
+        "metrics are cumulative: the requests made while the receiver was down count too ({count}); rotel got:\n{}",
+        rotel.output()
     );
 }

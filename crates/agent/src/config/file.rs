@@ -12,8 +12,8 @@ use serde_saphyr::MessageFormatter;
 use super::ConfigError;
 use super::export::{Features, UnmatchedRoutes};
 use super::values::{
-    Flag, HookMode, Ip, Millis, Pattern, Pids, PortSet, PrinterMode, Ranged, RoutePattern,
-    ServePort, Text, Val,
+    Flag, Glob, HookMode, Ip, LogFilter, Millis, Pattern, Pids, PortSet, PrinterMode, Ranged,
+    RouteList, ServePort, Setting, Text, Val,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -25,7 +25,7 @@ pub struct FileConfig {
     pub service_name: Option<Val<Text>>,
     pub service_namespace: Option<Val<Text>>,
     pub trace_printer: Option<Val<PrinterMode>>,
-    pub log_level: Option<Val<Text>>,
+    pub log_level: Option<Val<LogFilter>>,
     #[serde(default)]
     pub discovery: DiscoveryFile,
     #[serde(default)]
@@ -45,16 +45,24 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryFile {
+    /// Beyla 1.x / early 2.x: `exe_path` is a regex.
     #[serde(default)]
     pub services: Vec<EntryFile>,
     #[serde(default)]
     pub exclude_services: Vec<EntryFile>,
+    pub default_exclude_services: Option<Vec<EntryFile>>,
+    /// Beyla 2.x: the same entries with `exe_path` a glob.
+    #[serde(default)]
+    pub instrument: Vec<GlobEntryFile>,
+    #[serde(default)]
+    pub exclude_instrument: Vec<GlobEntryFile>,
+    pub default_exclude_instrument: Option<Vec<GlobEntryFile>>,
 }
 
 /// One `discovery.services[]` / `exclude_services[]` item, with at least
 /// one criterion.
 #[derive(Debug, Default, Deserialize)]
-#[serde(try_from = "EntryRaw")]
+#[serde(try_from = "EntryRaw<Pattern>")]
 pub struct EntryFile {
     pub name: Option<Val<Text>>,
     pub namespace: Option<Val<Text>>,
@@ -63,32 +71,53 @@ pub struct EntryFile {
     pub target_pids: Option<Val<Pids>>,
 }
 
+/// One `discovery.instrument[]` / `exclude_instrument[]` /
+/// `default_exclude_instrument[]` item: `exe_path` is a glob.
+#[derive(Debug, Default, Deserialize)]
+#[serde(try_from = "EntryRaw<Glob>")]
+pub struct GlobEntryFile(pub EntryFile);
+
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryRaw {
+#[serde(deny_unknown_fields, bound = "P: Setting")]
+struct EntryRaw<P> {
     name: Option<Val<Text>>,
     namespace: Option<Val<Text>>,
     open_ports: Option<Val<PortSet>>,
-    exe_path: Option<Val<Pattern>>,
+    exe_path: Option<Val<P>>,
     target_pids: Option<Val<Pids>>,
 }
 
-impl TryFrom<EntryRaw> for EntryFile {
-    type Error = String;
-    fn try_from(r: EntryRaw) -> Result<Self, String> {
-        if r.open_ports.is_none() && r.exe_path.is_none() && r.target_pids.is_none() {
+impl<P> EntryRaw<P> {
+    fn entry(self, exe_path: Option<Val<Pattern>>) -> Result<EntryFile, String> {
+        if self.open_ports.is_none() && exe_path.is_none() && self.target_pids.is_none() {
             return Err(
                 "a selection entry needs at least one of `open_ports`, `exe_path` or `target_pids`"
                     .to_string(),
             );
         }
         Ok(EntryFile {
-            name: r.name,
-            namespace: r.namespace,
-            open_ports: r.open_ports,
-            exe_path: r.exe_path,
-            target_pids: r.target_pids,
+            name: self.name,
+            namespace: self.namespace,
+            open_ports: self.open_ports,
+            exe_path,
+            target_pids: self.target_pids,
         })
+    }
+}
+
+impl TryFrom<EntryRaw<Pattern>> for EntryFile {
+    type Error = String;
+    fn try_from(mut r: EntryRaw<Pattern>) -> Result<Self, String> {
+        let exe = r.exe_path.take();
+        r.entry(exe)
+    }
+}
+
+impl TryFrom<EntryRaw<Glob>> for GlobEntryFile {
+    type Error = String;
+    fn try_from(mut r: EntryRaw<Glob>) -> Result<Self, String> {
+        let exe = r.exe_path.take().map(|g| Val(Pattern(g.0.0)));
+        r.entry(exe).map(GlobEntryFile)
     }
 }
 
@@ -137,8 +166,9 @@ pub struct PrometheusFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutesFile {
-    pub patterns: Option<Vec<Val<RoutePattern>>>,
-    pub ignored_patterns: Option<Vec<Val<RoutePattern>>>,
+    /// A YAML sequence or one comma-separated string, as every list.
+    pub patterns: Option<Val<RouteList>>,
+    pub ignored_patterns: Option<Val<RouteList>>,
     pub unmatched: Option<Val<UnmatchedRoutes>>,
     pub max_routes: Option<Val<Ranged<1, 100_000>>>,
 }
@@ -202,7 +232,101 @@ fn message(e: &serde_saphyr::Error) -> String {
     msg.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Beyla/OBI keys Ratatosk does not implement, with what to use instead:
+/// a Beyla file is refused at the first of them rather than half applied.
+const BEYLA_KEYS: &[(&str, &str)] = &[
+    (
+        "executable_name",
+        "select with `executable_path` (a regex) or `discovery.instrument[].exe_path` (a glob)",
+    ),
+    (
+        "auto_target_exe",
+        "select with `discovery.instrument[].exe_path` (a glob) or `executable_path` (a regex)",
+    ),
+    (
+        "languages",
+        "languages are not told apart: select with `exe_path`, `open_ports` or `target_pids`",
+    ),
+    (
+        "cmd_args",
+        "command lines are not matched: select with `exe_path`, `open_ports` or `target_pids`",
+    ),
+    (
+        "containers_only",
+        "containers are not told apart: select with `exe_path`, `open_ports` or `target_pids`",
+    ),
+    (
+        "exports",
+        "per-entry exports are not implemented: `otel_traces_export`, `otel_metrics_export` and `prometheus_export` apply to every process",
+    ),
+    (
+        "sampler",
+        "per-entry sampling is not implemented: use `otel_traces_export.sampler` (or `OTEL_TRACES_SAMPLER`)",
+    ),
+    (
+        "routes",
+        "per-entry routes are not implemented: use the top-level `routes` section",
+    ),
+    (
+        "metrics",
+        "per-entry metrics are not implemented: use `prometheus_export.features` / `otel_metrics_export.features`",
+    ),
+    (
+        "survey",
+        "survey mode is not implemented: list the processes to instrument in `discovery.instrument`",
+    ),
+    (
+        "skip_go_specific_tracers",
+        "there are no Go-specific tracers to skip: Go TLS is probed with `ebpf.tls_capture`",
+    ),
+    (
+        "exclude_otel_instrumented_services",
+        "not implemented: exclude such processes with `discovery.exclude_instrument`",
+    ),
+    (
+        "min_process_age",
+        "not implemented: a process is instrumented as soon as it matches",
+    ),
+    ("network", "network flow metrics are not implemented"),
+    ("filter", "attribute filters are not implemented"),
+    (
+        "internal_metrics",
+        "the agent's own metrics are always exported, as `ratatosk_*`, with the others",
+    ),
+    (
+        "channel_buffer_len",
+        "queues are sized by the agent: see `ebpf.ringbuf_mib`",
+    ),
+    (
+        "wakeup_len",
+        "the ring buffer is sized with `ebpf.ringbuf_mib`",
+    ),
+    (
+        "track_request_headers",
+        "request headers are always read for `traceparent`",
+    ),
+    (
+        "buckets",
+        "histogram buckets are fixed (OpenTelemetry's recommended ones for durations)",
+    ),
+    ("histogram_aggregation", "histograms are explicit-bucket"),
+    (
+        "wildcard_char",
+        "unmatched routes are chosen with `routes.unmatched`",
+    ),
+    ("kubernetes", "Kubernetes metadata is not implemented"),
+];
+
 fn unknown_key(field: &str, expected: &[&str]) -> String {
+    if field.starts_with("k8s_") {
+        return format!(
+            "`{field}` (Beyla) is not implemented: Kubernetes metadata is not read; \
+             select with `exe_path`, `open_ports` or `target_pids`"
+        );
+    }
+    if let Some((_, instead)) = BEYLA_KEYS.iter().find(|(k, _)| *k == field) {
+        return format!("`{field}` (Beyla) is not implemented by Ratatosk: {instead}");
+    }
     let best = expected
         .iter()
         .map(|k| (strsim::levenshtein(field, k), *k))
@@ -241,6 +365,70 @@ mod tests {
         )
         .unwrap();
         assert!(!f.discovery.services.is_empty());
+    }
+
+    /// The example file sets every default it shows as the default.
+    #[test]
+    fn example_file_shows_the_default_hooks() {
+        let f = parse(
+            "docs/ratatosk.example.yaml",
+            include_str!("../../../../docs/ratatosk.example.yaml"),
+        )
+        .unwrap();
+        assert_eq!(f.ebpf.syscall_hooks.unwrap().0, HookMode::Socket);
+    }
+
+    /// Every ```yaml block of the docs and the README is a file the agent
+    /// accepts, so a documented example cannot drift from the code.
+    #[test]
+    fn every_yaml_snippet_in_the_docs_loads() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md")];
+        for e in std::fs::read_dir(root.join("docs")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "md") {
+                files.push(p);
+            }
+        }
+        let mut snippets = 0;
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            let mut lines = text.lines().enumerate();
+            while let Some((n, l)) = lines.next() {
+                if l.trim() != "```yaml" {
+                    continue;
+                }
+                let body: Vec<&str> = lines
+                    .by_ref()
+                    .map(|(_, l)| l)
+                    .take_while(|l| l.trim() != "```")
+                    .collect();
+                let name = format!("{}:{}", f.display(), n + 1);
+                if let Err(e) = parse(&name, &body.join("\n")) {
+                    panic!("the snippet at {name} is refused: {e}");
+                }
+                snippets += 1;
+            }
+        }
+        assert!(snippets >= 3, "only {snippets} yaml snippets found");
+    }
+
+    #[test]
+    fn lists_are_sequences_or_comma_separated_strings() {
+        let f = parse(
+            "conf.yaml",
+            "routes:\n  patterns: \"/a/{id},/b\"\n  ignored_patterns: /health, /metrics\nopen_port: 80,8080\n",
+        )
+        .unwrap();
+        assert_eq!(f.routes.patterns.unwrap().0.0, ["/a/{id}", "/b"]);
+        assert_eq!(
+            f.routes.ignored_patterns.unwrap().0.0,
+            ["/health", "/metrics"]
+        );
+        let f = parse("conf.yaml", "routes:\n  patterns: [\"/a/{id}\", /b]\n").unwrap();
+        assert_eq!(f.routes.patterns.unwrap().0.0, ["/a/{id}", "/b"]);
+        let e = err("routes:\n  patterns: \"/a/{id},b\"\n");
+        assert!(e.starts_with("conf.yaml:2:"), "{e}");
     }
 
     #[test]

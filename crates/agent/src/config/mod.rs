@@ -20,7 +20,7 @@ pub use select::{ProcView, SelectEntry, Selection, Verdict};
 pub use values::{HookMode, PortSet, PrinterMode};
 
 use file::{EntryFile, FileConfig};
-use values::{Flag, Ip, Millis, Pattern, Pids, Ranged, RouteList, ServePort, Text, Val};
+use values::{Flag, Ip, LogFilter, Millis, Pattern, Pids, Ranged, RouteList, ServePort, Text, Val};
 
 /// Where a value came from, to name it in errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,15 +166,61 @@ impl Sources<'_> {
     }
 }
 
-/// A shell-style glob (`*` any run, `?` one character) as an anchored
-/// regex over the whole path.
-fn glob_to_regex(glob: &str) -> String {
+/// A glob as Beyla/OBI read them (`*` any run, `/` included; `?` one
+/// character; `[abc]`, `[a-z]`, `[!abc]`; `{a,b}` alternatives; `\x` a
+/// literal x) as an anchored regex over the whole path. An unclosed `[` is a
+/// literal; an unbalanced `{` is left for the regex parser to refuse.
+pub(crate) fn glob_to_regex(glob: &str) -> String {
     let mut re = String::from("^");
     let mut lit = [0u8; 4];
-    for c in glob.trim().chars() {
+    let mut depth = 0usize;
+    let mut chars = glob.trim().chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
             '*' => re.push_str(".*"),
             '?' => re.push('.'),
+            '{' => {
+                depth += 1;
+                re.push_str("(?:");
+            }
+            ',' if depth > 0 => re.push('|'),
+            '}' if depth > 0 => {
+                depth -= 1;
+                re.push(')');
+            }
+            '[' => {
+                let rest: String = chars.clone().collect();
+                match rest.find(']') {
+                    Some(end) if end > 0 => {
+                        let class = rest.get(..end).unwrap_or_default();
+                        let (neg, body) = match class.strip_prefix('!') {
+                            Some(b) => (true, b),
+                            None => (false, class),
+                        };
+                        re.push('[');
+                        if neg {
+                            re.push('^');
+                        }
+                        for k in body.chars() {
+                            if k == '-' {
+                                re.push('-');
+                            } else {
+                                re.push_str(&regex::escape(k.encode_utf8(&mut lit)));
+                            }
+                        }
+                        re.push(']');
+                        // Skip the class and its `]`.
+                        for _ in 0..=class.chars().count() {
+                            chars.next();
+                        }
+                    }
+                    _ => re.push_str(r"\["),
+                }
+            }
+            '\\' => {
+                let k = chars.next().unwrap_or('\\');
+                re.push_str(&regex::escape(k.encode_utf8(&mut lit)));
+            }
             c => re.push_str(&regex::escape(c.encode_utf8(&mut lit))),
         }
     }
@@ -269,26 +315,53 @@ impl Config {
                     ..SelectEntry::default()
                 });
             }
+            let d = &mut file.discovery;
             if !outside_file {
+                // Beyla 2.x's `instrument` beside the older `services`.
+                include.extend(std::mem::take(&mut d.services).into_iter().map(entry));
                 include.extend(
-                    std::mem::take(&mut file.discovery.services)
+                    std::mem::take(&mut d.instrument)
                         .into_iter()
-                        .map(entry),
+                        .map(|g| entry(g.0)),
                 );
             }
             // Exclusions only narrow, so the flag adds to the file's.
-            let mut exclude: Vec<SelectEntry> =
-                std::mem::take(&mut file.discovery.exclude_services)
-                    .into_iter()
-                    .map(entry)
-                    .collect();
+            let mut exclude: Vec<SelectEntry> = std::mem::take(&mut d.exclude_services)
+                .into_iter()
+                .map(entry)
+                .chain(
+                    std::mem::take(&mut d.exclude_instrument)
+                        .into_iter()
+                        .map(|g| entry(g.0)),
+                )
+                .collect();
+            // Observability agents, unless the file lists its own (an empty
+            // list: none).
+            let default_exclude = match (
+                d.default_exclude_instrument.take(),
+                d.default_exclude_services.take(),
+            ) {
+                (Some(globs), _) => globs.into_iter().map(|g| entry(g.0)).collect(),
+                (None, Some(regexes)) => regexes.into_iter().map(entry).collect(),
+                (None, None) => vec![SelectEntry {
+                    exe_path: Some(
+                        regex::Regex::new(&glob_to_regex(select::DEFAULT_EXCLUDE_GLOB))
+                            .map_err(|e| invalid(&Origin::Default, e.to_string()))?,
+                    ),
+                    ..SelectEntry::default()
+                }],
+            };
             if let Some((re, _)) = src.layered::<Pattern>("exclude_exe_path", None)? {
                 exclude.push(SelectEntry {
                     exe_path: Some(re.0),
                     ..SelectEntry::default()
                 });
             }
-            Selection { include, exclude }
+            Selection {
+                include,
+                exclude,
+                default_exclude,
+            }
         };
 
         let naming = export::Naming {
@@ -327,22 +400,18 @@ impl Config {
             export::Features::default(),
         )?;
 
-        let route_list = |v: &Option<Vec<Val<values::RoutePattern>>>| {
-            v.as_ref()
-                .map(|l| RouteList(l.iter().map(|p| p.0.0.clone()).collect()))
-        };
         let routes = export::RouteSettings {
             patterns: src
                 .value(
                     "route_patterns",
-                    route_list(&file.routes.patterns),
+                    take(file.routes.patterns.take()),
                     RouteList(vec![]),
                 )?
                 .0,
             ignored: src
                 .value(
                     "route_ignored",
-                    route_list(&file.routes.ignored_patterns),
+                    take(file.routes.ignored_patterns.take()),
                     RouteList(vec![]),
                 )?
                 .0,
@@ -401,10 +470,9 @@ impl Config {
             .value(
                 "log_level",
                 take(file.log_level.take()),
-                Text("info".to_string()),
+                LogFilter("info".to_string()),
             )?
-            .0
-            .to_ascii_lowercase();
+            .0;
 
         let capture_bytes = src.value(
             "capture_bytes",

@@ -46,12 +46,23 @@ pub trait ProcView {
 
 /// Which processes to instrument. Include entries combine as a union; a
 /// process matching any exclude entry is never instrumented. No include
-/// entry means every process (but the agent and the excluded).
+/// entry means every process (but the agent, the excluded and the default
+/// exclusions: observability agents and collectors, which would otherwise
+/// trace their own export traffic). A process an include entry selects is
+/// chosen explicitly: default exclusions do not apply to it.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub include: Vec<SelectEntry>,
     pub exclude: Vec<SelectEntry>,
+    pub default_exclude: Vec<SelectEntry>,
 }
+
+/// Beyla's `default_exclude_instrument` for a host: observability agents
+/// and collectors, as globs over the executable path (Beyla's own list
+/// plus the agents and shippers commonly found next to it, and Ratatosk).
+pub const DEFAULT_EXCLUDE_GLOB: &str = "{*/beyla,*/obi,*/ebpf-instrument,*/alloy,*/grafana-agent,\
+*/otelcol,*/otelcol-*,*/rotel,*/prometheus,*/prometheus-*,*/ratatosk,*/vector,*/fluent-bit,\
+*/td-agent-bit,*/telegraf,*/promtail}";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -64,7 +75,7 @@ pub enum Verdict {
 impl Selection {
     /// Everything is traced: the kernel needs no target map at all.
     pub fn is_everything(&self) -> bool {
-        self.include.is_empty() && self.exclude.is_empty()
+        self.include.is_empty() && self.exclude.is_empty() && self.default_exclude.is_empty()
     }
 
     /// Some entry selects by listening port: the kernel must report every
@@ -73,6 +84,7 @@ impl Selection {
         self.include
             .iter()
             .chain(&self.exclude)
+            .chain(self.default_excluding())
             .any(|e| !e.open_ports.is_empty())
     }
 
@@ -93,8 +105,16 @@ impl Selection {
         match chosen {
             None => Verdict::NotSelected,
             Some(_) if self.exclude.iter().any(|e| e.matches(p)) => Verdict::Excluded,
+            Some(None) if self.default_excluding().any(|e| e.matches(p)) => Verdict::Excluded,
             Some(i) => Verdict::Selected(i),
         }
+    }
+
+    /// The default exclusions, which only apply when no include entry is
+    /// given (an entry that matches selects explicitly).
+    fn default_excluding(&self) -> impl Iterator<Item = &SelectEntry> {
+        let active = self.include.is_empty();
+        self.default_exclude.iter().filter(move |_| active)
     }
 
     pub fn entry(&self, i: Option<usize>) -> Option<&SelectEntry> {
@@ -126,6 +146,9 @@ impl fmt::Display for Selection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.include.is_empty() {
             f.write_str("every process except the agent")?;
+            if !self.default_exclude.is_empty() {
+                f.write_str(" and the default exclusions (observability agents)")?;
+            }
         } else {
             let inc: Vec<String> = self.include.iter().map(|e| e.to_string()).collect();
             f.write_str(&inc.join(" or "))?;
@@ -188,7 +211,7 @@ mod tests {
     fn every_criterion_of_an_entry_must_match() {
         let sel = Selection {
             include: vec![entry("8080", "nginx", &[])],
-            exclude: vec![],
+            ..Selection::default()
         };
         assert_eq!(
             sel.decide(&mut proc(1, "/usr/sbin/nginx", &[8080])),
@@ -217,6 +240,7 @@ mod tests {
                 entry("", "", &[7]),
             ],
             exclude: vec![entry("", "debug", &[])],
+            ..Selection::default()
         };
         assert_eq!(
             sel.decide(&mut proc(1, "/bin/x", &[80])),
@@ -245,6 +269,7 @@ mod tests {
         let sel = Selection {
             include: vec![],
             exclude: vec![entry("22", "", &[])],
+            ..Selection::default()
         };
         assert!(!sel.is_everything() && sel.needs_exec_check() && sel.has_ports());
         assert_eq!(
@@ -265,11 +290,60 @@ mod tests {
                 name: Some("x".into()),
                 ..SelectEntry::default()
             }],
-            exclude: vec![],
+            ..Selection::default()
         };
         assert_eq!(
             sel.decide(&mut proc(1, "/bin/x", &[80])),
             Verdict::NotSelected
+        );
+    }
+
+    /// Observability agents are left alone when everything is selected,
+    /// but an entry that names them (by pid, port or executable) wins.
+    #[test]
+    fn default_exclusions_apply_only_without_an_include_entry() {
+        let agents = SelectEntry {
+            exe_path: Some(Regex::new(&super::super::glob_to_regex(DEFAULT_EXCLUDE_GLOB)).unwrap()),
+            ..SelectEntry::default()
+        };
+        let mut sel = Selection {
+            default_exclude: vec![agents],
+            ..Selection::default()
+        };
+        assert!(!sel.is_everything() && sel.needs_exec_check());
+        for exe in [
+            "/usr/bin/otelcol-contrib",
+            "/usr/local/bin/beyla",
+            "/opt/alloy/alloy",
+            "/usr/bin/prometheus",
+            "/work/target/debug/ratatosk",
+            "/usr/bin/vector",
+        ] {
+            assert_eq!(
+                sel.decide(&mut proc(5, exe, &[])),
+                Verdict::Excluded,
+                "{exe}"
+            );
+        }
+        for exe in [
+            "/usr/bin/python3",
+            "/usr/sbin/nginx",
+            "/usr/bin/prometheusx2",
+        ] {
+            assert_eq!(
+                sel.decide(&mut proc(5, exe, &[])),
+                Verdict::Selected(None),
+                "{exe}"
+            );
+        }
+        sel.include = vec![entry("", "", &[5]), entry("9090", "", &[])];
+        assert_eq!(
+            sel.decide(&mut proc(5, "/usr/bin/prometheus", &[])),
+            Verdict::Selected(Some(0))
+        );
+        assert_eq!(
+            sel.decide(&mut proc(6, "/usr/bin/prometheus", &[9090])),
+            Verdict::Selected(Some(1))
         );
     }
 }

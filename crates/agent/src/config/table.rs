@@ -5,7 +5,7 @@
 
 /// Aliases whose values are globs in Beyla/OBI (turned into anchored
 /// regexes when read).
-pub const GLOB_ALIASES: &[&str] = &["OTEL_EBPF_AUTO_TARGET_EXE"];
+pub const GLOB_ALIASES: &[&str] = &["BEYLA_AUTO_TARGET_EXE", "OTEL_EBPF_AUTO_TARGET_EXE"];
 
 pub struct Setting {
     /// Internal id (clap's argument id).
@@ -52,6 +52,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "RATATOSK_EXE_PATH",
         aliases: &[
             "BEYLA_EXECUTABLE_NAME",
+            "BEYLA_AUTO_TARGET_EXE",
             "OTEL_EBPF_EXECUTABLE_PATH",
             "OTEL_EBPF_AUTO_TARGET_EXE",
         ],

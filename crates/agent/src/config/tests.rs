@@ -50,7 +50,9 @@ fn err(r: Result<Config, ConfigError>) -> String {
 #[test]
 fn no_selector_means_everything_and_text_printer() {
     let c = parse(&[], &[]).unwrap();
-    assert!(c.selection.is_everything());
+    // Everything but the default exclusions.
+    assert!(c.selection.include.is_empty() && c.selection.exclude.is_empty());
+    assert_eq!(c.selection.default_exclude.len(), 1);
     assert_eq!(c.printer, PrinterMode::Text);
     assert!(c.prometheus.is_none() && c.otlp.traces.is_none());
     assert_eq!(c.capture_bytes, 1024);
@@ -447,4 +449,188 @@ fn shown_defaults_are_the_resolved_ones() {
         checked += 1;
     }
     assert!(checked >= 15, "only {checked} defaults checked");
+}
+
+/// A log filter that names no level would turn every line off (`verbose`
+/// reads as a target): refused from every source, like any other setting.
+#[test]
+fn a_log_filter_without_a_level_is_refused() {
+    let e = err(parse(&["--log-level", "verbose"], &[]));
+    assert!(
+        e.starts_with("--log-level: ") && e.contains("`verbose` is not a level"),
+        "{e}"
+    );
+    for var in [
+        "RATATOSK_LOG_LEVEL",
+        "BEYLA_LOG_LEVEL",
+        "OTEL_EBPF_LOG_LEVEL",
+    ] {
+        let e = err(parse(&[], &[(var, "loud")]));
+        assert!(e.starts_with(&format!("${var}: ")), "{e}");
+    }
+    let e = err(parse(&["--log-level", "ratatosk=chatty"], &[]));
+    assert!(e.contains("`chatty`"), "{e}");
+    let f = TempFile::new("log_level: verbose\n");
+    let e = err(parse(&["--config", f.path()], &[]));
+    assert!(e.starts_with(&format!("{}:1:", f.path())), "{e}");
+    // Beyla's upper-case levels, targets with levels and span directives.
+    for ok in [
+        "DEBUG",
+        "warn",
+        "info,ratatosk=debug",
+        "ratatosk[export]=trace",
+        "off",
+    ] {
+        let c = parse(&["--log-level", ok], &[]).unwrap();
+        assert_eq!(c.log_level, ok.to_ascii_lowercase());
+    }
+}
+
+/// What the selection decides for a process with this executable and port.
+fn decide(c: &Config, pid: u32, exe: &'static str, port: u16) -> Verdict {
+    struct P(u32, &'static str, u16);
+    impl ProcView for P {
+        fn pid(&self) -> u32 {
+            self.0
+        }
+        fn exe(&self) -> &str {
+            self.1
+        }
+        fn listens_on(&mut self, ports: &PortSet) -> bool {
+            ports.contains(self.2)
+        }
+    }
+    c.selection.decide(&mut P(pid, exe, port))
+}
+
+/// Beyla 2.x's discovery layout: `instrument` entries with `exe_path`
+/// globs beside the older regex `services`, glob exclusions, and the
+/// default exclusions replaced.
+#[test]
+fn beyla_2_discovery_instrument_layout() {
+    let f = TempFile::new(
+        "discovery:\n  instrument:\n    - exe_path: \"*/python3*\"\n      open_ports: 8000-8099\n      name: storefront\n      namespace: shop\n    - exe_path: \"{*/nginx,*/caddy}\"\n  services:\n    - exe_path: java$\n  exclude_instrument:\n    - exe_path: \"*/nginx-debug\"\n  default_exclude_instrument: []\n",
+    );
+    let c = parse(&["--config", f.path()], &[]).unwrap();
+    assert_eq!(c.selection.include.len(), 3);
+    assert!(c.selection.default_exclude.is_empty());
+    assert_eq!(
+        decide(&c, 9, "/usr/bin/python3.11", 8080),
+        Verdict::Selected(Some(1))
+    );
+    let e = c.selection.entry(Some(1)).unwrap();
+    assert_eq!(e.name.as_deref(), Some("storefront"));
+    assert_eq!(e.namespace.as_deref(), Some("shop"));
+    assert_eq!(
+        decide(&c, 9, "/usr/bin/python3.11", 9000),
+        Verdict::NotSelected
+    );
+    assert_eq!(
+        decide(&c, 9, "/usr/sbin/nginx", 80),
+        Verdict::Selected(Some(2))
+    );
+    assert_eq!(
+        decide(&c, 9, "/usr/bin/caddy", 80),
+        Verdict::Selected(Some(2))
+    );
+    // A glob matches the whole path: `*/nginx` is not `*/nginx-debug`.
+    assert_eq!(
+        decide(&c, 9, "/usr/sbin/nginx-debug", 80),
+        Verdict::NotSelected
+    );
+    assert_eq!(
+        decide(&c, 9, "/opt/jdk/bin/java", 1),
+        Verdict::Selected(Some(0))
+    );
+}
+
+#[test]
+fn beyla_auto_target_exe_is_a_glob() {
+    for var in ["BEYLA_AUTO_TARGET_EXE", "OTEL_EBPF_AUTO_TARGET_EXE"] {
+        let c = parse(&[], &[(var, "*/{node,bun}")]).unwrap();
+        assert_eq!(
+            decide(&c, 9, "/usr/bin/node", 1),
+            Verdict::Selected(Some(0))
+        );
+        assert_eq!(decide(&c, 9, "/usr/bin/bun", 1), Verdict::Selected(Some(0)));
+        assert_eq!(decide(&c, 9, "/usr/bin/nodejs", 1), Verdict::NotSelected);
+    }
+}
+
+#[test]
+fn globs_as_beyla_reads_them() {
+    let m = |g: &str, s: &str| regex::Regex::new(&glob_to_regex(g)).unwrap().is_match(s);
+    assert!(m("*/otelcol-contrib[!/]*", "/usr/bin/otelcol-contrib2"));
+    assert!(!m("*/otelcol-contrib[!/]*", "/usr/bin/otelcol-contrib/x"));
+    assert!(m("/opt/app[0-9]", "/opt/app7") && !m("/opt/app[0-9]", "/opt/appx"));
+    assert!(m("{a,b}*", "bee") && !m("{a,b}*", "cab"));
+    assert!(m("/x/[unclosed", "/x/[unclosed"));
+    assert!(m(r"/x/\*", "/x/*") && !m(r"/x/\*", "/x/y"));
+    assert!("{a,b".parse::<values::Glob>().is_err());
+}
+
+/// A Beyla key Ratatosk does not implement is refused, naming what to use
+/// instead, never silently ignored.
+#[test]
+fn unimplemented_beyla_keys_are_refused_with_the_equivalent() {
+    for (text, want) in [
+        (
+            "discovery:\n  instrument:\n    - k8s_namespace: shop\n",
+            "Kubernetes metadata",
+        ),
+        (
+            "discovery:\n  instrument:\n    - exe_path: \"*\"\n      languages: java\n",
+            "`exe_path`, `open_ports` or `target_pids`",
+        ),
+        (
+            "discovery:\n  survey:\n    - exe_path: \"*\"\n",
+            "`discovery.instrument`",
+        ),
+        (
+            "discovery:\n  instrument:\n    - open_ports: 80\n      sampler:\n        name: always_on\n",
+            "`otel_traces_export.sampler`",
+        ),
+        ("network:\n  enable: true\n", "not implemented"),
+    ] {
+        let f = TempFile::new(text);
+        let e = err(parse(&["--config", f.path()], &[]));
+        assert!(
+            e.starts_with(f.path()) && e.contains("(Beyla) is not implemented") && e.contains(want),
+            "{text}: {e}"
+        );
+    }
+}
+
+/// With no selector, observability agents are left out (Beyla's default
+/// exclusions); a file can replace or empty that list, and a selector
+/// that names such a process selects it.
+#[test]
+fn default_exclusions_of_observability_agents() {
+    let c = parse(&[], &[]).unwrap();
+    assert!(!c.selection.is_everything());
+    assert_eq!(
+        decide(&c, 9, "/usr/bin/otelcol-contrib", 4317),
+        Verdict::Excluded
+    );
+    assert_eq!(decide(&c, 9, "/usr/local/bin/alloy", 1), Verdict::Excluded);
+    assert_eq!(
+        decide(&c, 9, "/usr/bin/python3", 1),
+        Verdict::Selected(None)
+    );
+    let c = parse(&["--open-port", "4317"], &[]).unwrap();
+    assert_eq!(
+        decide(&c, 9, "/usr/bin/otelcol-contrib", 4317),
+        Verdict::Selected(Some(0))
+    );
+    let f =
+        TempFile::new("discovery:\n  default_exclude_instrument:\n    - exe_path: \"*/python3\"\n");
+    let c = parse(&["--config", f.path()], &[]).unwrap();
+    assert_eq!(decide(&c, 9, "/usr/bin/python3", 1), Verdict::Excluded);
+    assert_eq!(
+        decide(&c, 9, "/usr/bin/otelcol", 1),
+        Verdict::Selected(None)
+    );
+    let f = TempFile::new("discovery:\n  default_exclude_instrument: []\n");
+    let c = parse(&["--config", f.path()], &[]).unwrap();
+    assert!(c.selection.is_everything());
 }

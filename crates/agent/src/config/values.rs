@@ -35,8 +35,8 @@ macro_rules! settings {
 }
 
 settings!(
-    list: PortSet, Pids, Features;
-    scalar: Pattern, ServePort, Ip, Flag, Text, Millis, HookMode, PrinterMode, RoutePattern,
+    list: PortSet, Pids, Features, RouteList;
+    scalar: Pattern, Glob, ServePort, Ip, Flag, Text, LogFilter, Millis, HookMode, PrinterMode,
     UnmatchedRoutes, super::otel::Endpoint, super::otel::Protocol,
     super::otel::CompressionName, super::otel::SamplerName, super::otel::Ratio,
 );
@@ -294,6 +294,67 @@ impl FromStr for Text {
             return Err("empty value".to_string());
         }
         Ok(Text(t.to_string()))
+    }
+}
+
+/// A glob over the whole executable path, as Beyla 2.x's
+/// `discovery.instrument[].exe_path` (see `glob_to_regex`).
+#[derive(Debug, Clone)]
+pub struct Glob(pub Regex);
+
+impl FromStr for Glob {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Err("empty glob".to_string());
+        }
+        Regex::new(&super::glob_to_regex(s))
+            .map(Glob)
+            .map_err(|_| format!("bad glob `{s}` (unbalanced `{{`?)"))
+    }
+}
+
+/// A log filter in tracing-subscriber's syntax, lowercased. Every directive
+/// must name a level: the syntax also reads a bare word as a target to
+/// enable, so `verbose` would silently turn every log line off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(pub String);
+
+const LEVELS: &str = "trace, debug, info, warn, error or off";
+
+fn is_level(s: &str) -> bool {
+    matches!(
+        s,
+        "trace" | "debug" | "info" | "warn" | "error" | "off" | "0" | "1" | "2" | "3" | "4" | "5"
+    )
+}
+
+impl FromStr for LogFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        if t.is_empty() {
+            return Err(format!("empty log filter: give a level ({LEVELS})"));
+        }
+        for d in t.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            // `target[span{field=value}]` alone: a span directive, at every
+            // level; its syntax is checked below.
+            if d.ends_with(']') {
+                continue;
+            }
+            let level = d.rsplit_once('=').map_or(d, |(_, l)| l).trim();
+            if !is_level(level) {
+                return Err(if d.contains('=') {
+                    format!("`{level}` in `{d}` is not a level ({LEVELS})")
+                } else {
+                    format!("`{d}` is not a level ({LEVELS}) nor a `target=level` directive")
+                });
+            }
+        }
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&t)
+            .map_err(|e| format!("bad log filter `{t}`: {}", one_line(&e.to_string())))?;
+        Ok(LogFilter(t))
     }
 }
 

@@ -249,7 +249,13 @@ impl Discovery {
             Ok(()) => {
                 self.rejected.remove(&tgid);
                 let info = self.info(tgid);
-                info!(pid = tgid, exe = %info.exe_path, service = %info.service_name, reason = why, "instrumenting process");
+                // With no selector every process is: one line at start
+                // says how many (pipeline.rs), not one per process.
+                if self.selection.include.is_empty() {
+                    debug!(pid = tgid, exe = %info.exe_path, service = %info.service_name, reason = why, "instrumenting process");
+                } else {
+                    info!(pid = tgid, exe = %info.exe_path, service = %info.service_name, reason = why, "instrumenting process");
+                }
                 self.metrics.processes_selected.inc();
             }
             Err(e) => {

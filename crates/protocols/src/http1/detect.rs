@@ -1,9 +1,13 @@
 //! Cheap start-line recognition: protocol detection on a new connection and
 //! resynchronisation after lost or garbage bytes.
 //!
-//! Only well-known methods are recognised here (the full parser accepts any
-//! token) because these functions scan arbitrary bytes, where a permissive
-//! pattern would find false starts inside bodies and other protocols.
+//! Resynchronisation recognises only well-known methods because it scans
+//! arbitrary bytes, where a permissive pattern would find false starts
+//! inside bodies and other protocols. At a fixed position (the first bytes
+//! of a connection direction) any token method is accepted, as the full
+//! parser does, when a valid target and `HTTP/1.x` follow: custom methods
+//! (`BREW`, `PURGE`-like verbs) are HTTP, while Redis inline commands
+//! (`GET key`) lack the version and stay rejected.
 
 /// Methods recognised when probing or resynchronising.
 const KNOWN_METHODS: &[&[u8]] = &[
@@ -29,10 +33,14 @@ const KNOWN_METHODS: &[&[u8]] = &[
     b"PURGE",
 ];
 
+/// Longest custom (unknown) method recognised at a connection's start: a
+/// bound on how long a run of token bytes keeps detection waiting.
+const MAX_CUSTOM_METHOD: usize = 24;
+
 /// What the first bytes of a connection direction look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detect {
-    /// A complete request line of a known method (`GET / HTTP/1.1` + EOL).
+    /// A complete request line (`GET / HTTP/1.1` + EOL; any token method).
     Request,
     /// A status line (`HTTP/1.x DDD` followed by SP or EOL).
     Response,
@@ -65,7 +73,7 @@ enum Step<'a> {
 /// Rejects TLS records, binary protocols and RESP at the first byte, since
 /// none of them begins with an upper-case method name or `H`.
 pub fn detect(buf: &[u8]) -> Detect {
-    match (match_request_line(buf), match_status_line(buf)) {
+    match (match_request_start(buf), match_status_line(buf)) {
         (LineMatch::Yes, _) => Detect::Request,
         (_, LineMatch::Yes) => Detect::Response,
         (LineMatch::Prefix, _) | (_, LineMatch::Prefix) => Detect::NeedMore,
@@ -103,9 +111,20 @@ fn find_boundary(
     })
 }
 
-/// Matches `METHOD SP request-target SP HTTP/1.[01] (CR|LF)` at offset 0.
+/// Matches `METHOD SP request-target SP HTTP/1.[01] (CR|LF)` at offset 0,
+/// for a known method (what resynchronisation may look for).
 pub(crate) fn match_request_line(buf: &[u8]) -> LineMatch {
-    let rest = match strip_method(buf) {
+    match_request_line_with(buf, strip_method)
+}
+
+/// The same for any token method: for a position known to start a message
+/// (the first bytes of a direction), not for scanning.
+pub(crate) fn match_request_start(buf: &[u8]) -> LineMatch {
+    match_request_line_with(buf, strip_token_method)
+}
+
+fn match_request_line_with(buf: &[u8], method: fn(&[u8]) -> Step<'_>) -> LineMatch {
+    let rest = match method(buf) {
         Step::Rest(r) => r,
         Step::Prefix => return LineMatch::Prefix,
         Step::No => return LineMatch::No,
@@ -169,6 +188,32 @@ fn strip_method(buf: &[u8]) -> Step<'_> {
         }
     }
     if prefix { Step::Prefix } else { Step::No }
+}
+
+/// A method token (RFC 9110 `tchar`s) and the space after it. It must
+/// begin with a letter, as every registered method does: RESP (`*`, `+`,
+/// `$`, `-`, `:`) and binary protocols are then refused at the first byte.
+fn strip_token_method(buf: &[u8]) -> Step<'_> {
+    if buf.first().is_some_and(|b| !b.is_ascii_alphabetic()) {
+        return Step::No;
+    }
+    for (i, &b) in buf.iter().enumerate() {
+        if b == b' ' {
+            return if i == 0 {
+                Step::No
+            } else {
+                Step::Rest(buf.get(i + 1..).unwrap_or_default())
+            };
+        }
+        if i >= MAX_CUSTOM_METHOD || !is_tchar(b) {
+            return Step::No;
+        }
+    }
+    Step::Prefix
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn strip_target(buf: &[u8]) -> Step<'_> {
@@ -257,11 +302,45 @@ mod tests {
         // HTTP/2 connection preface.
         assert_eq!(detect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Detect::No);
         assert_eq!(detect(b"HTTP/2 200\r\n"), Detect::No);
-        assert_eq!(detect(b"get / HTTP/1.1\r\n"), Detect::No);
+        assert_eq!(detect(b"GET\t/ HTTP/1.1\r\n"), Detect::No);
+        assert_eq!(detect(b" GET / HTTP/1.1\r\n"), Detect::No);
+        assert_eq!(detect(b"BREW key\r\n"), Detect::No);
+        assert_eq!(detect(b"BR(EW / HTTP/1.1\r\n"), Detect::No);
+        assert_eq!(detect(b"MGET a b c\r\n"), Detect::No);
+        let long = [b'A'; MAX_CUSTOM_METHOD + 1];
+        assert_eq!(detect(&long), Detect::No);
         assert_eq!(detect(b"GET / HTTP/1.1 \r\n"), Detect::No);
         assert_eq!(detect(b"GET /a b HTTP/1.1\r\n"), Detect::No);
         assert_eq!(detect(b"HTTP/1.1 099 X\r\n"), Detect::No);
         assert_eq!(detect(b"HTTP/1.1 2000\r\n"), Detect::No);
+    }
+
+    /// Any token method is HTTP at a connection's start when a valid
+    /// target and the version follow; scanning still only finds known ones.
+    #[test]
+    fn custom_methods_are_detected_at_the_start_only() {
+        assert_eq!(
+            detect(b"BREW /pot HTTP/1.1\r\nHost: a\r\n"),
+            Detect::Request
+        );
+        assert_eq!(detect(b"M-SEARCH * HTTP/1.1\r\n"), Detect::Request);
+        assert_eq!(detect(b"get / HTTP/1.1\r\n"), Detect::Request);
+        for p in [
+            &b"BREW"[..],
+            b"BREW ",
+            b"BREW /pot",
+            b"BREW /pot HTTP/1.",
+            b"FOO",
+        ] {
+            assert_eq!(
+                detect(p),
+                Detect::NeedMore,
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        assert_eq!(find_request_boundary(b"xx BREW /pot HTTP/1.1\r\n"), None);
+        assert_eq!(match_request_line(b"BREW /pot HTTP/1.1\r\n"), LineMatch::No);
     }
 
     #[test]

@@ -11,6 +11,11 @@ pub(crate) trait MessageKind {
     fn parse(buf: &[u8], max_target_len: usize) -> Result<Parsed<Self::Head>, ParseError>;
     fn salvage(buf: &[u8], max_target_len: usize) -> Option<Self::Head>;
     fn match_line(buf: &[u8]) -> LineMatch;
+    /// `match_line` at a position known to start a message (a direction's
+    /// first byte), where requests may use any token method.
+    fn match_start(buf: &[u8]) -> LineMatch {
+        Self::match_line(buf)
+    }
     fn find_boundary(buf: &[u8]) -> Option<usize>;
 }
 
@@ -29,6 +34,9 @@ impl MessageKind for Requests {
     }
     fn match_line(buf: &[u8]) -> LineMatch {
         detect::match_request_line(buf)
+    }
+    fn match_start(buf: &[u8]) -> LineMatch {
+        detect::match_request_start(buf)
     }
     fn find_boundary(buf: &[u8]) -> Option<usize> {
         detect::find_request_boundary(buf)

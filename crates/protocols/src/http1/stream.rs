@@ -339,7 +339,7 @@ impl<K: MessageKind> MessageStream<K> {
             self.take_gap(input, g);
             return None;
         }
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && !self.at_stream_start() {
             let Some(p) = K::find_boundary(input.data) else {
                 let n = input.data.len();
                 self.take_data(input, n);
@@ -384,7 +384,12 @@ impl<K: MessageKind> MessageStream<K> {
                 self.drop_candidate(ts);
             }
             let within_cap = self.buf.get(..self.max_head).unwrap_or(&self.buf);
-            let verdict = match K::match_line(within_cap) {
+            let line = if self.at_stream_start() {
+                K::match_start(within_cap)
+            } else {
+                K::match_line(within_cap)
+            };
+            let verdict = match line {
                 _ if self.buf.is_empty() => LineMatch::Prefix,
                 LineMatch::Prefix if self.buf.len() > self.max_head => LineMatch::No,
                 v => v,
@@ -436,6 +441,13 @@ impl<K: MessageKind> MessageStream<K> {
             Ok(Parsed::Ignored) => Judgement::Garbage,
             Ok(Parsed::Complete { .. }) | Err(_) => Judgement::Invalid,
         }
+    }
+
+    /// The candidate starts at the direction's first byte and nothing was
+    /// dropped: a known position, where any request method is accepted
+    /// (anywhere else a scan could find false starts).
+    fn at_stream_start(&self) -> bool {
+        self.start_offset == 0 && !self.discarded
     }
 
     /// Skips the byte at the start of `buf` and everything up to the next
