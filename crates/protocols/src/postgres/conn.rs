@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 
-use super::framer::{ENC_ANSWER, Event, Framer, Keep, Msg, Side, UNTYPED};
+use super::framer::{Caps, ENC_ANSWER, Event, Framer, Keep, Msg, Side, UNTYPED};
 use crate::op::{DbDetail, DbSystem, Detail, Operation, Outcome};
 use crate::parse::{Direction, Role, Segment};
 use crate::parser::{ConnParser, Limits, Output, State};
@@ -33,12 +33,12 @@ const PROTOCOL_3: u32 = 196_608;
 const MAX_NAME: usize = 128;
 
 /// What each message kind keeps of its body.
-fn rule(side: Side, kind: u8) -> Keep {
+fn rule(side: Side, kind: u8, caps: Caps) -> Keep {
     match (side, kind) {
-        (Side::Front, UNTYPED) => Keep::Upto(16 * 1024),
-        // Query text and Parse (name, text) are cut to the query limit by
-        // the parser; the framer keeps what a large limit could use.
-        (Side::Front, b'Q' | b'P') => Keep::Upto(64 * 1024),
+        (Side::Front, UNTYPED) => Keep::Upto(caps.head),
+        // The text and its NUL (a Parse: its name first).
+        (Side::Front, b'Q') => Keep::Upto(caps.query.saturating_add(1)),
+        (Side::Front, b'P') => Keep::Upto(caps.query.saturating_add(MAX_NAME + 2)),
         // Names only: the parameter values after them are never kept.
         (Side::Front, b'B') => Keep::Nuls(2, 2 * MAX_NAME + 2),
         (Side::Front, b'E' | b'D' | b'C') => Keep::Upto(MAX_NAME + 2),
@@ -47,7 +47,7 @@ fn rule(side: Side, kind: u8) -> Keep {
         (Side::Back, b'C') => Keep::Upto(64),
         // Severity fields then the SQLSTATE come first; message text
         // after them is cut here and never read.
-        (Side::Back, b'E') => Keep::Upto(48),
+        (Side::Back, b'E') => Keep::Upto(64),
         (Side::Back, ENC_ANSWER) => Keep::Upto(1),
         _ => Keep::Nothing,
     }
@@ -220,9 +220,13 @@ struct Session {
 
 impl PgConn {
     pub fn new(request_dir: Direction, limits: &Limits) -> Self {
+        let caps = Caps {
+            head: limits.max_head_bytes,
+            query: limits.max_query_len,
+        };
         PgConn {
-            front: Framer::new(Side::Front, rule),
-            back: Framer::new(Side::Back, rule),
+            front: Framer::new(Side::Front, rule, caps),
+            back: Framer::new(Side::Back, rule, caps),
             s: Session::new(request_dir, limits),
         }
     }

@@ -41,6 +41,18 @@ pub enum Keep {
     Nuls(u8, usize),
 }
 
+/// The limits a keep rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Startup-family messages.
+    pub head: usize,
+    /// Statement text.
+    pub query: usize,
+}
+
+/// Message kind → how much of its body to keep.
+pub type Rule = fn(Side, u8, Caps) -> Keep;
+
 /// One message, as far as it was captured and kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Msg<'a> {
@@ -188,12 +200,12 @@ pub struct Framer {
     rbuf: Vec<u8>,
     /// The next byte of this (server) side answers an encryption request.
     pub expect_enc_answer: bool,
-    /// Message kinds → how much to keep.
-    rule: fn(Side, u8) -> Keep,
+    rule: Rule,
+    caps: Caps,
 }
 
 impl Framer {
-    pub fn new(side: Side, rule: fn(Side, u8) -> Keep) -> Self {
+    pub fn new(side: Side, rule: Rule, caps: Caps) -> Self {
         Framer {
             side,
             hdr: [0; 5],
@@ -212,6 +224,7 @@ impl Framer {
             rbuf: Vec::new(),
             expect_enc_answer: false,
             rule,
+            caps,
         }
     }
 
@@ -367,7 +380,7 @@ impl Framer {
         self.keep.clear();
         self.keep_full = false;
         self.gapped = false;
-        self.keep_rule = (self.rule)(self.side, kind);
+        self.keep_rule = (self.rule)(self.side, kind, self.caps);
         if body == 0 {
             self.finish(ts, emit);
         }
