@@ -221,3 +221,100 @@ fn check_exchange(x: &Exchange, limits: &Limits, max_ts: u64) {
     // path() and query() must be total.
     let _ = (x.path(), x.query());
 }
+
+/// Runs a PostgreSQL connection (requests are egress: the client is
+/// observed) over the segments, closing it at the end.
+pub fn run_postgres(limits: Limits, segs: &[FuzzSegment<'_>]) -> crate::parser::Output {
+    use crate::parser::{Output, Protocol};
+    let mut p = crate::postgres::POSTGRES.parser(Direction::Egress, &limits);
+    let mut out = Output::default();
+    for s in segs {
+        p.on_data(s.dir, Segment::truncated(s.ts_ns, s.data, s.len), &mut out);
+    }
+    let end = segs.last().map_or(1, |s| s.ts_ns + 1);
+    p.on_close(end, &mut out);
+    // Closed connections stay quiet.
+    let mut more = Output::default();
+    p.on_data(
+        Direction::Egress,
+        Segment::new(end, b"Q\x00\x00\x00\x0dSELECT 1\x00"),
+        &mut more,
+    );
+    p.on_close(end, &mut more);
+    assert!(more.is_empty());
+    out
+}
+
+/// `postgres_conn`: the `http1_conn` input format (limit bytes also set
+/// the statement table and query length), detection of every segment,
+/// operation invariants, and, when framing was never lost, the same
+/// operations whatever the segmentation.
+pub fn postgres_conn(input: &[u8]) {
+    use crate::op::{Detail, Outcome};
+    use crate::parser::Protocol;
+    let (mut limits, segs) = decode_conn_input(input);
+    let defaults = Limits::default();
+    if limits.max_head_bytes != defaults.max_head_bytes {
+        limits.max_query_len = limits.max_head_bytes;
+    }
+    if limits.max_target_len != defaults.max_target_len {
+        limits.max_statements = limits.max_target_len / 3;
+    }
+    for s in &segs {
+        let _ = crate::postgres::POSTGRES.detect(s.dir, s.data);
+    }
+    let out = run_postgres(limits, &segs);
+    let max_ts = segs.last().map_or(0, |s| s.ts_ns);
+    for op in &out.ops {
+        let Detail::Db(d) = &op.detail else {
+            unreachable!("not a database operation");
+        };
+        assert!(op.request_start_ns >= 1 && op.request_start_ns <= op.request_end_ns);
+        assert!(op.request_end_ns <= max_ts);
+        match op.outcome {
+            Outcome::NoResponse => {
+                assert_eq!((op.response_start_ns, op.response_end_ns), (0, 0));
+            }
+            _ => {
+                assert!(op.response_start_ns >= 1);
+                assert!(op.response_start_ns <= op.response_end_ns);
+                assert!(op.response_end_ns <= max_ts);
+            }
+        }
+        assert!(
+            d.operation
+                .bytes()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+        );
+        let text = d.query_text.as_deref().unwrap_or_default();
+        assert!(text.len() <= limits.max_query_len);
+        assert!(d.status_code.as_ref().is_none_or(|c| !c.is_empty()));
+    }
+    let lost = out
+        .losses
+        .iter()
+        .any(|(r, _)| matches!(*r, "lost_sync" | "invalid_message"));
+    if lost {
+        return;
+    }
+    let mut split = Vec::new();
+    for s in &segs {
+        let gap = s.len - s.data.len() as u64;
+        if s.data.len() <= 1 {
+            split.push(*s);
+            continue;
+        }
+        let last = s.data.len() - 1;
+        for (i, b) in s.data.chunks(1).enumerate() {
+            let extra = if i == last { gap } else { 0 };
+            split.push(FuzzSegment {
+                data: b,
+                len: 1 + extra,
+                ..*s
+            });
+        }
+    }
+    let again = run_postgres(limits, &split);
+    assert_eq!(out.ops, again.ops);
+    assert_eq!(out.losses, again.losses);
+}

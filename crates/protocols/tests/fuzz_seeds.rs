@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::*;
-use ratatosk_protocols::fuzzing::{SegmentSpec, encode_conn_input, http1_conn, http1_head};
+use ratatosk_protocols::fuzzing::{
+    SegmentSpec, encode_conn_input, http1_conn, http1_head, postgres_conn,
+};
 use ratatosk_protocols::parse::Direction::{Egress as E, Ingress as I};
 
 fn seed_dir(target: &str) -> PathBuf {
@@ -211,6 +213,77 @@ fn conn_seeds() -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// A PostgreSQL fixture (tests/fixtures/postgres) as (client?, data, gap).
+fn pg_records(text: &str) -> Vec<(bool, Vec<u8>, u64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let data: Vec<u8> = (0..f[2].len() / 2)
+                .map(|i| u8::from_str_radix(&f[2][2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            let len: u64 = f[1].parse().unwrap();
+            (f[0] == "C", data.clone(), len - data.len() as u64)
+        })
+        .collect()
+}
+
+fn postgres_seeds() -> BTreeMap<String, Vec<u8>> {
+    macro_rules! fx {
+        ($n:literal) => {
+            ($n, include_str!(concat!("fixtures/postgres/", $n, ".txt")))
+        };
+    }
+    let fixtures = [
+        fx!("psycopg_simple_ddl"),
+        fx!("psycopg_execute"),
+        fx!("psycopg_prepare"),
+        fx!("psycopg_pipeline"),
+        fx!("psycopg_fail"),
+        fx!("psycopg_pipeline_fail"),
+        fx!("psycopg_copy"),
+        fx!("psycopg_big_rows"),
+        fx!("psql_two_statements"),
+        fx!("psql_error_mid_query"),
+        fx!("pgbench_setup"),
+        fx!("pgbench_select"),
+    ];
+    let mut out = BTreeMap::new();
+    for (name, text) in fixtures {
+        let recs = pg_records(text);
+        for (suffix, limits, server) in [
+            ("", [0u8, 0u8], false),
+            ("_server", [0, 0], true),
+            (
+                "_small_limits",
+                [0x80 | 2, 0x80 | 0x40 | 1 | (1 << 3)],
+                false,
+            ),
+        ] {
+            if !suffix.is_empty()
+                && !matches!(
+                    name,
+                    "psycopg_pipeline" | "psycopg_prepare" | "psql_two_statements"
+                )
+            {
+                continue;
+            }
+            let segs: Vec<SegmentSpec> = recs
+                .iter()
+                .map(|(client, data, gap)| {
+                    let dir = if *client != server { E } else { I };
+                    (dir, 1, data.as_slice(), (*gap).min(0xef) as u8)
+                })
+                .collect();
+            out.insert(
+                format!("{name}{suffix}.bin"),
+                encode_conn_input(limits, &segs),
+            );
+        }
+    }
+    out
+}
+
 fn committed(target: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(seed_dir(target)).expect("seed dir exists") {
@@ -223,7 +296,11 @@ fn committed(target: &str) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn seeds_match_fixtures() {
-    for (target, expected) in [("http1_head", head_seeds()), ("http1_conn", conn_seeds())] {
+    for (target, expected) in [
+        ("http1_head", head_seeds()),
+        ("http1_conn", conn_seeds()),
+        ("postgres_conn", postgres_seeds()),
+    ] {
         if std::env::var_os("RATATOSK_WRITE_SEEDS").is_some() {
             let dir = seed_dir(target);
             std::fs::create_dir_all(&dir).unwrap();
@@ -253,6 +330,11 @@ fn seeds_run_clean() {
     assert!(conns.len() >= 15);
     for bytes in conns.values() {
         http1_conn(bytes);
+    }
+    let pg = committed("postgres_conn");
+    assert!(pg.len() >= 12);
+    for bytes in pg.values() {
+        postgres_conn(bytes);
     }
 }
 
@@ -315,5 +397,11 @@ fn mutated_seeds_hold_invariants() {
             std::fs::write("/tmp/last_conn_input.bin", &m).unwrap();
         }
         http1_conn(&m);
+    }
+    let pg: Vec<_> = committed("postgres_conn").into_values().collect();
+    for _ in 0..1500 {
+        let a = &pg[rng.below(pg.len())];
+        let b = &pg[rng.below(pg.len())];
+        postgres_conn(&mutate(&mut rng, a, b));
     }
 }
