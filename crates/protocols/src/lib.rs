@@ -17,6 +17,7 @@ pub mod http1;
 pub mod op;
 pub mod parse;
 pub mod parser;
+pub mod redis;
 pub mod registry;
 pub mod sql;
 
