@@ -318,3 +318,104 @@ pub fn postgres_conn(input: &[u8]) {
     assert_eq!(out.ops, again.ops);
     assert_eq!(out.losses, again.losses);
 }
+
+/// `redis_conn`: the Redis parser over the `http1_conn` input format (bit
+/// 0x40 of the first limit byte: requests are the egress direction; a
+/// short target limit also shortens `max_query_len`). Checks operation
+/// invariants, that no argument but the key reaches the text, that a
+/// closed parser stays quiet, and that one-byte reads change nothing on
+/// input that lost nothing.
+pub fn redis_conn(input: &[u8]) {
+    use crate::op::Detail;
+    use crate::parser::{Limits as ParserLimits, Output, Protocol};
+
+    let (http_limits, segs) = decode_conn_input(input);
+    let request_dir = if input.first().is_some_and(|b| b & 0x40 != 0) {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
+    let mut limits = ParserLimits {
+        max_head_bytes: http_limits.max_head_bytes,
+        max_pending_requests: http_limits.max_pending_requests,
+        ..ParserLimits::default()
+    };
+    if input.get(1).is_some_and(|b| b & 0x40 != 0) {
+        limits.max_query_len = http_limits.max_target_len;
+    }
+    let run = |segs: &[FuzzSegment<'_>]| {
+        let mut p = crate::redis::REDIS.parser(request_dir, &limits);
+        let mut out = Output::default();
+        for s in segs {
+            p.on_data(s.dir, Segment::truncated(s.ts_ns, s.data, s.len), &mut out);
+        }
+        let end = segs.last().map_or(1, |s| s.ts_ns + 1);
+        p.on_close(end, &mut out);
+        (out, p, end)
+    };
+    let (out, mut p, end) = run(&segs);
+    for op in &out.ops {
+        let Detail::Db(d) = &op.detail else {
+            unreachable!("Redis gives database operations")
+        };
+        assert!(op.request_start_ns >= 1 && op.request_start_ns <= op.request_end_ns);
+        assert!(op.request_end_ns <= end);
+        match op.outcome {
+            Outcome::NoResponse => assert_eq!((op.response_start_ns, op.response_end_ns), (0, 0)),
+            Outcome::Complete | Outcome::ResponseTruncated => {
+                assert!(op.response_start_ns >= 1);
+                assert!(op.response_start_ns <= op.response_end_ns);
+                assert!(op.response_end_ns <= end);
+            }
+        }
+        if let Some(text) = &d.query_text {
+            assert!(text.len() <= limits.max_query_len.max(d.operation.len()));
+            assert!(!d.operation.is_empty());
+            // Past the command (one or two words) and the key, only `?`.
+            assert!(
+                text.split(' ').skip(2).all(|t| t == "?" || t.is_empty()),
+                "{text}"
+            );
+        } else {
+            assert!(d.operation.is_empty());
+        }
+        if let Some(code) = &d.status_code {
+            assert!(code.len() <= 32);
+            assert!(
+                code.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            );
+        }
+    }
+    // Closed parsers stay quiet.
+    let mut more = Output::default();
+    p.on_data(
+        request_dir,
+        Segment::new(end, b"*1\r\n$4\r\nPING\r\n"),
+        &mut more,
+    );
+    p.on_close(end, &mut more);
+    assert!(more.is_empty());
+
+    if out.losses.is_empty() {
+        let mut split = Vec::new();
+        for s in &segs {
+            let gap = s.len - s.data.len() as u64;
+            if s.data.len() <= 1 {
+                split.push(*s);
+                continue;
+            }
+            let last = s.data.len() - 1;
+            for (i, b) in s.data.chunks(1).enumerate() {
+                split.push(FuzzSegment {
+                    data: b,
+                    len: 1 + if i == last { gap } else { 0 },
+                    ..*s
+                });
+            }
+        }
+        let (out_split, _, _) = run(&split);
+        assert_eq!(out.ops, out_split.ops);
+        assert!(out_split.losses.is_empty());
+    }
+}

@@ -18,6 +18,7 @@ pub mod op;
 pub mod parse;
 pub mod parser;
 pub mod postgres;
+pub mod redis;
 pub mod registry;
 pub mod sql;
 

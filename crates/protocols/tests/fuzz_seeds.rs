@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use common::*;
 use ratatosk_protocols::fuzzing::{
-    SegmentSpec, encode_conn_input, http1_conn, http1_head, postgres_conn,
+    SegmentSpec, encode_conn_input, http1_conn, http1_head, postgres_conn, redis_conn,
 };
 use ratatosk_protocols::parse::Direction::{Egress as E, Ingress as I};
 
@@ -228,6 +228,55 @@ fn pg_records(text: &str) -> Vec<(bool, Vec<u8>, u64)> {
         .collect()
 }
 
+/// Connections of the Redis fixtures (tests/fixtures/redis), seen from
+/// the client (requests are egress: bit 0x40 of the first limit byte).
+fn redis_seeds() -> BTreeMap<String, Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/redis");
+    let mut out = BTreeMap::new();
+    for (name, conn) in [
+        ("basic", "1"),
+        ("pipeline10", "1"),
+        ("multi", "1"),
+        ("pubsub2", "1"),
+        ("pubsub3", "1"),
+        ("cli3", "1"),
+        ("bigvalue", "1"),
+        ("inline", "1"),
+        ("modes", "1"),
+        ("bench16", "2"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).unwrap();
+        let mut recs = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut parts = line.split(' ');
+            let tag = parts.next().unwrap();
+            if &tag[1..] != conn {
+                continue;
+            }
+            let hex = parts.next().unwrap();
+            let data: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            let len: u64 = parts
+                .next()
+                .map_or(data.len() as u64, |n| n.parse().unwrap());
+            let gap = len - data.len() as u64;
+            // Gaps over 0xef bytes are coded in units of 64 KiB.
+            let code = if gap <= 0xef {
+                gap as u8
+            } else {
+                (0xef + (gap >> 16).clamp(1, 16)) as u8
+            };
+            let dir = if tag.starts_with('C') { E } else { I };
+            recs.push((dir, data, code));
+        }
+        let specs: Vec<SegmentSpec> = recs.iter().map(|(d, b, g)| (*d, 1, &b[..], *g)).collect();
+        out.insert(format!("{name}.bin"), encode_conn_input([0x40, 0], &specs));
+    }
+    out
+}
+
 fn postgres_seeds() -> BTreeMap<String, Vec<u8>> {
     macro_rules! fx {
         ($n:literal) => {
@@ -299,6 +348,7 @@ fn seeds_match_fixtures() {
     for (target, expected) in [
         ("http1_head", head_seeds()),
         ("http1_conn", conn_seeds()),
+        ("redis_conn", redis_seeds()),
         ("postgres_conn", postgres_seeds()),
     ] {
         if std::env::var_os("RATATOSK_WRITE_SEEDS").is_some() {
@@ -330,6 +380,11 @@ fn seeds_run_clean() {
     assert!(conns.len() >= 15);
     for bytes in conns.values() {
         http1_conn(bytes);
+    }
+    let redis = committed("redis_conn");
+    assert!(redis.len() >= 10);
+    for bytes in redis.values() {
+        redis_conn(bytes);
     }
     let pg = committed("postgres_conn");
     assert!(pg.len() >= 12);
@@ -397,6 +452,12 @@ fn mutated_seeds_hold_invariants() {
             std::fs::write("/tmp/last_conn_input.bin", &m).unwrap();
         }
         http1_conn(&m);
+    }
+    let redis: Vec<_> = committed("redis_conn").into_values().collect();
+    for _ in 0..1500 {
+        let a = &redis[rng.below(redis.len())];
+        let b = &redis[rng.below(redis.len())];
+        redis_conn(&mutate(&mut rng, a, b));
     }
     let pg: Vec<_> = committed("postgres_conn").into_values().collect();
     for _ in 0..1500 {
