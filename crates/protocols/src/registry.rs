@@ -6,7 +6,7 @@ use crate::parser::{Detection, Protocol, Strength};
 
 /// Every protocol, in the order ties between equal matches are broken
 /// when ports do not decide. Adding a protocol: one line here.
-pub static PROTOCOLS: &[&dyn Protocol] = &[&crate::http1::HTTP1];
+pub static PROTOCOLS: &[&dyn Protocol] = &[&crate::http1::HTTP1, &crate::mysql::MYSQL];
 
 /// What the registry concluded.
 #[derive(Clone, Copy)]
