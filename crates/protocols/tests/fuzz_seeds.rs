@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::*;
-use ratatosk_protocols::fuzzing::{SegmentSpec, encode_conn_input, http1_conn, http1_head};
+use ratatosk_protocols::fuzzing::{
+    SegmentSpec, encode_conn_input, http1_conn, http1_head, mysql_conn,
+};
 use ratatosk_protocols::parse::Direction::{Egress as E, Ingress as I};
 
 fn seed_dir(target: &str) -> PathBuf {
@@ -211,6 +213,56 @@ fn conn_seeds() -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// The MySQL fixtures (client requests egress), whole and through a
+/// 1024-byte capture, and one with tight limits.
+fn mysql_seeds() -> BTreeMap<String, Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mysql");
+    let mut out = BTreeMap::new();
+    for name in [
+        "pymysql",
+        "pymysql_multi",
+        "pymysql_big",
+        "pymysql_infile",
+        "connector_prepared",
+        "mariadb_cli",
+        "mariadb_cli_compress",
+    ] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).unwrap();
+        let chunks: Vec<(bool, Vec<u8>)> = text
+            .lines()
+            .map(|l| {
+                let (tag, hex) = l.split_once(' ').unwrap();
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect();
+                (tag == "C", bytes)
+            })
+            .collect();
+        let whole: Vec<SegmentSpec> = chunks
+            .iter()
+            .map(|(c, b)| (if *c { E } else { I }, 1, &b[..], 0))
+            .collect();
+        out.insert(format!("{name}.bin"), encode_conn_input([0, 0], &whole));
+        if name == "pymysql_big" || name == "connector_prepared" {
+            let cut: Vec<SegmentSpec> = chunks
+                .iter()
+                .map(|(c, b)| {
+                    let n = b.len().min(200);
+                    let gap = u8::try_from(b.len() - n).unwrap_or(0xf0);
+                    (if *c { E } else { I }, 1, &b[..n], gap)
+                })
+                .collect();
+            out.insert(format!("{name}_cut.bin"), encode_conn_input([0, 0], &cut));
+            out.insert(
+                format!("{name}_tight.bin"),
+                encode_conn_input([0x80 | 0x40 | 4, 0x80 | 2], &whole),
+            );
+        }
+    }
+    out
+}
+
 fn committed(target: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(seed_dir(target)).expect("seed dir exists") {
@@ -223,7 +275,11 @@ fn committed(target: &str) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn seeds_match_fixtures() {
-    for (target, expected) in [("http1_head", head_seeds()), ("http1_conn", conn_seeds())] {
+    for (target, expected) in [
+        ("http1_head", head_seeds()),
+        ("http1_conn", conn_seeds()),
+        ("mysql_conn", mysql_seeds()),
+    ] {
         if std::env::var_os("RATATOSK_WRITE_SEEDS").is_some() {
             let dir = seed_dir(target);
             std::fs::create_dir_all(&dir).unwrap();
@@ -253,6 +309,11 @@ fn seeds_run_clean() {
     assert!(conns.len() >= 15);
     for bytes in conns.values() {
         http1_conn(bytes);
+    }
+    let mysql = committed("mysql_conn");
+    assert!(mysql.len() >= 7);
+    for bytes in mysql.values() {
+        mysql_conn(bytes);
     }
 }
 
@@ -315,5 +376,11 @@ fn mutated_seeds_hold_invariants() {
             std::fs::write("/tmp/last_conn_input.bin", &m).unwrap();
         }
         http1_conn(&m);
+    }
+    let mysql: Vec<_> = committed("mysql_conn").into_values().collect();
+    for _ in 0..1500 {
+        let a = &mysql[rng.below(mysql.len())];
+        let b = &mysql[rng.below(mysql.len())];
+        mysql_conn(&mutate(&mut rng, a, b));
     }
 }

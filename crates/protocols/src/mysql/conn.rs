@@ -480,13 +480,16 @@ impl MysqlParser {
         if front.state != Resp::Opaque && p.seq != front.next_seq {
             // Framing or pairing went wrong: this response cannot be
             // trusted; the next command resynchronises.
+            // Framing still holds: the packets are skipped up to the next
+            // command.
             out.lose("bad_sequence", 1);
             if front.response_start_ns == 0 {
                 front.response_start_ns = p.first_ts;
             }
             front.response_end_ns = p.last_ts;
-            self.resp.lose();
-            self.touch_lost_response(p.last_ts);
+            front.state = Resp::Opaque;
+            front.rows = 0;
+            front.result_sets = 0;
             return;
         }
         front.next_seq = p.last_seq.wrapping_add(1);
