@@ -217,18 +217,11 @@ impl MysqlParser {
             if self.done.is_some() {
                 break;
             }
-            let cut = !p.complete;
             self.on_response(p, out);
-            if self.resp.is_lost() {
-                break;
-            }
-            if cut && lost {
-                // The last packet ran into the gap: its response cannot be
-                // followed further.
-                self.touch_lost_response(seg.ts_ns);
-            }
         }
         if lost {
+            // The last packet ran into the gap: its response cannot be
+            // followed further.
             self.touch_lost_response(seg.ts_ns);
         }
         self.scratch = packets;
@@ -604,9 +597,19 @@ impl MysqlParser {
                     }
                 }
                 Resp::ColumnsEof => {
-                    out.lose("invalid_message", 1);
+                    // Rows right after the columns: EOF is deprecated (seen
+                    // mid-stream), or the server broke the format.
+                    if deprecate_eof.is_none() {
+                        self.deprecate_eof = Some(true);
+                    } else {
+                        out.lose("invalid_message", 1);
+                    }
                     front.state = Resp::Rows;
-                    front.rows += 1;
+                    match rows_packet(&p, terminator, eof, caps) {
+                        Some(true) => front.state = Resp::Start,
+                        Some(false) => ended = true,
+                        None => front.rows += 1,
+                    }
                 }
                 Resp::MaybeEof => {
                     // A row: the 0xfe was the EOF before rows.
@@ -614,20 +617,11 @@ impl MysqlParser {
                     front.state = Resp::Rows;
                     front.rows += 1;
                 }
-                Resp::Rows if terminator => {
-                    let st = if eof {
-                        wire::eof_status(&p.data)
-                    } else {
-                        wire::ok_packet(&p.data, caps).map(|ok| ok.status)
-                    }
-                    .unwrap_or(0);
-                    if st & status::MORE_RESULTS_EXISTS != 0 {
-                        front.state = Resp::Start;
-                    } else {
-                        ended = true;
-                    }
-                }
-                Resp::Rows => front.rows += 1,
+                Resp::Rows => match rows_packet(&p, terminator, eof, caps) {
+                    Some(true) => front.state = Resp::Start,
+                    Some(false) => ended = true,
+                    None => front.rows += 1,
+                },
                 Resp::PrepParams { left, cols } => {
                     front.state = if left > 1 {
                         Resp::PrepParams {
@@ -793,6 +787,21 @@ impl ConnParser for MysqlParser {
             None => State::Active,
         }
     }
+}
+
+/// A packet among rows: `None` for a row, else the end of the result
+/// set, `Some(true)` when another result follows.
+fn rows_packet(p: &Packet, terminator: bool, eof: bool, caps: u64) -> Option<bool> {
+    if !terminator {
+        return None;
+    }
+    let st = if eof {
+        wire::eof_status(&p.data)
+    } else {
+        wire::ok_packet(&p.data, caps).map(|ok| ok.status)
+    }
+    .unwrap_or(0);
+    Some(st & status::MORE_RESULTS_EXISTS != 0)
 }
 
 /// The state after a result set's column definitions.
