@@ -419,3 +419,102 @@ pub fn redis_conn(input: &[u8]) {
         assert!(out_split.losses.is_empty());
     }
 }
+
+/// `mysql_conn`: drives the MySQL/MariaDB parser over segments in the
+/// `http1_conn` format (requests are egress), with both observed roles;
+/// checks operation invariants, that sanitized text keeps no quoted
+/// literal, that a closed parser stays quiet and, when no segment has a
+/// gap, that one-byte reads give the same operations and losses.
+pub fn mysql_conn(input: &[u8]) {
+    use crate::op::{Detail, Outcome as OpOutcome};
+    use crate::parser::{Output, Protocol};
+
+    let (mut limits, segs) = decode_conn_input(input);
+    if input.first().is_some_and(|b| b & 0x40 != 0) {
+        limits.max_query_len = limits.max_head_bytes / 4;
+        limits.max_statements = limits.max_pending_requests;
+    }
+    let max_ts = segs.last().map_or(0, |s| s.ts_ns);
+    let run = |segs: &[FuzzSegment<'_>], request_dir: Direction| {
+        let mut p = crate::mysql::MYSQL.parser(request_dir, &limits);
+        let mut out = Output::default();
+        for s in segs {
+            // Requests always travel egress in the input; the observed
+            // role flips which direction that is.
+            let dir = if request_dir == Direction::Egress {
+                s.dir
+            } else {
+                s.dir.opposite()
+            };
+            p.on_data(dir, Segment::truncated(s.ts_ns, s.data, s.len), &mut out);
+        }
+        p.on_close(max_ts + 1, &mut out);
+        let mut after = Output::default();
+        p.on_data(
+            Direction::Egress,
+            Segment::new(max_ts, b"\x05\x00\x00\x00\x03SELECT"),
+            &mut after,
+        );
+        p.on_close(max_ts + 2, &mut after);
+        assert!(after.is_empty());
+        out
+    };
+    for request_dir in [Direction::Egress, Direction::Ingress] {
+        let out = run(&segs, request_dir);
+        for op in &out.ops {
+            assert!(op.request_start_ns >= 1 && op.request_start_ns <= op.request_end_ns);
+            assert!(op.request_end_ns <= max_ts);
+            match op.outcome {
+                OpOutcome::NoResponse => {
+                    assert_eq!((op.response_start_ns, op.response_end_ns), (0, 0));
+                }
+                OpOutcome::Complete | OpOutcome::ResponseTruncated => {
+                    assert!(op.response_start_ns >= 1);
+                    assert!(op.response_start_ns <= op.response_end_ns);
+                    assert!(op.response_end_ns <= max_ts);
+                }
+            }
+            let Detail::Db(d) = &op.detail else {
+                panic!("mysql gave a non-database operation");
+            };
+            assert!(!d.operation.is_empty());
+            if let Some(t) = &d.query_text {
+                assert!(t.len() <= limits.max_query_len + 4, "{t:?}");
+                assert!(!t.contains('\'') && !t.contains('"'), "literal kept: {t:?}");
+            }
+            if let Some(c) = &d.status_code {
+                assert!(!c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()));
+                assert!(d.returned_rows.is_none());
+            }
+            if op.outcome != OpOutcome::Complete {
+                assert!(d.returned_rows.is_none());
+            }
+        }
+        for (reason, n) in &out.losses {
+            assert!(*n > 0 && !reason.is_empty());
+        }
+        if segs.iter().all(|s| s.len == s.data.len() as u64) {
+            let mut split = Vec::new();
+            for s in &segs {
+                for b in s.data.chunks(1) {
+                    split.push(FuzzSegment {
+                        data: b,
+                        len: 1,
+                        ..*s
+                    });
+                }
+            }
+            let again = run(&split, request_dir);
+            assert_eq!(out.ops, again.ops);
+            let mut a = out.losses.clone();
+            let mut b = again.losses.clone();
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b);
+        }
+    }
+    // Detection is total over any prefix.
+    for s in segs.iter().take(2) {
+        let _ = crate::mysql::detect(s.dir, s.data);
+    }
+}

@@ -9,6 +9,7 @@ use crate::parser::{Detection, Protocol, Strength};
 pub static PROTOCOLS: &[&dyn Protocol] = &[
     &crate::http1::HTTP1,
     &crate::postgres::POSTGRES,
+    &crate::mysql::MYSQL,
     &crate::redis::REDIS,
 ];
 

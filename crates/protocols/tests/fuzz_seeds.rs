@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use common::*;
 use ratatosk_protocols::fuzzing::{
-    SegmentSpec, encode_conn_input, http1_conn, http1_head, postgres_conn, redis_conn,
+    SegmentSpec, encode_conn_input, http1_conn, http1_head, mysql_conn, postgres_conn, redis_conn,
 };
 use ratatosk_protocols::parse::Direction::{Egress as E, Ingress as I};
 
@@ -228,6 +228,56 @@ fn pg_records(text: &str) -> Vec<(bool, Vec<u8>, u64)> {
         .collect()
 }
 
+/// The MySQL fixtures (client requests egress), whole and through a
+/// 1024-byte capture, and one with tight limits.
+fn mysql_seeds() -> BTreeMap<String, Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mysql");
+    let mut out = BTreeMap::new();
+    for name in [
+        "pymysql",
+        "pymysql_multi",
+        "pymysql_big",
+        "pymysql_infile",
+        "connector_prepared",
+        "mariadb_cli",
+        "mariadb_cli_compress",
+    ] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).unwrap();
+        let chunks: Vec<(bool, Vec<u8>)> = text
+            .lines()
+            .map(|l| {
+                let (tag, hex) = l.split_once(' ').unwrap();
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect();
+                (tag == "C", bytes)
+            })
+            .collect();
+        let whole: Vec<SegmentSpec> = chunks
+            .iter()
+            .map(|(c, b)| (if *c { E } else { I }, 1, &b[..], 0))
+            .collect();
+        out.insert(format!("{name}.bin"), encode_conn_input([0, 0], &whole));
+        if name == "pymysql_big" || name == "connector_prepared" {
+            let cut: Vec<SegmentSpec> = chunks
+                .iter()
+                .map(|(c, b)| {
+                    let n = b.len().min(200);
+                    let gap = u8::try_from(b.len() - n).unwrap_or(0xf0);
+                    (if *c { E } else { I }, 1, &b[..n], gap)
+                })
+                .collect();
+            out.insert(format!("{name}_cut.bin"), encode_conn_input([0, 0], &cut));
+            out.insert(
+                format!("{name}_tight.bin"),
+                encode_conn_input([0x80 | 0x40 | 4, 0x80 | 2], &whole),
+            );
+        }
+    }
+    out
+}
+
 /// Connections of the Redis fixtures (tests/fixtures/redis), seen from
 /// the client (requests are egress: bit 0x40 of the first limit byte).
 fn redis_seeds() -> BTreeMap<String, Vec<u8>> {
@@ -349,6 +399,7 @@ fn seeds_match_fixtures() {
         ("http1_head", head_seeds()),
         ("http1_conn", conn_seeds()),
         ("redis_conn", redis_seeds()),
+        ("mysql_conn", mysql_seeds()),
         ("postgres_conn", postgres_seeds()),
     ] {
         if std::env::var_os("RATATOSK_WRITE_SEEDS").is_some() {
@@ -380,6 +431,11 @@ fn seeds_run_clean() {
     assert!(conns.len() >= 15);
     for bytes in conns.values() {
         http1_conn(bytes);
+    }
+    let mysql = committed("mysql_conn");
+    assert!(mysql.len() >= 7);
+    for bytes in mysql.values() {
+        mysql_conn(bytes);
     }
     let redis = committed("redis_conn");
     assert!(redis.len() >= 10);
@@ -452,6 +508,12 @@ fn mutated_seeds_hold_invariants() {
             std::fs::write("/tmp/last_conn_input.bin", &m).unwrap();
         }
         http1_conn(&m);
+    }
+    let mysql: Vec<_> = committed("mysql_conn").into_values().collect();
+    for _ in 0..1500 {
+        let a = &mysql[rng.below(mysql.len())];
+        let b = &mysql[rng.below(mysql.len())];
+        mysql_conn(&mutate(&mut rng, a, b));
     }
     let redis: Vec<_> = committed("redis_conn").into_values().collect();
     for _ in 0..1500 {
