@@ -73,8 +73,11 @@ pub struct HttpDetail {
     /// `"1.0"`, `"1.1"`, `"2"`.
     pub protocol_version: &'static str,
     pub host: Option<CompactString>,
+    pub user_agent: Option<CompactString>,
     /// Final status; 0 when no response was seen.
     pub status: u16,
+    /// What the response said of a server error (its reason phrase).
+    pub status_text: Option<CompactString>,
     /// Request payload bytes (decoded size for chunked bodies).
     pub request_body_size: u64,
     /// Response payload bytes (decoded size for chunked bodies).

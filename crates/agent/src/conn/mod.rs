@@ -675,6 +675,8 @@ mod tests {
 
     const REQ: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
     const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    /// A TLS alert record (handshake failure).
+    const TLS_ALERT: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
 
     #[test]
     fn request_split_before_detection_is_replayed() {
@@ -721,12 +723,12 @@ mod tests {
         assert!(out.is_empty());
         // Held while the server could still say what it is.
         assert_eq!(m.unparsed_bytes.get(), 0);
-        t.on_data(
-            &data(1, 3, 30, Direction::Egress, b"\x15\x03\x03"),
-            &mut out,
-        );
+        t.on_data(&data(1, 3, 30, Direction::Egress, TLS_ALERT), &mut out);
         assert!(out.is_empty());
-        assert_eq!(m.unparsed_bytes.get(), 5 + REQ.len() as u64 + 3);
+        assert_eq!(
+            m.unparsed_bytes.get(),
+            (5 + REQ.len() + TLS_ALERT.len()) as u64
+        );
     }
 
     #[test]

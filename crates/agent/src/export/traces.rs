@@ -54,6 +54,7 @@ mod field {
     pub const STATUS: u32 = 15;
     pub const FLAGS: u32 = 16;
     /// Status
+    pub const STATUS_MESSAGE: u32 = 2;
     pub const STATUS_CODE: u32 = 3;
     /// KeyValue
     pub const KEY: u32 = 1;
@@ -179,11 +180,21 @@ pub fn put_span(out: &mut Vec<u8>, s: &Span) {
     if code == 0 {
         put_len_header(out, field::STATUS, 0);
     } else {
+        // Status fields in number order: message (2), code (3).
+        let message = s.status_message().unwrap_or_default();
+        let message_len = if message.is_empty() {
+            0
+        } else {
+            len_field_len(field::STATUS_MESSAGE, message.len())
+        };
         put_len_header(
             out,
             field::STATUS,
-            varint_field_len(field::STATUS_CODE, code),
+            message_len + varint_field_len(field::STATUS_CODE, code),
         );
+        if !message.is_empty() {
+            put_bytes(out, field::STATUS_MESSAGE, message.as_bytes());
+        }
         put_varint_field(out, field::STATUS_CODE, code);
     }
     put_fixed32(out, field::FLAGS, flags(s));
@@ -310,6 +321,8 @@ pub(crate) mod tests {
                 status,
                 protocol_version: "1.1",
                 host: Some("example.com:8080".into()),
+                user_agent: Some("curl/8.0".into()),
+                status_text: (status >= 500).then(|| "Service Unavailable".into()),
                 request_body_size: 0,
                 response_body_size: 12,
             }),
@@ -383,7 +396,7 @@ pub(crate) mod tests {
             end_time_unix_nano: s.end_ns,
             attributes,
             status: Some(Status {
-                message: String::new(),
+                message: s.status_message().unwrap_or_default().to_string(),
                 code: if s.is_error() {
                     StatusCode::Error
                 } else {

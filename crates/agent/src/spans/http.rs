@@ -76,6 +76,9 @@ pub fn for_each_attribute(s: &Span, h: &HttpSpan, f: &mut impl FnMut(&'static st
         semconv::NETWORK_PROTOCOL_VERSION,
         Value::Str(h.protocol_version),
     );
+    if let Some(ua) = &h.user_agent {
+        f(semconv::USER_AGENT_ORIGINAL, Value::Str(ua));
+    }
     f(
         semconv::HTTP_REQUEST_BODY_SIZE,
         Value::Int(i64::try_from(h.request_body_size).unwrap_or(i64::MAX)),

@@ -90,6 +90,9 @@ pub struct HttpSpan {
     pub status: u16,
     pub protocol_version: &'static str,
     pub host: Option<CompactString>,
+    pub user_agent: Option<CompactString>,
+    /// Reason phrase of a server error.
+    pub status_text: Option<CompactString>,
     pub request_body_size: u64,
     pub response_body_size: u64,
 }
@@ -144,6 +147,17 @@ impl Span {
         match &self.detail {
             SpanDetail::Http(h) => http::is_error(self.kind, h.status),
             SpanDetail::Db(d) => db::is_error(self, d),
+        }
+    }
+
+    /// The span status's description, when it failed and something says
+    /// why (an HTTP server error's reason phrase).
+    pub fn status_message(&self) -> Option<&str> {
+        match &self.detail {
+            SpanDetail::Http(h) if self.is_error() && self.kind == SpanKind::Server => {
+                h.status_text.as_deref()
+            }
+            _ => None,
         }
     }
 
@@ -210,6 +224,8 @@ impl SpanBuilder {
                     status: h.status,
                     protocol_version: h.protocol_version,
                     host: h.host,
+                    user_agent: h.user_agent,
+                    status_text: h.status_text,
                     request_body_size: h.request_body_size,
                     response_body_size: h.response_body_size,
                 })
@@ -235,6 +251,8 @@ impl SpanBuilder {
                 status: h.status,
                 protocol_version: h.protocol_version,
                 host: h.host,
+                user_agent: h.user_agent,
+                status_text: h.status_text,
                 request_body_size: h.request_body_size,
                 response_body_size: h.response_body_size,
             }),

@@ -60,6 +60,7 @@ struct Answer {
     /// None when nothing was pending (counted, never emitted).
     request: Option<PendingRequest>,
     status: u16,
+    status_text: Option<compact_str::CompactString>,
     start_ns: u64,
     last_ns: u64,
     body_size: u64,
@@ -470,6 +471,7 @@ impl Http1Conn {
         Answer {
             request,
             status: head.status,
+            status_text: head.reason.clone(),
             start_ns,
             last_ns,
             body_size: 0,
@@ -532,14 +534,16 @@ impl Http1Conn {
             self.own.truncated_responses += 1;
         }
         self.own.exchanges += 1;
-        out.push(exchange(
+        let mut ex = exchange(
             req,
             ans.status,
             ans.start_ns,
             ans.last_ns,
             ans.body_size,
             outcome,
-        ));
+        );
+        ex.status_text = ans.status_text;
+        out.push(ex);
     }
 
     fn emit_unanswered(&mut self, mut req: PendingRequest, out: &mut Vec<Exchange>) {
@@ -581,6 +585,7 @@ fn exchange(
         target,
         minor_version,
         host,
+        user_agent,
         traceparent,
         ..
     } = req.head;
@@ -590,8 +595,10 @@ fn exchange(
         target,
         minor_version,
         host,
+        user_agent,
         traceparent,
         status,
+        status_text: None,
         request_start_ns: req.start_ns,
         request_end_ns: req.end_ns,
         response_start_ns,

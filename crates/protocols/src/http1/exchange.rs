@@ -16,9 +16,12 @@ pub struct Exchange {
     pub target: CompactString,
     pub minor_version: u8,
     pub host: Option<CompactString>,
+    pub user_agent: Option<CompactString>,
     pub traceparent: Option<TraceParent>,
     /// Final status; 0 when no response was seen.
     pub status: u16,
+    /// Reason phrase of a 5xx response.
+    pub status_text: Option<CompactString>,
     /// Timestamp of the segment holding the first request byte.
     pub request_start_ns: u64,
     /// Timestamp of the segment holding the last request byte seen.
@@ -103,8 +106,10 @@ mod tests {
             target: target.into(),
             minor_version: 1,
             host: None,
+            user_agent: None,
             traceparent: None,
             status: 200,
+            status_text: None,
             request_start_ns: 1,
             request_end_ns: 1,
             response_start_ns: 2,

@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_TARGET_LEN: usize = 2048;
 const MAX_METHOD_LEN: usize = 32;
 /// Longest Host value kept (DNS names are at most 253 bytes, plus a port).
 const MAX_HOST_LEN: usize = 270;
+/// Longest User-Agent value kept.
+const MAX_USER_AGENT_LEN: usize = 256;
+/// Longest reason phrase kept (server errors only).
+const MAX_REASON_LEN: usize = 64;
 
 /// A parsed request head. Its text fields are stored inline when short
 /// (methods, most hosts and paths), so a head usually costs no allocation.
@@ -39,6 +43,8 @@ pub struct RequestHead {
     /// `Connection: keep-alive` was sent.
     pub connection_keep_alive: bool,
     pub host: Option<CompactString>,
+    /// `User-Agent`, cut at 256 bytes.
+    pub user_agent: Option<CompactString>,
     /// A syntactically valid W3C `traceparent` (its first 55 bytes).
     pub traceparent: Option<TraceParent>,
     /// An `Upgrade` header field asks to switch protocols.
@@ -84,6 +90,9 @@ pub struct ResponseHead {
     pub chunked: bool,
     pub connection_close: bool,
     pub connection_keep_alive: bool,
+    /// The reason phrase of a server error (5xx), which describes the
+    /// failure; not kept for other statuses.
+    pub reason: Option<CompactString>,
 }
 
 impl ResponseHead {
@@ -181,6 +190,7 @@ pub fn parse_request_head_with(
         connection_close: f.close,
         connection_keep_alive: f.keep_alive,
         host: f.host,
+        user_agent: f.user_agent,
         traceparent: f.traceparent,
         upgrade: f.upgrade,
         expect_continue: f.expect_continue,
@@ -234,6 +244,13 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Parsed<ResponseHead>, ParseErro
         chunked,
         connection_close: f.close,
         connection_keep_alive: f.keep_alive,
+        reason: (status >= 500)
+            .then(|| {
+                res.reason
+                    .map(|r| CompactString::new(truncate_str(r.trim(), MAX_REASON_LEN).0))
+            })
+            .flatten()
+            .filter(|r| !r.is_empty()),
     };
     Ok(Parsed::Complete {
         frame: head,
@@ -280,6 +297,7 @@ struct Fields {
     upgrade: bool,
     expect_continue: bool,
     host: Option<CompactString>,
+    user_agent: Option<CompactString>,
     traceparent: Option<TraceParent>,
 }
 
@@ -294,6 +312,7 @@ impl Fields {
             upgrade: false,
             expect_continue: false,
             host: None,
+            user_agent: None,
             traceparent: None,
         };
         for h in headers {
@@ -321,6 +340,12 @@ impl Fields {
                         f.close |= token.eq_ignore_ascii_case(b"close");
                         f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                     }
+                }
+                10 if f.user_agent.is_none() && is(b"user-agent") => {
+                    let value = String::from_utf8_lossy(trim_ows(h.value));
+                    f.user_agent = Some(CompactString::new(
+                        truncate_str(&value, MAX_USER_AGENT_LEN).0,
+                    ));
                 }
                 4 if is(b"host") => {
                     let value = trim_ows(h.value);
