@@ -740,3 +740,16 @@ fn pending_commands_are_bounded() {
     assert!(out.ops.iter().all(|o| o.outcome == Outcome::NoResponse));
     assert!(out.losses.contains(&("pending_queue_full", 3)));
 }
+
+#[test]
+fn garbage_instead_of_a_handshake_response_is_counted() {
+    // 36 bytes of text where the handshake response belongs; MariaDB
+    // answers ERR 1043 (its message without SQLSTATE: no 4.1 client yet).
+    let convo = load(include_str!("fixtures/mysql/garbage_handshake.txt"));
+    assert_eq!(&convo[2].1[4..7], b"\xff\x13\x04");
+    for observed in [Observed::Client, Observed::Server] {
+        let r = run(&convo, observed);
+        assert!(r.ops.is_empty());
+        assert_eq!(r.lost("invalid_message"), 1);
+    }
+}
