@@ -1,26 +1,36 @@
 //! SQL text as spans show it: the operation (`SELECT`), the main table,
 //! and the statement with every literal replaced by `?`, whatever the
 //! client sent (literals carry user data: they never leave the agent).
+//!
+//! One hand-written lexer serves three readers: the sanitizer (every
+//! token, once), the summary (the first few tokens: operation and main
+//! table) and the statement splitter (top-level `;`). It never fails: any
+//! byte sequence lexes, and a literal cut by the end of the input is still
+//! a literal (replaced, never half shown).
 
 use compact_str::CompactString;
 
 /// Quoting rules that differ between servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
-    /// `"x"` is an identifier; `$tag$…$tag$` and `E'…'` are strings.
+    /// `"x"` is an identifier; `$tag$…$tag$`, `E'…'`, `U&'…'` are strings;
+    /// `/* */` comments nest; `$1` is a parameter.
     Postgres,
     /// `"x"` is a string (unless ANSI_QUOTES, which clients rarely set:
     /// taking it as a string can only hide more, never leak);
-    /// `` `x` `` is an identifier; `\` escapes inside strings.
+    /// `` `x` `` is an identifier; `\` escapes inside strings; `#` starts
+    /// a comment; `?` is a parameter.
     Mysql,
 }
 
 /// What a span needs of one statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlSummary {
-    /// First keyword, upper case (`SELECT`, `INSERT`, …); empty if none.
+    /// First keyword, upper case (`SELECT`, `INSERT`, …); for `WITH …`
+    /// the main statement's keyword; empty if none.
     pub operation: CompactString,
-    /// Main table, when it could be told.
+    /// Main table (schema-qualified as written, quotes removed), when it
+    /// could be told.
     pub collection: Option<CompactString>,
     /// The statement with literals replaced by `?`.
     pub text: CompactString,
@@ -32,165 +42,793 @@ pub struct SqlSummary {
 /// the capture cut it). Keeps at most `max_len` bytes of sanitized text.
 pub fn summarize(sql: &[u8], dialect: Dialect, truncated: bool, max_len: usize) -> SqlSummary {
     let (text, cut) = sanitize(sql, dialect, max_len);
-    let operation = first_keyword(&text);
+    let (operation, collection) = analyze(sql, dialect, truncated);
     SqlSummary {
         operation,
-        collection: None,
+        collection,
         text,
         truncated: truncated || cut,
     }
 }
 
-/// Replaces string, numeric and other literals by `?`; identifiers,
-/// keywords, operators and comments' absence are kept. A literal cut by
-/// the end of the input is still replaced (never half shown).
-pub fn sanitize(sql: &[u8], dialect: Dialect, max_len: usize) -> (CompactString, bool) {
-    let mut out = String::with_capacity(sql.len().min(max_len));
-    let mut i = 0;
-    let at = |i: usize| sql.get(i).copied();
-    let mut cut = false;
-    while let Some(b) = at(i) {
-        if out.len() >= max_len {
-            cut = true;
-            break;
+/// Longest collection name kept (three quoted 63-byte parts fit).
+const MAX_COLLECTION: usize = 200;
+/// Longest operation keyword kept.
+const MAX_OPERATION: usize = 32;
+
+// ---------------------------------------------------------------- lexer
+
+/// One token. Slices borrow the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok<'a> {
+    /// Keyword or bare identifier.
+    Word(&'a [u8]),
+    /// Quoted identifier, quotes included (`"x"`, `` `x` ``, `U&"x"`).
+    Ident(&'a [u8]),
+    /// Any literal: string, number, bit/hex string, dollar-quoted body.
+    Lit,
+    /// A bind parameter: `$1` (PostgreSQL), `?` (MySQL).
+    Param(&'a [u8]),
+    /// Any other byte (operators, punctuation).
+    Punct(u8),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Token<'a> {
+    tok: Tok<'a>,
+    /// Whitespace or a comment came before it.
+    space: bool,
+    /// Index of its first byte.
+    start: usize,
+    /// Index just after the token.
+    end: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lexer<'a> {
+    sql: &'a [u8],
+    i: usize,
+    dialect: Dialect,
+}
+
+fn is_word_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+}
+
+fn is_word_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+impl<'a> Lexer<'a> {
+    fn new(sql: &'a [u8], dialect: Dialect) -> Self {
+        Lexer { sql, i: 0, dialect }
+    }
+
+    fn at(&self, i: usize) -> Option<u8> {
+        self.sql.get(i).copied()
+    }
+
+    /// Skips whitespace, control bytes and comments; true if any.
+    fn skip_space(&mut self) -> bool {
+        let start = self.i;
+        while let Some(c) = self.at(self.i) {
+            match c {
+                b'-' if self.at(self.i + 1) == Some(b'-') => {
+                    self.i = memchr::memchr(b'\n', self.sql.get(self.i..).unwrap_or_default())
+                        .map_or(self.sql.len(), |p| self.i + p + 1);
+                }
+                b'#' if self.dialect == Dialect::Mysql => {
+                    self.i = memchr::memchr(b'\n', self.sql.get(self.i..).unwrap_or_default())
+                        .map_or(self.sql.len(), |p| self.i + p + 1);
+                }
+                b'/' if self.at(self.i + 1) == Some(b'*') => self.skip_block_comment(),
+                _ if c <= b' ' || c == 0x7f => self.i += 1,
+                _ => break,
+            }
         }
-        match b {
-            b'\'' => {
-                i = skip_quoted(sql, i, b'\'', dialect == Dialect::Mysql);
-                out.push('?');
-            }
-            b'"' if dialect == Dialect::Mysql => {
-                i = skip_quoted(sql, i, b'"', true);
-                out.push('?');
-            }
-            b'E' | b'e' | b'B' | b'b' | b'X' | b'x' | b'N' | b'n'
-                if at(i + 1) == Some(b'\'') && !prev_is_word(sql, i) =>
-            {
-                i = skip_quoted(sql, i + 1, b'\'', true);
-                out.push('?');
-            }
-            b'$' if dialect == Dialect::Postgres => {
-                // $1 parameters stay; $tag$…$tag$ strings go.
-                if let Some(end) = dollar_quote_end(sql, i) {
-                    i = end;
-                    out.push('?');
-                } else {
-                    out.push('$');
-                    i += 1;
-                    while let Some(d) = at(i).filter(u8::is_ascii_digit) {
-                        out.push(char::from(d));
-                        i += 1;
-                    }
+        self.i > start
+    }
+
+    /// `/* … */`, nested in PostgreSQL (an unnested reading would end the
+    /// comment early and show the rest of it).
+    fn skip_block_comment(&mut self) {
+        let nest = self.dialect == Dialect::Postgres;
+        let mut depth = 0usize;
+        while let Some(c) = self.at(self.i) {
+            let next = self.at(self.i + 1);
+            if c == b'/' && next == Some(b'*') && (nest || depth == 0) {
+                depth += 1;
+                self.i += 2;
+            } else if c == b'*' && next == Some(b'/') {
+                self.i += 2;
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return;
                 }
+            } else {
+                self.i += 1;
             }
-            b'-' if at(i + 1) == Some(b'-') => {
-                // Comments may hold anything: dropped.
-                while at(i).is_some_and(|c| c != b'\n') {
-                    i += 1;
-                }
-            }
-            b'/' if at(i + 1) == Some(b'*') => {
+        }
+    }
+
+    /// Index after the closing `quote` of a string whose opening quote is
+    /// at `start` (the end of input if it is missing).
+    fn quoted_end(&self, start: usize, quote: u8, backslash: bool) -> usize {
+        let mut i = start + 1;
+        while let Some(rest) = self.sql.get(i..) {
+            let found = if backslash {
+                memchr::memchr2(quote, b'\\', rest)
+            } else {
+                memchr::memchr(quote, rest)
+            };
+            let Some(p) = found else {
+                break;
+            };
+            i += p;
+            if self.at(i) == Some(b'\\') && quote != b'\\' {
                 i += 2;
-                while at(i).is_some() && !(at(i) == Some(b'*') && at(i + 1) == Some(b'/')) {
-                    i += 1;
-                }
-                i = (i + 2).min(sql.len());
+                continue;
             }
-            b'#' if dialect == Dialect::Mysql => {
-                while at(i).is_some_and(|c| c != b'\n') {
-                    i += 1;
-                }
-            }
-            b'0'..=b'9' if !prev_is_word(sql, i) => {
-                i += 1;
-                while at(i).is_some_and(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_') {
-                    i += 1;
-                }
-                out.push('?');
-            }
-            b'.' if at(i + 1).is_some_and(|c| c.is_ascii_digit()) && !prev_is_word(sql, i) => {
-                i += 1;
-                while at(i).is_some_and(|c| c.is_ascii_alphanumeric()) {
-                    i += 1;
-                }
-                out.push('?');
-            }
-            _ if b.is_ascii_whitespace() => {
-                if !out.ends_with(' ') && !out.is_empty() {
-                    out.push(' ');
-                }
-                i += 1;
-            }
-            _ if b.is_ascii() && !b.is_ascii_control() => {
-                out.push(char::from(b));
-                i += 1;
-            }
-            _ => {
-                // Non-ASCII in identifiers: kept as the replacement
-                // character (text stays valid UTF-8 whatever was sent).
-                if !out.ends_with('\u{fffd}') {
-                    out.push('\u{fffd}');
-                }
-                i += 1;
-            }
-        }
-    }
-    while out.ends_with(' ') {
-        out.pop();
-    }
-    (CompactString::from(out), cut)
-}
-
-fn prev_is_word(sql: &[u8], i: usize) -> bool {
-    i.checked_sub(1)
-        .and_then(|p| sql.get(p))
-        .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80)
-}
-
-/// Index after the closing quote of a string opened at `start`.
-fn skip_quoted(sql: &[u8], start: usize, quote: u8, backslash: bool) -> usize {
-    let mut i = start + 1;
-    while let Some(&c) = sql.get(i) {
-        if backslash && c == b'\\' {
-            i += 2;
-            continue;
-        }
-        if c == quote {
-            if sql.get(i + 1) == Some(&quote) {
+            if self.at(i + 1) == Some(quote) {
                 i += 2;
                 continue;
             }
             return i + 1;
         }
-        i += 1;
+        self.sql.len()
     }
-    sql.len()
-}
 
-/// For `$tag$…$tag$` at `start`, the index after the closing delimiter
-/// (the end of input if it is missing).
-fn dollar_quote_end(sql: &[u8], start: usize) -> Option<usize> {
-    let rest = sql.get(start + 1..)?;
-    let tag_len = rest.iter().position(|&c| c == b'$').filter(|&n| {
-        rest.get(..n).is_some_and(|t| {
-            t.first().is_none_or(|c| !c.is_ascii_digit())
-                && t.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
+    /// For `$tag$…$tag$` at `start`, the index after the closing delimiter
+    /// (the end of input if it is missing); None if no tag opens here.
+    fn dollar_quote_end(&self, start: usize) -> Option<usize> {
+        let rest = self.sql.get(start + 1..)?;
+        let n = memchr::memchr(b'$', rest)?;
+        let tag = rest.get(..n)?;
+        let tag_ok = tag.first().is_none_or(|c| !c.is_ascii_digit())
+            && tag
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80);
+        if !tag_ok {
+            return None;
+        }
+        let delim = self.sql.get(start..start + n + 2)?;
+        let body = start + n + 2;
+        let tail = self.sql.get(body..).unwrap_or_default();
+        Some(memchr::memmem::find(tail, delim).map_or(self.sql.len(), |p| body + p + delim.len()))
+    }
+
+    /// Index after a number starting at `start` (digits, `.`, exponent,
+    /// `0x…`/`0b…` and any letters glued to it: all one literal).
+    fn number_end(&self, start: usize) -> usize {
+        let mut i = start;
+        while let Some(c) = self.at(i) {
+            if (c == b'e' || c == b'E')
+                && matches!(self.at(i + 1), Some(b'+' | b'-'))
+                && self.at(i + 2).is_some_and(|d| d.is_ascii_digit())
+            {
+                i += 3;
+            } else if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        i
+    }
+
+    fn next_token(&mut self) -> Option<Token<'a>> {
+        let space = self.skip_space();
+        let start = self.i;
+        let c = self.at(start)?;
+        let next = self.at(start + 1);
+        let my = self.dialect == Dialect::Mysql;
+        let (tok, end) = match c {
+            b'\'' => (Tok::Lit, self.quoted_end(start, b'\'', my)),
+            b'"' if my => (Tok::Lit, self.quoted_end(start, b'"', true)),
+            b'"' => {
+                let end = self.quoted_end(start, b'"', false);
+                (
+                    Tok::Ident(self.sql.get(start..end).unwrap_or_default()),
+                    end,
+                )
+            }
+            b'`' if my => {
+                let end = self.quoted_end(start, b'`', false);
+                (
+                    Tok::Ident(self.sql.get(start..end).unwrap_or_default()),
+                    end,
+                )
+            }
+            b'0'..=b'9' => (Tok::Lit, self.number_end(start)),
+            b'.' if next.is_some_and(|d| d.is_ascii_digit()) => (Tok::Lit, self.number_end(start)),
+            b'$' if !my => {
+                if next.is_some_and(|d| d.is_ascii_digit()) {
+                    let mut end = start + 1;
+                    while self.at(end).is_some_and(|d| d.is_ascii_digit()) {
+                        end += 1;
+                    }
+                    (
+                        Tok::Param(self.sql.get(start..end).unwrap_or_default()),
+                        end,
+                    )
+                } else if let Some(end) = self.dollar_quote_end(start) {
+                    (Tok::Lit, end)
+                } else {
+                    (Tok::Punct(b'$'), start + 1)
+                }
+            }
+            b'?' if my => (Tok::Param(b"?"), start + 1),
+            _ if is_word_start(c) => self.word(start),
+            _ => (Tok::Punct(c), start + 1),
+        };
+        self.i = end.max(start + 1).min(self.sql.len());
+        Some(Token {
+            tok,
+            space,
+            start,
+            end: self.i,
         })
-    })?;
-    let delim = sql.get(start..start + tag_len + 2)?;
-    let body = start + tag_len + 2;
-    let tail = sql.get(body..)?;
-    Some(memchr::memmem::find(tail, delim).map_or(sql.len(), |p| body + p + delim.len()))
+    }
+
+    /// A word at `start`, or the prefixed literal it opens (`E'…'`,
+    /// `X'…'`, `U&'…'`, MySQL `_utf8mb4'…'`) or prefixed identifier
+    /// (`U&"…"`).
+    fn word(&self, start: usize) -> (Tok<'a>, usize) {
+        let mut end = start + 1;
+        while self.at(end).is_some_and(is_word_char) {
+            end += 1;
+        }
+        let word = self.sql.get(start..end).unwrap_or_default();
+        let after = self.at(end);
+        let my = self.dialect == Dialect::Mysql;
+        if after == Some(b'\'') {
+            let prefix = match word {
+                [b'e' | b'E'] => Some(true),
+                [b'b' | b'B' | b'x' | b'X'] => Some(my),
+                [b'n' | b'N'] => Some(my),
+                [b'_', ..] if my => Some(true),
+                _ => None,
+            };
+            if let Some(backslash) = prefix {
+                return (Tok::Lit, self.quoted_end(end, b'\'', backslash));
+            }
+        }
+        if matches!(word, [b'u' | b'U']) && after == Some(b'&') && !my {
+            match self.at(end + 1) {
+                Some(b'\'') => return (Tok::Lit, self.quoted_end(end + 1, b'\'', false)),
+                Some(b'"') => {
+                    let close = self.quoted_end(end + 1, b'"', false);
+                    return (
+                        Tok::Ident(self.sql.get(start..close).unwrap_or_default()),
+                        close,
+                    );
+                }
+                _ => {}
+            }
+        }
+        (Tok::Word(word), end)
+    }
 }
 
-/// First keyword of sanitized text, upper case.
-fn first_keyword(text: &str) -> CompactString {
-    let word = text
-        .trim_start_matches(['(', ' ', ';'])
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default();
-    CompactString::from(word.to_ascii_uppercase())
+impl<'a> Iterator for Lexer<'a> {
+    type Item = Token<'a>;
+    fn next(&mut self) -> Option<Token<'a>> {
+        self.next_token()
+    }
+}
+
+fn is_kw(tok: &Tok<'_>, kw: &str) -> bool {
+    matches!(tok, Tok::Word(w) if w.eq_ignore_ascii_case(kw.as_bytes()))
+}
+
+fn is_any_kw(tok: &Tok<'_>, kws: &[&str]) -> bool {
+    kws.iter().any(|k| is_kw(tok, k))
+}
+
+// ------------------------------------------------------------ sanitizer
+
+/// Appends `bytes` (an identifier, keyword or operator as sent) keeping
+/// the text valid UTF-8 and free of control characters.
+fn push_clean(out: &mut CompactString, bytes: &[u8]) {
+    if bytes.iter().all(|&c| (b' '..0x7f).contains(&c)) {
+        // Checked ASCII above: from_utf8 cannot fail.
+        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
+        return;
+    }
+    for ch in String::from_utf8_lossy(bytes).chars() {
+        out.push(if ch.is_control() { '\u{fffd}' } else { ch });
+    }
+}
+
+/// Collapsing of `IN (?, ?, …)` lists into `IN (?)`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InList {
+    Off,
+    /// Just emitted `IN`.
+    AfterIn,
+    /// Just emitted `IN (`.
+    Open,
+    /// Emitted `IN (?`; holding back `, ?` pairs (and a trailing comma)
+    /// until the list proves to be literals only.
+    Held {
+        pairs: u32,
+        comma: bool,
+    },
+}
+
+/// Replaces string, numeric and other literals by `?`; identifiers,
+/// keywords, operators and parameters are kept, comments dropped,
+/// whitespace runs become one space, and `IN` lists of literals collapse
+/// to `IN (?)`. Returns the text (at most `max_len` bytes) and whether it
+/// was cut to fit.
+pub fn sanitize(sql: &[u8], dialect: Dialect, max_len: usize) -> (CompactString, bool) {
+    let mut out = CompactString::with_capacity(sql.len().min(max_len));
+    let mut list = InList::Off;
+    let mut cut = false;
+    let literal = |t: &Tok<'_>| matches!(t, Tok::Lit | Tok::Param(b"?"));
+    for t in Lexer::new(sql, dialect) {
+        match list {
+            InList::Held { pairs, comma } => {
+                match t.tok {
+                    Tok::Punct(b',') if !comma => {
+                        list = InList::Held { pairs, comma: true };
+                        continue;
+                    }
+                    _ if comma && literal(&t.tok) => {
+                        list = InList::Held {
+                            pairs: pairs.saturating_add(1),
+                            comma: false,
+                        };
+                        continue;
+                    }
+                    Tok::Punct(b')') if !comma => {}
+                    _ => {
+                        // Not a plain list: give back what was held.
+                        for _ in 0..pairs {
+                            if !push_piece(&mut out, ", ?", false, max_len) {
+                                return (out, true);
+                            }
+                        }
+                        if comma && !push_piece(&mut out, ",", false, max_len) {
+                            return (out, true);
+                        }
+                    }
+                }
+                list = InList::Off;
+            }
+            InList::Open if literal(&t.tok) => {
+                list = InList::Held {
+                    pairs: 0,
+                    comma: false,
+                };
+                if !push_piece(&mut out, "?", t.space, max_len) {
+                    cut = true;
+                    break;
+                }
+                continue;
+            }
+            InList::AfterIn if t.tok == Tok::Punct(b'(') => list = InList::Open,
+            _ => list = InList::Off,
+        }
+        if is_kw(&t.tok, "IN") {
+            list = InList::AfterIn;
+        }
+        let ok = match t.tok {
+            Tok::Lit => push_piece(&mut out, "?", t.space, max_len),
+            // Puncts are printable ASCII (control bytes are space, others
+            // start words).
+            Tok::Punct(c) => push_piece(
+                &mut out,
+                char::from(c).encode_utf8(&mut [0; 4]),
+                t.space,
+                max_len,
+            ),
+            Tok::Word(w) | Tok::Ident(w) | Tok::Param(w) => {
+                let room =
+                    max_len.saturating_sub(out.len() + usize::from(t.space && !out.is_empty()));
+                if w.len() > room {
+                    false
+                } else {
+                    if t.space && !out.is_empty() {
+                        out.push(' ');
+                    }
+                    push_clean(&mut out, w);
+                    if out.len() > max_len {
+                        // Replacement characters grew it: cut on a
+                        // character boundary.
+                        let mut at = max_len;
+                        while !out.is_char_boundary(at) {
+                            at -= 1;
+                        }
+                        out.truncate(at);
+                        false
+                    } else {
+                        true
+                    }
+                }
+            }
+        };
+        if !ok {
+            cut = true;
+            break;
+        }
+    }
+    // Input ending inside a held list (cut by the capture) shows `IN (?`.
+    (out, cut)
+}
+
+/// Pushes `piece` (preceded by a space when `space` and the text is not
+/// empty) if it fits in `max_len`.
+fn push_piece(out: &mut CompactString, piece: &str, space: bool, max_len: usize) -> bool {
+    let space = space && !out.is_empty();
+    if out.len() + usize::from(space) + piece.len() > max_len {
+        return false;
+    }
+    if space {
+        out.push(' ');
+    }
+    out.push_str(piece);
+    true
+}
+
+// ------------------------------------------------------------- summary
+
+/// Operation and main table of one statement.
+fn analyze(
+    sql: &[u8],
+    dialect: Dialect,
+    truncated: bool,
+) -> (CompactString, Option<CompactString>) {
+    let mut lx = Lexer::new(sql, dialect);
+    // A token touching the end of a cut input may itself be cut.
+    let whole = |t: &Token<'_>| !(truncated && t.end >= sql.len());
+    let mut first = lx.next();
+    while let Some(t) = first.filter(|t| t.tok == Tok::Punct(b'(')) {
+        let _ = t;
+        first = lx.next();
+    }
+    let Some(t) = first else {
+        return (CompactString::default(), None);
+    };
+    let Tok::Word(w) = t.tok else {
+        return (CompactString::default(), None);
+    };
+    if !whole(&t)
+        || w.len() > MAX_OPERATION
+        || !w.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    {
+        return (CompactString::default(), None);
+    }
+    let mut op = w;
+    if w.eq_ignore_ascii_case(b"WITH") {
+        // The main statement follows the common table expressions, at
+        // the same depth as WITH.
+        let mut depth = 0i32;
+        let mut found = None;
+        for t in lx.by_ref() {
+            match t.tok {
+                Tok::Punct(b'(') => depth += 1,
+                Tok::Punct(b')') => depth -= 1,
+                Tok::Punct(b';') if depth <= 0 => break,
+                Tok::Word(m)
+                    if depth == 0
+                        && whole(&t)
+                        && is_any_kw(
+                            &t.tok,
+                            &["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"],
+                        ) =>
+                {
+                    found = Some(m);
+                    break;
+                }
+                _ => {}
+            }
+            if depth < 0 {
+                break;
+            }
+        }
+        match found {
+            Some(m) => op = m,
+            None => return (upper(w), None),
+        }
+    }
+    let operation = upper(op);
+    let collection = collection(&operation, lx, sql.len(), truncated);
+    (operation, collection)
+}
+
+fn upper(w: &[u8]) -> CompactString {
+    let mut s = CompactString::default();
+    for &c in w {
+        s.push(char::from(c.to_ascii_uppercase()));
+    }
+    s
+}
+
+/// Words that end a table reference (what follows is not part of it and
+/// not another table of the same list).
+const AFTER_TABLE: &[&str] = &[
+    "WHERE",
+    "GROUP",
+    "ORDER",
+    "LIMIT",
+    "OFFSET",
+    "HAVING",
+    "WINDOW",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+    "RETURNING",
+    "SET",
+    "VALUES",
+    "ON",
+    "USING",
+    "JOIN",
+    "INNER",
+    "LEFT",
+    "RIGHT",
+    "FULL",
+    "CROSS",
+    "NATURAL",
+    "STRAIGHT_JOIN",
+    "SELECT",
+    "FROM",
+    "TO",
+    "FETCH",
+    "FOR",
+    "WITH",
+    "DEFAULT",
+    "OVERRIDING",
+    "PARTITION",
+    "LOCK",
+    "INTO",
+    "TABLESAMPLE",
+];
+
+/// Main table of a statement whose operation keyword was just read.
+fn collection(op: &str, mut lx: Lexer<'_>, len: usize, truncated: bool) -> Option<CompactString> {
+    let lx = &mut lx;
+    let (t, from_clause) = match op {
+        "SELECT" => {
+            // The first FROM at the statement's own depth (not one inside
+            // a function call or a subquery of the select list).
+            let mut depth = 0u32;
+            loop {
+                let t = lx.next()?;
+                match t.tok {
+                    Tok::Punct(b'(') => depth += 1,
+                    Tok::Punct(b')') => depth = depth.checked_sub(1)?,
+                    Tok::Punct(b';') if depth == 0 => return None,
+                    _ if depth == 0 && is_any_kw(&t.tok, &["UNION", "EXCEPT", "INTERSECT"]) => {
+                        return None;
+                    }
+                    _ if depth == 0 && is_kw(&t.tok, "FROM") => break,
+                    _ => {}
+                }
+            }
+            (skip_words(lx, &["ONLY"])?, true)
+        }
+        "INSERT" | "REPLACE" => (
+            skip_words(
+                lx,
+                &["LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "INTO"],
+            )?,
+            false,
+        ),
+        "UPDATE" => (skip_words(lx, &["LOW_PRIORITY", "IGNORE", "ONLY"])?, false),
+        "DELETE" => {
+            let t = skip_words(lx, &["LOW_PRIORITY", "QUICK", "IGNORE"])?;
+            if !is_kw(&t.tok, "FROM") {
+                // MySQL's multi-table `DELETE a, b FROM …`.
+                return None;
+            }
+            (skip_words(lx, &["ONLY"])?, false)
+        }
+        "MERGE" => {
+            if !is_kw(&lx.next()?.tok, "INTO") {
+                return None;
+            }
+            (skip_words(lx, &["ONLY"])?, false)
+        }
+        "CREATE" => {
+            let t = skip_words(
+                lx,
+                &[
+                    "OR",
+                    "REPLACE",
+                    "GLOBAL",
+                    "LOCAL",
+                    "TEMP",
+                    "TEMPORARY",
+                    "UNLOGGED",
+                    "UNIQUE",
+                ],
+            )?;
+            if is_kw(&t.tok, "TABLE") {
+                (skip_words(lx, &["IF", "NOT", "EXISTS"])?, false)
+            } else if is_kw(&t.tok, "INDEX") {
+                // CREATE INDEX [CONCURRENTLY] [[IF NOT EXISTS] name] ON t
+                loop {
+                    let t = lx.next()?;
+                    if is_kw(&t.tok, "ON") {
+                        break;
+                    }
+                    if !matches!(t.tok, Tok::Word(_) | Tok::Ident(_)) {
+                        return None;
+                    }
+                }
+                (skip_words(lx, &["ONLY"])?, false)
+            } else {
+                return None;
+            }
+        }
+        "DROP" | "ALTER" | "TRUNCATE" | "LOCK" => {
+            let mut t = lx.next()?;
+            if is_kw(&t.tok, "TABLE") {
+                t = lx.next()?;
+            } else if op == "DROP" || op == "ALTER" {
+                return None;
+            }
+            while is_any_kw(&t.tok, &["IF", "EXISTS", "ONLY"]) {
+                t = lx.next()?;
+            }
+            (t, false)
+        }
+        "COPY" => (lx.next()?, false),
+        _ => return None,
+    };
+    table_name(t, lx, len, truncated, from_clause)
+}
+
+/// The next token after any of `words`.
+fn skip_words<'a>(lx: &mut Lexer<'a>, words: &[&str]) -> Option<Token<'a>> {
+    let mut t = lx.next()?;
+    while is_any_kw(&t.tok, words) {
+        t = lx.next()?;
+    }
+    Some(t)
+}
+
+/// A possibly qualified table name starting at `t`, unquoted and joined
+/// with `.`; None if `t` does not start one, if it may be cut by the end
+/// of a truncated input, if it is a function call (`from_clause`: `FROM
+/// f(…)`), or if a comma list of tables follows (ambiguous).
+fn table_name(
+    t: Token<'_>,
+    lx: &mut Lexer<'_>,
+    len: usize,
+    truncated: bool,
+    from_clause: bool,
+) -> Option<CompactString> {
+    let mut name = CompactString::default();
+    let mut t = t;
+    for part in 0..3 {
+        match t.tok {
+            Tok::Word(w) if !is_any_kw(&t.tok, &["LATERAL", "SELECT", "VALUES", "ROWS"]) => {
+                push_clean(&mut name, w);
+            }
+            Tok::Ident(q) => unquote(&mut name, q),
+            _ => return None,
+        }
+        if truncated && t.end >= len {
+            return None;
+        }
+        let dot = lx.next();
+        match dot {
+            Some(d) if d.tok == Tok::Punct(b'.') && !d.space && part < 2 => {
+                name.push('.');
+                t = lx.next()?;
+            }
+            other => {
+                if from_clause && other.is_some_and(|o| o.tok == Tok::Punct(b'(')) {
+                    return None;
+                }
+                if other.is_some_and(|o| list_follows(o, lx)) {
+                    return None;
+                }
+                break;
+            }
+        }
+    }
+    if name.is_empty() || name.len() > MAX_COLLECTION || name.ends_with('.') {
+        return None;
+    }
+    Some(name)
+}
+
+/// Whether a `,` at the table's depth comes before the table reference
+/// ends (another table of a list: `FROM a, b`, `DROP TABLE a, b`).
+fn list_follows(first: Token<'_>, lx: &mut Lexer<'_>) -> bool {
+    let mut depth = 0i32;
+    let mut t = first;
+    loop {
+        match t.tok {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Tok::Punct(b',') if depth == 0 => return true,
+            Tok::Punct(b';') if depth == 0 => return false,
+            _ if depth == 0 && is_any_kw(&t.tok, AFTER_TABLE) => return false,
+            _ => {}
+        }
+        match lx.next() {
+            Some(n) => t = n,
+            None => return false,
+        }
+    }
+}
+
+/// Appends a quoted identifier's name: quotes removed, doubled quotes
+/// made single (`"a""b"` → `a"b`).
+fn unquote(out: &mut CompactString, q: &[u8]) {
+    let body = match q {
+        [b'u' | b'U', b'&', rest @ ..] => rest,
+        _ => q,
+    };
+    let Some((&quote, inner)) = body.split_first() else {
+        return;
+    };
+    let inner = inner.strip_suffix(&[quote]).unwrap_or(inner);
+    let mut buf = Vec::with_capacity(inner.len());
+    let mut it = inner.iter().copied().peekable();
+    while let Some(c) = it.next() {
+        buf.push(c);
+        if c == quote && it.peek() == Some(&quote) {
+            it.next();
+        }
+    }
+    push_clean(out, &buf);
+}
+
+// ------------------------------------------------------------ splitting
+
+/// The statements of a multi-statement string (PostgreSQL's simple Query,
+/// MySQL's multi-statements): each top-level `;`-separated part that has
+/// a token, without the `;`. Quotes, comments and parentheses are
+/// respected.
+pub fn statements(sql: &[u8], dialect: Dialect) -> Statements<'_> {
+    Statements {
+        lx: Lexer::new(sql, dialect),
+    }
+}
+
+/// Iterator of [`statements`].
+#[derive(Debug, Clone)]
+pub struct Statements<'a> {
+    lx: Lexer<'a>,
+}
+
+impl<'a> Iterator for Statements<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let mut first = self.lx.next()?;
+        while first.tok == Tok::Punct(b';') {
+            first = self.lx.next()?;
+        }
+        // From the first token (leading comments and space dropped) to
+        // the last one before the `;`.
+        let mut end = first.end;
+        let mut depth = 0u32;
+        let mut t = first;
+        loop {
+            match t.tok {
+                Tok::Punct(b'(') => depth = depth.saturating_add(1),
+                Tok::Punct(b')') => depth = depth.saturating_sub(1),
+                Tok::Punct(b';') if depth == 0 => break,
+                _ => {}
+            }
+            end = t.end;
+            match self.lx.next() {
+                Some(n) => t = n,
+                None => break,
+            }
+        }
+        self.lx.sql.get(first.start..end)
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +841,19 @@ mod tests {
             .to_string()
     }
 
+    fn my(s: &str) -> String {
+        sanitize(s.as_bytes(), Dialect::Mysql, 4096).0.to_string()
+    }
+
+    fn sum(s: &str) -> (String, Option<String>) {
+        let x = summarize(s.as_bytes(), Dialect::Postgres, false, 4096);
+        (x.operation.to_string(), x.collection.map(|c| c.to_string()))
+    }
+
+    fn op_coll(op: &str, coll: Option<&str>) -> (String, Option<String>) {
+        (op.to_string(), coll.map(str::to_string))
+    }
+
     #[test]
     fn literals_never_survive() {
         assert_eq!(
@@ -213,14 +864,358 @@ mod tests {
         assert_eq!(pg("SELECT E'a\\'b', 'it''s'"), "SELECT ?, ?");
         assert_eq!(pg("SELECT 'cut at the end"), "SELECT ?");
         assert_eq!(pg("SELECT t1.c2 FROM t1 -- 'x'\n"), "SELECT t1.c2 FROM t1");
-        assert_eq!(
-            sanitize(b"SELECT \"pw\" FROM `t` # 1", Dialect::Mysql, 99).0,
-            "SELECT ? FROM `t`"
-        );
+        assert_eq!(my("SELECT \"pw\" FROM `t` # 1"), "SELECT ? FROM `t`");
         let s = summarize(b"  select 1", Dialect::Postgres, false, 4096);
         assert_eq!(
             (s.operation.as_str(), s.text.as_str()),
             ("SELECT", "select ?")
         );
+    }
+
+    #[test]
+    fn every_literal_form_is_replaced() {
+        assert_eq!(pg("SELECT U&'d\\0061t', U&\"col\""), "SELECT ?, U&\"col\"");
+        assert_eq!(
+            pg("SELECT B'1010', X'1F', b'1', x'ff'"),
+            "SELECT ?, ?, ?, ?"
+        );
+        assert_eq!(
+            pg("SELECT 0x1F, 0b101, 1_000, .5, 5., 1e-7, 2E+3"),
+            "SELECT ?, ?, ?, ?, ?, ?, ?"
+        );
+        assert_eq!(pg("SELECT $tag$ a 'b' $x$ $tag$ || $$"), "SELECT ? || ?");
+        assert_eq!(pg("SELECT e'\\\\', 'x'"), "SELECT ?, ?");
+        assert_eq!(
+            pg("SELECT 'a\\' , 'secret'"),
+            "SELECT ? , ?",
+            "standard strings: no escapes"
+        );
+        assert_eq!(
+            pg("SELECT DATE '2020-01-01', '1'::int, -3"),
+            "SELECT DATE ?, ?::int, -?"
+        );
+        assert_eq!(pg("SELECT true, FALSE, NULL"), "SELECT true, FALSE, NULL");
+        assert_eq!(
+            pg("SELECT a1, t_2.x9 FROM s1.t_2"),
+            "SELECT a1, t_2.x9 FROM s1.t_2"
+        );
+        assert_eq!(
+            my("SELECT 'a\\'b', \"c\\\"d\", _utf8mb4'x', N'y', X'0A', 0x0A, b'1'"),
+            "SELECT ?, ?, ?, ?, ?, ?, ?"
+        );
+        assert_eq!(
+            my("SELECT * FROM t WHERE a = ? AND b = 'x'"),
+            "SELECT * FROM t WHERE a = ? AND b = ?"
+        );
+    }
+
+    #[test]
+    fn comments_go_and_never_leak() {
+        assert_eq!(
+            pg("/* c 'x' */ SELECT /* a /* nested 'y' */ still */ 1"),
+            "SELECT ?"
+        );
+        assert_eq!(pg("SELECT 1 -- trailing secret"), "SELECT ?");
+        assert_eq!(pg("SELECT a/**/FROM t"), "SELECT a FROM t");
+        assert_eq!(my("SELECT 1 # note\n, 2 /*! 'x' */"), "SELECT ? , ?");
+        assert_eq!(pg("SELECT 1 /* unterminated 'z'"), "SELECT ?");
+    }
+
+    #[test]
+    fn whitespace_and_controls_are_normalised() {
+        assert_eq!(
+            pg("\n\tSELECT\r\n  a ,\tb\x01FROM t  ;  "),
+            "SELECT a , b FROM t ;"
+        );
+        assert_eq!(
+            pg("SELECT \"\u{e9}t\u{e9}\" FROM caf\u{e9}"),
+            "SELECT \"\u{e9}t\u{e9}\" FROM caf\u{e9}"
+        );
+        let (t, _) = sanitize(b"SELECT \xff\xfe FROM t", Dialect::Postgres, 99);
+        assert_eq!(t, "SELECT \u{fffd}\u{fffd} FROM t");
+    }
+
+    #[test]
+    fn in_lists_collapse() {
+        assert_eq!(
+            pg("SELECT * FROM t WHERE id IN (1, 2, 3)"),
+            "SELECT * FROM t WHERE id IN (?)"
+        );
+        assert_eq!(
+            pg("SELECT * FROM t WHERE id in ('a','b')"),
+            "SELECT * FROM t WHERE id in (?)"
+        );
+        assert_eq!(
+            my("DELETE FROM t WHERE id IN (?, ?, ?) AND x"),
+            "DELETE FROM t WHERE id IN (?) AND x"
+        );
+        assert_eq!(
+            pg("SELECT 1 WHERE a IN ($1, $2)"),
+            "SELECT ? WHERE a IN ($1, $2)"
+        );
+        assert_eq!(
+            pg("SELECT 1 WHERE a IN (1, b, 2)"),
+            "SELECT ? WHERE a IN (?, b, ?)"
+        );
+        assert_eq!(pg("SELECT 1 WHERE a IN (1, 2"), "SELECT ? WHERE a IN (?");
+        assert_eq!(
+            pg("SELECT 1 WHERE a IN (SELECT 2)"),
+            "SELECT ? WHERE a IN (SELECT ?)"
+        );
+        assert_eq!(pg("SELECT 1 WHERE a IN (1)"), "SELECT ? WHERE a IN (?)");
+    }
+
+    #[test]
+    fn max_len_cuts_on_token_boundaries() {
+        let (t, cut) = sanitize(b"SELECT abc, 'x', defgh FROM t", Dialect::Postgres, 14);
+        assert_eq!((t.as_str(), cut), ("SELECT abc, ?,", true));
+        let (t, cut) = sanitize(b"SELECT 1", Dialect::Postgres, 8);
+        assert_eq!((t.as_str(), cut), ("SELECT ?", false));
+        let s = summarize("SELECT é".as_bytes(), Dialect::Postgres, false, 8);
+        assert!(s.text.len() <= 8 && s.truncated);
+        let s = summarize(b"SELECT x FROM t", Dialect::Postgres, true, 99);
+        assert!(s.truncated);
+    }
+
+    #[test]
+    fn operation_is_the_first_keyword() {
+        assert_eq!(sum("-- c\n/* d */ ((select 1))"), op_coll("SELECT", None));
+        for (q, op) in [
+            ("begin", "BEGIN"),
+            ("COMMIT", "COMMIT"),
+            ("SET search_path = x", "SET"),
+            ("EXPLAIN SELECT * FROM t", "EXPLAIN"),
+            ("show server_version", "SHOW"),
+            ("START TRANSACTION", "START"),
+            ("'x'", ""),
+            ("", ""),
+            ("$1", ""),
+        ] {
+            assert_eq!(sum(q).0, op, "{q}");
+        }
+        assert_eq!(
+            sum(
+                "WITH a AS (SELECT 1 FROM x), b(c) AS MATERIALIZED (DELETE FROM y RETURNING 1) SELECT * FROM a"
+            ),
+            op_coll("SELECT", Some("a"))
+        );
+        assert_eq!(
+            sum(
+                "with recursive r as (select 1 union all select n+1 from r) insert into t select * from r"
+            ),
+            op_coll("INSERT", Some("t"))
+        );
+        assert_eq!(sum("WITH x AS (SELECT 1"), op_coll("WITH", None));
+        let cut = summarize(b"SELEC", Dialect::Postgres, true, 99);
+        assert_eq!(
+            cut.operation, "",
+            "a keyword cut by the capture is not guessed"
+        );
+    }
+
+    #[test]
+    fn collection_is_the_main_table() {
+        for (q, op, coll) in [
+            (
+                "SELECT a, b FROM accounts WHERE id = 1",
+                "SELECT",
+                Some("accounts"),
+            ),
+            (
+                "SELECT * FROM public.accounts a JOIN b ON a.x = b.x",
+                "SELECT",
+                Some("public.accounts"),
+            ),
+            (
+                "SELECT * FROM \"My \"\"T\"\"\".\"Acc\"",
+                "SELECT",
+                Some("My \"T\".Acc"),
+            ),
+            (
+                "SELECT extract(year FROM ts), (SELECT 1 FROM z) FROM t1",
+                "SELECT",
+                Some("t1"),
+            ),
+            ("SELECT * FROM ONLY t", "SELECT", Some("t")),
+            ("SELECT * FROM (SELECT * FROM t) s", "SELECT", None),
+            ("SELECT * FROM a, b", "SELECT", None),
+            ("SELECT * FROM a AS x, b", "SELECT", None),
+            ("SELECT * FROM generate_series(1, 3)", "SELECT", None),
+            ("SELECT 1", "SELECT", None),
+            ("SELECT 1 UNION SELECT x FROM t", "SELECT", None),
+            (
+                "SELECT * FROM t1 UNION SELECT * FROM t2",
+                "SELECT",
+                Some("t1"),
+            ),
+            (
+                "(SELECT a FROM t) UNION (SELECT a FROM u)",
+                "SELECT",
+                Some("t"),
+            ),
+            ("SELECT * FROM LATERAL f()", "SELECT", None),
+            ("INSERT INTO t (a, b) VALUES (1, 2)", "INSERT", Some("t")),
+            ("insert into s.t values (1)", "INSERT", Some("s.t")),
+            ("INSERT INTO t(a) SELECT a FROM u", "INSERT", Some("t")),
+            (
+                "UPDATE accounts SET a = 1, b = 2 WHERE id = 3",
+                "UPDATE",
+                Some("accounts"),
+            ),
+            ("UPDATE ONLY t SET a = 1", "UPDATE", Some("t")),
+            ("DELETE FROM t WHERE a = 1", "DELETE", Some("t")),
+            ("DELETE FROM ONLY t USING a, b", "DELETE", Some("t")),
+            ("CREATE TABLE t (a int, b text)", "CREATE", Some("t")),
+            (
+                "CREATE TEMP TABLE IF NOT EXISTS s.t (a int)",
+                "CREATE",
+                Some("s.t"),
+            ),
+            (
+                "CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)",
+                "CREATE",
+                Some("t"),
+            ),
+            ("CREATE VIEW v AS SELECT 1", "CREATE", None),
+            ("DROP TABLE IF EXISTS t CASCADE", "DROP", Some("t")),
+            ("DROP TABLE a, b", "DROP", None),
+            ("DROP INDEX i", "DROP", None),
+            ("ALTER TABLE ONLY t ADD COLUMN c int", "ALTER", Some("t")),
+            ("TRUNCATE t", "TRUNCATE", Some("t")),
+            (
+                "TRUNCATE TABLE pgbench_history",
+                "TRUNCATE",
+                Some("pgbench_history"),
+            ),
+            ("TRUNCATE a, b", "TRUNCATE", None),
+            ("COPY t (a, b) FROM STDIN", "COPY", Some("t")),
+            ("COPY (SELECT 1) TO STDOUT", "COPY", None),
+            (
+                "MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE",
+                "MERGE",
+                Some("t"),
+            ),
+            ("LOCK TABLE t IN ACCESS EXCLUSIVE MODE", "LOCK", Some("t")),
+            ("EXPLAIN SELECT * FROM t", "EXPLAIN", None),
+            ("SELECT * FROM", "SELECT", None),
+            ("SELECT * FROM t;", "SELECT", Some("t")),
+        ] {
+            assert_eq!(sum(q), op_coll(op, coll), "{q}");
+        }
+        let my = summarize(
+            b"INSERT IGNORE INTO `db`.`t` VALUES (?)",
+            Dialect::Mysql,
+            false,
+            99,
+        );
+        assert_eq!(my.collection.as_deref(), Some("db.t"));
+        let my = summarize(b"DELETE t1, t2 FROM t1 JOIN t2", Dialect::Mysql, false, 99);
+        assert_eq!(my.collection, None);
+        let cut = summarize(b"SELECT * FROM acco", Dialect::Postgres, true, 99);
+        assert_eq!(
+            cut.collection, None,
+            "a name cut by the capture is not guessed"
+        );
+        let cut = summarize(
+            b"SELECT * FROM accounts WHERE a = 'x",
+            Dialect::Postgres,
+            true,
+            99,
+        );
+        assert_eq!(cut.collection.as_deref(), Some("accounts"));
+    }
+
+    #[test]
+    fn statements_split_at_top_level_semicolons() {
+        let all = |s: &str| -> Vec<String> {
+            statements(s.as_bytes(), Dialect::Postgres)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect()
+        };
+        assert_eq!(all("SELECT 1; SELECT 2"), ["SELECT 1", "SELECT 2"]);
+        assert_eq!(
+            all(" SELECT ';' ; ;; -- x\n /* y */ SELECT $$;$$;"),
+            ["SELECT ';'", "SELECT $$;$$"]
+        );
+        assert_eq!(
+            all("CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2)"),
+            ["CREATE RULE r AS ON INSERT TO t DO (SELECT 1; SELECT 2)"]
+        );
+        assert_eq!(all(""), Vec::<String>::new());
+        assert_eq!(all(" ; -- only a comment"), Vec::<String>::new());
+        assert_eq!(
+            all("SELECT 'unterminated; SELECT 2"),
+            ["SELECT 'unterminated; SELECT 2"]
+        );
+        let my: Vec<_> = statements(b"SELECT 1 # c;\n; SELECT 2", Dialect::Mysql).collect();
+        assert_eq!(my, [&b"SELECT 1"[..], b"SELECT 2"]);
+    }
+
+    #[test]
+    fn a_secret_in_any_literal_never_shows() {
+        let pg_forms = [
+            "'xSECRETx'",
+            "E'\\'SECRET'",
+            "U&'SECRET'",
+            "$$SECRET$$",
+            "$t$SECRET$t$",
+            "B'SECRET'",
+            "X'SECRET'",
+            "N'SECRET'",
+            "'SECRET",
+            "$a$ SECRET",
+            "'it''s SECRET'",
+        ];
+        for f in pg_forms {
+            for tpl in [
+                "SELECT {}",
+                "SELECT * FROM t WHERE a IN (1, {}, 3)",
+                "INSERT INTO t VALUES ({})",
+            ] {
+                let q = tpl.replace("{}", f);
+                let s = summarize(q.as_bytes(), Dialect::Postgres, false, 4096);
+                assert!(!s.text.contains("SECRET"), "{q} -> {}", s.text);
+                assert!(s.collection.is_none_or(|c| !c.contains("SECRET")));
+            }
+        }
+        for f in [
+            "'SECRET'",
+            "\"SECRET\"",
+            "'a\\'SECRET'",
+            "_latin1'SECRET'",
+            "x'SECRET'",
+            "\"a\\\"SECRET\"",
+        ] {
+            let q = format!("SELECT * FROM t WHERE a = {f}");
+            let s = summarize(q.as_bytes(), Dialect::Mysql, false, 4096);
+            assert!(!s.text.contains("SECRET"), "{q} -> {}", s.text);
+        }
+        let s = summarize(
+            b"SELECT 31337, 3.14, 1e10, 0xBEEF",
+            Dialect::Mysql,
+            false,
+            99,
+        );
+        assert!(!s.text.contains("31337") && !s.text.contains("BEEF") && !s.text.contains("14"));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_never_show_digits_of_literals() {
+        let mut seed = 0x1234_5678_u64;
+        for _ in 0..2000 {
+            let mut v = Vec::new();
+            for _ in 0..(seed % 64) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let pick = b"SELECT'\"$`#-/*;()., 1eE\\xU&N_?\n\x80";
+                v.push(pick[(seed % pick.len() as u64) as usize]);
+            }
+            for d in [Dialect::Postgres, Dialect::Mysql] {
+                let s = summarize(&v, d, seed.is_multiple_of(2), 40);
+                assert!(s.text.len() <= 40);
+                let _ = statements(&v, d).count();
+            }
+        }
     }
 }
