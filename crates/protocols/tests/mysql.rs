@@ -277,7 +277,13 @@ fn pymysql_session_as_client_and_as_server() {
         assert_eq!(
             r.names(),
             [
-                "SET", "SET", "SELECT", "SELECT", "UPDATE", "COMMIT", "SELECT"
+                "SET",
+                "SET",
+                "SELECT accounts",
+                "SELECT accounts",
+                "UPDATE accounts",
+                "COMMIT",
+                "SELECT missing_table"
             ],
             "{observed:?}"
         );
@@ -395,7 +401,7 @@ fn every_split_of_every_chunk_gives_the_same_operations() {
 #[test]
 fn a_multi_statement_query_is_one_operation() {
     let r = run(&pymysql_multi(), Observed::Client);
-    assert_eq!(r.names(), ["SET", "SET", "SELECT"]);
+    assert_eq!(r.names(), ["SET", "SET", "SELECT accounts"]);
     let d = r.db()[2];
     assert_eq!(
         d.query_text.as_deref(),
@@ -417,14 +423,14 @@ fn a_multi_statement_query_is_one_operation() {
 #[test]
 fn a_big_result_set_whole_and_through_a_1024_byte_capture() {
     let r = run(&pymysql_big(), Observed::Client);
-    assert_eq!(r.names(), ["SET", "SET", "SELECT", "SELECT"]);
+    assert_eq!(r.names(), ["SET", "SET", "SELECT big", "SELECT big"]);
     assert_eq!(r.db()[2].returned_rows, Some(300));
     assert_eq!(r.db()[3].returned_rows, Some(2));
     assert!(r.losses.is_empty());
 
     for observed in [Observed::Client, Observed::Server] {
         let r = run_with(&pymysql_big(), observed, 1024, &Limits::default());
-        assert_eq!(r.names(), ["SET", "SET", "SELECT", "SELECT"]);
+        assert_eq!(r.names(), ["SET", "SET", "SELECT big", "SELECT big"]);
         let big = &r.ops[2];
         assert_eq!(big.outcome, Outcome::ResponseTruncated);
         let Detail::Db(d) = &big.detail else {
@@ -470,7 +476,14 @@ fn connector_prepared_statements() {
         let r = run(&connector(), observed);
         assert_eq!(
             r.names(),
-            ["SET", "SET", "SELECT", "SELECT", "SELECT", "SELECT"],
+            [
+                "SET",
+                "SET",
+                "SELECT accounts",
+                "SELECT accounts",
+                "SELECT accounts",
+                "SELECT missing_table"
+            ],
             "{:?}",
             r.ops
         );
@@ -531,7 +544,14 @@ fn an_execute_of_an_unknown_or_forgotten_statement_says_execute() {
     let r = run_with(&chunks, Observed::Client, usize::MAX, &limits);
     assert_eq!(
         r.names(),
-        ["SET", "SET", "EXECUTE", "EXECUTE", "EXECUTE", "SELECT"]
+        [
+            "SET",
+            "SET",
+            "EXECUTE",
+            "EXECUTE",
+            "EXECUTE",
+            "SELECT missing_table"
+        ]
     );
     assert_eq!(r.lost("statement_table_full"), 2);
 }
@@ -544,7 +564,7 @@ fn an_execute_of_an_unknown_or_forgotten_statement_says_execute() {
 #[test]
 fn mariadb_cli_with_extended_capabilities() {
     let r = run(&cli(), Observed::Client);
-    assert_eq!(r.names(), ["SELECT", "SELECT"]);
+    assert_eq!(r.names(), ["SELECT accounts", "SELECT accounts"]);
     let db = r.db();
     assert_eq!(
         db[0].query_text.as_deref(),
@@ -598,7 +618,13 @@ fn capture_starting_after_the_handshake() {
     assert_eq!(
         r.names(),
         [
-            "SET", "SET", "SELECT", "SELECT", "UPDATE", "COMMIT", "SELECT"
+            "SET",
+            "SET",
+            "SELECT accounts",
+            "SELECT accounts",
+            "UPDATE accounts",
+            "COMMIT",
+            "SELECT missing_table"
         ]
     );
     let db = r.db();
@@ -610,7 +636,15 @@ fn capture_starting_after_the_handshake() {
     assert!(r.ops.iter().all(|o| o.outcome == Outcome::Complete));
     // Starting on a response: it pairs with nothing.
     let r = run(&chunks[8..], Observed::Client);
-    assert_eq!(r.names(), ["SELECT", "UPDATE", "COMMIT", "SELECT"]);
+    assert_eq!(
+        r.names(),
+        [
+            "SELECT accounts",
+            "UPDATE accounts",
+            "COMMIT",
+            "SELECT missing_table"
+        ]
+    );
     assert_eq!(r.lost("unpaired_response"), 1);
 }
 
@@ -625,7 +659,7 @@ fn init_db_switches_the_namespace_mid_stream() {
     let mut convo = chunks[at..at + 2].to_vec();
     convo.extend_from_slice(&chunks[9..11]); // a SELECT and its result
     let r = run(&convo, Observed::Client);
-    assert_eq!(r.names(), ["SELECT"]);
+    assert_eq!(r.names(), ["SELECT accounts"]);
     assert_eq!(r.db()[0].namespace.as_deref(), Some("shop"));
     assert_eq!(r.db()[0].returned_rows, Some(3));
 }
@@ -650,7 +684,7 @@ fn a_long_statement_cut_by_the_capture_is_marked_truncated() {
 fn close_before_the_response() {
     let chunks = pymysql();
     let r = run(&chunks[..8], Observed::Client);
-    assert_eq!(r.names(), ["SET", "SET", "SELECT"]);
+    assert_eq!(r.names(), ["SET", "SET", "SELECT accounts"]);
     assert_eq!(r.ops[2].outcome, Outcome::NoResponse);
     assert_eq!(r.ops[2].response_start_ns, 0);
     // Closed mid-response: truncated.
