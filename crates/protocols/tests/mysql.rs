@@ -277,7 +277,13 @@ fn pymysql_session_as_client_and_as_server() {
         assert_eq!(
             r.names(),
             [
-                "SET", "SET", "SELECT", "SELECT", "UPDATE", "COMMIT", "SELECT"
+                "SET",
+                "SET",
+                "SELECT accounts",
+                "SELECT accounts",
+                "UPDATE accounts",
+                "COMMIT",
+                "SELECT missing_table"
             ],
             "{observed:?}"
         );
@@ -395,7 +401,7 @@ fn every_split_of_every_chunk_gives_the_same_operations() {
 #[test]
 fn a_multi_statement_query_is_one_operation() {
     let r = run(&pymysql_multi(), Observed::Client);
-    assert_eq!(r.names(), ["SET", "SET", "SELECT"]);
+    assert_eq!(r.names(), ["SET", "SET", "SELECT accounts"]);
     let d = r.db()[2];
     assert_eq!(
         d.query_text.as_deref(),
@@ -417,14 +423,14 @@ fn a_multi_statement_query_is_one_operation() {
 #[test]
 fn a_big_result_set_whole_and_through_a_1024_byte_capture() {
     let r = run(&pymysql_big(), Observed::Client);
-    assert_eq!(r.names(), ["SET", "SET", "SELECT", "SELECT"]);
+    assert_eq!(r.names(), ["SET", "SET", "SELECT big", "SELECT big"]);
     assert_eq!(r.db()[2].returned_rows, Some(300));
     assert_eq!(r.db()[3].returned_rows, Some(2));
     assert!(r.losses.is_empty());
 
     for observed in [Observed::Client, Observed::Server] {
         let r = run_with(&pymysql_big(), observed, 1024, &Limits::default());
-        assert_eq!(r.names(), ["SET", "SET", "SELECT", "SELECT"]);
+        assert_eq!(r.names(), ["SET", "SET", "SELECT big", "SELECT big"]);
         let big = &r.ops[2];
         assert_eq!(big.outcome, Outcome::ResponseTruncated);
         let Detail::Db(d) = &big.detail else {
@@ -470,7 +476,14 @@ fn connector_prepared_statements() {
         let r = run(&connector(), observed);
         assert_eq!(
             r.names(),
-            ["SET", "SET", "SELECT", "SELECT", "SELECT", "SELECT"],
+            [
+                "SET",
+                "SET",
+                "SELECT accounts",
+                "SELECT accounts",
+                "SELECT accounts",
+                "SELECT missing_table"
+            ],
             "{:?}",
             r.ops
         );
@@ -531,7 +544,14 @@ fn an_execute_of_an_unknown_or_forgotten_statement_says_execute() {
     let r = run_with(&chunks, Observed::Client, usize::MAX, &limits);
     assert_eq!(
         r.names(),
-        ["SET", "SET", "EXECUTE", "EXECUTE", "EXECUTE", "SELECT"]
+        [
+            "SET",
+            "SET",
+            "EXECUTE",
+            "EXECUTE",
+            "EXECUTE",
+            "SELECT missing_table"
+        ]
     );
     assert_eq!(r.lost("statement_table_full"), 2);
 }
@@ -544,7 +564,7 @@ fn an_execute_of_an_unknown_or_forgotten_statement_says_execute() {
 #[test]
 fn mariadb_cli_with_extended_capabilities() {
     let r = run(&cli(), Observed::Client);
-    assert_eq!(r.names(), ["SELECT", "SELECT"]);
+    assert_eq!(r.names(), ["SELECT accounts", "SELECT accounts"]);
     let db = r.db();
     assert_eq!(
         db[0].query_text.as_deref(),
@@ -598,7 +618,13 @@ fn capture_starting_after_the_handshake() {
     assert_eq!(
         r.names(),
         [
-            "SET", "SET", "SELECT", "SELECT", "UPDATE", "COMMIT", "SELECT"
+            "SET",
+            "SET",
+            "SELECT accounts",
+            "SELECT accounts",
+            "UPDATE accounts",
+            "COMMIT",
+            "SELECT missing_table"
         ]
     );
     let db = r.db();
@@ -610,7 +636,15 @@ fn capture_starting_after_the_handshake() {
     assert!(r.ops.iter().all(|o| o.outcome == Outcome::Complete));
     // Starting on a response: it pairs with nothing.
     let r = run(&chunks[8..], Observed::Client);
-    assert_eq!(r.names(), ["SELECT", "UPDATE", "COMMIT", "SELECT"]);
+    assert_eq!(
+        r.names(),
+        [
+            "SELECT accounts",
+            "UPDATE accounts",
+            "COMMIT",
+            "SELECT missing_table"
+        ]
+    );
     assert_eq!(r.lost("unpaired_response"), 1);
 }
 
@@ -625,7 +659,7 @@ fn init_db_switches_the_namespace_mid_stream() {
     let mut convo = chunks[at..at + 2].to_vec();
     convo.extend_from_slice(&chunks[9..11]); // a SELECT and its result
     let r = run(&convo, Observed::Client);
-    assert_eq!(r.names(), ["SELECT"]);
+    assert_eq!(r.names(), ["SELECT accounts"]);
     assert_eq!(r.db()[0].namespace.as_deref(), Some("shop"));
     assert_eq!(r.db()[0].returned_rows, Some(3));
 }
@@ -650,7 +684,7 @@ fn a_long_statement_cut_by_the_capture_is_marked_truncated() {
 fn close_before_the_response() {
     let chunks = pymysql();
     let r = run(&chunks[..8], Observed::Client);
-    assert_eq!(r.names(), ["SET", "SET", "SELECT"]);
+    assert_eq!(r.names(), ["SET", "SET", "SELECT accounts"]);
     assert_eq!(r.ops[2].outcome, Outcome::NoResponse);
     assert_eq!(r.ops[2].response_start_ns, 0);
     // Closed mid-response: truncated.
@@ -739,4 +773,140 @@ fn pending_commands_are_bounded() {
     assert_eq!(out.ops.len(), 2);
     assert!(out.ops.iter().all(|o| o.outcome == Outcome::NoResponse));
     assert!(out.losses.contains(&("pending_queue_full", 3)));
+}
+
+#[test]
+fn garbage_instead_of_a_handshake_response_is_counted() {
+    // 36 bytes of text where the handshake response belongs; MariaDB
+    // answers ERR 1043 (its message without SQLSTATE: no 4.1 client yet).
+    let convo = load(include_str!("fixtures/mysql/garbage_handshake.txt"));
+    assert_eq!(&convo[2].1[4..7], b"\xff\x13\x04");
+    for observed in [Observed::Client, Observed::Server] {
+        let r = run(&convo, observed);
+        assert!(r.ops.is_empty());
+        assert_eq!(r.lost("invalid_message"), 1);
+    }
+}
+
+// ------------------------------------- derived: DEPRECATE_EOF, 16 MB packets
+
+/// Splits a chunk into packets `(seq, payload)`.
+fn packets(chunk: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= chunk.len() {
+        let len = u32::from_le_bytes([chunk[at], chunk[at + 1], chunk[at + 2], 0]) as usize;
+        out.push((chunk[at + 3], chunk[at + 4..at + 4 + len].to_vec()));
+        at += 4 + len;
+    }
+    assert_eq!(at, chunk.len());
+    out
+}
+
+fn frame(pkts: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (seq, p) in pkts {
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes()[..3]);
+        out.push(*seq);
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// A result set as a CLIENT_DEPRECATE_EOF session gets it (no EOF after
+/// the columns; an OK with a 0xfe header at the end), made from a
+/// captured one (EOF packets are `fe warnings(2) status(2)`).
+fn without_eofs(chunk: &[u8]) -> Vec<u8> {
+    let mut pkts = packets(chunk);
+    let first_eof = pkts.iter().position(|(_, p)| p[0] == 0xfe).unwrap();
+    pkts.remove(first_eof);
+    let last = pkts.last_mut().unwrap();
+    assert_eq!(last.1[0], 0xfe);
+    let (warnings, status) = (last.1[1..3].to_vec(), last.1[3..5].to_vec());
+    last.1 = [&[0xfe, 0, 0][..], &status, &warnings].concat();
+    for (i, (seq, _)) in pkts.iter_mut().enumerate() {
+        *seq = i as u8 + 1;
+    }
+    frame(&pkts)
+}
+
+#[test]
+fn deprecate_eof_sessions_from_the_handshake_and_mid_stream() {
+    let mut chunks = pymysql();
+    // The client asks for CLIENT_DEPRECATE_EOF (bit 24: byte 3 of the
+    // capabilities); MariaDB offers it in its greeting.
+    chunks[1].1[7] |= 0x01;
+    for i in [8, 10] {
+        chunks[i].1 = without_eofs(&chunks[i].1);
+    }
+    let want_rows = [Some(0), Some(3)];
+    let r = run(&chunks, Observed::Client);
+    assert_eq!(r.names().len(), 7);
+    assert_eq!(
+        [r.db()[2].returned_rows, r.db()[3].returned_rows],
+        want_rows
+    );
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+    // Without the handshake: learnt from the rows that follow the columns
+    // (first query: empty, the end told by the next command).
+    let r = run(&chunks[3..], Observed::Client);
+    assert_eq!(r.names().len(), 7);
+    assert_eq!(
+        [r.db()[2].returned_rows, r.db()[3].returned_rows],
+        want_rows
+    );
+    assert!(r.ops.iter().all(|o| o.outcome == Outcome::Complete));
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+}
+
+/// A 16 MB statement (a full-size packet continued by a short one) and a
+/// 16 MB row whose first byte is 0xfe (an 8-byte length), through the
+/// 1024-byte capture.
+#[test]
+fn sixteen_megabyte_packets_through_the_capture() {
+    let chunks = pymysql();
+    const FULL: usize = 0xff_ffff;
+    let mut query = b"\x03SELECT id FROM accounts WHERE name = '".to_vec();
+    query.resize(FULL + 10, b'x');
+    *query.last_mut().unwrap() = b'\'';
+    let mut request = frame(&[(0, query[..FULL].to_vec())]);
+    request.extend_from_slice(&frame(&[(1, query[FULL..].to_vec())]));
+    // Result: count 1, a column definition (from the capture), EOF, one
+    // 16 MB row, EOF.
+    let captured = packets(&chunks[8].1);
+    let coldef = captured[1].1.clone();
+    let eof = captured[3].1.clone();
+    let mut row = vec![0xfe];
+    row.extend_from_slice(&((FULL + 20 - 9) as u64).to_le_bytes());
+    row.resize(FULL + 20, b'r');
+    let mut response = frame(&[(2, vec![1]), (3, coldef), (4, eof.clone())]);
+    response.extend_from_slice(&frame(&[(5, row[..FULL].to_vec())]));
+    response.extend_from_slice(&frame(&[(6, row[FULL..].to_vec()), (7, eof)]));
+
+    let mut convo = chunks[..3].to_vec();
+    convo.push((From::Client, request));
+    convo.push((From::Server, response));
+    // Whole, then as writes of 64 KB each captured up to 1024 bytes.
+    let r = run(&convo, Observed::Client);
+    assert_eq!(r.names(), ["SELECT accounts"]);
+    assert_eq!(r.db()[0].returned_rows, Some(1));
+    assert!(r.db()[0].query_truncated);
+    assert_eq!(
+        r.db()[0].query_text.as_deref(),
+        Some("SELECT id FROM accounts WHERE name = ?")
+    );
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+
+    let mut writes = chunks[..3].to_vec();
+    for (from, bytes) in &convo[3..] {
+        writes.extend(bytes.chunks(65536).map(|c| (*from, c.to_vec())));
+    }
+    let r = run_with(&writes, Observed::Client, 1024, &Limits::default());
+    assert_eq!(r.names(), ["SELECT accounts"]);
+    let o = &r.ops[0];
+    // The row's second physical packet starts inside a gap: framing is
+    // lost there, and the operation ends at the segment ending with EOF.
+    assert!(o.outcome == Outcome::Complete || o.outcome == Outcome::ResponseTruncated);
+    assert!(r.db()[0].query_truncated);
+    no_leak(&r, &["xxxx"]);
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod mysql;
+
 /// Fails loudly unless we can load BPF programs.
 pub fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");

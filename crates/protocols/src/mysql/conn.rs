@@ -402,7 +402,10 @@ impl MysqlParser {
 
     fn on_handshake_response(&mut self, p: &Packet, out: &mut Output) {
         let server = self.server_caps.unwrap_or(0);
-        let Some(h) = wire::handshake_response(&p.data, server) else {
+        let parsed = (p.seq == 1)
+            .then(|| wire::handshake_response(&p.data, server))
+            .flatten();
+        let Some(h) = parsed else {
             out.lose("invalid_message", 1);
             self.phase = Phase::Auth;
             return;

@@ -139,18 +139,15 @@ pub(crate) struct Handshake {
 pub(crate) fn handshake_response(p: &[u8], server_caps: u64) -> Option<Handshake> {
     let low = u32_at(p, 0)?;
     let mut caps = u64::from(low);
-    if caps & cap::PROTOCOL_41 == 0 {
-        // HandshakeResponse320 (pre-4.1 clients): capabilities only.
-        return Some(Handshake {
-            caps: caps & 0xffff,
-            ssl: caps & cap::SSL != 0,
-            database: None,
-        });
+    // Every client since MySQL 4.1 speaks the 4.1 protocol; its 23 filler
+    // bytes are zero (MariaDB's extended capabilities aside): a cheap
+    // check that these bytes are a handshake at all.
+    let mariadb_ext = caps & cap::LONG_PASSWORD == 0 && server_caps & cap::LONG_PASSWORD == 0;
+    let filler_end = if mariadb_ext { 28 } else { 32 };
+    if caps & cap::PROTOCOL_41 == 0 || p.get(9..filler_end)?.iter().any(|&b| b != 0) {
+        return None;
     }
-    if caps & cap::LONG_PASSWORD == 0
-        && server_caps & cap::LONG_PASSWORD == 0
-        && let Some(ext) = u32_at(p, 28)
-    {
+    if mariadb_ext && let Some(ext) = u32_at(p, 28) {
         caps |= u64::from(ext) << 32;
     }
     if p.len() <= 32 {

@@ -1,0 +1,182 @@
+//! MySQL protocol end to end: a real MariaDB (the server side, selected by
+//! pid) and real Python clients (PyMySQL, mysql-connector-python with
+//! prepared statements; the client side, selected by executable), the
+//! real agent loaded into the real kernel.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use ratatosk_e2e::mysql::{APP_PASSWORD, Mariadb, lab_python};
+use ratatosk_e2e::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+/// PyMySQL queries with parameters (inlined by the client).
+const N: usize = 10;
+/// mysql-connector executions of one prepared statement.
+const M: usize = 6;
+/// Statements each client sends by itself on connecting: PyMySQL `SET
+/// NAMES`, `SET AUTOCOMMIT`; mysql-connector `SET NAMES`, `SET
+/// @@session.autocommit` (its COM_PING and the prepares are no spans).
+const SETUP: usize = 4;
+/// A literal the application puts in its queries: never in any output.
+const LITERAL: &str = "e2e-Literal-Value-5521";
+
+const CLIENT: &str = r#"
+import sys, pymysql, mysql.connector
+port, pw, literal, n, m = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+c = pymysql.connect(host='127.0.0.1', port=port, user='app', password=pw, database='shop')
+cur = c.cursor()
+for i in range(n):
+    cur.execute("SELECT name FROM accounts WHERE name = %s OR id = %s", (literal, 1000 + i))
+    cur.fetchall()
+try:
+    cur.execute("SELECT * FROM missing_table WHERE secret = %s", (literal,))
+    raise SystemExit("the missing table exists")
+except pymysql.err.ProgrammingError as e:
+    assert e.args[0] == 1146, e
+c.close()
+c = mysql.connector.connect(host='127.0.0.1', port=port, user='app', password=pw,
+                            database='shop', ssl_disabled=True, use_pure=True)
+cur = c.cursor(prepared=True)
+for i in range(m):
+    cur.execute("SELECT id, balance FROM accounts WHERE balance > ? AND name <> ?", (i, literal))
+    assert len(cur.fetchall()) == 3
+cur.close()
+c.close()
+print("ok")
+"#;
+
+fn on_port(port: u16, kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |s| s["kind"] == kind && attr(s, "server.port") == port.to_string()
+}
+
+fn with_text<'a>(spans: &'a [Value], text: &str) -> Vec<&'a Value> {
+    spans
+        .iter()
+        .filter(|s| attr(s, "db.query.text") == text)
+        .collect()
+}
+
+#[test]
+fn mariadb_client_and_server_spans_with_no_literal_and_no_password() {
+    let _g = serial();
+    let db = Mariadb::start();
+    let agent = Agent::start(&[
+        "--pid",
+        &db.pid().to_string(),
+        "--exe-path",
+        "/python3(\\.[0-9]+)?$",
+    ]);
+
+    let out = lab_python(
+        CLIENT,
+        &[
+            &db.port.to_string(),
+            APP_PASSWORD,
+            LITERAL,
+            &N.to_string(),
+            &M.to_string(),
+        ],
+    );
+    assert_eq!(out.trim(), "ok");
+
+    let total = N + 1 + M + SETUP;
+    for kind in ["client", "server"] {
+        let spans = agent.wait_spans(total, WAIT, on_port(db.port, kind));
+        let names: Vec<String> = spans.iter().map(|s| s["name"].to_string()).collect();
+        eprintln!(
+            "{kind} span: {}",
+            spans.first().map(Value::to_string).unwrap_or_default()
+        );
+        assert_eq!(
+            spans.len(),
+            total,
+            "{kind} spans: {names:?}\n{}",
+            agent.self_counters()
+        );
+        for s in &spans {
+            assert_eq!(attr(s, "db.system.name"), "mariadb", "{s}");
+            assert_eq!(attr(s, "db.namespace"), "shop", "{s}");
+        }
+        let plain = with_text(&spans, "SELECT name FROM accounts WHERE name = ? OR id = ?");
+        assert_eq!(plain.len(), N, "{kind}: {names:?}");
+        for s in &plain {
+            assert_eq!(attr(s, "db.operation.name"), "SELECT");
+            assert_eq!(attr(s, "db.response.returned_rows"), "0");
+            assert_eq!(s["name"], "SELECT accounts");
+            assert_eq!(attr(s, "db.collection.name"), "accounts");
+        }
+        let prepared = with_text(
+            &spans,
+            "SELECT id, balance FROM accounts WHERE balance > ? AND name <> ?",
+        );
+        assert_eq!(prepared.len(), M, "{kind}: {names:?}");
+        for s in &prepared {
+            assert_eq!(s["name"], "SELECT accounts");
+            assert_eq!(attr(s, "db.response.returned_rows"), "3");
+        }
+        let failed = with_text(&spans, "SELECT * FROM missing_table WHERE secret = ?");
+        assert_eq!(failed.len(), 1, "{kind}: {names:?}");
+        assert_eq!(attr(failed[0], "db.response.status_code"), "1146");
+        assert_eq!(attr(failed[0], "error.type"), "1146");
+        assert_eq!(failed[0]["name"], "SELECT missing_table");
+        assert_eq!(
+            spans
+                .iter()
+                .filter(|s| !attr(s, "error.type").is_empty())
+                .count(),
+            1,
+            "only the failing query is an error"
+        );
+    }
+
+    // Metrics: one duration sample per client operation.
+    let p = db.port.to_string();
+    let labels = [("db_system_name", "mariadb"), ("server_port", p.as_str())];
+    assert_eq!(
+        agent.metric_sum("db_client_operation_duration_seconds_count", &labels),
+        total as f64,
+        "{}",
+        agent.metrics()
+    );
+    assert_eq!(
+        agent.metric_sum(
+            "db_client_operation_duration_seconds_count",
+            &[("server_port", p.as_str()), ("error_type", "1146")]
+        ),
+        1.0
+    );
+
+    // Garbage after the greeting: no span, counted.
+    let before = agent.spans().len();
+    let mut s = TcpStream::connect(("127.0.0.1", db.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut greeting = [0u8; 4];
+    s.read_exact(&mut greeting).expect("greeting");
+    s.write_all(b"\x20\x00\x00\x01garbage that is no handshake!!!!")
+        .expect("send garbage");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(600));
+    let after = agent.spans();
+    assert_eq!(after.len(), before, "{:?}", &after[before..]);
+    let errors = agent.metric_sum(
+        "ratatosk_parser_errors_total",
+        &[("protocol", "mysql"), ("reason", "invalid_message")],
+    );
+    assert!(errors >= 1.0, "{}", agent.self_counters());
+
+    // Neither the literal nor the password, anywhere.
+    let everything = format!(
+        "{}\n{}\n{}",
+        serde_json::to_string(&agent.spans()).unwrap(),
+        agent.stderr_text(),
+        agent.metrics()
+    );
+    for secret in [LITERAL, APP_PASSWORD, "e2e-Literal"] {
+        assert!(!everything.contains(secret), "{secret} leaked");
+    }
+}
