@@ -951,3 +951,25 @@ fn every_fixture_connection_is_detected_from_its_first_bytes() {
         }
     );
 }
+
+/// Cost of one GET and its reply through the parser (run with
+/// `cargo test --release -p ratatosk-protocols --test redis -- --ignored`).
+#[test]
+#[ignore]
+fn cost_per_get() {
+    let req = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n";
+    let rep = b"$3\r\nVXK\r\n";
+    let mut p = RedisParser::new(Ingress, &Limits::default());
+    let mut out = Output::default();
+    let n = 1_000_000u64;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        p.on_data(Ingress, Segment::new(2 * i + 1, req), &mut out);
+        p.on_data(Egress, Segment::new(2 * i + 2, rep), &mut out);
+        if out.ops.len() >= 256 {
+            out.ops.clear();
+        }
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64;
+    eprintln!("{ns:.0} ns per GET");
+}
