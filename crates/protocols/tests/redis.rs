@@ -113,9 +113,9 @@ fn db(op: &Operation) -> &DbDetail {
 /// Feeds connection `conn` of `recs` (one segment per record, 1 µs
 /// apart) and closes it.
 fn run_with(recs: &[Rec], conn: u32, seen: Seen, limits: Limits, start_seen: bool) -> Run {
-    let mut p = RedisParser::new(seen.request_dir(), &limits);
+    let mut p = REDIS.parser(seen.request_dir(), &limits);
     if start_seen {
-        p.connection_start_seen();
+        p.start_seen();
     }
     let mut out = Output::default();
     let mut ts = 0;
@@ -272,8 +272,8 @@ fn select_sets_the_namespace_of_later_commands() {
         ]
     );
     assert_eq!(r.texts()[4], "SELECT ?");
-    // Capture that began mid-connection does not know the database
-    // until a SELECT says it.
+    // A connection seen from its start whose first command is HELLO:
+    // database 0 even when the agent did not see the connect.
     let r = run_with(
         &fixture("select"),
         1,
@@ -282,7 +282,30 @@ fn select_sets_the_namespace_of_later_commands() {
         false,
     );
     let ns: Vec<_> = r.db().iter().map(|d| d.namespace.as_deref()).collect();
-    assert_eq!(ns, [None, None, None, None, None, Some("2"), Some("2")]);
+    assert_eq!(ns[0], Some("0"));
+    // Capture that began mid-connection (after the handshake) does not
+    // know the database; nor does it for a connection opened with a
+    // command that could come at any time.
+    let late: Vec<Rec> = fixture("select").into_iter().skip(4).collect();
+    let r = run_with(&late, 1, Seen::Server, Limits::default(), false);
+    assert_eq!(r.texts(), ["SET k2 ?", "GET k2"]);
+    assert!(r.db().iter().all(|d| d.namespace.is_none()));
+    let r = run_with(
+        &fixture("bench16"),
+        2,
+        Seen::Server,
+        Limits::default(),
+        false,
+    );
+    assert!(r.db().iter().all(|d| d.namespace.is_none()));
+    let r = run_with(
+        &fixture("bench16"),
+        2,
+        Seen::Server,
+        Limits::default(),
+        true,
+    );
+    assert!(r.db().iter().all(|d| d.namespace.as_deref() == Some("0")));
 }
 
 #[test]

@@ -78,6 +78,8 @@ pub struct RedisParser {
     reply_mode: ReplyMode,
     /// Timestamp of the last reply segment.
     last_reply_ns: u64,
+    /// A command was seen already.
+    seen_request: bool,
     closed: bool,
     items: Vec<Item>,
 }
@@ -96,6 +98,7 @@ impl RedisParser {
             monitor: false,
             reply_mode: ReplyMode::On,
             last_reply_ns: 0,
+            seen_request: false,
             closed: false,
             items: Vec::new(),
         }
@@ -135,6 +138,17 @@ impl RedisParser {
 
     fn on_request(&mut self, m: &Msg, out: &mut Output) {
         let summary = summarize(m, self.limits.max_query_len);
+        if !self.seen_request {
+            self.seen_request = true;
+            // Clients send these only to open a connection: this one was
+            // seen from its start, before any SELECT.
+            if matches!(
+                summary.operation.as_str(),
+                "HELLO" | "AUTH" | "CLIENT SETINFO" | "CLIENT SETNAME"
+            ) {
+                self.connection_start_seen();
+            }
+        }
         if summary.operation.is_empty() && m.partial {
             // Cut before its name was known: not a command we can name.
             return;
@@ -455,6 +469,10 @@ impl ConnParser for RedisParser {
             }
         }
         self.items = items;
+    }
+
+    fn start_seen(&mut self) {
+        self.connection_start_seen();
     }
 
     fn on_close(&mut self, _ts_ns: u64, out: &mut Output) {
