@@ -94,6 +94,12 @@ pub trait ConnParser: Send + std::fmt::Debug {
     fn state(&self) -> State {
         State::Active
     }
+
+    /// The connection was observed from its opening (its connect or
+    /// accept was seen before any data), so the state every new
+    /// connection starts in may be assumed (Redis: database 0). Called
+    /// at most once, before any data.
+    fn start_seen(&mut self) {}
 }
 
 /// How sure a detector is.

@@ -268,44 +268,100 @@ fn listed(list: &[&str], upper_name: &str) -> bool {
     list.binary_search(&upper_name).is_ok()
 }
 
+/// How a command's arguments are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
+pub(crate) enum Shape {
+    /// The first argument is a key.
     Keyed,
+    /// The first argument is a subcommand.
     Container,
+    /// No argument is shown.
     Other,
+    /// Not a command Redis has (or a name cut by the capture).
     Unknown,
 }
 
-fn shape(name: &[u8]) -> Shape {
+/// What a command does to the connection's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Special {
+    None,
+    Select,
+    Monitor,
+    Reset,
+    /// `CLIENT`: `CLIENT REPLY` changes which commands get replies.
+    Client,
+    /// A (P|S)(UN)SUBSCRIBE: index in [`SUBSCRIBE_KINDS`].
+    Subscribe(u8),
+}
+
+/// A command, classified once per request from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Class {
+    pub(crate) shape: Shape,
+    pub(crate) special: Special,
+}
+
+impl Class {
+    pub(crate) const UNKNOWN: Class = Class {
+        shape: Shape::Unknown,
+        special: Special::None,
+    };
+}
+
+/// Lower-case words of pub/sub confirmations, in [`Special::Subscribe`]
+/// order.
+pub(crate) const SUBSCRIBE_KINDS: [&str; 6] = [
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+];
+
+/// Classifies a command name (one table lookup per request).
+pub(crate) fn classify(name: &[u8]) -> Class {
     let mut buf = [0u8; NAME_MAX];
     let Some(u) = upper(name, &mut buf) else {
-        return Shape::Unknown;
+        return Class::UNKNOWN;
     };
-    if listed(KEYED, u) {
+    let shape = if listed(KEYED, u) {
         Shape::Keyed
     } else if listed(CONTAINERS, u) {
         Shape::Container
     } else if listed(OTHERS, u) {
         Shape::Other
     } else {
-        Shape::Unknown
-    }
+        return Class::UNKNOWN;
+    };
+    let special = match u {
+        "SELECT" => Special::Select,
+        "MONITOR" => Special::Monitor,
+        "RESET" => Special::Reset,
+        "CLIENT" => Special::Client,
+        _ if u.ends_with("SUBSCRIBE") => SUBSCRIBE_KINDS
+            .iter()
+            .position(|k| k.eq_ignore_ascii_case(u))
+            .map_or(Special::None, |i| Special::Subscribe(i as u8)),
+        _ => Special::None,
+    };
+    Class { shape, special }
 }
 
 /// A command name Redis has (for detection and resync).
 pub(crate) fn is_known(name: &[u8]) -> bool {
-    shape(name) != Shape::Unknown
+    classify(name).shape != Shape::Unknown
 }
 
 /// How many bytes of argument `index` the reader keeps: the key of a
 /// keyed command, a subcommand, the index of `SELECT`, the mode of
 /// `CLIENT REPLY`. Nothing else, so passwords and values are never held.
-pub(crate) fn keep(command: &[u8], index: usize) -> usize {
-    match (index, shape(command)) {
-        (1, Shape::Keyed) => ARG_KEEP,
-        (1, Shape::Container) => NAME_MAX,
-        (2, Shape::Container) if command.eq_ignore_ascii_case(b"CLIENT") => 8,
-        (1, Shape::Other) if command.eq_ignore_ascii_case(b"SELECT") => 8,
+pub(crate) fn keep(class: Class, index: usize) -> usize {
+    match (index, class.shape, class.special) {
+        (1, Shape::Keyed, _) => ARG_KEEP,
+        (1, Shape::Container, _) => NAME_MAX,
+        (2, _, Special::Client) => 8,
+        (1, _, Special::Select) => 8,
         _ => 0,
     }
 }
@@ -321,9 +377,8 @@ pub(crate) struct Summary {
 
 /// Operation name and sanitized text of a request.
 pub(crate) fn summarize(msg: &Msg, max_len: usize) -> Summary {
-    let name = msg.arg(0);
     let mut buf = [0u8; NAME_MAX];
-    let Some(upper_name) = upper(name, &mut buf).filter(|_| !msg.args[0].cut) else {
+    let Some(upper_name) = upper(msg.arg(0), &mut buf).filter(|_| !msg.args.cut(0)) else {
         return Summary {
             operation: CompactString::default(),
             text: None,
@@ -331,14 +386,16 @@ pub(crate) fn summarize(msg: &Msg, max_len: usize) -> Summary {
         };
     };
     let mut operation = CompactString::from(upper_name);
-    let mut text = String::with_capacity(upper_name.len() + 16);
+    // Short texts (`GET user:1`) stay inline in the CompactString: no
+    // allocation per command.
+    let mut text = CompactString::with_capacity(upper_name.len() + 16);
     text.push_str(upper_name);
     let mut shown = 1u64;
     let mut truncated = msg.partial;
-    match shape(name) {
+    match msg.class.shape {
         Shape::Container if msg.count >= 2 => {
             let mut sub = [0u8; NAME_MAX];
-            if let Some(s) = upper(msg.arg(1), &mut sub).filter(|_| !msg.args[1].cut) {
+            if let Some(s) = upper(msg.arg(1), &mut sub).filter(|_| !msg.args.cut(1)) {
                 operation.push(' ');
                 operation.push_str(s);
                 text.push(' ');
@@ -349,17 +406,18 @@ pub(crate) fn summarize(msg: &Msg, max_len: usize) -> Summary {
         Shape::Keyed if msg.count >= 2 => {
             text.push(' ');
             push_key(&mut text, msg.arg(1));
-            truncated |= msg.args[1].cut;
+            truncated |= msg.args.cut(1);
             shown = 2;
         }
         _ => {}
     }
-    for _ in shown..msg.count {
-        if text.len() + 2 > max_len {
-            truncated = true;
-            break;
-        }
+    let rest = msg.count.saturating_sub(shown);
+    let room = (max_len.saturating_sub(text.len()) / 2) as u64;
+    for _ in 0..rest.min(room) {
         text.push_str(" ?");
+    }
+    if rest > room {
+        truncated = true;
     }
     if text.len() > max_len {
         let mut cut = max_len;
@@ -371,7 +429,7 @@ pub(crate) fn summarize(msg: &Msg, max_len: usize) -> Summary {
     }
     Summary {
         operation,
-        text: Some(CompactString::from(text)),
+        text: Some(text),
         truncated,
     }
 }
@@ -379,7 +437,12 @@ pub(crate) fn summarize(msg: &Msg, max_len: usize) -> Summary {
 /// A key as text: valid UTF-8 kept, anything unprintable (controls,
 /// invalid bytes, whitespace that would blur the argument boundaries)
 /// shown as `?`.
-fn push_key(text: &mut String, key: &[u8]) {
+fn push_key(text: &mut CompactString, key: &[u8]) {
+    if key.iter().all(|b| (0x21..0x7f).contains(b)) {
+        // Printable ASCII, the usual key: as is.
+        text.push_str(std::str::from_utf8(key).unwrap_or_default());
+        return;
+    }
     for chunk in key.utf8_chunks() {
         for c in chunk.valid().chars() {
             text.push(if c.is_control() || c.is_whitespace() {

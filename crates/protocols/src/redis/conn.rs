@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use compact_str::CompactString;
 
-use super::command::{Summary, error_code, summarize};
+use super::command::{SUBSCRIBE_KINDS, Special, Summary, error_code, summarize};
 use super::resp::{Item, Msg, Reader, Side};
 use crate::op::{DbDetail, DbSystem, Detail, Operation, Outcome};
 use crate::parse::{Direction, Role, Segment};
@@ -27,15 +27,6 @@ enum Effect {
     /// `RESET`: back to database 0, out of pub/sub and MONITOR.
     Reset,
 }
-
-const SUBSCRIBE_KINDS: [&str; 6] = [
-    "subscribe",
-    "psubscribe",
-    "ssubscribe",
-    "unsubscribe",
-    "punsubscribe",
-    "sunsubscribe",
-];
 
 /// A command waiting for its reply.
 #[derive(Debug)]
@@ -87,6 +78,8 @@ pub struct RedisParser {
     reply_mode: ReplyMode,
     /// Timestamp of the last reply segment.
     last_reply_ns: u64,
+    /// A command was seen already.
+    seen_request: bool,
     closed: bool,
     items: Vec<Item>,
 }
@@ -96,8 +89,8 @@ impl RedisParser {
         RedisParser {
             request_dir,
             limits: *limits,
-            requests: Reader::new(Side::Request, super::command::keep),
-            replies: Reader::new(Side::Reply, super::command::keep),
+            requests: Reader::new(Side::Request),
+            replies: Reader::new(Side::Reply),
             pending: VecDeque::new(),
             orphans: 0,
             namespace: None,
@@ -105,6 +98,7 @@ impl RedisParser {
             monitor: false,
             reply_mode: ReplyMode::On,
             last_reply_ns: 0,
+            seen_request: false,
             closed: false,
             items: Vec::new(),
         }
@@ -144,11 +138,22 @@ impl RedisParser {
 
     fn on_request(&mut self, m: &Msg, out: &mut Output) {
         let summary = summarize(m, self.limits.max_query_len);
+        if !self.seen_request {
+            self.seen_request = true;
+            // Clients send these only to open a connection: this one was
+            // seen from its start, before any SELECT.
+            if matches!(
+                summary.operation.as_str(),
+                "HELLO" | "AUTH" | "CLIENT SETINFO" | "CLIENT SETNAME"
+            ) {
+                self.connection_start_seen();
+            }
+        }
         if summary.operation.is_empty() && m.partial {
             // Cut before its name was known: not a command we can name.
             return;
         }
-        let effect = effect(&summary.operation, m);
+        let effect = effect(m);
         let expect = match effect {
             Effect::Subscribe(_) => m.count.saturating_sub(1).max(1),
             _ => 1,
@@ -163,7 +168,7 @@ impl RedisParser {
         };
         // CLIENT REPLY OFF|SKIP: commands the server will not answer end
         // now, without a reply.
-        let mode = if p.summary.operation == "CLIENT REPLY" {
+        let mode = if m.class.special == Special::Client && p.summary.operation == "CLIENT REPLY" {
             let arg = m.arg(2);
             if arg.eq_ignore_ascii_case(b"ON") {
                 Some(ReplyMode::On)
@@ -226,7 +231,7 @@ impl RedisParser {
         self.orphans = 0;
     }
 
-    fn on_request_lost(&mut self, partial: Option<Msg>, invalid: bool, out: &mut Output) {
+    fn on_request_lost(&mut self, partial: Option<&Msg>, invalid: bool, out: &mut Output) {
         out.lose(
             if invalid {
                 "invalid_message"
@@ -236,14 +241,14 @@ impl RedisParser {
             1,
         );
         if let Some(m) = partial {
-            self.on_request(&m, out);
+            self.on_request(m, out);
         }
         if !matches!(self.pending.back(), Some(Entry::Barrier)) {
             self.pending.push_back(Entry::Barrier);
         }
     }
 
-    fn on_reply_lost(&mut self, partial: Option<Msg>, ts: u64, invalid: bool, out: &mut Output) {
+    fn on_reply_lost(&mut self, partial: Option<&Msg>, ts: u64, invalid: bool, out: &mut Output) {
         out.lose(
             if invalid {
                 "invalid_message"
@@ -393,9 +398,9 @@ impl RedisParser {
     }
 }
 
-fn effect(operation: &str, m: &Msg) -> Effect {
-    match operation {
-        "SELECT" => {
+fn effect(m: &Msg) -> Effect {
+    match m.class.special {
+        Special::Select => {
             let db = m.arg(1);
             if !db.is_empty() && db.len() <= 5 && db.iter().all(u8::is_ascii_digit) {
                 // Digits only, so no literal can leak through it.
@@ -406,12 +411,12 @@ fn effect(operation: &str, m: &Msg) -> Effect {
                 Effect::None
             }
         }
-        "MONITOR" => Effect::Monitor,
-        "RESET" => Effect::Reset,
-        _ => SUBSCRIBE_KINDS
-            .iter()
-            .find(|k| k.eq_ignore_ascii_case(operation))
+        Special::Monitor => Effect::Monitor,
+        Special::Reset => Effect::Reset,
+        Special::Subscribe(i) => SUBSCRIBE_KINDS
+            .get(usize::from(i))
             .map_or(Effect::None, |k| Effect::Subscribe(k)),
+        Special::None | Special::Client => Effect::None,
     }
 }
 
@@ -429,12 +434,13 @@ impl ConnParser for RedisParser {
         items.clear();
         if dir == self.request_dir {
             self.requests.feed(seg, &mut items);
-            for item in items.drain(..) {
+            // By reference: messages are a few hundred bytes.
+            for item in &items {
                 match item {
-                    Item::Msg(m) => self.on_request(&m, out),
+                    Item::Msg(m) => self.on_request(m, out),
                     Item::Lost {
                         partial, invalid, ..
-                    } => self.on_request_lost(partial, invalid, out),
+                    } => self.on_request_lost(partial.as_ref(), *invalid, out),
                 }
             }
         } else {
@@ -451,18 +457,22 @@ impl ConnParser for RedisParser {
                 }
             }
             self.replies.feed(seg, &mut items);
-            for item in items.drain(..) {
+            for item in &items {
                 match item {
-                    Item::Msg(m) => self.on_reply(&m, out),
+                    Item::Msg(m) => self.on_reply(m, out),
                     Item::Lost {
                         partial,
                         ts_ns,
                         invalid,
-                    } => self.on_reply_lost(partial, ts_ns, invalid, out),
+                    } => self.on_reply_lost(partial.as_ref(), *ts_ns, *invalid, out),
                 }
             }
         }
         self.items = items;
+    }
+
+    fn start_seen(&mut self) {
+        self.connection_start_seen();
     }
 
     fn on_close(&mut self, _ts_ns: u64, out: &mut Output) {

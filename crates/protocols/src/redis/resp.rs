@@ -4,6 +4,7 @@
 //! large value costs nothing), and only the few bytes a span needs kept
 //! (the first arguments of a command, the first word of a reply).
 
+use super::command::{Class, classify, keep};
 use crate::parse::Segment;
 
 /// Nesting deeper than this is taken as garbage (Redis replies nest a few
@@ -32,53 +33,96 @@ pub(crate) enum Side {
     Reply,
 }
 
-/// A kept prefix of one argument (or reply string).
+/// Bytes kept of the command name (and of a reply's first string).
+pub(crate) const NAME_KEEP: usize = 32;
+/// Bytes kept of the third argument (`CLIENT REPLY OFF`).
+const THIRD_KEEP: usize = 8;
+/// Where each kept argument lives in [`Args`]' buffer, and its room.
+const ARG_AT: [usize; ARGS_KEPT] = [0, NAME_KEEP, NAME_KEEP + ARG_KEEP];
+const ARG_ROOM: [usize; ARGS_KEPT] = [NAME_KEEP, ARG_KEEP, THIRD_KEEP];
+
+/// Kept prefixes of the first arguments (or of a reply's string), in one
+/// small buffer: clearing it for the next message costs three lengths.
 #[derive(Clone, Copy)]
-pub(crate) struct Arg {
-    buf: [u8; ARG_KEEP],
-    kept: u8,
+pub(crate) struct Args {
+    buf: [u8; NAME_KEEP + ARG_KEEP + THIRD_KEEP],
+    kept: [u8; ARGS_KEPT],
     /// Bytes allowed to be kept (0: this argument is not kept at all).
-    cap: u8,
+    cap: [u8; ARGS_KEPT],
     /// Some bytes were not kept (over the cap, or lost to a gap).
-    pub(crate) cut: bool,
+    cut: [bool; ARGS_KEPT],
 }
 
-impl Arg {
-    const EMPTY: Arg = Arg {
-        buf: [0; ARG_KEEP],
-        kept: 0,
-        cap: 0,
-        cut: false,
+impl Args {
+    const EMPTY: Args = Args {
+        buf: [0; NAME_KEEP + ARG_KEEP + THIRD_KEEP],
+        kept: [0; ARGS_KEPT],
+        cap: [0; ARGS_KEPT],
+        cut: [false; ARGS_KEPT],
     };
 
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.buf.get(..usize::from(self.kept)).unwrap_or_default()
+    fn clear(&mut self) {
+        self.kept = [0; ARGS_KEPT];
+        self.cap = [0; ARGS_KEPT];
+        self.cut = [false; ARGS_KEPT];
     }
 
-    fn push(&mut self, data: &[u8]) {
-        let room = usize::from(self.cap.saturating_sub(self.kept));
-        let take = data.len().min(room);
-        let at = usize::from(self.kept);
-        if let (Some(dst), Some(src)) = (self.buf.get_mut(at..at + take), data.get(..take)) {
+    /// Argument `i` as kept.
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        let (Some(&at), Some(&n)) = (ARG_AT.get(i), self.kept.get(i)) else {
+            return &[];
+        };
+        self.buf.get(at..at + usize::from(n)).unwrap_or_default()
+    }
+
+    /// Whether argument `i` lost bytes.
+    pub(crate) fn cut(&self, i: usize) -> bool {
+        self.cut.get(i).copied().unwrap_or(false)
+    }
+
+    fn set_cut(&mut self, i: usize) {
+        if let Some(c) = self.cut.get_mut(i) {
+            *c = true;
+        }
+    }
+
+    fn start(&mut self, i: usize, cap: usize) {
+        if let (Some(k), Some(c), Some(x), Some(&room)) = (
+            self.kept.get_mut(i),
+            self.cap.get_mut(i),
+            self.cut.get_mut(i),
+            ARG_ROOM.get(i),
+        ) {
+            *k = 0;
+            *c = cap.min(room) as u8;
+            *x = false;
+        }
+    }
+
+    fn push(&mut self, i: usize, data: &[u8]) {
+        let (Some(&at), Some(&kept), Some(&cap)) =
+            (ARG_AT.get(i), self.kept.get(i), self.cap.get(i))
+        else {
+            return;
+        };
+        let take = data.len().min(usize::from(cap.saturating_sub(kept)));
+        let from = at + usize::from(kept);
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(from..from + take), data.get(..take)) {
             dst.copy_from_slice(src);
-            self.kept += take as u8;
+            if let Some(k) = self.kept.get_mut(i) {
+                *k += take as u8;
+            }
         }
         if take < data.len() {
-            self.cut = true;
+            self.set_cut(i);
         }
-    }
-
-    fn start(&mut self, cap: usize) {
-        self.kept = 0;
-        self.cap = cap.min(ARG_KEEP) as u8;
-        self.cut = false;
     }
 }
 
-impl std::fmt::Debug for Arg {
+impl std::fmt::Debug for Args {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print argument bytes (they may be passwords): only sizes.
-        write!(f, "Arg({} kept, cut {})", self.kept, self.cut)
+        write!(f, "Args(kept {:?}, cut {:?})", self.kept, self.cut)
     }
 }
 
@@ -96,7 +140,9 @@ pub(crate) struct Msg {
     /// Requests: the first arguments (as the keep policy allowed).
     /// Replies: `args[0]` is the string of a top-level simple string,
     /// error or bulk, or the first element of a top-level aggregate.
-    pub(crate) args: [Arg; ARGS_KEPT],
+    pub(crate) args: Args,
+    /// Requests: what the command is (known once its name is).
+    pub(crate) class: Class,
     /// Replies: the third element of a top-level aggregate, when an
     /// integer (the subscription count of a pub/sub confirmation).
     pub(crate) third_int: Option<i64>,
@@ -110,13 +156,14 @@ impl Msg {
         end_ns: 0,
         ty: 0,
         count: 0,
-        args: [Arg::EMPTY; ARGS_KEPT],
+        args: Args::EMPTY,
+        class: Class::UNKNOWN,
         third_int: None,
         partial: false,
     };
 
     pub(crate) fn arg(&self, i: usize) -> &[u8] {
-        self.args.get(i).map(Arg::bytes).unwrap_or_default()
+        self.args.get(i)
     }
 }
 
@@ -134,10 +181,6 @@ pub(crate) enum Item {
     },
 }
 
-/// Decides how many bytes of argument `index` of a command to keep, given
-/// the command name (argument 0, as kept).
-pub(crate) type KeepPolicy = fn(command: &[u8], index: usize) -> usize;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Next byte starts a value (a type byte), or at top level on the
@@ -153,11 +196,21 @@ enum Mode {
     Lost,
 }
 
+/// Command names remembered with their class.
+const RECENT: usize = 4;
+
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    name: [u8; NAME_KEEP],
+    /// `usize::MAX`: empty.
+    len: usize,
+    class: Class,
+}
+
 /// The reader of one direction.
 #[derive(Debug)]
 pub(crate) struct Reader {
     side: Side,
-    keep: KeepPolicy,
     mode: Mode,
     /// Current header line (only short lines are stored; longer simple
     /// strings and errors keep their prefix in the message's args).
@@ -175,16 +228,20 @@ pub(crate) struct Reader {
     in_attribute: bool,
     /// A message is in progress.
     open: bool,
+    /// The request in progress has its class.
+    classified: bool,
+    /// Recently classified command names.
+    recent: [Recent; RECENT],
+    recent_next: usize,
     /// Timestamp of the last segment fed.
     last_ns: u64,
     msg: Msg,
 }
 
 impl Reader {
-    pub(crate) fn new(side: Side, keep: KeepPolicy) -> Self {
+    pub(crate) fn new(side: Side) -> Self {
         Reader {
             side,
-            keep,
             mode: Mode::Start,
             line: [0; HEAD_MAX],
             line_len: 0,
@@ -195,6 +252,13 @@ impl Reader {
             recording: usize::MAX,
             in_attribute: false,
             open: false,
+            classified: false,
+            recent: [Recent {
+                name: [0; NAME_KEEP],
+                len: usize::MAX,
+                class: Class::UNKNOWN,
+            }; RECENT],
+            recent_next: 0,
             last_ns: 0,
             msg: Msg::EMPTY,
         }
@@ -211,6 +275,9 @@ impl Reader {
 
     /// The message in progress, cut (its end: the last segment seen).
     pub(crate) fn take_partial(&mut self) -> Option<Msg> {
+        if self.open {
+            self.classify();
+        }
         let m = self.open.then(|| {
             let mut m = self.msg;
             m.partial = true;
@@ -288,10 +355,8 @@ impl Reader {
         match self.mode {
             Mode::Lost => {}
             Mode::Bulk { left } => {
-                if self.recording != usize::MAX
-                    && let Some(a) = self.msg.args.get_mut(self.recording)
-                {
-                    a.cut = true;
+                if self.recording != usize::MAX {
+                    self.msg.args.set_cut(self.recording);
                 }
                 if gap < left {
                     self.mode = Mode::Bulk { left: left - gap };
@@ -307,6 +372,9 @@ impl Reader {
     }
 
     fn lost(&mut self, ts: u64, invalid: bool, items: &mut Vec<Item>) {
+        if self.open {
+            self.classify();
+        }
         let partial = self.open.then(|| {
             let mut m = self.msg;
             m.partial = true;
@@ -324,8 +392,16 @@ impl Reader {
     fn begin_message(&mut self, ts: u64) {
         if !self.open {
             self.open = true;
-            self.msg = Msg::EMPTY;
+            // Field by field: the argument buffer is not wiped.
             self.msg.start_ns = ts;
+            self.msg.end_ns = ts;
+            self.msg.ty = 0;
+            self.msg.count = 0;
+            self.msg.args.clear();
+            self.msg.class = Class::UNKNOWN;
+            self.classified = false;
+            self.msg.third_int = None;
+            self.msg.partial = false;
             self.top_index = 0;
         }
     }
@@ -384,10 +460,9 @@ impl Reader {
                 let payload = left.saturating_sub(2);
                 let pay_here = take.min(payload) as usize;
                 if self.recording != usize::MAX
-                    && let (Some(a), Some(p)) =
-                        (self.msg.args.get_mut(self.recording), data.get(..pay_here))
+                    && let Some(p) = data.get(..pay_here)
                 {
-                    a.push(p);
+                    self.msg.args.push(self.recording, p);
                 }
                 // The two bytes that end the payload must be CRLF.
                 for i in payload..take {
@@ -408,6 +483,57 @@ impl Reader {
         }
     }
 
+    /// Starts keeping request argument `i`, as much of it as its command
+    /// allows (the command is classified once its name is complete).
+    fn start_arg(&mut self, i: u64) {
+        self.recording = usize::MAX;
+        let Ok(i) = usize::try_from(i) else { return };
+        if i >= ARGS_KEPT {
+            return;
+        }
+        let cap = if i == 0 {
+            NAME_KEEP
+        } else {
+            self.classify();
+            keep(self.msg.class, i)
+        };
+        self.msg.args.start(i, cap);
+        self.recording = i;
+    }
+
+    /// Classifies the command of the request in progress, once (from a
+    /// small cache of recent names: workloads repeat a few commands).
+    fn classify(&mut self) {
+        if self.side != Side::Request || self.classified {
+            return;
+        }
+        self.classified = true;
+        if self.msg.args.cut(0) {
+            self.msg.class = Class::UNKNOWN;
+            return;
+        }
+        let name = self.msg.args.get(0);
+        if let Some(hit) = self
+            .recent
+            .iter()
+            .find(|r| r.len == name.len() && r.name.get(..name.len()) == Some(name))
+        {
+            self.msg.class = hit.class;
+            return;
+        }
+        let class = classify(name);
+        self.msg.class = class;
+        let at = self.recent_next % RECENT;
+        self.recent_next = self.recent_next.wrapping_add(1);
+        if let Some(slot) = self.recent.get_mut(at)
+            && let Some(dst) = slot.name.get_mut(..name.len())
+        {
+            dst.copy_from_slice(name);
+            slot.len = name.len();
+            slot.class = class;
+        }
+    }
+
     fn request_type_ok(&self, b: u8) -> bool {
         match self.depth {
             0 => b == b'*',
@@ -421,20 +547,7 @@ impl Reader {
         match self.side {
             Side::Request => {
                 if self.depth == 1 {
-                    let i = self.top_index;
-                    if let Ok(i) = usize::try_from(i)
-                        && i < ARGS_KEPT
-                    {
-                        let cap = if i == 0 {
-                            32
-                        } else {
-                            (self.keep)(self.msg.arg(0), i)
-                        };
-                        if let Some(a) = self.msg.args.get_mut(i) {
-                            a.start(cap);
-                            self.recording = i;
-                        }
-                    }
+                    self.start_arg(self.top_index);
                 }
             }
             Side::Reply => {
@@ -442,7 +555,7 @@ impl Reader {
                 let top = self.depth == 0 && !self.in_attribute;
                 let first = self.depth == 1 && self.top_index == 0 && !self.in_attribute;
                 if stringy && (top || first) {
-                    self.msg.args[0].start(32);
+                    self.msg.args.start(0, NAME_KEEP);
                     self.recording = 0;
                 }
             }
@@ -457,42 +570,57 @@ impl Reader {
         ts: u64,
         items: &mut Vec<Item>,
     ) -> usize {
-        let long_ok = matches!(ty, b'+' | b'-' | b'(' | b',');
-        let mut cr = cr;
-        for (i, &b) in data.iter().enumerate() {
-            if cr {
-                if b != b'\n' {
-                    self.lost(ts, true, items);
-                    return 0;
-                }
-                self.line_done(ty, ts, items);
-                return i + 1;
+        if cr {
+            // The CR ended the previous segment: LF must follow.
+            if data.first() != Some(&b'\n') {
+                self.lost(ts, true, items);
+                return 0;
             }
-            match b {
-                b'\r' => cr = true,
-                b'\n' => {
-                    self.lost(ts, true, items);
-                    return 0;
-                }
-                _ => {
-                    self.line_total += 1;
-                    let value = matches!(ty, b'+' | b'-');
-                    if value && self.recording != usize::MAX {
-                        if let Some(a) = self.msg.args.get_mut(self.recording) {
-                            a.push(std::slice::from_ref(&b));
-                        }
-                    } else if let Some(slot) = self.line.get_mut(self.line_len) {
-                        *slot = b;
-                        self.line_len += 1;
-                    } else if !long_ok && !value {
-                        self.lost(ts, true, items);
-                        return 0;
-                    }
-                }
+            self.line_done(ty, ts, items);
+            return 1;
+        }
+        // Content runs to the first CR or LF (the common case: all of a
+        // short line is in this segment).
+        let end = memchr::memchr2(b'\r', b'\n', data).unwrap_or(data.len());
+        let content = data.get(..end).unwrap_or_default();
+        self.line_total += content.len() as u64;
+        if matches!(ty, b'+' | b'-') && self.recording != usize::MAX {
+            self.msg.args.push(self.recording, content);
+        } else {
+            let room = HEAD_MAX - self.line_len;
+            let take = content.len().min(room);
+            if let (Some(dst), Some(src)) = (
+                self.line.get_mut(self.line_len..self.line_len + take),
+                content.get(..take),
+            ) {
+                dst.copy_from_slice(src);
+                self.line_len += take;
+            }
+            let long_ok = matches!(ty, b'+' | b'-' | b'(' | b',');
+            if take < content.len() && !long_ok {
+                self.lost(ts, true, items);
+                return 0;
             }
         }
-        self.mode = Mode::Line { ty, cr };
-        data.len()
+        match (data.get(end), data.get(end + 1)) {
+            (Some(b'\r'), Some(b'\n')) => {
+                self.line_done(ty, ts, items);
+                end + 2
+            }
+            (Some(b'\r'), None) => {
+                self.mode = Mode::Line { ty, cr: true };
+                end + 1
+            }
+            (None, _) => {
+                self.mode = Mode::Line { ty, cr: false };
+                end
+            }
+            _ => {
+                // A bare LF, or CR not followed by LF.
+                self.lost(ts, true, items);
+                0
+            }
+        }
     }
 
     fn line_done(&mut self, ty: u8, ts: u64, items: &mut Vec<Item>) {
@@ -584,6 +712,7 @@ impl Reader {
                 }
                 self.msg.end_ns = ts;
                 self.open = false;
+                self.classify();
                 items.push(Item::Msg(self.msg));
                 return;
             }
@@ -632,6 +761,7 @@ impl Reader {
                     self.mode = Mode::Start;
                     self.msg.end_ns = ts;
                     self.open = false;
+                    self.classify();
                     items.push(Item::Msg(self.msg));
                     return i + 1;
                 }
@@ -645,20 +775,7 @@ impl Reader {
                         in_token = true;
                         let idx = self.top_index;
                         self.top_index += 1;
-                        self.recording = usize::MAX;
-                        if let Ok(idx) = usize::try_from(idx)
-                            && idx < ARGS_KEPT
-                        {
-                            let cap = if idx == 0 {
-                                32
-                            } else {
-                                (self.keep)(self.msg.arg(0), idx)
-                            };
-                            if let Some(a) = self.msg.args.get_mut(idx) {
-                                a.start(cap);
-                                self.recording = idx;
-                            }
-                        }
+                        self.start_arg(idx);
                     }
                     if self.top_index == 1 && !(b.is_ascii_alphanumeric() || b == b'_') {
                         // Command names are words; anything else is not
@@ -666,10 +783,8 @@ impl Reader {
                         self.lost(ts, true, items);
                         return 0;
                     }
-                    if self.recording != usize::MAX
-                        && let Some(a) = self.msg.args.get_mut(self.recording)
-                    {
-                        a.push(std::slice::from_ref(&b));
+                    if self.recording != usize::MAX {
+                        self.msg.args.push(self.recording, std::slice::from_ref(&b));
                     }
                 }
             }
