@@ -91,12 +91,44 @@ struct Lexer<'a> {
     dialect: Dialect,
 }
 
+const SPACE: u8 = 1;
+const WORD_START: u8 = 2;
+const WORD_CHAR: u8 = 4;
+
+/// Byte classes, looked up once per byte.
+#[allow(clippy::indexing_slicing)] // const evaluation: i < 256 is checked at build time
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut v = 0;
+        if c <= b' ' || c == 0x7f {
+            v |= SPACE;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            v |= WORD_START | WORD_CHAR;
+        }
+        if c.is_ascii_digit() || c == b'$' {
+            v |= WORD_CHAR;
+        }
+        t[i] = v;
+        i += 1;
+    }
+    t
+};
+
+fn class(c: u8) -> u8 {
+    // A u8 indexes a 256-entry table: never out of bounds.
+    CLASS.get(usize::from(c)).copied().unwrap_or(0)
+}
+
 fn is_word_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+    class(c) & WORD_START != 0
 }
 
 fn is_word_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+    class(c) & WORD_CHAR != 0
 }
 
 impl<'a> Lexer<'a> {
@@ -122,7 +154,7 @@ impl<'a> Lexer<'a> {
                         .map_or(self.sql.len(), |p| self.i + p + 1);
                 }
                 b'/' if self.at(self.i + 1) == Some(b'*') => self.skip_block_comment(),
-                _ if c <= b' ' || c == 0x7f => self.i += 1,
+                _ if class(c) & SPACE != 0 => self.i += 1,
                 _ => break,
             }
         }
@@ -274,10 +306,13 @@ impl<'a> Lexer<'a> {
     /// `X'…'`, `U&'…'`, MySQL `_utf8mb4'…'`) or prefixed identifier
     /// (`U&"…"`).
     fn word(&self, start: usize) -> (Tok<'a>, usize) {
-        let mut end = start + 1;
-        while self.at(end).is_some_and(is_word_char) {
-            end += 1;
-        }
+        let tail = self.sql.get(start + 1..).unwrap_or_default();
+        let end = start
+            + 1
+            + tail
+                .iter()
+                .position(|&c| !is_word_char(c))
+                .unwrap_or(tail.len());
         let word = self.sql.get(start..end).unwrap_or_default();
         let after = self.at(end);
         let my = self.dialect == Dialect::Mysql;
@@ -329,14 +364,24 @@ fn is_any_kw(tok: &Tok<'_>, kws: &[&str]) -> bool {
 
 /// Appends `bytes` (an identifier, keyword or operator as sent) keeping
 /// the text valid UTF-8 and free of control characters.
-fn push_clean(out: &mut CompactString, bytes: &[u8]) {
+fn push_clean(out: &mut Vec<u8>, bytes: &[u8]) {
     if bytes.iter().all(|&c| (b' '..0x7f).contains(&c)) {
-        // Checked ASCII above: from_utf8 cannot fail.
-        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
+        out.extend_from_slice(bytes);
         return;
     }
     for ch in String::from_utf8_lossy(bytes).chars() {
-        out.push(if ch.is_control() { '\u{fffd}' } else { ch });
+        let ch = if ch.is_control() { '\u{fffd}' } else { ch };
+        out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+}
+
+/// Text built as bytes (only whole UTF-8 characters are pushed) into a
+/// CompactString.
+fn into_text(out: Vec<u8>) -> CompactString {
+    match String::from_utf8(out) {
+        Ok(s) => CompactString::from(s),
+        // Unreachable (whole characters only); shown lossily if not.
+        Err(e) => CompactString::from(String::from_utf8_lossy(e.as_bytes())),
     }
 }
 
@@ -362,112 +407,166 @@ enum InList {
 /// to `IN (?)`. Returns the text (at most `max_len` bytes) and whether it
 /// was cut to fit.
 pub fn sanitize(sql: &[u8], dialect: Dialect, max_len: usize) -> (CompactString, bool) {
-    let mut out = CompactString::with_capacity(sql.len().min(max_len));
+    let mut lx = Lexer::new(sql, dialect);
+    match sanitize_next(&mut lx, max_len, false) {
+        Some(s) => (into_text(s.text), s.cut),
+        None => (CompactString::default(), false),
+    }
+}
+
+/// One statement's sanitized text and where it was.
+struct Sanitized {
+    text: Vec<u8>,
+    cut: bool,
+    start: usize,
+    end: usize,
+    /// The input ended it (no `;` after it).
+    last: bool,
+}
+
+/// Sanitizes from the lexer's position: to the end of input, or (`split`)
+/// to the next top-level `;`, skipping empty statements. None when no
+/// token is left (split) .
+fn sanitize_next(lx: &mut Lexer<'_>, max_len: usize, split: bool) -> Option<Sanitized> {
+    let mut out = Vec::with_capacity(lx.sql.len().saturating_sub(lx.i).min(max_len));
     let mut list = InList::Off;
     let mut cut = false;
-    let literal = |t: &Tok<'_>| matches!(t, Tok::Lit | Tok::Param(b"?"));
-    for t in Lexer::new(sql, dialect) {
-        match list {
-            InList::Held { pairs, comma } => {
-                match t.tok {
-                    Tok::Punct(b',') if !comma => {
-                        list = InList::Held { pairs, comma: true };
+    let mut start = None;
+    let mut end = lx.i;
+    let mut depth = 0u32;
+    let mut last = true;
+    for t in lx.by_ref() {
+        if split {
+            match t.tok {
+                Tok::Punct(b';') if depth == 0 => {
+                    if start.is_none() {
                         continue;
                     }
-                    _ if comma && literal(&t.tok) => {
-                        list = InList::Held {
-                            pairs: pairs.saturating_add(1),
-                            comma: false,
-                        };
-                        continue;
-                    }
-                    Tok::Punct(b')') if !comma => {}
-                    _ => {
-                        // Not a plain list: give back what was held.
-                        for _ in 0..pairs {
-                            if !push_piece(&mut out, ", ?", false, max_len) {
-                                return (out, true);
-                            }
-                        }
-                        if comma && !push_piece(&mut out, ",", false, max_len) {
-                            return (out, true);
-                        }
-                    }
-                }
-                list = InList::Off;
-            }
-            InList::Open if literal(&t.tok) => {
-                list = InList::Held {
-                    pairs: 0,
-                    comma: false,
-                };
-                if !push_piece(&mut out, "?", t.space, max_len) {
-                    cut = true;
+                    last = false;
                     break;
                 }
+                Tok::Punct(b'(') => depth = depth.saturating_add(1),
+                Tok::Punct(b')') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        start.get_or_insert(t.start);
+        end = t.end;
+        if cut {
+            if split {
+                // Past the length cap: only the statement's end matters.
                 continue;
             }
-            InList::AfterIn if t.tok == Tok::Punct(b'(') => list = InList::Open,
-            _ => list = InList::Off,
-        }
-        if is_kw(&t.tok, "IN") {
-            list = InList::AfterIn;
-        }
-        let ok = match t.tok {
-            Tok::Lit => push_piece(&mut out, "?", t.space, max_len),
-            // Puncts are printable ASCII (control bytes are space, others
-            // start words).
-            Tok::Punct(c) => push_piece(
-                &mut out,
-                char::from(c).encode_utf8(&mut [0; 4]),
-                t.space,
-                max_len,
-            ),
-            Tok::Word(w) | Tok::Ident(w) | Tok::Param(w) => {
-                let room =
-                    max_len.saturating_sub(out.len() + usize::from(t.space && !out.is_empty()));
-                if w.len() > room {
-                    false
-                } else {
-                    if t.space && !out.is_empty() {
-                        out.push(' ');
-                    }
-                    push_clean(&mut out, w);
-                    if out.len() > max_len {
-                        // Replacement characters grew it: cut on a
-                        // character boundary.
-                        let mut at = max_len;
-                        while !out.is_char_boundary(at) {
-                            at -= 1;
-                        }
-                        out.truncate(at);
-                        false
-                    } else {
-                        true
-                    }
-                }
-            }
-        };
-        if !ok {
-            cut = true;
             break;
+        }
+        if !emit_token(&mut out, &mut list, &t, max_len) {
+            cut = true;
         }
     }
     // Input ending inside a held list (cut by the capture) shows `IN (?`.
-    (out, cut)
+    if split && start.is_none() {
+        return None;
+    }
+    let start = start.unwrap_or(end);
+    Some(Sanitized {
+        text: out,
+        cut,
+        start,
+        end,
+        last,
+    })
+}
+
+/// Appends one token's sanitized form; false if it does not fit.
+fn emit_token(out: &mut Vec<u8>, list: &mut InList, t: &Token<'_>, max_len: usize) -> bool {
+    let literal = matches!(t.tok, Tok::Lit | Tok::Param(b"?"));
+    match *list {
+        InList::Held { pairs, comma } => {
+            match t.tok {
+                Tok::Punct(b',') if !comma => {
+                    *list = InList::Held { pairs, comma: true };
+                    return true;
+                }
+                _ if comma && literal => {
+                    *list = InList::Held {
+                        pairs: pairs.saturating_add(1),
+                        comma: false,
+                    };
+                    return true;
+                }
+                Tok::Punct(b')') if !comma => {}
+                _ => {
+                    // Not a plain list: give back what was held.
+                    for _ in 0..pairs {
+                        if !push_piece(out, ", ?", false, max_len) {
+                            return false;
+                        }
+                    }
+                    if comma && !push_piece(out, ",", false, max_len) {
+                        return false;
+                    }
+                }
+            }
+            *list = InList::Off;
+        }
+        InList::Open if literal => {
+            *list = InList::Held {
+                pairs: 0,
+                comma: false,
+            };
+            return push_piece(out, "?", t.space, max_len);
+        }
+        InList::AfterIn if t.tok == Tok::Punct(b'(') => *list = InList::Open,
+        _ => *list = InList::Off,
+    }
+    if is_kw(&t.tok, "IN") {
+        *list = InList::AfterIn;
+    }
+    match t.tok {
+        Tok::Lit => push_piece(out, "?", t.space, max_len),
+        // Puncts are printable ASCII (control bytes are space, others
+        // start words).
+        Tok::Punct(c) => push_piece(
+            out,
+            char::from(c).encode_utf8(&mut [0; 4]),
+            t.space,
+            max_len,
+        ),
+        Tok::Word(w) | Tok::Ident(w) | Tok::Param(w) => {
+            let space = t.space && !out.is_empty();
+            if w.len() > max_len.saturating_sub(out.len() + usize::from(space)) {
+                return false;
+            }
+            if space {
+                out.push(b' ');
+            }
+            push_clean(out, w);
+            if out.len() > max_len {
+                // Replacement characters grew it: cut on a character
+                // boundary (not on a continuation byte).
+                let mut at = max_len;
+                while out.get(at).is_some_and(|&c| c & 0xc0 == 0x80) {
+                    at -= 1;
+                }
+                out.truncate(at);
+                return false;
+            }
+            true
+        }
+    }
 }
 
 /// Pushes `piece` (preceded by a space when `space` and the text is not
 /// empty) if it fits in `max_len`.
-fn push_piece(out: &mut CompactString, piece: &str, space: bool, max_len: usize) -> bool {
+fn push_piece(out: &mut Vec<u8>, piece: &str, space: bool, max_len: usize) -> bool {
     let space = space && !out.is_empty();
     if out.len() + usize::from(space) + piece.len() > max_len {
         return false;
     }
     if space {
-        out.push(' ');
+        out.push(b' ');
     }
-    out.push_str(piece);
+    out.extend_from_slice(piece.as_bytes());
     true
 }
 
@@ -537,12 +636,16 @@ fn analyze(
     (operation, collection)
 }
 
+/// `w` (an ASCII word of at most [`MAX_OPERATION`] bytes) in upper case.
 fn upper(w: &[u8]) -> CompactString {
-    let mut s = CompactString::default();
-    for &c in w {
-        s.push(char::from(c.to_ascii_uppercase()));
+    let mut buf = [0u8; MAX_OPERATION];
+    for (d, c) in buf.iter_mut().zip(w) {
+        *d = c.to_ascii_uppercase();
     }
-    s
+    let n = w.len().min(MAX_OPERATION);
+    std::str::from_utf8(buf.get(..n).unwrap_or_default())
+        .map(CompactString::from)
+        .unwrap_or_default()
 }
 
 /// Words that end a table reference (what follows is not part of it and
@@ -700,7 +803,7 @@ fn table_name(
     truncated: bool,
     from_clause: bool,
 ) -> Option<CompactString> {
-    let mut name = CompactString::default();
+    let mut name = Vec::new();
     let mut t = t;
     for part in 0..3 {
         match t.tok {
@@ -716,7 +819,7 @@ fn table_name(
         let dot = lx.next();
         match dot {
             Some(d) if d.tok == Tok::Punct(b'.') && !d.space && part < 2 => {
-                name.push('.');
+                name.push(b'.');
                 t = lx.next()?;
             }
             other => {
@@ -730,10 +833,10 @@ fn table_name(
             }
         }
     }
-    if name.is_empty() || name.len() > MAX_COLLECTION || name.ends_with('.') {
+    if name.is_empty() || name.len() > MAX_COLLECTION || name.ends_with(b".") {
         return None;
     }
-    Some(name)
+    Some(into_text(name))
 }
 
 /// Whether a `,` at the table's depth comes before the table reference
@@ -764,7 +867,7 @@ fn list_follows(first: Token<'_>, lx: &mut Lexer<'_>) -> bool {
 
 /// Appends a quoted identifier's name: quotes removed, doubled quotes
 /// made single (`"a""b"` → `a"b`).
-fn unquote(out: &mut CompactString, q: &[u8]) {
+fn unquote(out: &mut Vec<u8>, q: &[u8]) {
     let body = match q {
         [b'u' | b'U', b'&', rest @ ..] => rest,
         _ => q,
@@ -828,6 +931,42 @@ impl<'a> Iterator for Statements<'a> {
             }
         }
         self.lx.sql.get(first.start..end)
+    }
+}
+
+/// The summary of each statement of a multi-statement string (see
+/// [`statements`]), lexing it once for splitting and sanitizing;
+/// `truncated` marks the input cut by the capture (its last statement is
+/// then truncated).
+pub fn summaries(sql: &[u8], dialect: Dialect, truncated: bool, max_len: usize) -> Summaries<'_> {
+    Summaries {
+        lx: Lexer::new(sql, dialect),
+        truncated,
+        max_len,
+    }
+}
+
+/// Iterator of [`summaries`].
+#[derive(Debug, Clone)]
+pub struct Summaries<'a> {
+    lx: Lexer<'a>,
+    truncated: bool,
+    max_len: usize,
+}
+
+impl Iterator for Summaries<'_> {
+    type Item = SqlSummary;
+    fn next(&mut self) -> Option<SqlSummary> {
+        let s = sanitize_next(&mut self.lx, self.max_len, true)?;
+        let sql = self.lx.sql.get(s.start..s.end).unwrap_or_default();
+        let truncated = self.truncated && s.last;
+        let (operation, collection) = analyze(sql, self.lx.dialect, truncated);
+        Some(SqlSummary {
+            operation,
+            collection,
+            text: into_text(s.text),
+            truncated: truncated || s.cut,
+        })
     }
 }
 
@@ -1200,6 +1339,70 @@ mod tests {
     }
 
     #[test]
+    fn summaries_split_and_summarize_in_one_pass() {
+        let all: Vec<_> = summaries(
+            b" ; select a from t; ;insert into u values ('x') ; ",
+            Dialect::Postgres,
+            false,
+            99,
+        )
+        .map(|s| {
+            (
+                s.operation.to_string(),
+                s.collection.map(|c| c.to_string()),
+                s.text.to_string(),
+                s.truncated,
+            )
+        })
+        .collect();
+        assert_eq!(
+            all,
+            [
+                (
+                    "SELECT".into(),
+                    Some("t".into()),
+                    "select a from t".into(),
+                    false
+                ),
+                (
+                    "INSERT".into(),
+                    Some("u".into()),
+                    "insert into u values (?)".into(),
+                    false
+                ),
+            ]
+        );
+        let cut: Vec<_> =
+            summaries(b"SELECT 1; SELECT * FROM acc", Dialect::Postgres, true, 99).collect();
+        assert_eq!(cut.len(), 2);
+        assert!(!cut[0].truncated && cut[1].truncated && cut[1].collection.is_none());
+        let capped: Vec<_> =
+            summaries(b"SELECT aaaa, bbbb; SELECT 2", Dialect::Postgres, false, 10).collect();
+        assert_eq!(
+            capped.len(),
+            2,
+            "a statement past the cap still ends at its ;"
+        );
+        assert_eq!(
+            (capped[0].text.as_str(), capped[0].truncated),
+            ("SELECT", true)
+        );
+        assert_eq!(capped[1].text, "SELECT ?");
+        for q in [
+            "SELECT 1; SELECT 'a;b'; (SELECT 2)",
+            "",
+            "  ;; ",
+            "a (;) b; c",
+        ] {
+            let via_statements: Vec<_> = statements(q.as_bytes(), Dialect::Postgres)
+                .map(|s| summarize(s, Dialect::Postgres, false, 99))
+                .collect();
+            let fused: Vec<_> = summaries(q.as_bytes(), Dialect::Postgres, false, 99).collect();
+            assert_eq!(via_statements, fused, "{q}");
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_and_never_show_digits_of_literals() {
         let mut seed = 0x1234_5678_u64;
         for _ in 0..2000 {
@@ -1214,7 +1417,11 @@ mod tests {
             for d in [Dialect::Postgres, Dialect::Mysql] {
                 let s = summarize(&v, d, seed.is_multiple_of(2), 40);
                 assert!(s.text.len() <= 40);
-                let _ = statements(&v, d).count();
+                let split: Vec<_> = statements(&v, d)
+                    .map(|s| summarize(s, d, false, 40))
+                    .collect();
+                let fused: Vec<_> = summaries(&v, d, false, 40).collect();
+                assert_eq!(split, fused, "{:?}", String::from_utf8_lossy(&v));
             }
         }
     }

@@ -789,3 +789,93 @@ fn passwords_and_literals_never_appear() {
         }
     }
 }
+
+/// Parser cost per operation over real fixtures (run with
+/// `cargo test --release -p ratatosk-protocols --test postgres -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn cost_per_operation() {
+    for name in ["pgbench_select", "psycopg_prepare", "psycopg_pipeline"] {
+        let recs = all_fixtures()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1;
+        let n = 20_000;
+        let start = std::time::Instant::now();
+        let mut ops = 0;
+        for _ in 0..n {
+            ops += run(&recs).ops.len();
+        }
+        let per = start.elapsed().as_nanos() as f64 / ops as f64;
+        println!("{name}: {per:.0} ns per operation (connection setup included)");
+    }
+}
+
+/// Steady-state cost: one connection, the fixture's queries and answers
+/// (after authentication) repeated.
+#[test]
+#[ignore]
+fn steady_cost_per_operation() {
+    for (name, skip) in [
+        ("pgbench_select", 6),
+        ("psycopg_prepare", 4),
+        ("psycopg_pipeline", 4),
+    ] {
+        let recs = all_fixtures()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1;
+        let mut p = POSTGRES.parser(Direction::Egress, &Limits::default());
+        let mut out = Output::default();
+        let mut ts = 0;
+        for r in &recs[..skip] {
+            ts += 10;
+            p.on_data(
+                dir_of(r.client, View::Client),
+                Segment::truncated(ts, &r.data, r.len),
+                &mut out,
+            );
+        }
+        // Drop the final Terminate.
+        let body: Vec<&Rec> = recs[skip..]
+            .iter()
+            .filter(|r| r.data != b"X\0\0\0\x04")
+            .collect();
+        let start = std::time::Instant::now();
+        let mut ops = 0;
+        for _ in 0..20_000 {
+            for r in &body {
+                ts += 10;
+                p.on_data(
+                    dir_of(r.client, View::Client),
+                    Segment::truncated(ts, &r.data, r.len),
+                    &mut out,
+                );
+            }
+            ops += out.ops.len();
+            out.ops.clear();
+        }
+        let per = start.elapsed().as_nanos() as f64 / ops as f64;
+        println!("{name}: {per:.0} ns per operation, steady ({ops} ops)");
+    }
+}
+
+#[test]
+#[ignore]
+fn sql_cost() {
+    use ratatosk_protocols::sql::{Dialect, statements, summarize};
+    let q = b"SELECT abalance FROM pgbench_accounts WHERE aid = 70548;";
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    for _ in 0..100_000 {
+        for s in statements(q, Dialect::Postgres) {
+            n += summarize(s, Dialect::Postgres, false, 4096).text.len();
+        }
+    }
+    println!(
+        "split+summarize: {:.0} ns ({n})",
+        start.elapsed().as_nanos() as f64 / 100_000.0
+    );
+}

@@ -23,7 +23,7 @@ use super::framer::{Caps, ENC_ANSWER, Event, Framer, Keep, Msg, Side, UNTYPED};
 use crate::op::{DbDetail, DbSystem, Detail, Operation, Outcome};
 use crate::parse::{Direction, Role, Segment};
 use crate::parser::{ConnParser, Limits, Output, State};
-use crate::sql::{Dialect, SqlSummary, statements, summarize};
+use crate::sql::{Dialect, SqlSummary, summaries, summarize};
 
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
@@ -448,15 +448,13 @@ impl Session {
         let text = text.get(..max).unwrap_or(text);
         let mut stmts = VecDeque::new();
         let mut more = false;
-        let mut iter = statements(text, Dialect::Postgres).peekable();
-        while let Some(s) = iter.next() {
-            let last = iter.peek().is_none();
+        for s in summaries(text, Dialect::Postgres, cut, max) {
             if stmts.len() >= self.limits.max_pending_requests.max(1) {
                 out.lose("too_many_statements", 1);
                 more = true;
                 break;
             }
-            stmts.push_back(Arc::new(summarize(s, Dialect::Postgres, cut && last, max)));
+            stmts.push_back(Arc::new(s));
         }
         more |= cut;
         self.push(

@@ -339,6 +339,11 @@ impl Framer {
             // Typed messages start with a letter; a length (< 16 MiB)
             // starts with 0.
             self.untyped = self.side == Side::Front && first == 0;
+            if let (false, Some(h)) = (self.untyped, rest.first_chunk::<5>()) {
+                // The whole header is here: no copy.
+                self.hdr = *h;
+                return self.start_body(5, ts, emit);
+            }
         }
         let untyped = self.untyped;
         let need = if untyped { 4 } else { 5 };
@@ -356,6 +361,15 @@ impl Framer {
             return take;
         }
         self.hdr_have = 0;
+        self.start_body(take, ts, emit)
+    }
+
+    /// Starts the body of the message whose header is in `hdr`; returns
+    /// `used` (the header bytes taken from the current data), or 1 when
+    /// the header is not a message (sync is lost: the search for a
+    /// boundary starts after its first byte).
+    fn start_body(&mut self, used: usize, ts: u64, emit: &mut dyn FnMut(Event<'_>)) -> usize {
+        let untyped = self.untyped;
         let [kind, ..] = self.hdr;
         let (kind, len) = if untyped {
             (UNTYPED, be32(&self.hdr))
@@ -370,8 +384,7 @@ impl Framer {
         };
         let Some(body) = body.filter(|_| ok) else {
             self.lose(true, emit);
-            // Look for a boundary right after the bad byte.
-            return 1.min(take);
+            return 1.min(used);
         };
         self.in_body = true;
         self.kind = kind;
@@ -384,7 +397,7 @@ impl Framer {
         if body == 0 {
             self.finish(ts, emit);
         }
-        take
+        used
     }
 
     /// Reads body bytes from `rest`; returns how many it used.
