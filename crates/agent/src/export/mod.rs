@@ -83,6 +83,7 @@ struct Task {
 impl Task {
     fn start(
         signal: &'static str,
+        endpoint: &str,
         transport: Transport,
         metrics: SelfMetrics,
         rt: &Handle,
@@ -96,6 +97,7 @@ impl Task {
         let in_flight = Arc::new(AtomicU64::new(0));
         let sender = Sender {
             transport,
+            endpoint: endpoint.into(),
             metrics: metrics.clone(),
             logs: Arc::new(Mutex::new(LogLimiter::new(LOG_EVERY))),
         };
@@ -235,6 +237,7 @@ impl Exporter {
                 let jobs = b.max_queue_size / b.max_export_batch_size.max(1);
                 let task = Task::start(
                     "traces",
+                    &s.endpoint,
                     Transport::new(s)?,
                     metrics.clone(),
                     rt,
@@ -253,7 +256,15 @@ impl Exporter {
         let metric_pipe = match &settings.metrics {
             Some(s) => {
                 // One at a time: cumulative snapshots must arrive in order.
-                let task = Task::start("metrics", Transport::new(s)?, metrics.clone(), rt, 1, 1);
+                let task = Task::start(
+                    "metrics",
+                    &s.endpoint,
+                    Transport::new(s)?,
+                    metrics.clone(),
+                    rt,
+                    1,
+                    1,
+                );
                 info!(endpoint = %s.endpoint, protocol = ?s.protocol,
                     interval = ?settings.metric_interval, "exporting metrics over OTLP");
                 Some(MetricPipe {

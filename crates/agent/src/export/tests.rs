@@ -579,3 +579,64 @@ fn sustained_rate_to_rotel() {
     let _ = rotel.wait();
     assert_eq!(dropped(&sm, "traces", "queue_full"), 0);
 }
+
+/// Log output of a test, shared with the subscriber that writes it.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A receiver that refuses connections is reported at the first failed
+/// attempt, within one export timeout (not when the retries run out, three
+/// timeouts later), naming the endpoint, the signal and why.
+#[test]
+fn an_unreachable_receiver_is_named_at_the_first_failure() {
+    let port = free_port();
+    for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+        let endpoint = match protocol {
+            OtlpProtocol::Grpc => format!("http://127.0.0.1:{port}"),
+            OtlpProtocol::HttpProtobuf => format!("http://127.0.0.1:{port}/v1/traces"),
+        };
+        let mut sig = signal(endpoint.clone(), protocol, Compression::None);
+        sig.timeout = Duration::from_secs(2);
+        let logs = LogBuf::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            rt.block_on(async {
+                let sender = transport::Sender {
+                    transport: Transport::new(&sig).unwrap(),
+                    endpoint: endpoint.as_str().into(),
+                    metrics: SelfMetrics::default(),
+                    logs: Arc::new(Mutex::new(retry::LogLimiter::new(LOG_EVERY))),
+                };
+                let req = transport::Request::traces(bytes::Bytes::new(), 1);
+                // Cut short well within the export timeout.
+                let _ = tokio::time::timeout(Duration::from_secs(1), sender.export(&req)).await;
+            });
+        });
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+        assert!(
+            text.contains("OTLP export failed, retrying")
+                && text.contains(&format!("endpoint={endpoint}"))
+                && text.contains("signal=\"traces\"")
+                && text.to_ascii_lowercase().contains("connection refused"),
+            "{protocol:?}: {text}"
+        );
+    }
+}

@@ -411,11 +411,38 @@ fn grpc_request<T>(msg: T, metadata: &MetadataMap, timeout: Duration) -> tonic::
     r
 }
 
+/// An error and its sources, `a: b: c`: the reason a connection failed
+/// (refused, TLS, DNS) is in the sources, not in the outer message.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    chain(e.to_string(), e.source())
+}
+
+/// `first`, then each source's text that it does not already hold.
+fn chain(first: String, mut cur: Option<&dyn std::error::Error>) -> String {
+    let mut out = first;
+    // Bounded: a cycle or a very deep chain says nothing more.
+    for _ in 0..8 {
+        let Some(s) = cur else { break };
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 fn grpc_failure(status: &tonic::Status) -> Failure {
     let retry_info = status.get_details_retry_info();
     let after = retry_info.as_ref().and_then(|r| r.retry_delay);
     let kind = format!("grpc_{:?}", status.code()).to_ascii_lowercase();
-    let detail = status.message().to_string();
+    // The status's own Display dumps its internals: its message and the
+    // transport error's sources say it plainly.
+    let detail = chain(
+        status.message().to_string(),
+        std::error::Error::source(status),
+    );
     if retry::grpc_retryable(status.code(), retry_info.is_some()) {
         Failure::Retryable {
             kind,
@@ -445,7 +472,7 @@ fn http_error(e: reqwest::Error) -> Failure {
     Failure::Retryable {
         kind: kind.into(),
         after: None,
-        detail: format!("{e:#}"),
+        detail: with_sources(&e),
     }
 }
 
@@ -462,6 +489,8 @@ fn gzip_bytes(b: &[u8]) -> std::io::Result<Vec<u8>> {
 #[derive(Clone)]
 pub struct Sender {
     pub transport: Transport,
+    /// The receiver's URL, named in warnings.
+    pub endpoint: Arc<str>,
     pub metrics: SelfMetrics,
     pub logs: Arc<Mutex<LogLimiter>>,
 }
@@ -515,6 +544,16 @@ impl Sender {
                             ?wait,
                             "OTLP export failed; retrying"
                         );
+                        // Said at the first failure (within one export
+                        // timeout), not only when the retries run out.
+                        let key = format!("retrying_{}", f.kind());
+                        if let Some(suppressed) = self.log_allowed(&key) {
+                            let (Failure::Retryable { kind, detail, .. }
+                            | Failure::Permanent { kind, detail }) = &f;
+                            warn!(signal, endpoint = %self.endpoint, %kind, %detail, suppressed,
+                                retrying_for = ?budget.saturating_sub(started.elapsed()),
+                                "OTLP export failed, retrying (data is dropped and counted if the receiver stays unreachable)");
+                        }
                         self.metrics
                             .otlp_retries
                             .get_or_create(&SignalLabel { signal })
@@ -530,7 +569,7 @@ impl Sender {
                         if let Some(suppressed) = self.log_allowed(f.kind()) {
                             let (Failure::Retryable { kind, detail, .. }
                             | Failure::Permanent { kind, detail }) = &f;
-                            warn!(signal, %kind, %detail, reason, items, suppressed,
+                            warn!(signal, endpoint = %self.endpoint, %kind, %detail, reason, items, suppressed,
                                 "OTLP export failed; data dropped (counted in ratatosk_otlp_dropped_total)");
                         }
                         return;
