@@ -140,13 +140,44 @@ pub enum Record<'a> {
 /// Length of each secret buffer (OpenSSL's EVP_MAX_MD_SIZE).
 pub const SECRET_LEN: usize = ratatosk_abi::rt_limits::RT_TLS_SECRET_LEN as usize;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TlsKeys {
     pub hdr: Header,
     pub sock_id: u64,
     pub client_secret: [u8; SECRET_LEN],
     pub server_secret: [u8; SECRET_LEN],
     pub master_secret: [u8; SECRET_LEN],
+}
+
+/// The secrets never reach a log: only whether each is set.
+impl std::fmt::Debug for TlsKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |s: &[u8; SECRET_LEN]| {
+            if s.iter().any(|b| *b != 0) {
+                "<set>"
+            } else {
+                "<unset>"
+            }
+        };
+        f.debug_struct("TlsKeys")
+            .field("hdr", &self.hdr)
+            .field("sock_id", &self.sock_id)
+            .field("client_secret", &set(&self.client_secret))
+            .field("server_secret", &set(&self.server_secret))
+            .field("master_secret", &set(&self.master_secret))
+            .finish()
+    }
+}
+
+/// Wiped once handed to the connection (which keeps its own copy only
+/// until the keys are derived).
+impl Drop for TlsKeys {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.client_secret.zeroize();
+        self.server_secret.zeroize();
+        self.master_secret.zeroize();
+    }
 }
 
 #[derive(Debug)]
@@ -427,6 +458,26 @@ mod tests {
             d.tuple,
             "the test encoder matches the kernel's layout"
         );
+    }
+
+    /// A keys record decodes, and its Debug form shows no secret byte.
+    #[test]
+    fn tls_keys_are_not_printed() {
+        let mut b = vec![0u8; size_of::<rt_tls_keys_event>()];
+        b[0] = rt_event_kind::RT_EV_TLS_KEYS as u8;
+        let at = offset_of!(rt_tls_keys_event, client_secret);
+        b[at..at + SECRET_LEN].fill(0xab);
+        let Record::TlsKeys(k) = decode(&b).unwrap() else {
+            panic!("not keys")
+        };
+        assert_eq!(k.client_secret, [0xab; SECRET_LEN]);
+        let shown = format!("{k:?} {:?}", Record::TlsKeys(k.clone()));
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("ab, "),
+            "{shown}"
+        );
+        assert!(shown.contains("client_secret: \"<set>\""), "{shown}");
+        assert!(shown.contains("master_secret: \"<unset>\""), "{shown}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod decode;
 mod discovery;
 mod export;
 mod output;
+mod panics;
 mod pipeline;
 mod queue;
 mod reader;
@@ -28,6 +29,11 @@ use tracing_subscriber::EnvFilter;
 
 /// The `ratatosk` binary's entry point.
 pub fn main() -> ExitCode {
+    // No core dumps, no ptrace or /proc/PID/mem by non-root: the agent
+    // holds TLS secrets and other processes' plaintext.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    panics::install();
     // The sandboxed child that learns an OpenSSL build's layout (see
     // discovery/sslcal.rs): nothing else of the agent runs in it.
     let mut args = std::env::args_os().skip(1);
@@ -54,7 +60,13 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .init();
 
-    match pipeline::run(config) {
+    let result = pipeline::run(config);
+    // A panic anywhere is the cause whatever `run` returned.
+    if let Some(line) = panics::message() {
+        eprintln!("ratatosk: stopped because a {line}");
+        return ExitCode::from(panics::EXIT_CODE);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line naming what failed and why; no backtrace.

@@ -251,7 +251,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     let reader_thread = thread::Builder::new()
         .name("ratatosk-reader".into())
-        .spawn(move || events.run(POLL_INTERVAL, IDLE_POLL_INTERVAL, &mut reader))
+        .spawn(move || {
+            crate::panics::test_switch("reader");
+            events.run(POLL_INTERVAL, IDLE_POLL_INTERVAL, &mut reader)
+        })
         .context("starting the reader thread")?;
 
     // Outputs thread.
@@ -271,6 +274,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let outputs_thread = thread::Builder::new()
         .name("ratatosk-outputs".into())
         .spawn(move || {
+            crate::panics::test_switch("outputs");
             output::run(
                 outputs_rx,
                 http_metrics,
@@ -356,6 +360,11 @@ async fn wait_for_signal(
             _ = term.recv() => { info!("SIGTERM: flushing and detaching"); break; }
             _ = int.recv() => { info!("SIGINT: flushing and detaching"); break; }
             _ = tick.tick() => {
+                // A panic anywhere stops the agent (panics.rs).
+                if crate::panics::panicked() {
+                    error!("a thread panicked: stopping");
+                    break;
+                }
                 // The reader only ends on its own when it failed.
                 if reader.is_finished() {
                     error!("the reader stopped unexpectedly");

@@ -66,6 +66,14 @@ pub(crate) struct DirCrypto {
     post_handshake: HandshakeStream,
 }
 
+/// The traffic secret is wiped with the direction's state (the AEAD key
+/// inside ring's `LessSafeKey` cannot be reached; `RecordKey` wipes its IV).
+impl Drop for DirCrypto {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
 impl Default for DirCrypto {
     fn default() -> Self {
         Self {

@@ -74,6 +74,12 @@ pub(crate) struct RecordKey {
     pub(crate) aead: Aead,
 }
 
+impl Drop for RecordKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.iv);
+    }
+}
+
 impl RecordKey {
     pub(crate) fn new(aead: Aead, key: &[u8], iv: &[u8]) -> Result<Self, KeyError> {
         let unbound = UnboundKey::new(aead.ring(), key).map_err(|_| KeyError)?;

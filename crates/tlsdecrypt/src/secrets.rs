@@ -26,6 +26,17 @@ impl Default for Secrets {
     }
 }
 
+// Wiped when dropped: a connection's secrets do not outlive it in memory
+// (copies the compiler makes on the stack are out of reach).
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.client_traffic_secret_0.zeroize();
+        self.server_traffic_secret_0.zeroize();
+        self.master_secret.zeroize();
+    }
+}
+
 // Secrets never go to logs.
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -199,16 +199,26 @@ fn sampler(name: SamplerName, ratio: Option<Ratio>) -> Sampler {
 }
 
 /// `k=v,k2=v2` with percent-encoded values (W3C baggage style, as the spec
-/// asks of `OTEL_EXPORTER_OTLP_HEADERS`).
+/// asks of `OTEL_EXPORTER_OTLP_HEADERS`). Errors name a header by its
+/// position, or by its name once that is valid, never by text from a
+/// malformed entry: that text is often a credential (`Bearer …`).
 pub fn parse_headers(s: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
-    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+    for (n, item) in s
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .enumerate()
+    {
+        let n = n + 1;
         let (k, v) = item
             .split_once('=')
-            .ok_or_else(|| format!("header `{item}` is not key=value"))?;
+            .ok_or_else(|| format!("header {n} of the list is not key=value"))?;
         let k = k.trim();
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return Err(format!("`{k}` is not a header name"));
+            return Err(format!(
+                "header {n} of the list has no valid name before `=` (a token without spaces or `:`)"
+            ));
         }
         let v = percent_decode_str(v.trim())
             .decode_utf8()
@@ -614,6 +624,23 @@ mod tests {
             e.contains("$OTEL_EXPORTER_OTLP_HEADERS") && e.contains("key=value"),
             "{e}"
         );
+        // A malformed value is never echoed: it is usually a credential.
+        for bad in [
+            "Authorization Bearer s3cr3tT0ken",
+            "Authorization: Bearer s3cr3tT0ken=x",
+            "x-ok=1,s3cr3tT0ken",
+            "x-ok=%FFs3cr3tT0ken",
+        ] {
+            let e = run(
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_EXPORTER_OTLP_HEADERS", bad),
+                ],
+                "",
+            )
+            .unwrap_err();
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::discovery::donor::{DonorError, Donors};
 use crate::discovery::gotls::{self, GoProbeError, GoProbed};
+use crate::discovery::procfs;
 use crate::discovery::sslcal::CalibrateError;
 use crate::selfmon::{ReasonLabel, SelfMetrics};
 
@@ -54,6 +55,8 @@ pub trait TlsAttach {
 pub enum DecryptSetupError {
     #[error("it lives in another mount namespace (its layout is not learned there)")]
     OtherNamespace,
+    #[error("its name no longer names the file mapped")]
+    NotTheMappedFile,
     #[error("learning its struct layout failed")]
     Calibrate(#[from] CalibrateError),
     #[error(transparent)]
@@ -74,6 +77,9 @@ const MAX_REJECTED: usize = 4096;
 pub struct Candidate {
     pub dev: u64,
     pub inode: u64,
+    /// The first mapping of it (`start-end`, hex, as in the maps): the
+    /// name of its /proc/PID/map_files entry.
+    pub range: String,
     /// The path as the process sees it.
     pub path: String,
     /// Named like OpenSSL's library: failing to probe it is worth a warning.
@@ -86,7 +92,7 @@ pub fn candidates(maps: &str, exe: Option<&str>) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = Vec::new();
     for line in maps.lines() {
         let mut f = line.splitn(6, ' ');
-        let (Some(_range), Some(perms), Some(_off), Some(dev), Some(inode), Some(path)) =
+        let (Some(range), Some(perms), Some(_off), Some(dev), Some(inode), Some(path)) =
             (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
@@ -110,6 +116,7 @@ pub fn candidates(maps: &str, exe: Option<&str>) -> Vec<Candidate> {
         out.push(Candidate {
             dev,
             inode,
+            range: range.to_string(),
             path: path.to_string(),
             libssl,
         });
@@ -246,9 +253,17 @@ impl OpensslFiles {
     }
 
     fn consider(&mut self, pid: u32, c: &Candidate, attach: &mut dyn TlsAttach) {
+        if self.admit(c) {
+            self.consider_opened(pid, c, attach);
+        }
+    }
+
+    /// Whether `c` is new and within the limit (a file over it is
+    /// remembered as rejected).
+    fn admit(&mut self, c: &Candidate) -> bool {
         let key = (c.dev, c.inode);
         if self.attached.contains(&key) || self.rejected.contains(&key) {
-            return;
+            return false;
         }
         if self.attached.len() >= MAX_ATTACHED {
             self.count("limit");
@@ -258,17 +273,39 @@ impl OpensslFiles {
                     "TLS capture: too many OpenSSL files probed already; this one and later ones are not");
             }
             self.reject(key);
-            return;
+            return false;
         }
-        // The path as this process sees it (it may live in another mount
-        // namespace): the kernel probes the inode behind it.
-        let path = PathBuf::from(format!("/proc/{pid}/root{}", c.path));
-        if !c.libssl && attach.is_go(&path) {
-            self.consider_go(pid, c, &path, attach);
+        true
+    }
+
+    fn consider_opened(&mut self, pid: u32, c: &Candidate, attach: &mut dyn TlsAttach) {
+        let key = (c.dev, c.inode);
+        // Opened once, as the mapping's own file: everything below reads
+        // and probes this descriptor (/proc/self/fd/N), never the name,
+        // which the process controls (it may swap a directory or a
+        // symlink between reads).
+        let file = match procfs::open_mapped(pid, &c.range, &c.path, c.dev, c.inode) {
+            Ok(f) => f,
+            Err(e) => {
+                self.count("unsafe_file");
+                warn!(file = %c.path, pid, reason = %chain(&e),
+                    "TLS capture: not probing this file (its TLS traffic stays unparsed; plaintext capture continues)");
+                self.reject(key);
+                return;
+            }
+        };
+        self.consider_file(pid, c, file.path(), attach);
+    }
+
+    /// `consider` for the file opened at `path` (`/proc/self/fd/N`).
+    fn consider_file(&mut self, pid: u32, c: &Candidate, path: &Path, attach: &mut dyn TlsAttach) {
+        let key = (c.dev, c.inode);
+        if !c.libssl && attach.is_go(path) {
+            self.consider_go(pid, c, path, attach);
             return;
         }
         if !c.libssl && self.decrypt {
-            match self.try_borrow(&path, attach) {
+            match self.try_borrow(path, attach) {
                 Ok((donor, version)) => {
                     self.attached.insert(key);
                     self.count("attached");
@@ -287,13 +324,19 @@ impl OpensslFiles {
             }
         }
         if c.libssl && self.decrypt {
-            match self.try_decrypt(pid, c, &path, attach) {
+            match self.try_decrypt(pid, c, path, attach) {
                 Ok(version) => {
                     self.attached.insert(key);
                     self.count("attached");
                     info!(file = %c.path, pid, %version,
                         "TLS capture: OpenSSL connection probe attached (decrypting with the connections' secrets)");
                     return;
+                }
+                Err(e @ DecryptSetupError::Calibrate(CalibrateError::Untrusted(_))) => {
+                    // Once per file: it is then attached or rejected.
+                    self.count("untrusted");
+                    warn!(file = %c.path, pid, reason = %chain(&e),
+                        "TLS capture: not running this library to learn its layout; probing its SSL_read/SSL_write calls instead");
                 }
                 Err(e) => {
                     self.count("no_decrypt");
@@ -302,7 +345,7 @@ impl OpensslFiles {
                 }
             }
         }
-        match attach.openssl(&path) {
+        match attach.openssl(path) {
             Ok(p) => {
                 self.attached.insert(key);
                 self.count("attached");
@@ -336,6 +379,14 @@ impl OpensslFiles {
             return Err(DecryptSetupError::OtherNamespace);
         }
         let host = Path::new(&c.path);
+        // The calibration loads the library by name: only a name root
+        // alone controls (sslcal::trusted_library), and only if it still
+        // names the file mapped and opened.
+        let (_, (dev, inode)) = crate::discovery::sslcal::trusted_library(host)?;
+        let dev = (u64::from(libc::major(dev)) << 32) | u64::from(libc::minor(dev));
+        if (dev, inode) != (c.dev, c.inode) {
+            return Err(DecryptSetupError::NotTheMappedFile);
+        }
         let (layout, version) = self.layout_of(host, attach)?;
         attach.openssl_handshake(path, &layout, false)?;
         self.donors.calibrated(host);
@@ -509,7 +560,8 @@ mod tests {
         impl TlsAttach for Fake<'_> {
             fn openssl(&mut self, p: &Path) -> Result<OpensslProbes, TlsAttachError> {
                 self.0.push(p.to_path_buf());
-                if p.to_string_lossy().contains("nginx") {
+                // nginx (inode 1311) holds no OpenSSL.
+                if p.ends_with("1311") {
                     Err(TlsAttachError::NoSymbol("SSL_read"))
                 } else {
                     Ok(OpensslProbes { ex: true })
@@ -533,14 +585,15 @@ mod tests {
         let mut attach = Fake(&mut tried);
         for _ in 0..3 {
             for cand in &c {
-                files.consider(42, cand, &mut attach);
+                if !files.admit(cand) {
+                    continue;
+                }
+                let fd_path = PathBuf::from(format!("/proc/self/fd/{}", cand.inode));
+                files.consider_file(42, cand, &fd_path, &mut attach);
             }
         }
         assert_eq!(tried.len(), 3, "{tried:?}");
-        assert_eq!(
-            tried[1],
-            PathBuf::from("/proc/42/root/usr/lib/x86_64-linux-gnu/libssl.so.3")
-        );
+        assert_eq!(tried[1], PathBuf::from("/proc/self/fd/2222"));
         assert_eq!(files.attached.len(), 2);
     }
 

@@ -190,6 +190,156 @@ fn listener(line: &str) -> Option<(u64, u16)> {
     Some((inode, port))
 }
 
+/// A file a process maps, opened once: what is analysed and probed is
+/// this descriptor (through `/proc/self/fd/N`, which the kernel and libbpf
+/// resolve to the open file, not to a name), so a process that renames or
+/// swaps the path after its maps were read cannot substitute another file.
+pub struct MappedFile {
+    /// Kept open: `path` names it.
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl MappedFile {
+    /// `/proc/self/fd/N` for this descriptor: valid while `self` lives.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+/// Why a mapped file was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MappedFileError {
+    #[error("opening the mapped file failed")]
+    Open(#[source] std::io::Error),
+    #[error("it lives on a FUSE file system (a FUSE daemon can make opening or reading it hang)")]
+    Fuse,
+    #[error("it is not a regular file")]
+    NotRegular,
+    #[error("the file opened is not the one mapped (device and inode differ: replaced or swapped)")]
+    Replaced,
+}
+
+/// Opens the file `pid` maps at `range` (`start-end`, as in its maps), which
+/// the maps named `path` with device `dev` (major << 32 | minor) and inode
+/// `inode`. `/proc/PID/map_files/RANGE` opens the mapping's own file, not
+/// a name (it needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE); without it,
+/// `path` is resolved inside the process's root (`openat2` with
+/// RESOLVE_IN_ROOT, no magic links) and the result must be the same
+/// (device, inode). O_NONBLOCK: a FIFO put under the name opens at once (and
+/// is refused as not regular) instead of blocking the agent; FUSE mounts
+/// are refused before opening, since their open goes to a user daemon.
+pub fn open_mapped(
+    pid: u32,
+    range: &str,
+    path: &str,
+    dev: u64,
+    inode: u64,
+) -> Result<MappedFile, MappedFileError> {
+    if mount_fstype(pid, dev).is_some_and(|t| t == "fuse" || t.starts_with("fuse.")) {
+        return Err(MappedFileError::Fuse);
+    }
+    let file = match open_nonblocking(&format!("/proc/{pid}/map_files/{range}")) {
+        Ok(f) => f,
+        // No CAP_SYS_ADMIN/CAP_CHECKPOINT_RESTORE (EPERM), or map_files
+        // hidden: by name, confined to the process's root.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+            open_in_root(pid, path).map_err(MappedFileError::Open)?
+        }
+        Err(e) => return Err(MappedFileError::Open(e)),
+    };
+    check_mapped(&file, dev, inode)?;
+    use std::os::fd::AsRawFd;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    Ok(MappedFile { _file: file, path })
+}
+
+/// The opened file is a regular file and the one the mapping names.
+fn check_mapped(file: &fs::File, dev: u64, inode: u64) -> Result<(), MappedFileError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().map_err(MappedFileError::Open)?;
+    if !m.file_type().is_file() {
+        return Err(MappedFileError::NotRegular);
+    }
+    let st_dev = (u64::from(libc::major(m.dev())) << 32) | u64::from(libc::minor(m.dev()));
+    if st_dev != dev || m.ino() != inode {
+        return Err(MappedFileError::Replaced);
+    }
+    Ok(())
+}
+
+const OPEN_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+
+fn open_nonblocking(path: &str) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OPEN_FLAGS & !libc::O_RDONLY)
+        .open(path)
+}
+
+/// `path` (absolute, as the process sees it) resolved inside the process's
+/// root directory: `..` and absolute symlinks stay inside it, magic links
+/// (`/proc/…/fd/…`) are refused.
+pub fn open_in_root(pid: u32, path: &str) -> std::io::Result<fs::File> {
+    use std::ffi::CString;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    // A handle on the directory, never read: O_PATH.
+    let root = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/root"))?;
+    let rel = CString::new(path.trim_start_matches('/'))
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain integers; all-zero is its default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = OPEN_FLAGS as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    use std::os::fd::AsRawFd;
+    // SAFETY: openat2 reads `how` (of the size passed) and the
+    // NUL-terminated `rel`, both alive across the call; it returns a new
+    // descriptor this function then owns, or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just returned by the kernel, owned by no one else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    Ok(fs::File::from(fd))
+}
+
+/// The file system type of the mount with device `dev` (major << 32 |
+/// minor) in `pid`'s mount namespace, from its /proc/PID/mountinfo.
+pub fn mount_fstype(pid: u32, dev: u64) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    mountinfo_fstype(&text, dev).map(str::to_string)
+}
+
+/// One mountinfo text's type for device `dev`: `ID PARENT MAJ:MIN ROOT
+/// POINT OPTIONS [OPTIONAL…] - TYPE SOURCE SUPER_OPTIONS`.
+pub fn mountinfo_fstype(text: &str, dev: u64) -> Option<&str> {
+    text.lines().find_map(|line| {
+        let mut f = line.split(' ');
+        let (maj, min) = f.nth(2)?.split_once(':')?;
+        let d = (maj.parse::<u64>().ok()? << 32) | min.parse::<u64>().ok()?;
+        if d != dev {
+            return None;
+        }
+        let (_, after) = line.split_once(" - ")?;
+        after.split(' ').next()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +385,59 @@ mod tests {
         let o = otel_env(env.as_bytes());
         assert_eq!(o.resource_attributes.len(), MAX_RESOURCE_ATTRIBUTES);
         assert_eq!(o.attribute("long"), None);
+    }
+
+    #[test]
+    fn mountinfo_types_by_device() {
+        let text = "22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+                    40 22 0:45 / /mnt/f rw,nosuid master:2 - fuse.sshfs host:/ rw\n\
+                    41 22 0:46 / /x rw - tmpfs tmpfs rw\n";
+        assert_eq!(mountinfo_fstype(text, 253 << 32 | 1), Some("ext4"));
+        assert_eq!(mountinfo_fstype(text, 45), Some("fuse.sshfs"));
+        assert_eq!(mountinfo_fstype(text, 7), None);
+        assert_eq!(mountinfo_fstype("garbage\n1 2 x:y\n", 0), None);
+    }
+
+    /// The test binary's own executable mapping opens as itself (through
+    /// map_files as root, by name inside the root otherwise); another
+    /// inode, or a FIFO under the name, is refused without blocking.
+    #[test]
+    fn opens_the_mapped_file_and_nothing_else() {
+        let maps = fs::read_to_string("/proc/self/maps").unwrap();
+        let exe = fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_str().unwrap();
+        let line = maps.lines().find(|l| l.ends_with(exe)).unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (maj, min) = f[3].split_once(':').unwrap();
+        let dev =
+            u64::from_str_radix(maj, 16).unwrap() << 32 | u64::from_str_radix(min, 16).unwrap();
+        let inode: u64 = f[4].parse().unwrap();
+        let me = std::process::id();
+        let m = open_mapped(me, f[0], exe, dev, inode).unwrap();
+        assert!(m.path().starts_with("/proc/self/fd/"));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(m.path()).unwrap().ino(), inode);
+        assert!(matches!(
+            open_mapped(me, f[0], exe, dev, inode + 1),
+            Err(MappedFileError::Replaced)
+        ));
+        // By name inside the root: the same file.
+        let byname = open_in_root(me, exe).unwrap();
+        assert!(check_mapped(&byname, dev, inode).is_ok());
+        // A FIFO opens at once (O_NONBLOCK) and is not a regular file.
+        let dir = std::env::temp_dir().join(format!("ratatosk-fifo-{me}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).unwrap();
+        let fifo = dir.join("libssl.so.3");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path alive across the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let f = open_in_root(me, fifo.to_str().unwrap()).unwrap();
+        assert!(matches!(
+            check_mapped(&f, dev, inode),
+            Err(MappedFileError::NotRegular)
+        ));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -8,7 +8,9 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::config::export::{RouteSettings, UnmatchedRoutes};
 
-/// Collapses numbers, UUIDs, hex ids and long random tokens to `*`.
+/// Collapses numbers, UUIDs, hex ids, random tokens (base64, base64url,
+/// JWTs) and e-mail addresses to `*`: they make routes unbounded, and the
+/// tokens and addresses are often secrets or personal data.
 pub fn heuristic(path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or("");
     if path.is_empty() || path == "/" {
@@ -37,15 +39,68 @@ fn looks_like_id(seg: &str) -> bool {
     if digits == b.len() {
         return true; // 123
     }
+    // An address (raw or percent-encoded @).
+    if seg.contains('@') || seg.contains("%40") {
+        return true;
+    }
     let hexish = b.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
     if hexish && digits > 0 && b.len() >= 8 {
         return true; // deadbeef01, UUIDs
     }
-    // Long tokens mixing letters and digits (session ids, base64 keys).
-    let alnum = b
+    let token_chars = b
         .iter()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=' | b'.'));
-    alnum && b.len() >= 20 && digits * 5 >= b.len()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=' | b'.' | b'~' | b'%'));
+    if !token_chars {
+        return false;
+    }
+    // Long tokens mostly of digits (session ids, numeric keys).
+    if b.len() >= 20 && digits * 5 >= b.len() {
+        return true;
+    }
+    // A JWT: three base64url parts, the header a JSON object (`eyJ`).
+    if seg.starts_with("eyJ") && seg.split('.').count() == 3 && b.len() >= 24 {
+        return true;
+    }
+    b.len() >= 16 && random_looking(b)
+}
+
+/// Whether a run of base64/base64url-like text looks random rather than
+/// written: random text switches between lower case, upper case and
+/// digits at most characters, words and names rarely do (`hello-world-2024`
+/// switches once, `aZ3kQ9pL2m` at every character). Separators (`-`, `_`,
+/// `.`) start a new word and are not counted as switches; `=` padding ends
+/// base64.
+fn random_looking(b: &[u8]) -> bool {
+    #[derive(PartialEq, Clone, Copy)]
+    enum Class {
+        Lower,
+        Upper,
+        Digit,
+    }
+    let class = |c: u8| match c {
+        b'a'..=b'z' => Some(Class::Lower),
+        b'A'..=b'Z' => Some(Class::Upper),
+        b'0'..=b'9' => Some(Class::Digit),
+        _ => None,
+    };
+    let (mut alnum, mut switches, mut kinds) = (0usize, 0usize, [false; 3]);
+    let mut prev: Option<Class> = None;
+    for &c in b {
+        let k = class(c);
+        if let Some(k) = k {
+            alnum += 1;
+            kinds[k as usize] = true;
+            // An upper-case letter starting a lower-case word (CamelCase)
+            // is how names are written, not a switch.
+            let camel = prev == Some(Class::Upper) && k == Class::Lower;
+            if prev.is_some_and(|p| p != k) && !camel {
+                switches += 1;
+            }
+        }
+        prev = k;
+    }
+    let mixed = kinds.iter().filter(|k| **k).count() >= 2;
+    mixed && alnum >= 16 && switches * 4 >= alnum
 }
 
 /// The value a route takes once a service has used up its cap, and the
@@ -316,6 +371,42 @@ mod tests {
         assert_eq!(heuristic("/static/app.js"), "/static/app.js");
         assert_eq!(heuristic("/api/v2/items"), "/api/v2/items");
         assert_eq!(heuristic("/x?id=5"), "/x");
+    }
+
+    /// Tokens, keys, JWTs and addresses fold; words, names, versions and
+    /// file names stay.
+    #[test]
+    fn folds_high_entropy_segments() {
+        for (path, route) in [
+            ("/reset/Xk9fQ2mZ7bLwP4tR8sVn3cYh6dJ1gA5e", "/reset/*"),
+            ("/share/aGVsbG8td29ybGQtc2VjcmV0LXRva2Vu", "/share/*"),
+            ("/dl/dGhpcyBpcyBhIHNlY3JldA==", "/dl/*"),
+            ("/k/k3j4h5g6f7d8s9a0q1w2", "/k/*"),
+            ("/u/john.doe@example.com/profile", "/u/*/profile"),
+            ("/u/jane%40example.org", "/u/*"),
+            (
+                "/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                "/t/*",
+            ),
+            ("/invite/8f14e45f-ceea-467f-a0e6-3c5c2b8e4a1d", "/invite/*"),
+        ] {
+            assert_eq!(heuristic(path), route, "{path}");
+        }
+        for path in [
+            "/api/v1/users",
+            "/static/main.css",
+            "/blog/hello-world-2024",
+            "/docs/getting-started-with-kubernetes",
+            "/products/MacBookPro16",
+            "/UserProfileSettings/notifications",
+            "/images/logo_white_2x.png",
+            "/wiki/Special:RecentChanges",
+            "/api/v2/orders/summary",
+            "/assets/fonts/RobotoMono-Regular.woff2",
+            "/downloads/ratatosk-linux-amd64.tar.gz",
+        ] {
+            assert_eq!(heuristic(path), path, "{path}");
+        }
     }
 
     fn settings(
