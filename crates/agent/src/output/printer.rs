@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::PrinterMode;
 use crate::spans::attrs::{Value as Attr, for_each_attribute};
+use crate::spans::redact::{DEFAULT_REDACTED_KEYS, escape_control, redact_query};
 use crate::spans::{Span, SpanDetail, SpanKind};
 
 pub struct Printer<W: Write> {
@@ -109,9 +110,15 @@ pub fn text_line(s: &Span) -> String {
                 (SpanKind::Client, false) => "HTTPClient",
                 (SpanKind::Client, true) => "HTTPSClient",
             };
+            // Secrets in the query redacted; control characters a client
+            // sent (terminal escapes, newlines) shown escaped, never raw.
             let target = match h.query() {
-                Some(q) => format!("{}?{}", h.path(), q),
-                None => h.path().to_string(),
+                Some(q) => format!(
+                    "{}?{}",
+                    escape_control(h.path()),
+                    escape_control(&redact_query(q, DEFAULT_REDACTED_KEYS))
+                ),
+                None => escape_control(h.path()).into_owned(),
             };
             // What happened when there is no status to say it.
             let status = match (h.status, s.outcome) {
@@ -210,6 +217,24 @@ mod tests {
         assert_eq!(format_duration(689_900), "689.9µs");
         assert_eq!(format_duration(999), "999ns");
         assert_eq!(format_duration(2_500_000_000), "2.5000s");
+    }
+
+    #[test]
+    fn secrets_and_control_characters_never_print() {
+        use crate::export::resource::tests::proc_info;
+        use crate::export::traces::tests::{http, span};
+        let mut s = span(
+            std::sync::Arc::new(proc_info(1, "a")),
+            200,
+            SpanKind::Server,
+        );
+        http(&mut s).target = "/p\x1b[2J?X-Amz-Signature=abc123&token=t0k&x=1".into();
+        let line = text_line(&s);
+        assert!(!line.contains("abc123") && !line.contains("t0k"), "{line}");
+        assert!(!line.contains('\x1b'), "{line}");
+        assert!(line.contains("x=1"), "{line}");
+        let json = json_value(&s).to_string();
+        assert!(!json.contains("abc123") && !json.contains("t0k"), "{json}");
     }
 
     #[test]

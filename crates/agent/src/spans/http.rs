@@ -5,6 +5,7 @@ use opentelemetry_semantic_conventions::attribute as semconv;
 use ratatosk_protocols::op::Outcome;
 
 use super::attrs::{SmallText, Value};
+use super::redact::{DEFAULT_REDACTED_KEYS, redact_query};
 use super::{HttpSpan, Span, SpanKind};
 use crate::output::printer::host_without_port;
 
@@ -34,7 +35,9 @@ pub fn for_each_attribute(s: &Span, h: &HttpSpan, f: &mut impl FnMut(&'static st
         f(semconv::HTTP_REQUEST_METHOD_ORIGINAL, Value::Str(m));
     }
     f(semconv::URL_PATH, Value::Str(h.path()));
-    if let Some(q) = h.query() {
+    // Values of keys that carry secrets never leave (semconv's rule).
+    let query = h.query().map(|q| redact_query(q, DEFAULT_REDACTED_KEYS));
+    if let Some(q) = &query {
         f(semconv::URL_QUERY, Value::Str(q));
     }
     f(semconv::URL_SCHEME, Value::Str(h.scheme));
