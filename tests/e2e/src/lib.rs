@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod mysql;
+pub mod redis;
 
 /// Fails loudly unless we can load BPF programs.
 pub fn require_root() {
