@@ -1312,3 +1312,4 @@ impl Rotel {
         }
     }
 }
+pub mod postgres;
