@@ -239,7 +239,7 @@ pub fn open_mapped(
     if mount_fstype(pid, dev).is_some_and(|t| t == "fuse" || t.starts_with("fuse.")) {
         return Err(MappedFileError::Fuse);
     }
-    let file = match open_nonblocking(&format!("/proc/{pid}/map_files/{range}")) {
+    let file = match open_nonblocking(&format!("/proc/{pid}/map_files/{}", map_files_name(range))) {
         Ok(f) => f,
         // No CAP_SYS_ADMIN/CAP_CHECKPOINT_RESTORE (EPERM), or map_files
         // hidden: by name, confined to the process's root.
@@ -252,6 +252,24 @@ pub fn open_mapped(
     use std::os::fd::AsRawFd;
     let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     Ok(MappedFile { _file: file, path })
+}
+
+/// The name of a mapping in `/proc/PID/map_files`: its addresses in hex
+/// without the zero padding `/proc/PID/maps` gives them (`00400000-…`
+/// of a non-PIE executable is `400000-…` there).
+fn map_files_name(range: &str) -> String {
+    let unpad = |h: &str| {
+        let t = h.trim_start_matches('0');
+        if t.is_empty() {
+            "0".to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    match range.split_once('-') {
+        Some((a, b)) => format!("{}-{}", unpad(a), unpad(b)),
+        None => range.to_string(),
+    }
 }
 
 /// The opened file is a regular file and the one the mapping names.
@@ -343,6 +361,16 @@ pub fn mountinfo_fstype(text: &str, dev: u64) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_files_names_have_no_padding() {
+        assert_eq!(map_files_name("00400000-00401000"), "400000-401000");
+        assert_eq!(
+            map_files_name("7f1c2a000000-7f1c2a021000"),
+            "7f1c2a000000-7f1c2a021000"
+        );
+        assert_eq!(map_files_name("00000000-00001000"), "0-1000");
+    }
 
     #[test]
     fn parses_proc_net_tcp_listeners() {
