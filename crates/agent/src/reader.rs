@@ -22,6 +22,7 @@ use crate::spans::route::{Decision, Routes};
 use crate::spans::{Named, Span, SpanBuilder};
 use ratatosk_protocols::http1::target_path;
 use ratatosk_protocols::op::Detail;
+use ratatosk_protocols::parse::Role;
 
 /// Spans per batch before the reader sends one without waiting for a drain.
 const BATCH_SPANS: usize = 256;
@@ -78,6 +79,8 @@ pub struct Reader {
     tracker: Tracker,
     spans: SpanBuilder,
     routes: Routes,
+    /// The route of spans without one (empty).
+    no_route: Arc<str>,
     /// The database family's cap on metric labels, as `routes` for HTTP.
     db_names: DbNames,
     finished: Vec<Finished>,
@@ -110,6 +113,7 @@ impl Reader {
             discovery,
             tracker,
             spans,
+            no_route: Arc::from(""),
             db_names: DbNames::new(routes.max_routes()),
             routes,
             finished: Vec::new(),
@@ -143,10 +147,14 @@ impl Reader {
             // Each family names its operations within its own caps.
             let named = match &f.op.detail {
                 Detail::Http(h) => {
-                    match self
-                        .routes
-                        .route(&process.service_name, target_path(&h.target))
-                    {
+                    let path = target_path(&h.target);
+                    let decision = if f.op.role == Role::Server {
+                        self.routes
+                            .route_with_status(&process.service_name, path, h.status)
+                    } else {
+                        self.routes.route(&process.service_name, path)
+                    };
+                    match decision {
                         Decision::Route(route, folded) => {
                             if folded {
                                 self.metrics.routes_folded.inc();
@@ -157,6 +165,9 @@ impl Reader {
                             self.metrics.spans_ignored.inc();
                             continue;
                         }
+                        Decision::Unrouted => Named::Http {
+                            route: self.no_route.clone(),
+                        },
                     }
                 }
                 Detail::Db(d) => {

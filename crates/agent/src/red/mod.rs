@@ -183,7 +183,11 @@ impl Labels {
         match &span.detail {
             SpanDetail::Http(h) => {
                 let (instrument, route, address) = match span.kind {
-                    SpanKind::Server => (Instrument::HttpServer, Some(h.route.clone()), None),
+                    SpanKind::Server => (
+                        Instrument::HttpServer,
+                        (!h.route.is_empty()).then(|| h.route.clone()),
+                        None,
+                    ),
                     SpanKind::Client => {
                         let address = match h.host.as_deref() {
                             Some(host) => CompactString::from(host_without_port(host)),

@@ -41,7 +41,8 @@ pub fn for_each_attribute(s: &Span, h: &HttpSpan, f: &mut impl FnMut(&'static st
         f(semconv::URL_QUERY, Value::Str(q));
     }
     f(semconv::URL_SCHEME, Value::Str(h.scheme));
-    if s.kind == SpanKind::Server {
+    // No route (a 404 on a path no pattern names): none exported.
+    if s.kind == SpanKind::Server && !h.route.is_empty() {
         f(semconv::HTTP_ROUTE, Value::Str(&h.route));
     }
     // Semconv: only when a response was received.

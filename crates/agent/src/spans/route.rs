@@ -237,6 +237,9 @@ pub enum Decision {
     Route(Arc<str>, bool),
     /// The path matches an ignored pattern: no span, no metric.
     Ignored,
+    /// No route: a 404 on a path no pattern names (see
+    /// [`Routes::route_with_status`]).
+    Unrouted,
 }
 
 #[derive(Default)]
@@ -288,6 +291,20 @@ impl Routes {
     /// cap on their metric names).
     pub fn max_routes(&self) -> usize {
         self.max
+    }
+
+    /// The route of a server response's `path`: as [`route`](Self::route),
+    /// except that a 404 on a path no user pattern names gets no route
+    /// (an OpenTelemetry SDK sets none on 404s, and a path scanner would
+    /// otherwise fill the service's cap with routes that do not exist).
+    pub fn route_with_status(&mut self, service: &str, path: &str, status: u16) -> Decision {
+        if status == 404
+            && best_match(&self.ignored, path).is_none()
+            && best_match(&self.patterns, path).is_none()
+        {
+            return Decision::Unrouted;
+        }
+        self.route(service, path)
     }
 
     /// The route of `path` for `service`.
@@ -427,7 +444,36 @@ mod tests {
         match r.route(svc, path) {
             Decision::Route(route, folded) => (route.to_string(), folded),
             Decision::Ignored => ("<ignored>".into(), false),
+            Decision::Unrouted => ("<none>".into(), false),
         }
+    }
+
+    #[test]
+    fn a_404_on_an_unknown_path_mints_no_route() {
+        let s = settings(
+            &["/known/{id}"],
+            &["/health"],
+            UnmatchedRoutes::Heuristic,
+            1,
+        );
+        let mut r = Routes::new(&s).unwrap();
+        for i in 0..50 {
+            assert_eq!(
+                r.route_with_status("svc", &format!("/scan{i}.php"), 404),
+                Decision::Unrouted
+            );
+        }
+        // The cap is untouched: the first real route still fits.
+        assert_eq!(route_of(&mut r, "svc", "/real"), ("/real".into(), false));
+        // A pattern still names its 404s; ignored paths stay ignored.
+        assert!(matches!(
+            r.route_with_status("svc", "/known/7", 404),
+            Decision::Route(ref x, _) if &**x == "/known/{id}"
+        ));
+        assert_eq!(
+            r.route_with_status("svc", "/health", 404),
+            Decision::Ignored
+        );
     }
 
     #[test]
