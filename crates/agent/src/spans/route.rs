@@ -454,7 +454,7 @@ mod tests {
             &["/known/{id}"],
             &["/health"],
             UnmatchedRoutes::Heuristic,
-            1,
+            2,
         );
         let mut r = Routes::new(&s).unwrap();
         for i in 0..50 {
