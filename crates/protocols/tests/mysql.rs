@@ -910,3 +910,27 @@ fn sixteen_megabyte_packets_through_the_capture() {
     assert!(r.db()[0].query_truncated);
     no_leak(&r, &["xxxx"]);
 }
+
+/// sysbench `oltp_point_select` over libmariadb: one prepare, then
+/// executions whose result sets skip the cached column definitions
+/// (`02 00 00 01 | 01 00`: one column, metadata not sent).
+#[test]
+fn sysbench_executions_with_skipped_metadata() {
+    let chunks = load(include_str!("fixtures/mysql/sysbench_point_select.txt"));
+    assert_eq!(&chunks[6].1[..6], b"\x02\x00\x00\x01\x01\x00");
+    for observed in [Observed::Client, Observed::Server] {
+        let r = run(&chunks, observed);
+        assert_eq!(r.names(), vec!["SELECT sbtest1"; 4]);
+        for d in r.db() {
+            assert_eq!(
+                d.query_text.as_deref(),
+                Some("SELECT c FROM sbtest1 WHERE id=?")
+            );
+            assert_eq!(d.returned_rows, Some(1));
+            assert_eq!(d.namespace.as_deref(), Some("sbtest"));
+            assert_eq!(d.system, DbSystem::Mariadb);
+        }
+        assert!(r.ops.iter().all(|o| o.outcome == Outcome::Complete));
+        assert!(r.losses.is_empty(), "{:?}", r.losses);
+    }
+}
