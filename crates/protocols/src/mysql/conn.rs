@@ -189,7 +189,8 @@ impl MysqlParser {
             if self.done.is_some() {
                 break;
             }
-            self.on_request(p, out);
+            self.on_request(&p, out);
+            self.req.recycle(p.data);
         }
         self.scratch = packets;
     }
@@ -217,7 +218,8 @@ impl MysqlParser {
             if self.done.is_some() {
                 break;
             }
-            self.on_response(p, out);
+            self.on_response(&p, out);
+            self.resp.recycle(p.data);
         }
         if lost {
             // The last packet ran into the gap: its response cannot be
@@ -240,11 +242,11 @@ impl MysqlParser {
         }
     }
 
-    fn on_request(&mut self, p: Packet, out: &mut Output) {
+    fn on_request(&mut self, p: &Packet, out: &mut Output) {
         match self.phase {
             Phase::Start | Phase::Command => {}
             Phase::Handshake => {
-                self.on_handshake_response(&p, out);
+                self.on_handshake_response(p, out);
                 return;
             }
             Phase::Auth => {
@@ -426,7 +428,7 @@ impl MysqlParser {
         self.phase = Phase::Auth;
     }
 
-    fn on_response(&mut self, p: Packet, out: &mut Output) {
+    fn on_response(&mut self, p: &Packet, out: &mut Output) {
         match self.phase {
             Phase::Start => {
                 if p.seq == 0
@@ -608,7 +610,7 @@ impl MysqlParser {
                         out.lose("invalid_message", 1);
                     }
                     front.state = Resp::Rows;
-                    match rows_packet(&p, terminator, eof, caps) {
+                    match rows_packet(p, terminator, eof, caps) {
                         Some(true) => front.state = Resp::Start,
                         Some(false) => ended = true,
                         None => front.rows += 1,
@@ -620,7 +622,7 @@ impl MysqlParser {
                     front.state = Resp::Rows;
                     front.rows += 1;
                 }
-                Resp::Rows => match rows_packet(&p, terminator, eof, caps) {
+                Resp::Rows => match rows_packet(p, terminator, eof, caps) {
                     Some(true) => front.state = Resp::Start,
                     Some(false) => ended = true,
                     None => front.rows += 1,
