@@ -934,3 +934,53 @@ fn sysbench_executions_with_skipped_metadata() {
         assert!(r.losses.is_empty(), "{:?}", r.losses);
     }
 }
+
+/// Inside TLS the decrypted stream starts with the client's handshake
+/// response (sequence 2, after the cleartext greeting and SSL request):
+/// made from the PyMySQL session by renumbering its handshake (2) and the
+/// server's OK (3), and setting CLIENT_SSL.
+#[test]
+fn the_plaintext_of_a_tls_session_is_detected_and_parsed() {
+    let mut chunks = pymysql();
+    chunks.remove(0); // the greeting went in clear, before TLS
+    chunks[0].1[3] = 2;
+    chunks[0].1[5] |= 0x08; // CLIENT_SSL
+    chunks[1].1[3] = 3;
+    for dir in [Direction::Ingress, Direction::Egress] {
+        assert_eq!(
+            detect(dir, &chunks[0].1),
+            Detection::Match {
+                request_dir: dir,
+                strength: Strength::Strong
+            }
+        );
+        // Every prefix waits, never says no.
+        for n in 1..40 {
+            assert_eq!(detect(dir, &chunks[0].1[..n]), Detection::NeedMore, "{n}");
+        }
+    }
+    // The response right after the greeting, when capture began there.
+    assert!(matches!(
+        detect(Direction::Egress, &pymysql()[1].1),
+        Detection::Match {
+            strength: Strength::Strong,
+            ..
+        }
+    ));
+    for observed in [Observed::Client, Observed::Server] {
+        let r = run(&chunks, observed);
+        assert_eq!(r.names().len(), 7);
+        assert_eq!(r.names()[2], "SELECT accounts");
+        for d in r.db() {
+            assert_eq!(d.namespace.as_deref(), Some("shop"));
+            assert_eq!(
+                d.system,
+                DbSystem::Mysql,
+                "no greeting: the protocol's name"
+            );
+        }
+        assert_eq!(r.db()[3].returned_rows, Some(3));
+        assert!(r.losses.is_empty(), "{:?}", r.losses);
+        no_leak(&r, &[]);
+    }
+}

@@ -244,6 +244,14 @@ impl MysqlParser {
 
     fn on_request(&mut self, p: &Packet, out: &mut Output) {
         match self.phase {
+            Phase::Start if p.seq == 1 || p.seq == 2 => {
+                // A handshake response without its greeting: inside TLS,
+                // or capture began right after the greeting.
+                if wire::handshake_response(&p.data, None).is_some_and(|h| !h.ssl) {
+                    self.on_handshake_response(p, out);
+                    return;
+                }
+            }
             Phase::Start | Phase::Command => {}
             Phase::Handshake => {
                 self.on_handshake_response(p, out);
@@ -404,8 +412,8 @@ impl MysqlParser {
 
     fn on_handshake_response(&mut self, p: &Packet, out: &mut Output) {
         let server = self.server_caps.unwrap_or(0);
-        let parsed = (p.seq == 1)
-            .then(|| wire::handshake_response(&p.data, server))
+        let parsed = (p.seq == 1 || p.seq == 2)
+            .then(|| wire::handshake_response(&p.data, self.server_caps))
             .flatten();
         let Some(h) = parsed else {
             out.lose("invalid_message", 1);
@@ -417,13 +425,22 @@ impl MysqlParser {
             return;
         }
         self.client_caps = Some(h.caps);
-        let both = server & h.caps;
+        if self.server_caps.is_none() {
+            // Inside TLS the greeting was not seen: the client asked for
+            // what the server offered (deprecated EOF stays unknown).
+            self.server_caps = Some(h.caps & !cap::DEPRECATE_EOF);
+        }
+        let both = self.server_caps.unwrap_or(server) & h.caps;
         if both & (cap::COMPRESS | cap::ZSTD) != 0 {
             out.lose("compressed", 1);
             self.done = Some("compressed");
             return;
         }
-        self.deprecate_eof = Some(both & cap::DEPRECATE_EOF != 0);
+        self.deprecate_eof = if server == 0 && h.caps & cap::DEPRECATE_EOF != 0 {
+            None
+        } else {
+            Some(both & cap::DEPRECATE_EOF != 0)
+        };
         self.namespace = h.database.as_deref().map(name);
         self.phase = Phase::Auth;
     }
