@@ -22,6 +22,19 @@ impl Mariadb {
     /// Initialises a datadir, starts `mariadbd` and creates database
     /// `shop` (table `accounts`, 3 rows) and user `app`@`127.0.0.1`.
     pub fn start() -> Mariadb {
+        Mariadb::start_with(&[])
+    }
+
+    /// The same, also accepting TLS with the certificate in `certs`
+    /// (`cert.pem`, `key.pem`, from [`crate::tls_cert`]).
+    pub fn start_tls(certs: &Path) -> Mariadb {
+        Mariadb::start_with(&[
+            format!("--ssl-cert={}", certs.join("cert.pem").display()),
+            format!("--ssl-key={}", certs.join("key.pem").display()),
+        ])
+    }
+
+    fn start_with(extra: &[String]) -> Mariadb {
         let dir = tempfile::Builder::new()
             .prefix("ratatosk-mariadb")
             .tempdir_in("/tmp")
@@ -46,6 +59,7 @@ impl Mariadb {
                 .arg(format!("--pid-file={}", dir.path().join("pid").display()))
                 .arg(format!("--port={port}"))
                 .args(["--bind-address=127.0.0.1", "--skip-log-bin"])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );

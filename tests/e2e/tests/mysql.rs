@@ -247,3 +247,71 @@ fn mariadb_cli_and_a_result_set_bigger_than_the_capture() {
         assert!(!everything.contains(secret), "{secret} leaked");
     }
 }
+
+/// PyMySQL over TLS (Python's ssl on the shared libssl) to MariaDB
+/// (OpenSSL too): the agent's TLS capture hands the decrypted stream to
+/// detection, which starts at the client's handshake response.
+#[test]
+fn pymysql_over_tls_client_and_server_spans() {
+    let _g = serial();
+    let certs = tls_cert();
+    let db = Mariadb::start_tls(certs.path());
+    let agent = Agent::start(&[
+        "--pid",
+        &db.pid().to_string(),
+        "--exe-path",
+        "/python3(\\.[0-9]+)?$",
+    ]);
+    const SCRIPT: &str = r#"
+import sys, pymysql
+port, pw, literal, n, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+c = pymysql.connect(host='127.0.0.1', port=port, user='app', password=pw, database='shop', ssl_ca=ca)
+cur = c.cursor()
+cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")
+assert cur.fetchone()[1], "not TLS"
+for i in range(n):
+    cur.execute("SELECT balance FROM accounts WHERE name = %s OR id = %s", (literal, 1))
+    assert len(cur.fetchall()) == 1
+c.close()
+print("ok")
+"#;
+    let ca = certs.path().join("cert.pem");
+    let out = lab_python(
+        SCRIPT,
+        &[
+            &db.port.to_string(),
+            APP_PASSWORD,
+            LITERAL,
+            &N.to_string(),
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.trim(), "ok");
+    let text = "SELECT balance FROM accounts WHERE name = ? OR id = ?";
+    for kind in ["client", "server"] {
+        let spans = agent.wait_spans(N, WAIT, |s| {
+            on_port(db.port, kind)(s) && attr(s, "db.query.text") == text
+        });
+        assert_eq!(spans.len(), N, "{kind}\n{}", agent.self_counters());
+        for s in &spans {
+            assert_eq!(s["name"], "SELECT accounts");
+            assert_eq!(attr(s, "db.namespace"), "shop");
+            assert_eq!(attr(s, "db.response.returned_rows"), "1");
+            // The greeting went in clear before TLS: the decrypted stream
+            // does not say MariaDB.
+            assert_eq!(attr(s, "db.system.name"), "mysql");
+        }
+        // SET NAMES, SET AUTOCOMMIT, SHOW STATUS and the N queries.
+        let all = agent.wait_spans(N + 3, WAIT, on_port(db.port, kind));
+        assert_eq!(all.len(), N + 3, "{kind}");
+    }
+    let everything = format!(
+        "{}\n{}\n{}",
+        serde_json::to_string(&agent.spans()).unwrap(),
+        agent.stderr_text(),
+        agent.metrics()
+    );
+    for secret in [LITERAL, APP_PASSWORD] {
+        assert!(!everything.contains(secret), "{secret} leaked");
+    }
+}
