@@ -20,9 +20,21 @@
 //! `COM_STMT_CLOSE`, `COM_STMT_SEND_LONG_DATA` and `COM_QUIT` have no
 //! response.
 //!
-//! Not parsed: TLS (after an SSL request: [`State::Done`]`("tls")`),
-//! compressed sessions (`"compressed"`), replication streams
-//! (`"replication"`).
+//! TLS: after an SSL request the cleartext parser is done
+//! ([`State::Done`]`("tls")`); the agent's TLS capture restarts detection
+//! on the decrypted stream, which begins with the client's handshake
+//! response (sequence 2): a strong match that starts the session there
+//! (namespace and capabilities from it; `db.system.name` is `mysql`, the
+//! greeting that told MariaDB having gone in clear). The same holds when
+//! capture begins right after the greeting. Capture begun later: a
+//! `COM_QUERY`/`COM_STMT_PREPARE`, a result set or an error answer are
+//! weak matches; nothing is assumed (no namespace, `mysql`, deprecated
+//! EOF learnt from the first result set).
+//!
+//! Not parsed: compressed sessions (`"compressed"`, counted), replication
+//! streams (`"replication"`).
+//!
+//! [`State::Done`]: crate::parser::State::Done
 
 mod conn;
 mod framer;
