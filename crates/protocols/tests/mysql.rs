@@ -984,3 +984,43 @@ fn the_plaintext_of_a_tls_session_is_detected_and_parsed() {
         no_leak(&r, &[]);
     }
 }
+
+#[test]
+fn deprecate_eof_prepared_statements_mid_stream() {
+    let chunks = connector();
+    let start = chunks
+        .iter()
+        .position(|(f, b)| *f == From::Client && b[4] == 0x16)
+        .unwrap();
+    let mut convo = chunks[start..].to_vec();
+    let mut prepare_next = false;
+    for (from, bytes) in convo.iter_mut() {
+        match from {
+            From::Client => prepare_next = bytes[4] == 0x16,
+            From::Server if prepare_next => {
+                // Prepare answers: both EOFs go.
+                let mut pkts = packets(bytes);
+                pkts.retain(|(_, p)| !(p[0] == 0xfe && p.len() < 9));
+                for (i, (seq, _)) in pkts.iter_mut().enumerate() {
+                    *seq = i as u8 + 1;
+                }
+                *bytes = frame(&pkts);
+            }
+            From::Server if bytes[4] != 0x00 && bytes[4] != 0xff => *bytes = without_eofs(bytes),
+            From::Server => {}
+        }
+    }
+    let r = run(&convo, Observed::Client);
+    assert_eq!(
+        r.names(),
+        [
+            "SELECT accounts",
+            "SELECT accounts",
+            "SELECT accounts",
+            "SELECT missing_table"
+        ]
+    );
+    let rows: Vec<_> = r.db().iter().map(|d| d.returned_rows).collect();
+    assert_eq!(rows, [Some(0), Some(1), Some(5), None]);
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+}

@@ -395,6 +395,13 @@ impl MysqlParser {
                     self.deprecate_eof = Some(true);
                     Outcome::Complete
                 }
+                Resp::PrepColsEof | Resp::PrepParamsEof { cols: 0 }
+                    if self.deprecate_eof.is_none() =>
+                {
+                    // A prepare's definitions ended without EOF.
+                    self.deprecate_eof = Some(true);
+                    Outcome::Complete
+                }
                 Resp::Opaque if !was_lost && front.kind == Kind::Opaque => Outcome::Complete,
                 Resp::Opaque => Outcome::ResponseTruncated,
                 _ => {
@@ -664,6 +671,15 @@ impl MysqlParser {
                 Resp::PrepParamsEof { cols } => {
                     if eof && cols > 0 {
                         front.state = Resp::PrepCols(cols);
+                    } else if !eof && cols > 0 && deprecate_eof.is_none() {
+                        // A column definition where an EOF could have
+                        // been: EOF is deprecated (seen mid-stream).
+                        self.deprecate_eof = Some(true);
+                        if cols > 1 {
+                            front.state = Resp::PrepCols(cols - 1);
+                        } else {
+                            ended = true;
+                        }
                     } else {
                         ended = true;
                     }
