@@ -1024,3 +1024,14 @@ fn deprecate_eof_prepared_statements_mid_stream() {
     assert_eq!(rows, [Some(0), Some(1), Some(5), None]);
     assert!(r.losses.is_empty(), "{:?}", r.losses);
 }
+
+#[test]
+fn skipped_metadata_mid_stream() {
+    let chunks = load(include_str!("fixtures/mysql/sysbench_point_select.txt"));
+    // From the first execution: the statement was prepared before.
+    let r = run(&chunks[5..], Observed::Client);
+    assert_eq!(r.names(), ["EXECUTE"; 4]);
+    assert!(r.db().iter().all(|d| d.returned_rows == Some(1)));
+    assert!(r.ops.iter().all(|o| o.outcome == Outcome::Complete));
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+}

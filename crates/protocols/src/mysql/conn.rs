@@ -491,6 +491,7 @@ impl MysqlParser {
             Phase::Command => {}
         }
         let caps = self.caps();
+        let unknown_caps = self.client_caps.is_none();
         let deprecate_eof = self.deprecate_eof;
         let Some(front) = self.pending.front_mut() else {
             if !self.unpaired {
@@ -575,8 +576,16 @@ impl MysqlParser {
                     _ if matches!(front.kind, Kind::Query | Kind::Execute) => {
                         match wire::lenenc(&p.data) {
                             Some((n, used)) if n > 0 => {
-                                let skip_meta = caps & cap::MARIADB_CACHE_METADATA != 0
-                                    && p.data.get(used) == Some(&0);
+                                // MariaDB's "metadata follows" byte: one
+                                // byte after the count, which nothing else
+                                // puts there (told by the capabilities, or
+                                // by the shape when they are unknown).
+                                let flag = p.data.get(used).copied();
+                                let shaped =
+                                    p.len == used as u64 + 1 && matches!(flag, Some(0 | 1));
+                                let skip_meta = flag == Some(0)
+                                    && (caps & cap::MARIADB_CACHE_METADATA != 0
+                                        || unknown_caps && shaped);
                                 front.result_sets += 1;
                                 front.state = if skip_meta {
                                     after_columns(deprecate_eof)
