@@ -1035,3 +1035,37 @@ fn skipped_metadata_mid_stream() {
     assert!(r.ops.iter().all(|o| o.outcome == Outcome::Complete));
     assert!(r.losses.is_empty(), "{:?}", r.losses);
 }
+
+/// Steady-state parser cost: one connection, a fixture's commands and
+/// answers (after authentication) repeated. Run with
+/// `cargo test --release -p ratatosk-protocols --test mysql -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn steady_cost_per_operation() {
+    let sysbench = load(include_str!("fixtures/mysql/sysbench_point_select.txt"));
+    for (name, chunks, setup, body) in [
+        ("sysbench_point_select", &sysbench, 5, 5..13),
+        ("pymysql", &pymysql(), 3, 3..17),
+    ] {
+        let mut p = MYSQL.parser(Direction::Egress, &Limits::default());
+        let mut out = Output::default();
+        let mut ts = 0;
+        for (from, b) in &chunks[..setup] {
+            ts += 10;
+            p.on_data(Observed::Client.dir(*from), Segment::new(ts, b), &mut out);
+        }
+        let start = std::time::Instant::now();
+        let mut ops = 0;
+        for _ in 0..20_000 {
+            for (from, b) in &chunks[body.clone()] {
+                ts += 10;
+                p.on_data(Observed::Client.dir(*from), Segment::new(ts, b), &mut out);
+            }
+            ops += out.ops.len();
+            out.ops.clear();
+        }
+        assert!(out.losses.is_empty(), "{:?}", out.losses);
+        let per = start.elapsed().as_nanos() as f64 / ops as f64;
+        println!("{name}: {per:.0} ns per operation, steady ({ops} ops)");
+    }
+}
