@@ -21,7 +21,8 @@ if [[ $EUID -ne 0 ]]; then
 fi
 
 # ---------------------------------------------------------------- Debian
-APT_PACKAGES=(nginx wrk nghttp2-client redis-server redis-tools postgresql openssl bpftool python3-venv)
+APT_PACKAGES=(nginx wrk nghttp2-client redis-server redis-tools postgresql mariadb-server mariadb-client sysbench openssl
+              bpftool python3-venv)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

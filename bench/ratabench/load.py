@@ -1,4 +1,4 @@
-"""Load generators (wrk, h2load, redis-benchmark, pgbench): run each under a
+"""Load generators (wrk, h2load, redis-benchmark, pgbench, sysbench): run each under a
 timeout and parse what it reports into a LoadResult."""
 from __future__ import annotations
 
@@ -148,3 +148,30 @@ def run_pgbench(port: int, opts: argparse.Namespace, duration: int) -> LoadResul
                                         "pgbench").group(1)),
                       p50_us=percentile(lat, 0.50), p99_us=percentile(lat, 0.99),
                       errors=int(failed.group(1)) if failed else 0, cmd=" ".join(cmd))
+
+
+def run_sysbench_point_select(port: int, opts: argparse.Namespace, duration: int) -> LoadResult:
+    """sysbench oltp_point_select: one primary-key SELECT per event as a
+    server-side prepared statement (COM_STMT_EXECUTE), no BEGIN/COMMIT;
+    percentiles from its latency histogram."""
+    from .servers import sysbench_mysql_args
+    cmd = ["sysbench", "oltp_point_select", *sysbench_mysql_args(port), f"--threads={opts.connections}",
+           f"--time={duration}", "--skip_trx=on", "--histogram=on", "--db-ps-mode=auto", "run"]
+    out = run_cmd(cmd, duration + 60, "sysbench").stdout
+    hist = sorted((float(v) * 1e3, int(n)) for v, n in
+                  re.findall(r"^\s+([\d.]+) \|\**\s+(\d+)$", out, re.M))
+    total = sum(n for _, n in hist)
+
+    def pct(q: float) -> float:
+        if not total:
+            raise BenchError(f"sysbench printed no latency histogram:\n{out[-1500:]}")
+        seen = 0
+        for v, n in hist:
+            seen += n
+            if seen >= q * total:
+                return v
+        return hist[-1][0]
+    errors = int(find(r"^\s+ignored errors:\s+(\d+)", out, "sysbench").group(1))
+    return LoadResult(rps=float(find(r"^\s+queries:\s+\d+\s+\(([\d.]+) per sec", out, "sysbench").group(1)),
+                      requests=int(find(r"^\s+queries:\s+(\d+)", out, "sysbench").group(1)),
+                      p50_us=pct(0.50), p99_us=pct(0.99), errors=errors, cmd=" ".join(cmd))

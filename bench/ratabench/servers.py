@@ -1,5 +1,6 @@
 """Servers under test (nginx in its variants, Flask on gunicorn bare and
-under the OpenTelemetry SDK with a rotel collector, Redis, PostgreSQL):
+under the OpenTelemetry SDK with a rotel collector, Redis, PostgreSQL,
+MariaDB):
 each start_* returns a Server, or stops what it started and raises."""
 from __future__ import annotations
 
@@ -242,6 +243,40 @@ def start_redis(tmp: Path) -> Server:
                 30, "redis-benchmark SET")
         return Server(Target(port, proc), [proc])
     return started([proc], up)
+
+
+def start_mariadb(tmp: Path) -> Server:
+    """A private MariaDB datadir (no binary log, no durable commits: the
+    select-only load never writes) with a `bench` user and sysbench's
+    table (one, 10000 rows)."""
+    data = tmp / "data"
+    run_cmd(["mariadb-install-db", "--user=root", f"--datadir={data}", "--auth-root-authentication-method=socket"],
+            120, "mariadb-install-db")
+    port = free_port()
+    sock = tmp / "mariadb.sock"
+    proc = spawn(["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={sock}",
+                  f"--pid-file={tmp / 'mariadb.pid'}", f"--port={port}", "--bind-address=127.0.0.1",
+                  "--skip-log-bin", "--innodb-flush-log-at-trx-commit=0", "--max-connections=200"],
+                 tmp / "mariadb.log")
+
+    def root_sql(sql: str) -> bool:
+        return subprocess.run(["mariadb", f"--socket={sock}", "-uroot", "-e", sql],
+                              capture_output=True, timeout=30).returncode == 0
+
+    def up() -> Server:
+        wait_until(lambda: tcp_up(port) and root_sql("SELECT 1"), 60, "mariadbd did not start",
+                   lambda: proc.poll() is None, lambda: log_tail(tmp / "mariadb.log"))
+        if not root_sql("CREATE DATABASE sbtest; CREATE USER 'bench'@'127.0.0.1' IDENTIFIED BY 'bench'; "
+                        "GRANT ALL ON sbtest.* TO 'bench'@'127.0.0.1'"):
+            raise BenchError("mariadb: creating the bench user failed")
+        run_cmd(["sysbench", "oltp_point_select", *sysbench_mysql_args(port), "prepare"], 120, "sysbench prepare")
+        return Server(Target(port, proc), [proc])
+    return started([proc], up)
+
+
+def sysbench_mysql_args(port: int) -> list[str]:
+    return ["--db-driver=mysql", "--mysql-host=127.0.0.1", f"--mysql-port={port}", "--mysql-user=bench",
+            "--mysql-password=bench", "--mysql-db=sbtest", "--mysql-ssl=off", "--tables=1", "--table-size=10000"]
 
 
 def pg_bin(name: str) -> str | None:

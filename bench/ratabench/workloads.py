@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .load import LoadResult, private_libssl_env, run_h2load, run_pgbench, run_redis_benchmark, run_wrk
-from .servers import Server, start_flask, start_nginx, start_node_tls, start_postgres, start_redis, with_collector
+from .load import (LoadResult, private_libssl_env, run_h2load, run_pgbench, run_redis_benchmark,
+                   run_sysbench_point_select, run_wrk)
+from .servers import (Server, start_flask, start_mariadb, start_nginx, start_node_tls, start_postgres, start_redis,
+                      with_collector)
 
 
 @dataclass
@@ -75,6 +77,10 @@ WORKLOADS = {w.name: w for w in [
     Workload("postgres", "PostgreSQL 15 private cluster, pgbench -S (select only) over TCP",
              ["pgbench", "pg_isready", "initdb", "postgres"], lambda tmp, o: start_postgres(tmp), run_pgbench,
              unparsed="PostgreSQL"),
+    Workload("mariadb", "MariaDB 10.11 private datadir, sysbench oltp_point_select (one primary-key SELECT per "
+             "query, server-side prepared statements, libmariadb) over TCP",
+             ["sysbench", "mariadbd", "mariadb-install-db", "mariadb"], lambda tmp, o: start_mariadb(tmp),
+             run_sysbench_point_select, kinds=("hooks-only", "ratatosk")),
     Workload("nginx-h2c", "nginx, cleartext HTTP/2 (prior knowledge), h2load closed loop, 1 stream per connection",
              ["nginx", "h2load"], lambda tmp, o: start_nginx(tmp, "h2c"),
              lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d), unparsed="HTTP/2"),

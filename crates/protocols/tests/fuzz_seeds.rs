@@ -241,6 +241,8 @@ fn mysql_seeds() -> BTreeMap<String, Vec<u8>> {
         "connector_prepared",
         "mariadb_cli",
         "mariadb_cli_compress",
+        "garbage_handshake",
+        "sysbench_point_select",
     ] {
         let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).unwrap();
         let chunks: Vec<(bool, Vec<u8>)> = text

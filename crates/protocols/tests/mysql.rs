@@ -910,3 +910,162 @@ fn sixteen_megabyte_packets_through_the_capture() {
     assert!(r.db()[0].query_truncated);
     no_leak(&r, &["xxxx"]);
 }
+
+/// sysbench `oltp_point_select` over libmariadb: one prepare, then
+/// executions whose result sets skip the cached column definitions
+/// (`02 00 00 01 | 01 00`: one column, metadata not sent).
+#[test]
+fn sysbench_executions_with_skipped_metadata() {
+    let chunks = load(include_str!("fixtures/mysql/sysbench_point_select.txt"));
+    assert_eq!(&chunks[6].1[..6], b"\x02\x00\x00\x01\x01\x00");
+    for observed in [Observed::Client, Observed::Server] {
+        let r = run(&chunks, observed);
+        assert_eq!(r.names(), vec!["SELECT sbtest1"; 4]);
+        for d in r.db() {
+            assert_eq!(
+                d.query_text.as_deref(),
+                Some("SELECT c FROM sbtest1 WHERE id=?")
+            );
+            assert_eq!(d.returned_rows, Some(1));
+            assert_eq!(d.namespace.as_deref(), Some("sbtest"));
+            assert_eq!(d.system, DbSystem::Mariadb);
+        }
+        assert!(r.ops.iter().all(|o| o.outcome == Outcome::Complete));
+        assert!(r.losses.is_empty(), "{:?}", r.losses);
+    }
+}
+
+/// Inside TLS the decrypted stream starts with the client's handshake
+/// response (sequence 2, after the cleartext greeting and SSL request):
+/// made from the PyMySQL session by renumbering its handshake (2) and the
+/// server's OK (3), and setting CLIENT_SSL.
+#[test]
+fn the_plaintext_of_a_tls_session_is_detected_and_parsed() {
+    let mut chunks = pymysql();
+    chunks.remove(0); // the greeting went in clear, before TLS
+    chunks[0].1[3] = 2;
+    chunks[0].1[5] |= 0x08; // CLIENT_SSL
+    chunks[1].1[3] = 3;
+    for dir in [Direction::Ingress, Direction::Egress] {
+        assert_eq!(
+            detect(dir, &chunks[0].1),
+            Detection::Match {
+                request_dir: dir,
+                strength: Strength::Strong
+            }
+        );
+        // Every prefix waits, never says no.
+        for n in 1..40 {
+            assert_eq!(detect(dir, &chunks[0].1[..n]), Detection::NeedMore, "{n}");
+        }
+    }
+    // The response right after the greeting, when capture began there.
+    assert!(matches!(
+        detect(Direction::Egress, &pymysql()[1].1),
+        Detection::Match {
+            strength: Strength::Strong,
+            ..
+        }
+    ));
+    for observed in [Observed::Client, Observed::Server] {
+        let r = run(&chunks, observed);
+        assert_eq!(r.names().len(), 7);
+        assert_eq!(r.names()[2], "SELECT accounts");
+        for d in r.db() {
+            assert_eq!(d.namespace.as_deref(), Some("shop"));
+            assert_eq!(
+                d.system,
+                DbSystem::Mysql,
+                "no greeting: the protocol's name"
+            );
+        }
+        assert_eq!(r.db()[3].returned_rows, Some(3));
+        assert!(r.losses.is_empty(), "{:?}", r.losses);
+        no_leak(&r, &[]);
+    }
+}
+
+#[test]
+fn deprecate_eof_prepared_statements_mid_stream() {
+    let chunks = connector();
+    let start = chunks
+        .iter()
+        .position(|(f, b)| *f == From::Client && b[4] == 0x16)
+        .unwrap();
+    let mut convo = chunks[start..].to_vec();
+    let mut prepare_next = false;
+    for (from, bytes) in convo.iter_mut() {
+        match from {
+            From::Client => prepare_next = bytes[4] == 0x16,
+            From::Server if prepare_next => {
+                // Prepare answers: both EOFs go.
+                let mut pkts = packets(bytes);
+                pkts.retain(|(_, p)| !(p[0] == 0xfe && p.len() < 9));
+                for (i, (seq, _)) in pkts.iter_mut().enumerate() {
+                    *seq = i as u8 + 1;
+                }
+                *bytes = frame(&pkts);
+            }
+            From::Server if bytes[4] != 0x00 && bytes[4] != 0xff => *bytes = without_eofs(bytes),
+            From::Server => {}
+        }
+    }
+    let r = run(&convo, Observed::Client);
+    assert_eq!(
+        r.names(),
+        [
+            "SELECT accounts",
+            "SELECT accounts",
+            "SELECT accounts",
+            "SELECT missing_table"
+        ]
+    );
+    let rows: Vec<_> = r.db().iter().map(|d| d.returned_rows).collect();
+    assert_eq!(rows, [Some(0), Some(1), Some(5), None]);
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+}
+
+#[test]
+fn skipped_metadata_mid_stream() {
+    let chunks = load(include_str!("fixtures/mysql/sysbench_point_select.txt"));
+    // From the first execution: the statement was prepared before.
+    let r = run(&chunks[5..], Observed::Client);
+    assert_eq!(r.names(), ["EXECUTE"; 4]);
+    assert!(r.db().iter().all(|d| d.returned_rows == Some(1)));
+    assert!(r.ops.iter().all(|o| o.outcome == Outcome::Complete));
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+}
+
+/// Steady-state parser cost: one connection, a fixture's commands and
+/// answers (after authentication) repeated. Run with
+/// `cargo test --release -p ratatosk-protocols --test mysql -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn steady_cost_per_operation() {
+    let sysbench = load(include_str!("fixtures/mysql/sysbench_point_select.txt"));
+    for (name, chunks, setup, body) in [
+        ("sysbench_point_select", &sysbench, 5, 5..13),
+        ("pymysql", &pymysql(), 3, 3..17),
+    ] {
+        let mut p = MYSQL.parser(Direction::Egress, &Limits::default());
+        let mut out = Output::default();
+        let mut ts = 0;
+        for (from, b) in &chunks[..setup] {
+            ts += 10;
+            p.on_data(Observed::Client.dir(*from), Segment::new(ts, b), &mut out);
+        }
+        let start = std::time::Instant::now();
+        let mut ops = 0;
+        for _ in 0..20_000 {
+            for (from, b) in &chunks[body.clone()] {
+                ts += 10;
+                p.on_data(Observed::Client.dir(*from), Segment::new(ts, b), &mut out);
+            }
+            ops += out.ops.len();
+            out.ops.clear();
+        }
+        assert!(out.losses.is_empty(), "{:?}", out.losses);
+        let per = start.elapsed().as_nanos() as f64 / ops as f64;
+        println!("{name}: {per:.0} ns per operation, steady ({ops} ops)");
+    }
+}

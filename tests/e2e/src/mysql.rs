@@ -22,6 +22,19 @@ impl Mariadb {
     /// Initialises a datadir, starts `mariadbd` and creates database
     /// `shop` (table `accounts`, 3 rows) and user `app`@`127.0.0.1`.
     pub fn start() -> Mariadb {
+        Mariadb::start_with(&[])
+    }
+
+    /// The same, also accepting TLS with the certificate in `certs`
+    /// (`cert.pem`, `key.pem`, from [`crate::tls_cert`]).
+    pub fn start_tls(certs: &Path) -> Mariadb {
+        Mariadb::start_with(&[
+            format!("--ssl-cert={}", certs.join("cert.pem").display()),
+            format!("--ssl-key={}", certs.join("key.pem").display()),
+        ])
+    }
+
+    fn start_with(extra: &[String]) -> Mariadb {
         let dir = tempfile::Builder::new()
             .prefix("ratatosk-mariadb")
             .tempdir_in("/tmp")
@@ -46,11 +59,13 @@ impl Mariadb {
                 .arg(format!("--pid-file={}", dir.path().join("pid").display()))
                 .arg(format!("--port={port}"))
                 .args(["--bind-address=127.0.0.1", "--skip-log-bin"])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
         wait_for_port(port, Duration::from_secs(60));
         let db = Mariadb { port, proc, dir };
+        db.wait_ready();
         db.root_sql(&format!(
             "CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '{APP_PASSWORD}';
              CREATE DATABASE shop;
@@ -71,20 +86,29 @@ impl Mariadb {
 
     /// Runs SQL as root over the Unix socket (not observed: no TCP).
     pub fn root_sql(&self, sql: &str) {
+        let out = self.root_command(sql);
+        assert!(
+            out.status.success(),
+            "mariadb -e failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn root_command(&self, sql: &str) -> std::process::Output {
+        Command::new(tool("mariadb"))
+            .arg(format!("--socket={}", self.socket().display()))
+            .args(["-uroot", "-e", sql])
+            .output()
+            .expect("run mariadb")
+    }
+
+    /// Waits until the server answers over its socket.
+    fn wait_ready(&self) {
         let start = Instant::now();
-        loop {
-            let out = Command::new(tool("mariadb"))
-                .arg(format!("--socket={}", self.socket().display()))
-                .args(["-uroot", "-e", sql])
-                .output()
-                .expect("run mariadb");
-            if out.status.success() {
-                return;
-            }
+        while !self.root_command("SELECT 1").status.success() {
             assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "mariadb -e failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+                start.elapsed() < Duration::from_secs(60),
+                "mariadbd does not answer"
             );
             std::thread::sleep(Duration::from_millis(200));
         }

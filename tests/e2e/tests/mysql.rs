@@ -180,3 +180,138 @@ fn mariadb_client_and_server_spans_with_no_literal_and_no_password() {
         assert!(!everything.contains(secret), "{secret} leaked");
     }
 }
+
+/// The `mariadb` CLI (libmariadb: MariaDB's extended capabilities) and a
+/// result set far bigger than the 1024 bytes captured per read/write.
+#[test]
+fn mariadb_cli_and_a_result_set_bigger_than_the_capture() {
+    let _g = serial();
+    let db = Mariadb::start();
+    db.root_sql(
+        "CREATE TABLE shop.big (id INT PRIMARY KEY, pad VARCHAR(100));
+         SET SESSION max_recursive_iterations = 10000;
+         INSERT INTO shop.big SELECT n, REPEAT('x', 50) FROM (WITH RECURSIVE s(n) AS
+           (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 2000) SELECT n FROM s) AS q;",
+    );
+    let agent = Agent::start(&["--pid", &db.pid().to_string(), "--exe-path", "/mariadb$"]);
+    let out = std::process::Command::new(tool("mariadb"))
+        .args(["-h127.0.0.1", &format!("-P{}", db.port), "-uapp"])
+        .arg(format!("-p{APP_PASSWORD}"))
+        .args(["--skip-ssl", "--batch", "shop", "-e"])
+        .arg(
+            "SELECT name FROM accounts WHERE id = 2; SELECT id, pad FROM big; \
+             SELECT COUNT(*) FROM big WHERE pad <> 'e2e-Literal-Value-5521'",
+        )
+        .output()
+        .expect("run mariadb");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2 + 2001 + 2
+    );
+
+    for kind in ["client", "server"] {
+        let spans = agent.wait_spans(3, WAIT, on_port(db.port, kind));
+        let names: Vec<&str> = spans.iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["SELECT accounts", "SELECT big", "SELECT big"],
+            "{kind}\n{}",
+            agent.self_counters()
+        );
+        assert_eq!(attr(&spans[0], "db.response.returned_rows"), "1");
+        assert_eq!(attr(&spans[0], "db.system.name"), "mariadb");
+        assert_eq!(attr(&spans[0], "db.namespace"), "shop");
+        // 2000 rows, most of them in capture gaps: the span is there, its
+        // row count is not guessed.
+        assert_eq!(attr(&spans[1], "db.query.text"), "SELECT id, pad FROM big");
+        assert_eq!(attr(&spans[1], "db.response.returned_rows"), "");
+        assert_eq!(attr(&spans[1], "error.type"), "");
+        assert_eq!(
+            attr(&spans[2], "db.query.text"),
+            "SELECT COUNT(*) FROM big WHERE pad <> ?"
+        );
+        assert_eq!(attr(&spans[2], "db.response.returned_rows"), "1");
+    }
+    let everything = format!(
+        "{}\n{}\n{}",
+        serde_json::to_string(&agent.spans()).unwrap(),
+        agent.stderr_text(),
+        agent.metrics()
+    );
+    for secret in [LITERAL, APP_PASSWORD] {
+        assert!(!everything.contains(secret), "{secret} leaked");
+    }
+}
+
+/// PyMySQL over TLS (Python's ssl on the shared libssl) to MariaDB
+/// (OpenSSL too): the agent's TLS capture hands the decrypted stream to
+/// detection, which starts at the client's handshake response.
+#[test]
+fn pymysql_over_tls_client_and_server_spans() {
+    let _g = serial();
+    let certs = tls_cert();
+    let db = Mariadb::start_tls(certs.path());
+    let agent = Agent::start(&[
+        "--pid",
+        &db.pid().to_string(),
+        "--exe-path",
+        "/python3(\\.[0-9]+)?$",
+    ]);
+    const SCRIPT: &str = r#"
+import sys, pymysql
+port, pw, literal, n, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+c = pymysql.connect(host='127.0.0.1', port=port, user='app', password=pw, database='shop', ssl_ca=ca)
+cur = c.cursor()
+cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")
+assert cur.fetchone()[1], "not TLS"
+for i in range(n):
+    cur.execute("SELECT balance FROM accounts WHERE name = %s OR id = %s", (literal, 1))
+    assert len(cur.fetchall()) == 1
+c.close()
+print("ok")
+"#;
+    let ca = certs.path().join("cert.pem");
+    let out = lab_python(
+        SCRIPT,
+        &[
+            &db.port.to_string(),
+            APP_PASSWORD,
+            LITERAL,
+            &N.to_string(),
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.trim(), "ok");
+    let text = "SELECT balance FROM accounts WHERE name = ? OR id = ?";
+    for kind in ["client", "server"] {
+        let spans = agent.wait_spans(N, WAIT, |s| {
+            on_port(db.port, kind)(s) && attr(s, "db.query.text") == text
+        });
+        assert_eq!(spans.len(), N, "{kind}\n{}", agent.self_counters());
+        for s in &spans {
+            assert_eq!(s["name"], "SELECT accounts");
+            assert_eq!(attr(s, "db.namespace"), "shop");
+            assert_eq!(attr(s, "db.response.returned_rows"), "1");
+            // The greeting went in clear before TLS: the decrypted stream
+            // does not say MariaDB.
+            assert_eq!(attr(s, "db.system.name"), "mysql");
+        }
+        // SET NAMES, SET AUTOCOMMIT, SHOW STATUS and the N queries.
+        let all = agent.wait_spans(N + 3, WAIT, on_port(db.port, kind));
+        assert_eq!(all.len(), N + 3, "{kind}");
+    }
+    let everything = format!(
+        "{}\n{}\n{}",
+        serde_json::to_string(&agent.spans()).unwrap(),
+        agent.stderr_text(),
+        agent.metrics()
+    );
+    for secret in [LITERAL, APP_PASSWORD] {
+        assert!(!everything.contains(secret), "{secret} leaked");
+    }
+}

@@ -189,7 +189,8 @@ impl MysqlParser {
             if self.done.is_some() {
                 break;
             }
-            self.on_request(p, out);
+            self.on_request(&p, out);
+            self.req.recycle(p.data);
         }
         self.scratch = packets;
     }
@@ -217,7 +218,8 @@ impl MysqlParser {
             if self.done.is_some() {
                 break;
             }
-            self.on_response(p, out);
+            self.on_response(&p, out);
+            self.resp.recycle(p.data);
         }
         if lost {
             // The last packet ran into the gap: its response cannot be
@@ -240,11 +242,19 @@ impl MysqlParser {
         }
     }
 
-    fn on_request(&mut self, p: Packet, out: &mut Output) {
+    fn on_request(&mut self, p: &Packet, out: &mut Output) {
         match self.phase {
+            Phase::Start if p.seq == 1 || p.seq == 2 => {
+                // A handshake response without its greeting: inside TLS,
+                // or capture began right after the greeting.
+                if wire::handshake_response(&p.data, None).is_some_and(|h| !h.ssl) {
+                    self.on_handshake_response(p, out);
+                    return;
+                }
+            }
             Phase::Start | Phase::Command => {}
             Phase::Handshake => {
-                self.on_handshake_response(&p, out);
+                self.on_handshake_response(p, out);
                 return;
             }
             Phase::Auth => {
@@ -385,6 +395,13 @@ impl MysqlParser {
                     self.deprecate_eof = Some(true);
                     Outcome::Complete
                 }
+                Resp::PrepColsEof | Resp::PrepParamsEof { cols: 0 }
+                    if self.deprecate_eof.is_none() =>
+                {
+                    // A prepare's definitions ended without EOF.
+                    self.deprecate_eof = Some(true);
+                    Outcome::Complete
+                }
                 Resp::Opaque if !was_lost && front.kind == Kind::Opaque => Outcome::Complete,
                 Resp::Opaque => Outcome::ResponseTruncated,
                 _ => {
@@ -402,8 +419,8 @@ impl MysqlParser {
 
     fn on_handshake_response(&mut self, p: &Packet, out: &mut Output) {
         let server = self.server_caps.unwrap_or(0);
-        let parsed = (p.seq == 1)
-            .then(|| wire::handshake_response(&p.data, server))
+        let parsed = (p.seq == 1 || p.seq == 2)
+            .then(|| wire::handshake_response(&p.data, self.server_caps))
             .flatten();
         let Some(h) = parsed else {
             out.lose("invalid_message", 1);
@@ -415,18 +432,27 @@ impl MysqlParser {
             return;
         }
         self.client_caps = Some(h.caps);
-        let both = server & h.caps;
+        if self.server_caps.is_none() {
+            // Inside TLS the greeting was not seen: the client asked for
+            // what the server offered (deprecated EOF stays unknown).
+            self.server_caps = Some(h.caps & !cap::DEPRECATE_EOF);
+        }
+        let both = self.server_caps.unwrap_or(server) & h.caps;
         if both & (cap::COMPRESS | cap::ZSTD) != 0 {
             out.lose("compressed", 1);
             self.done = Some("compressed");
             return;
         }
-        self.deprecate_eof = Some(both & cap::DEPRECATE_EOF != 0);
+        self.deprecate_eof = if server == 0 && h.caps & cap::DEPRECATE_EOF != 0 {
+            None
+        } else {
+            Some(both & cap::DEPRECATE_EOF != 0)
+        };
         self.namespace = h.database.as_deref().map(name);
         self.phase = Phase::Auth;
     }
 
-    fn on_response(&mut self, p: Packet, out: &mut Output) {
+    fn on_response(&mut self, p: &Packet, out: &mut Output) {
         match self.phase {
             Phase::Start => {
                 if p.seq == 0
@@ -465,6 +491,7 @@ impl MysqlParser {
             Phase::Command => {}
         }
         let caps = self.caps();
+        let unknown_caps = self.client_caps.is_none();
         let deprecate_eof = self.deprecate_eof;
         let Some(front) = self.pending.front_mut() else {
             if !self.unpaired {
@@ -549,8 +576,16 @@ impl MysqlParser {
                     _ if matches!(front.kind, Kind::Query | Kind::Execute) => {
                         match wire::lenenc(&p.data) {
                             Some((n, used)) if n > 0 => {
-                                let skip_meta = caps & cap::MARIADB_CACHE_METADATA != 0
-                                    && p.data.get(used) == Some(&0);
+                                // MariaDB's "metadata follows" byte: one
+                                // byte after the count, which nothing else
+                                // puts there (told by the capabilities, or
+                                // by the shape when they are unknown).
+                                let flag = p.data.get(used).copied();
+                                let shaped =
+                                    p.len == used as u64 + 1 && matches!(flag, Some(0 | 1));
+                                let skip_meta = flag == Some(0)
+                                    && (caps & cap::MARIADB_CACHE_METADATA != 0
+                                        || unknown_caps && shaped);
                                 front.result_sets += 1;
                                 front.state = if skip_meta {
                                     after_columns(deprecate_eof)
@@ -608,7 +643,7 @@ impl MysqlParser {
                         out.lose("invalid_message", 1);
                     }
                     front.state = Resp::Rows;
-                    match rows_packet(&p, terminator, eof, caps) {
+                    match rows_packet(p, terminator, eof, caps) {
                         Some(true) => front.state = Resp::Start,
                         Some(false) => ended = true,
                         None => front.rows += 1,
@@ -620,7 +655,7 @@ impl MysqlParser {
                     front.state = Resp::Rows;
                     front.rows += 1;
                 }
-                Resp::Rows => match rows_packet(&p, terminator, eof, caps) {
+                Resp::Rows => match rows_packet(p, terminator, eof, caps) {
                     Some(true) => front.state = Resp::Start,
                     Some(false) => ended = true,
                     None => front.rows += 1,
@@ -645,6 +680,15 @@ impl MysqlParser {
                 Resp::PrepParamsEof { cols } => {
                     if eof && cols > 0 {
                         front.state = Resp::PrepCols(cols);
+                    } else if !eof && cols > 0 && deprecate_eof.is_none() {
+                        // A column definition where an EOF could have
+                        // been: EOF is deprecated (seen mid-stream).
+                        self.deprecate_eof = Some(true);
+                        if cols > 1 {
+                            front.state = Resp::PrepCols(cols - 1);
+                        } else {
+                            ended = true;
+                        }
                     } else {
                         ended = true;
                     }

@@ -39,6 +39,9 @@ pub(crate) struct Framer {
     /// Out of sync (a gap hid a packet boundary): bytes are skipped until
     /// the owner resynchronises.
     lost: bool,
+    /// Payload buffers handed back after use (a few: one packet is
+    /// assembled at a time), so steady traffic allocates nothing.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Framer {
@@ -51,6 +54,16 @@ impl Framer {
             remaining: 0,
             continues: false,
             lost: false,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes back a payload buffer of a packet this framer produced.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        // Small ones only: a connection keeps at most 4 KB of spares.
+        if self.spare.len() < 4 && buf.capacity() <= 1024 {
+            buf.clear();
+            self.spare.push(buf);
         }
     }
 
@@ -154,7 +167,7 @@ impl Framer {
                     seq,
                     last_seq: seq,
                     len: u64::from(len),
-                    data: Vec::new(),
+                    data: self.spare.pop().unwrap_or_default(),
                     complete: false,
                     first_ts: ts,
                     last_ts: ts,

@@ -20,9 +20,21 @@
 //! `COM_STMT_CLOSE`, `COM_STMT_SEND_LONG_DATA` and `COM_QUIT` have no
 //! response.
 //!
-//! Not parsed: TLS (after an SSL request: [`State::Done`]`("tls")`),
-//! compressed sessions (`"compressed"`), replication streams
-//! (`"replication"`).
+//! TLS: after an SSL request the cleartext parser is done
+//! ([`State::Done`]`("tls")`); the agent's TLS capture restarts detection
+//! on the decrypted stream, which begins with the client's handshake
+//! response (sequence 2): a strong match that starts the session there
+//! (namespace and capabilities from it; `db.system.name` is `mysql`, the
+//! greeting that told MariaDB having gone in clear). The same holds when
+//! capture begins right after the greeting. Capture begun later: a
+//! `COM_QUERY`/`COM_STMT_PREPARE`, a result set or an error answer are
+//! weak matches; nothing is assumed (no namespace, `mysql`, deprecated
+//! EOF learnt from the first result set).
+//!
+//! Not parsed: compressed sessions (`"compressed"`, counted), replication
+//! streams (`"replication"`).
+//!
+//! [`State::Done`]: crate::parser::State::Done
 
 mod conn;
 mod framer;
@@ -102,7 +114,7 @@ pub fn detect(dir: Direction, first: &[u8]) -> Detection {
         return Detection::No;
     }
     let Some(&kind) = payload.first() else {
-        return if seq <= 1 {
+        return if seq <= 2 {
             Detection::NeedMore
         } else {
             Detection::No
@@ -118,6 +130,9 @@ pub fn detect(dir: Direction, first: &[u8]) -> Detection {
             Err(false) => Detection::No,
         },
         (0, com::QUERY | com::STMT_PREPARE) => sql_looking(payload, len, dir),
+        (1 | 2, _) if len >= 32 && handshake_looking(payload, complete, dir) != Detection::No => {
+            handshake_looking(payload, complete, dir)
+        }
         (1, 0xff) => error_looking(payload, complete, dir),
         (1, 1..=0xfa) => result_set_looking(first, len, dir),
         _ => Detection::No,
@@ -150,6 +165,28 @@ fn sql_looking(payload: &[u8], len: usize, dir: Direction) -> Detection {
         }
     } else {
         Detection::No
+    }
+}
+
+/// The client's HandshakeResponse41: sequence 1 right after the greeting,
+/// or 2 as the first plaintext inside TLS (after the SSL request), where
+/// the greeting is not part of the decrypted stream. 4.1 capabilities,
+/// 23 filler bytes that are zero (but MariaDB's 4 extended-capability
+/// bytes), a printable user name: strong.
+fn handshake_looking(payload: &[u8], complete: bool, dir: Direction) -> Detection {
+    let four_one = payload.get(1).is_none_or(|&c| c & 0x02 != 0);
+    let filler: &[u8] = payload.get(9..28).or(payload.get(9..)).unwrap_or_default();
+    if !four_one || filler.iter().any(|&b| b != 0) {
+        return Detection::No;
+    }
+    match wire::handshake_response(payload, None) {
+        Some(h) if !h.ssl && h.user_printable => Detection::Match {
+            request_dir: dir,
+            strength: Strength::Strong,
+        },
+        // The user name (or the rest) is still to come.
+        _ if !complete => Detection::NeedMore,
+        _ => Detection::No,
     }
 }
 

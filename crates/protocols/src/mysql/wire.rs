@@ -134,9 +134,16 @@ pub(crate) struct Handshake {
     /// inside TLS).
     pub ssl: bool,
     pub database: Option<Vec<u8>>,
+    /// The user name is printable ASCII (a detection hint; the name
+    /// itself is not kept).
+    pub user_printable: bool,
 }
 
-pub(crate) fn handshake_response(p: &[u8], server_caps: u64) -> Option<Handshake> {
+/// `server_caps`: `None` when the greeting was not seen (inside TLS): the
+/// client's own layout then tells whether it sent MariaDB's extended
+/// capabilities.
+pub(crate) fn handshake_response(p: &[u8], server_caps: Option<u64>) -> Option<Handshake> {
+    let server_caps = server_caps.unwrap_or(0);
     let low = u32_at(p, 0)?;
     let mut caps = u64::from(low);
     // Every client since MySQL 4.1 speaks the 4.1 protocol; its 23 filler
@@ -157,10 +164,14 @@ pub(crate) fn handshake_response(p: &[u8], server_caps: u64) -> Option<Handshake
             caps,
             ssl: caps & cap::SSL != 0,
             database: None,
+            user_printable: false,
         });
     }
     let mut at = 32;
     let user_end = p.get(at..)?.iter().position(|&c| c == 0)?;
+    let user_printable = p
+        .get(at..at + user_end)
+        .is_some_and(|u| !u.is_empty() && u.iter().all(|c| (0x21..0x7f).contains(c)));
     at += user_end + 1;
     if caps & cap::PLUGIN_AUTH_LENENC != 0 {
         let (_, used) = lenenc_str(p.get(at..)?)?;
@@ -184,6 +195,7 @@ pub(crate) fn handshake_response(p: &[u8], server_caps: u64) -> Option<Handshake
         caps,
         ssl: false,
         database,
+        user_printable,
     })
 }
 
