@@ -8,9 +8,23 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test: run as root (the end-to-end tests load BPF programs)" >&2; exit 1; }
 ./scripts/setup.sh
 ./scripts/lab.sh
+# The toolchain setup.sh found or installed (under sudo, perhaps the
+# user's); the tests build as root (they load BPF programs), so what they
+# write in a user's checkout is given back to the user at the end.
+. scripts/rust-env.sh
+find_rust || install_rust
+rust_for_root
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+give_back() {
+    rm -f "$log"
+    if [ -n "$BUILD_USER" ]; then
+        for d in target fuzz/target fuzz/corpus fuzz/artifacts; do
+            [ ! -e "$d" ] || chown -R "$BUILD_USER": "$d"
+        done
+    fi
+}
+trap give_back EXIT
 
 echo "== fmt"; cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --locked --workspace --all-targets -- -D warnings

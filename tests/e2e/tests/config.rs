@@ -196,3 +196,45 @@ fn no_selector_says_so_and_skips_observability_agents() {
         "the observability agent was instrumented"
     );
 }
+
+/// A Beyla 2.x file drives the agent: `discovery.instrument` with an
+/// `exe_path` glob and ports, `exclude_instrument` by pid, and route
+/// patterns given as one comma-separated string.
+#[test]
+fn beyla_2_instrument_layout_drives_the_agent() {
+    let _g = serial();
+    let www = www_dir();
+    let (p1, p2) = (free_port(), free_port());
+    let _s1 = python_http_server(www.path(), p1);
+    let s2 = python_http_server(www.path(), p2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("beyla.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "discovery:\n  instrument:\n    - exe_path: \"*/python3*\"\n      open_ports: {p1},{p2}\n      name: storefront\n  \
+             exclude_instrument:\n    - target_pids: [{}]\n\
+             routes:\n  patterns: \"/users/{{id}},/files/*\"\n",
+            s2.pid()
+        ),
+    )
+    .expect("write config");
+    let agent = Agent::start(&["--config", file.to_str().expect("utf-8 path")]);
+    for port in [p1, p2] {
+        curl(&format!("http://127.0.0.1:{port}/users/7"));
+        curl(&format!("http://127.0.0.1:{port}/files/a.txt"));
+    }
+    let spans = agent.wait_spans(2, WAIT, |s: &Value| s["kind"] == "server");
+    let got: Vec<(String, String, String)> = spans
+        .iter()
+        .map(|s| {
+            (
+                attr(s, "server.port"),
+                attr(s, "http.route"),
+                s["service.name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want = |route: &str| (p1.to_string(), route.to_string(), "storefront".to_string());
+    assert_eq!(got, [want("/users/{id}"), want("/files/*")], "{spans:#?}");
+}
