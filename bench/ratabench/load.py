@@ -115,18 +115,21 @@ def run_h2load(url: str, opts: argparse.Namespace, duration: int, h1: bool = Fal
 _redis_rate: dict[int, float] = {}
 
 
-def run_redis_benchmark(port: int, opts: argparse.Namespace, duration: int) -> LoadResult:
-    """redis-benchmark GET. It runs a request count, not a duration: the
-    count is set from the rate of the previous run on this port (the first
-    one is the warm-up), so each run lasts about `duration` seconds."""
+def run_redis_benchmark(port: int, opts: argparse.Namespace, duration: int, pipeline: int = 1) -> LoadResult:
+    """redis-benchmark GET (`pipeline` commands per write with -P). It runs
+    a request count, not a duration: the count is set from the rate of the
+    previous run on this port (the first one is the warm-up), so each run
+    lasts about `duration` seconds. The server also answers the two CONFIG
+    GET (save, appendonly) redis-benchmark sends first: counted as
+    requests, as they are operations the agent sees."""
     n = max(10_000, int(_redis_rate.get(port, 50_000) * duration))
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(opts.connections),
-           "-n", str(n), "-t", "get", "--csv"]
+           "-n", str(n), "-t", "get", "--csv"] + (["-P", str(pipeline)] if pipeline > 1 else [])
     out = run_cmd(cmd, 6 * duration + 30, "redis-benchmark").stdout
     m = find(r'^"GET","([\d.]+)","[\d.]+","[\d.]+","([\d.]+)","[\d.]+","([\d.]+)"', out, "redis-benchmark")
     rps = float(m.group(1))
     _redis_rate.setdefault(port, rps)    # keep the warm-up's rate: every run gets the same count
-    return LoadResult(rps=rps, requests=n, p50_us=float(m.group(2)) * 1e3, p99_us=float(m.group(3)) * 1e3,
+    return LoadResult(rps=rps, requests=n + 2, p50_us=float(m.group(2)) * 1e3, p99_us=float(m.group(3)) * 1e3,
                       errors=0, cmd=" ".join(cmd))
 
 
