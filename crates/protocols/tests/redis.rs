@@ -517,6 +517,23 @@ fn inline_commands() {
     assert_complete(&r);
     assert_eq!(r.texts(), ["PING", "SET ik ?", "GET ik", "EXISTS ik"]);
     assert!(!r.dump().contains("iv-lit"));
+
+    // Quoted arguments are one argument each, as redis-server splits
+    // them (`redis-cli` would send arrays; telnet users type these).
+    let mut p = RedisParser::new(Ingress, &Limits::default());
+    let mut out = Output::default();
+    p.on_data(
+        Ingress,
+        Segment::new(
+            1,
+            b"SET k \"two words \\\" lit\" EX 10\r\nSET k2 'it s lit'\r\n",
+        ),
+        &mut out,
+    );
+    p.on_data(Egress, Segment::new(2, b"+OK\r\n+OK\r\n"), &mut out);
+    let r = collect(out);
+    assert_eq!(r.texts(), ["SET k ? ? ?", "SET k2 ?"]);
+    assert!(!r.dump().contains("lit"));
 }
 
 #[test]

@@ -191,7 +191,14 @@ enum Mode {
     /// Inside a bulk payload: `left` bytes including the final CRLF.
     Bulk { left: u64 },
     /// Inside an inline command line.
-    Inline { cr: bool, in_token: bool },
+    Inline {
+        cr: bool,
+        in_token: bool,
+        /// Inside a quoted argument (`"` or `'`; 0: not quoted).
+        quote: u8,
+        /// The previous byte was a backslash inside `"…"`.
+        escaped: bool,
+    },
     /// Sync lost: waiting for a boundary.
     Lost,
 }
@@ -430,6 +437,8 @@ impl Reader {
                         self.mode = Mode::Inline {
                             cr: false,
                             in_token: false,
+                            quote: 0,
+                            escaped: false,
                         };
                         return 0;
                     }
@@ -479,7 +488,12 @@ impl Reader {
                 }
                 take as usize
             }
-            Mode::Inline { cr, in_token } => self.inline_bytes(data, cr, in_token, ts, items),
+            Mode::Inline {
+                cr,
+                in_token,
+                quote,
+                escaped,
+            } => self.inline_bytes(data, (cr, in_token, quote, escaped), ts, items),
         }
     }
 
@@ -736,15 +750,16 @@ impl Reader {
         }
     }
 
+    /// An inline command: words split as Redis splits them (spaces,
+    /// except inside `"…"` or `'…'`), kept as arguments are.
     fn inline_bytes(
         &mut self,
         data: &[u8],
-        cr: bool,
-        in_token: bool,
+        state: (bool, bool, u8, bool),
         ts: u64,
         items: &mut Vec<Item>,
     ) -> usize {
-        let (mut cr, mut in_token) = (cr, in_token);
+        let (mut cr, mut in_token, mut quote, mut escaped) = state;
         for (i, &b) in data.iter().enumerate() {
             if cr && b != b'\n' {
                 self.lost(ts, true, items);
@@ -769,13 +784,24 @@ impl Reader {
                     cr = true;
                     in_token = false;
                 }
-                b' ' | b'\t' => in_token = false,
+                b' ' | b'\t' if quote == 0 => in_token = false,
                 _ => {
                     if !in_token {
                         in_token = true;
                         let idx = self.top_index;
                         self.top_index += 1;
                         self.start_arg(idx);
+                        if (b == b'"' || b == b'\'') && idx > 0 {
+                            quote = b;
+                        }
+                    } else if quote != 0 {
+                        if escaped {
+                            escaped = false;
+                        } else if quote == b'"' && b == b'\\' {
+                            escaped = true;
+                        } else if b == quote {
+                            quote = 0;
+                        }
                     }
                     if self.top_index == 1 && !(b.is_ascii_alphanumeric() || b == b'_') {
                         // Command names are words; anything else is not
@@ -789,7 +815,12 @@ impl Reader {
                 }
             }
         }
-        self.mode = Mode::Inline { cr, in_token };
+        self.mode = Mode::Inline {
+            cr,
+            in_token,
+            quote,
+            escaped,
+        };
         data.len()
     }
 }
