@@ -282,3 +282,57 @@ fn garbage_on_the_port_gives_no_span_and_is_counted() {
         agent.self_counters()
     );
 }
+
+const PUBSUB: &str = r#"
+import os, time, redis
+port = int(os.environ["PORT"])
+for proto in (2, 3):
+    sub = redis.Redis(port=port, protocol=proto).pubsub()
+    pub = redis.Redis(port=port, protocol=2)
+    sub.subscribe("news")
+    while sub.get_message(timeout=0.5) is None:
+        pass
+    for i in range(3):
+        pub.publish("news", f"lit-msg-{i}")
+    got = 0
+    while got < 3:
+        m = sub.get_message(timeout=2)
+        if m and m["type"] == "message":
+            got += 1
+    sub.unsubscribe()
+    while sub.get_message(timeout=0.3):
+        pass
+    sub.close()
+    pub.close()
+"#;
+
+#[test]
+fn pubsub_pushes_are_counted_not_spans() {
+    let _g = serial();
+    let server = RedisServer::start(None);
+    let agent = Agent::start(&["--pid", &server.pid().to_string()]);
+    redis_py(PUBSUB, server.port, "");
+    // Per protocol: SUBSCRIBE, 3 PUBLISH, UNSUBSCRIBE, besides the
+    // clients' handshakes; the 3 messages pushed to the subscriber are
+    // no span.
+    let spans = agent.wait_spans(10, WAIT, |s| {
+        redis_spans(server.port, "server")(s)
+            && !s["name"].as_str().unwrap().starts_with("CLIENT")
+            && s["name"] != "HELLO"
+    });
+    let names: Vec<_> = spans.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let count = |n: &str| names.iter().filter(|x| **x == n).count();
+    assert_eq!(
+        (count("SUBSCRIBE"), count("PUBLISH"), count("UNSUBSCRIBE")),
+        (2, 6, 2),
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 10, "{names:?}");
+    assert_eq!(attr(&spans[0], "db.query.text"), "SUBSCRIBE news");
+    let pushes = agent.metric_sum(
+        "ratatosk_parser_errors_total",
+        &[("protocol", "redis"), ("reason", "pubsub_push")],
+    );
+    assert_eq!(pushes, 6.0, "self counters:\n{}", agent.self_counters());
+    assert!(!everything(&agent).contains("lit-msg"));
+}
