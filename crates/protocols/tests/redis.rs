@@ -1013,3 +1013,61 @@ fn cost_per_get() {
     let ns = t.elapsed().as_nanos() as f64 / n as f64;
     eprintln!("{ns:.0} ns per GET");
 }
+
+/// Redis never claims the bytes of the other database protocols: no
+/// record of the PostgreSQL and MySQL fixtures, in either direction, is a
+/// strong Redis match, and their connections' first bytes go to their own
+/// protocol through the registry.
+#[test]
+fn other_database_protocols_are_not_redis() {
+    let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    for (proto, with_len) in [("postgres", true), ("mysql", false)] {
+        let mut files = 0;
+        for entry in std::fs::read_dir(format!("{dir}/{proto}")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "txt") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            let recs: Vec<(bool, Vec<u8>)> = text
+                .lines()
+                .filter(|l| l.starts_with("C ") || l.starts_with("S "))
+                .map(|l| {
+                    let parts: Vec<&str> = l.split(' ').collect();
+                    let h = if with_len { parts[2] } else { parts[1] };
+                    (parts[0] == "C", hex(h))
+                })
+                .collect();
+            for (_, data) in &recs {
+                for dir in [Ingress, Egress] {
+                    let d = REDIS.detect(dir, data);
+                    assert!(
+                        !matches!(
+                            d,
+                            Detection::Match {
+                                strength: Strength::Strong,
+                                ..
+                            }
+                        ),
+                        "{}: {d:?}",
+                        path.display()
+                    );
+                }
+            }
+            // The connection's opening, as the agent holds it.
+            let client = recs.iter().find(|r| r.0).map(|r| &r.1[..]).unwrap_or(b"");
+            let server = recs.iter().find(|r| !r.0).map(|r| &r.1[..]).unwrap_or(b"");
+            let v = registry::detect(FirstBytes {
+                ingress: server,
+                egress: client,
+                local_port: 40000,
+                remote_port: 1,
+            });
+            if let Verdict::Detected { protocol, .. } = v {
+                assert_ne!(protocol.name(), "redis", "{}", path.display());
+            }
+        }
+        assert!(files > 0, "{proto} fixtures");
+    }
+}
