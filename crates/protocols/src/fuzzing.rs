@@ -379,6 +379,7 @@ pub fn redis_conn(input: &[u8]) {
         } else {
             assert!(d.operation.is_empty());
         }
+        assert!(d.batch_size >= 1);
         if let Some(code) = &d.status_code {
             assert!(code.len() <= 32);
             assert!(

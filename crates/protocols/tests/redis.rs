@@ -785,23 +785,49 @@ fn close_mid_request_and_mid_reply() {
 }
 
 #[test]
-fn a_full_pending_queue_still_pairs_in_order() {
+fn a_full_pending_queue_folds_or_drops_in_order() {
     let limits = Limits {
         max_pending_requests: 4,
         ..Limits::default()
     };
     let r = run_with(&fixture("pipeline10"), 1, Seen::Client, limits, true);
-    let got: Vec<_> = r.ops.iter().map(|o| o.outcome).collect();
-    // Ten commands in one write: the six oldest leave the queue without
-    // their replies (which are then skipped), the last four are paired.
-    let ten = &got[got.len() - 10..];
-    assert_eq!(ten.iter().filter(|o| **o == Outcome::NoResponse).count(), 6);
-    assert_eq!(r.loss("pending_queue_full"), 6);
-    assert_eq!(r.ops.len(), 14);
-    let last = r.ops.last().unwrap();
-    assert_eq!(db(last).query_text.as_deref(), Some("GET pk:4"));
-    assert_eq!(last.outcome, Outcome::Complete);
+    // Five SET then five GET in one write, four commands awaiting replies
+    // at most: SET pk:4 joins SET pk:3 as a batch of 2; the first GET
+    // pushes SET pk:0 out (emitted without its reply, which is then
+    // skipped); the other GET join it as a batch of 5.
+    let got: Vec<_> = r.ops[4..]
+        .iter()
+        .map(|o| {
+            (
+                db(o).query_text.as_deref().unwrap(),
+                o.outcome,
+                db(o).batch_size,
+            )
+        })
+        .collect();
+    use Outcome::{Complete as C, NoResponse as N};
+    assert_eq!(
+        got,
+        [
+            ("SET pk:0 ?", N, 1),
+            ("SET pk:1 ?", C, 1),
+            ("SET pk:2 ?", C, 1),
+            ("SET pk:3 ?", C, 2),
+            ("GET pk:0", C, 5),
+        ]
+    );
+    assert_eq!(r.loss("pending_queue_full"), 1);
+    assert_eq!(r.loss("pipeline_folded"), 5);
     assert_eq!(r.loss("unpaired_response"), 0);
+    assert_eq!(r.ops.len(), 9);
+
+    // redis-benchmark -P 16 under a queue of 4: each batch of 16 GET is
+    // 3 single operations and a batch of 13.
+    let r = run_with(&fixture("bench16"), 3, Seen::Server, limits, true);
+    assert_complete(&r);
+    let batches: Vec<u32> = r.db().iter().map(|d| d.batch_size).collect();
+    assert_eq!(batches, [1, 1, 1, 13].repeat(4));
+    assert_eq!(r.loss("pipeline_folded"), 4 * 12);
 }
 
 #[test]

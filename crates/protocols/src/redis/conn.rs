@@ -39,6 +39,12 @@ struct Pending {
     expect: u64,
     /// First reply byte, when some of several replies came.
     response_start_ns: u64,
+    /// Commands this entry stands for: more than one when a deep
+    /// pipeline filled the queue and same-named commands were folded into
+    /// the last entry (one span with `db.operation.batch_size`).
+    batch: u32,
+    /// The first error reply among a batch's.
+    error: Option<CompactString>,
 }
 
 #[derive(Debug)]
@@ -123,7 +129,8 @@ impl RedisParser {
         d.namespace = self.namespace.clone();
         d.query_text = p.summary.text;
         d.query_truncated = p.summary.truncated;
-        d.status_code = status;
+        d.status_code = status.or(p.error);
+        d.batch_size = p.batch;
         Operation {
             role: Role::from_request_direction(self.request_dir),
             request_start_ns: p.start_ns,
@@ -165,6 +172,8 @@ impl RedisParser {
             effect,
             expect,
             response_start_ns: 0,
+            batch: 1,
+            error: None,
         };
         // CLIENT REPLY OFF|SKIP: commands the server will not answer end
         // now, without a reply.
@@ -209,6 +218,21 @@ impl RedisParser {
             return;
         }
         if self.pending.len() >= self.limits.max_pending_requests.max(1) {
+            // A deep pipeline of one command (a bulk load, a benchmark):
+            // the new command joins the last entry as one more of a batch,
+            // answered by as many replies, in order.
+            if let Some(Entry::Command(last)) = self.pending.back_mut()
+                && last.effect == Effect::None
+                && p.effect == Effect::None
+                && last.summary.operation == p.summary.operation
+                && last.batch < u32::MAX
+            {
+                last.batch += 1;
+                last.expect += 1;
+                last.end_ns = p.end_ns;
+                out.lose("pipeline_folded", 1);
+                return;
+            }
             match self.pending.pop_front() {
                 Some(Entry::Command(old)) => {
                     // Its reply is still to come: skip it when it does.
@@ -360,11 +384,25 @@ impl RedisParser {
                 }
             }
         }
+        let failed = m.ty == b'-' || m.ty == b'!';
+        if let Some(Entry::Command(p)) = self.pending.front_mut()
+            && p.batch > 1
+            && p.expect > 1
+        {
+            // One reply of a folded batch; the last one ends it.
+            p.expect -= 1;
+            if p.response_start_ns == 0 {
+                p.response_start_ns = m.start_ns;
+            }
+            if failed && p.error.is_none() {
+                p.error = Some(error_code(m.arg(0)));
+            }
+            return;
+        }
         let Some(Entry::Command(p)) = self.pending.pop_front() else {
             out.lose("unpaired_response", 1);
             return;
         };
-        let failed = m.ty == b'-' || m.ty == b'!';
         let status = failed.then(|| error_code(m.arg(0)));
         let start = if p.response_start_ns > 0 {
             p.response_start_ns
@@ -491,6 +529,8 @@ impl ConnParser for RedisParser {
                     effect: Effect::None,
                     expect: 1,
                     response_start_ns: 0,
+                    batch: 1,
+                    error: None,
                 }));
             }
         }

@@ -6,6 +6,14 @@
 //! MONITOR modes and under `CLIENT REPLY OFF|SKIP`, where replies are
 //! pushed (counted, never paired) or missing. Spans carry the command
 //! name and the key; every other argument becomes `?`.
+//!
+//! Counted (`ratatosk_parser_errors_total{protocol="redis", reason}`):
+//! `invalid_message` (bytes that are not RESP), `lost_sync` (a capture
+//! gap outside a known length), `unpaired_response` (a reply to no seen
+//! command), `pending_queue_full` (a command emitted without its reply),
+//! `pipeline_folded` (a command counted in the previous one's batch),
+//! `pubsub_push` and `monitor_push` (server pushes: not losses, counted
+//! so that they show).
 
 mod command;
 mod conn;
