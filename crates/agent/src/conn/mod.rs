@@ -106,6 +106,9 @@ struct Conn {
     /// An fd that `fds` maps to this socket (kept true by
     /// `ProcConns::bind_fd`), so a record from it needs no `fds` lookup.
     fd: Option<u32>,
+    /// Its connect or accept was seen before any data: the parser may
+    /// assume the state a new connection starts in.
+    opened: bool,
 }
 
 impl Conn {
@@ -120,6 +123,7 @@ impl Conn {
             next_arrival: 0,
             tls: false,
             cipher: None,
+            opened: false,
         }
     }
 
@@ -201,8 +205,9 @@ impl Tracker {
         self.finish(tgid, sock_id, ts, out);
         self.make_room(out);
         let pc = self.procs.entry(tgid).or_default();
-        pc.conns
-            .insert(sock_id, Conn::new(tuple, RawTuple::default(), ts, None));
+        let mut conn = Conn::new(tuple, RawTuple::default(), ts, None);
+        conn.opened = true;
+        pc.conns.insert(sock_id, conn);
         pc.bind_fd(fd, sock_id);
         self.total += 1;
     }
@@ -512,10 +517,12 @@ fn feed_plain(
                 protocol,
                 request_dir,
             } => {
-                conn.proto = Proto::Parsing {
-                    protocol,
-                    parser: protocol.parser(request_dir, &ctx.limits),
-                };
+                let mut parser = protocol.parser(request_dir, &ctx.limits);
+                // Not after a TLS restart: the plaintext starts mid-way.
+                if conn.opened && !conn.tls {
+                    parser.start_seen();
+                }
+                conn.proto = Proto::Parsing { protocol, parser };
                 replay(ctx, conn, &p);
             }
         }
