@@ -482,7 +482,10 @@ pub fn mysql_conn(input: &[u8]) {
             assert!(!d.operation.is_empty());
             if let Some(t) = &d.query_text {
                 assert!(t.len() <= limits.max_query_len + 4, "{t:?}");
-                if let Some(outside) = outside_backquotes(t) {
+                // An identifier left open became `?` with what followed.
+                let outside = outside_backquotes(t);
+                assert!(outside.is_some(), "open identifier kept: {t:?}");
+                if let Some(outside) = outside {
                     assert!(
                         !outside.contains('\'') && !outside.contains('"'),
                         "literal kept: {t:?}"
@@ -528,12 +531,8 @@ pub fn mysql_conn(input: &[u8]) {
 
 /// `text` without its backquoted identifiers (kept verbatim by the
 /// sanitizer, so they may hold quote characters); `None` when a backquote
-/// is left open.
-///
-/// Known issue (sql.rs, reported): an identifier left open runs to the end
-/// of the statement and is kept verbatim, literals after it included
-/// (`` SELECT `x FROM t WHERE a = 'secret' ``). Such statements are
-/// skipped here until the sanitizer replaces unterminated identifiers.
+/// is left open (the sanitizer replaces such an identifier and what
+/// follows it by `?`, so that never reaches an operation).
 fn outside_backquotes(text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut inside = false;

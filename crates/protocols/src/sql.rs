@@ -186,6 +186,26 @@ impl<'a> Lexer<'a> {
     /// Index after the closing `quote` of a string whose opening quote is
     /// at `start` (the end of input if it is missing).
     fn quoted_end(&self, start: usize, quote: u8, backslash: bool) -> usize {
+        self.quoted_close(start, quote, backslash)
+            .unwrap_or(self.sql.len())
+    }
+
+    /// A quoted identifier at `start` (`"x"`, `` `x` ``); one left open
+    /// is taken as a literal to the end: whatever follows the quote may
+    /// be a literal the client sent, and must not be shown.
+    fn quoted_ident(&self, start: usize, quote: u8) -> (Tok<'a>, usize) {
+        match self.quoted_close(start, quote, false) {
+            Some(end) => (
+                Tok::Ident(self.sql.get(start..end).unwrap_or_default()),
+                end,
+            ),
+            None => (Tok::Lit, self.sql.len()),
+        }
+    }
+
+    /// The index after the quote closing the one at `start`; None when
+    /// the input ends first.
+    fn quoted_close(&self, start: usize, quote: u8, backslash: bool) -> Option<usize> {
         let mut i = start + 1;
         while let Some(rest) = self.sql.get(i..) {
             let found = if backslash {
@@ -205,9 +225,9 @@ impl<'a> Lexer<'a> {
                 i += 2;
                 continue;
             }
-            return i + 1;
+            return Some(i + 1);
         }
-        self.sql.len()
+        None
     }
 
     /// For `$tag$…$tag$` at `start`, the index after the closing delimiter
@@ -257,20 +277,8 @@ impl<'a> Lexer<'a> {
         let (tok, end) = match c {
             b'\'' => (Tok::Lit, self.quoted_end(start, b'\'', my)),
             b'"' if my => (Tok::Lit, self.quoted_end(start, b'"', true)),
-            b'"' => {
-                let end = self.quoted_end(start, b'"', false);
-                (
-                    Tok::Ident(self.sql.get(start..end).unwrap_or_default()),
-                    end,
-                )
-            }
-            b'`' if my => {
-                let end = self.quoted_end(start, b'`', false);
-                (
-                    Tok::Ident(self.sql.get(start..end).unwrap_or_default()),
-                    end,
-                )
-            }
+            b'"' => self.quoted_ident(start, b'"'),
+            b'`' if my => self.quoted_ident(start, b'`'),
             b'0'..=b'9' => (Tok::Lit, self.number_end(start)),
             b'.' if next.is_some_and(|d| d.is_ascii_digit()) => (Tok::Lit, self.number_end(start)),
             b'$' if !my => {
@@ -332,11 +340,13 @@ impl<'a> Lexer<'a> {
             match self.at(end + 1) {
                 Some(b'\'') => return (Tok::Lit, self.quoted_end(end + 1, b'\'', false)),
                 Some(b'"') => {
-                    let close = self.quoted_end(end + 1, b'"', false);
-                    return (
-                        Tok::Ident(self.sql.get(start..close).unwrap_or_default()),
-                        close,
-                    );
+                    return match self.quoted_close(end + 1, b'"', false) {
+                        Some(close) => (
+                            Tok::Ident(self.sql.get(start..close).unwrap_or_default()),
+                            close,
+                        ),
+                        None => (Tok::Lit, self.sql.len()),
+                    };
                 }
                 _ => {}
             }
@@ -982,6 +992,19 @@ mod tests {
 
     fn my(s: &str) -> String {
         sanitize(s.as_bytes(), Dialect::Mysql, 4096).0.to_string()
+    }
+
+    #[test]
+    fn an_identifier_left_open_hides_what_follows() {
+        for out in [
+            my("SELECT `x FROM t WHERE a = 'secret'"),
+            pg("SELECT \"x FROM t WHERE a = 'secret'"),
+            pg("SELECT U&\"x FROM t WHERE a = 'secret'"),
+        ] {
+            assert!(!out.contains("secret"), "{out}");
+        }
+        assert_eq!(my("SELECT `a` FROM `t`"), "SELECT `a` FROM `t`");
+        assert_eq!(pg("SELECT \"a\" FROM t"), "SELECT \"a\" FROM t");
     }
 
     fn sum(s: &str) -> (String, Option<String>) {
