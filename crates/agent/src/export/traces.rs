@@ -524,6 +524,22 @@ pub(crate) mod tests {
         let client = convert(&span(p.clone(), 200, SpanKind::Client));
         assert_eq!(client.kind, OtlpKind::Client as i32);
         assert_eq!(
+            get(&client, "url.full"),
+            Some(&AnyValue::StringValue(
+                "http://example.com:8080/users/42?x=1".into()
+            ))
+        );
+        assert_eq!(get(&client, "http.route"), None);
+        let mut secret = span(p.clone(), 200, SpanKind::Client);
+        http(&mut secret).target = "/a?token=t0k&y=2".into();
+        http(&mut secret).host = None;
+        assert_eq!(
+            get(&convert(&secret), "url.full"),
+            Some(&AnyValue::StringValue(
+                "http://127.0.0.1:8080/a?token=REDACTED&y=2".into()
+            ))
+        );
+        assert_eq!(
             get(&client, "network.peer.port"),
             Some(&AnyValue::IntValue(8080))
         );

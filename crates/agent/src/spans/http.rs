@@ -45,6 +45,13 @@ pub fn for_each_attribute(s: &Span, h: &HttpSpan, f: &mut impl FnMut(&'static st
     if s.kind == SpanKind::Server && !h.route.is_empty() {
         f(semconv::HTTP_ROUTE, Value::Str(&h.route));
     }
+    if s.kind == SpanKind::Client {
+        // The absolute URL the client asked for, its query redacted.
+        f(
+            semconv::URL_FULL,
+            Value::Str(&url_full(s, h, query.as_deref())),
+        );
+    }
     // Semconv: only when a response was received.
     if h.status != 0 {
         f(
@@ -112,4 +119,26 @@ pub fn no_status_error(outcome: Outcome) -> &'static str {
         Outcome::NoResponse => "no_response",
         Outcome::Complete | Outcome::ResponseTruncated => "_OTHER",
     }
+}
+
+/// `scheme://host[:port]/path[?query]` of a client request: the Host the
+/// client sent (else the address it connected to) and the target's path;
+/// an absolute-form target already names its authority.
+fn url_full(s: &Span, h: &HttpSpan, query: Option<&str>) -> String {
+    let authority = match h.host.as_deref() {
+        Some(host) => host.to_string(),
+        None => {
+            let ip = SmallText::ip(s.server.ip());
+            match s.server {
+                std::net::SocketAddr::V6(_) => format!("[{}]:{}", ip.as_str(), s.server.port()),
+                std::net::SocketAddr::V4(_) => format!("{}:{}", ip.as_str(), s.server.port()),
+            }
+        }
+    };
+    let mut url = format!("{}://{}{}", h.scheme, authority, h.path());
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
 }
