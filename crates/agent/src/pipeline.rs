@@ -39,9 +39,6 @@ use crate::selfmon::SelfMetrics;
 use crate::spans::SpanBuilder;
 use crate::spans::route::Routes;
 
-/// How long a /metrics series lives without an update (Beyla's
-/// `prometheus_export.ttl` default).
-const PROMETHEUS_TTL: Duration = Duration::from_secs(300);
 /// Batches of spans waiting for the outputs thread.
 const TRACKER_TO_OUTPUTS_CAPACITY: usize = 1024;
 /// How often the reader drains the ring buffer when the kernel did not
@@ -77,7 +74,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 crate::export::MAX_SERIES,
                 self_metrics.prometheus_series_limit.clone(),
                 self_metrics.prometheus_series_expired.clone(),
-                PROMETHEUS_TTL,
+                config.prometheus_ttl,
             )
         });
     let registry = Arc::new(Mutex::new(registry));

@@ -160,6 +160,7 @@ pub struct MetricsFile {
 pub struct PrometheusFile {
     pub port: Option<Val<ServePort>>,
     pub address: Option<Val<Ip>>,
+    pub ttl: Option<Val<Millis>>,
     pub features: Option<Val<Features>>,
 }
 

@@ -90,6 +90,8 @@ pub struct Config {
     pub max_processes: u32,
     pub log_level: String,
     pub prometheus_features: export::Features,
+    /// How long a /metrics series lives without an update.
+    pub prometheus_ttl: std::time::Duration,
     pub naming: export::Naming,
     pub routes: export::RouteSettings,
     pub otlp: export::OtlpSettings,
@@ -394,6 +396,13 @@ impl Config {
                 Ip(std::net::Ipv4Addr::UNSPECIFIED.into()),
             )?
             .0;
+        let prometheus_ttl = src
+            .value(
+                "prometheus_ttl",
+                take(file.prometheus_export.ttl.clone()),
+                Millis(std::time::Duration::from_secs(300)),
+            )?
+            .0;
         let prometheus_features = src.value(
             "prometheus_features",
             take(file.prometheus_export.features.clone()),
@@ -532,6 +541,7 @@ impl Config {
             max_processes: small(max_processes.0),
             log_level,
             prometheus_features,
+            prometheus_ttl,
             naming,
             routes,
             otlp,

@@ -145,6 +145,16 @@ pub const SETTINGS: &[Setting] = &[
         help: "Address the metrics endpoint binds to.",
     },
     Setting {
+        id: "prometheus_ttl",
+        flag: "prometheus-ttl",
+        value_name: "DURATION",
+        env: "RATATOSK_PROMETHEUS_TTL",
+        aliases: &["BEYLA_PROMETHEUS_TTL", "OTEL_EBPF_PROMETHEUS_TTL"],
+        yaml: Some("prometheus_export.ttl"),
+        default: "5m",
+        help: "A /metrics series not updated for this long is removed (`30s`, `5m`, `1h`).",
+    },
+    Setting {
         id: "prometheus_features",
         flag: "prometheus-features",
         value_name: "LIST",

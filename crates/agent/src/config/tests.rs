@@ -117,6 +117,7 @@ fn every_alias_is_read_in_order() {
             "trace_printer" => ("json", |c| format!("{:?}", c.printer)),
             "prometheus_port" => ("9999", |c| format!("{:?}", c.prometheus)),
             "prometheus_address" => ("127.0.0.1", |c| format!("{:?}", c.prometheus)),
+            "prometheus_ttl" => ("90s", |c| format!("{:?}", c.prometheus_ttl)),
             "prometheus_features" => ("application_span", |c| {
                 format!("{:?}", c.prometheus_features)
             }),
