@@ -543,10 +543,26 @@ pub(crate) mod tests {
             get(&client, "network.peer.port"),
             Some(&AnyValue::IntValue(8080))
         );
-        let e = convert(&span(p, 503, SpanKind::Server));
+        let e = convert(&span(p.clone(), 503, SpanKind::Server));
         assert_eq!(
             get(&e, "error.type"),
             Some(&AnyValue::StringValue("503".into()))
+        );
+        // A server error's reason phrase describes the status.
+        assert_eq!(e.status.as_ref().unwrap().message, "Service Unavailable");
+        assert_eq!(
+            get(&e, "user_agent.original"),
+            Some(&AnyValue::StringValue("curl/8.0".into()))
+        );
+        assert_eq!(client.name, "GET", "client spans are named by method");
+        // A request the close left unanswered.
+        let mut aborted = span(p.clone(), 0, SpanKind::Client);
+        aborted.outcome = Outcome::NoResponse;
+        let a = convert(&aborted);
+        assert_eq!(a.status.as_ref().unwrap().code, StatusCode::Error as i32);
+        assert_eq!(
+            get(&a, "error.type"),
+            Some(&AnyValue::StringValue("no_response".into()))
         );
     }
 
