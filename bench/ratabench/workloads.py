@@ -76,7 +76,7 @@ WORKLOADS = {w.name: w for w in [
              lambda tmp, o: start_redis(tmp), run_redis_benchmark, unparsed="Redis"),
     Workload("postgres", "PostgreSQL 15 private cluster, pgbench -S (select only) over TCP",
              ["pgbench", "pg_isready", "initdb", "postgres"], lambda tmp, o: start_postgres(tmp), run_pgbench,
-             unparsed="PostgreSQL"),
+             kinds=("hooks-only", "ratatosk")),
     Workload("mariadb", "MariaDB 10.11 private datadir, sysbench oltp_point_select (one primary-key SELECT per "
              "query, server-side prepared statements, libmariadb) over TCP",
              ["sysbench", "mariadbd", "mariadb-install-db", "mariadb"], lambda tmp, o: start_mariadb(tmp),
