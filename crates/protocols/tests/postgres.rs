@@ -175,6 +175,8 @@ fn all_fixtures() -> Vec<(&'static str, Vec<Rec>)> {
         ("psql_error_mid_query", fixture!("psql_error_mid_query")),
         ("pgbench_setup", fixture!("pgbench_setup")),
         ("pgbench_select", fixture!("pgbench_select")),
+        ("psycopg_wrong_password", fixture!("psycopg_wrong_password")),
+        ("psycopg_named_cursor", fixture!("psycopg_named_cursor")),
     ]
 }
 
@@ -488,6 +490,56 @@ fn pgbench_counts_exactly() {
         rows(&r),
         vec![("SELECT", Some("pgbench_accounts"), q, None, Some(1)); 5]
     );
+}
+
+#[test]
+fn a_failed_authentication_gives_nothing() {
+    let r = run(&fixture!("psycopg_wrong_password"));
+    assert!(r.ops.is_empty(), "{:?}", r.ops);
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+}
+
+#[test]
+fn a_server_side_cursor_fetches_rows() {
+    let r = run(&fixture!("psycopg_named_cursor"));
+    assert_clean(&r);
+    assert_eq!(
+        rows(&r),
+        vec![
+            ("BEGIN", None, "BEGIN", None, None),
+            (
+                "DECLARE",
+                None,
+                "DECLARE \"acc_cur\" CURSOR FOR SELECT id, owner FROM accounts WHERE balance > $1 ORDER BY id",
+                None,
+                None
+            ),
+            (
+                "FETCH",
+                None,
+                "FETCH FORWARD ? FROM \"acc_cur\"",
+                None,
+                Some(20)
+            ),
+            (
+                "FETCH",
+                None,
+                "FETCH FORWARD ? FROM \"acc_cur\"",
+                None,
+                Some(20)
+            ),
+            (
+                "FETCH",
+                None,
+                "FETCH FORWARD ? FROM \"acc_cur\"",
+                None,
+                Some(0)
+            ),
+            ("CLOSE", None, "CLOSE \"acc_cur\"", None, None),
+            ("COMMIT", None, "COMMIT", None, None),
+        ]
+    );
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
 }
 
 #[test]
