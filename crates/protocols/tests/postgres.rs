@@ -813,6 +813,26 @@ fn mid_stream_capture_parses_from_the_next_request() {
 }
 
 #[test]
+fn an_execute_of_a_statement_parsed_before_capture_has_no_text() {
+    let recs = fixture!("psycopg_prepare");
+    // Capture starts after the named statement's Parse and its answer.
+    let parse = recs
+        .iter()
+        .position(|r| r.client && r.data.starts_with(b"P"))
+        .unwrap();
+    let r = run(&recs[parse + 2..]);
+    assert_clean(&r);
+    assert_eq!(r.ops.len(), 3);
+    for o in &r.ops {
+        let d = db(o);
+        assert_eq!((d.operation.as_str(), d.query_text.as_deref()), ("", None));
+        assert_eq!(d.returned_rows, Some(1));
+        assert_eq!(o.outcome, Outcome::Complete);
+    }
+    assert_eq!(r.lost("statement_unknown"), 3);
+}
+
+#[test]
 fn statement_tables_are_bounded() {
     let recs = fixture!("psycopg_prepare");
     let limits = Limits {

@@ -346,7 +346,7 @@ impl Session {
                 let stmt = self.stmts.get(stmt_name);
                 if stmt.is_none() {
                     // Prepared before capture began, or evicted.
-                    out.lose("unknown_statement", 1);
+                    out.lose("statement_unknown", 1);
                 }
                 // Portals are few (one unnamed, cursors): same bound.
                 if !self.portals.put(portal, stmt, self.limits.max_statements) {
