@@ -889,11 +889,15 @@ fn cost_per_operation() {
 #[test]
 #[ignore]
 fn steady_cost_per_operation() {
+    let only = std::env::var("PG_BENCH_ONLY").ok();
     for (name, skip) in [
         ("pgbench_select", 6),
         ("psycopg_prepare", 4),
         ("psycopg_pipeline", 4),
     ] {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let recs = all_fixtures()
             .into_iter()
             .find(|(n, _)| *n == name)

@@ -269,10 +269,13 @@ impl Session {
         detail.namespace = self.namespace.clone();
         // Without a statement (prepared before capture began, or past a
         // cut Query text) it ran, but what it was is unknown.
-        if let Some(s) = &d.stmt {
-            detail.operation = s.operation.clone();
-            detail.collection = s.collection.clone();
-            detail.query_text = Some(s.text.clone());
+        if let Some(s) = d.stmt {
+            // A Query's statement ends here (moved); a prepared one stays
+            // shared with the statement table (copied).
+            let s = Arc::try_unwrap(s).unwrap_or_else(|shared| (*shared).clone());
+            detail.operation = s.operation;
+            detail.collection = s.collection;
+            detail.query_text = Some(s.text);
             detail.query_truncated = s.truncated;
         }
         detail.status_code = status;
