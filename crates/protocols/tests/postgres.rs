@@ -177,6 +177,7 @@ fn all_fixtures() -> Vec<(&'static str, Vec<Rec>)> {
         ("pgbench_select", fixture!("pgbench_select")),
         ("psycopg_wrong_password", fixture!("psycopg_wrong_password")),
         ("psycopg_named_cursor", fixture!("psycopg_named_cursor")),
+        ("psycopg_long_queries", fixture!("psycopg_long_queries")),
     ]
 }
 
@@ -490,6 +491,39 @@ fn pgbench_counts_exactly() {
         rows(&r),
         vec![("SELECT", Some("pgbench_accounts"), q, None, Some(1)); 5]
     );
+}
+
+#[test]
+fn writes_longer_than_the_capture() {
+    let r = run(&fixture!("psycopg_long_queries"));
+    assert_clean(&r);
+    assert_eq!(r.ops.len(), 2, "{:?}", r.ops);
+    // A 2876-byte Query captured to 1024 bytes: its prefix, the IN list
+    // collapsed as far as it goes, marked truncated.
+    let d = db(&r.ops[0]);
+    assert_eq!(
+        (d.operation.as_str(), d.collection.as_deref()),
+        ("SELECT", Some("accounts"))
+    );
+    assert_eq!(
+        d.query_text.as_deref(),
+        Some("SELECT id, owner FROM accounts WHERE owner <> ? AND id IN (?")
+    );
+    assert!(d.query_truncated);
+    assert_eq!(d.returned_rows, Some(0));
+    // Parse, Bind (a 300-element array) then Describe, Execute and Sync in
+    // the capture gap of the same write: the server's rows and
+    // CommandComplete tell the Execute happened, of the portal just bound.
+    let d = db(&r.ops[1]);
+    assert_eq!(
+        d.query_text.as_deref(),
+        Some("SELECT id FROM accounts WHERE id = ANY($1) AND owner <> $2")
+    );
+    assert_eq!(d.returned_rows, Some(50));
+    assert!(d.status_code.is_none());
+    assert_eq!(r.ops[1].outcome, Outcome::Complete);
+    assert_eq!(r.lost("lost_sync"), 1, "{:?}", r.losses);
+    assert_eq!(r.lost("unpaired_response"), 0, "{:?}", r.losses);
 }
 
 #[test]
