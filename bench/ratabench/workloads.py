@@ -79,7 +79,7 @@ WORKLOADS = {w.name: w for w in [
              lambda port, o, d: run_redis_benchmark(port, o, d, pipeline=16), kinds=("hooks-only", "ratatosk")),
     Workload("postgres", "PostgreSQL 15 private cluster, pgbench -S (select only) over TCP",
              ["pgbench", "pg_isready", "initdb", "postgres"], lambda tmp, o: start_postgres(tmp), run_pgbench,
-             unparsed="PostgreSQL"),
+             kinds=("hooks-only", "ratatosk")),
     Workload("mariadb", "MariaDB 10.11 private datadir, sysbench oltp_point_select (one primary-key SELECT per "
              "query, server-side prepared statements, libmariadb) over TCP",
              ["sysbench", "mariadbd", "mariadb-install-db", "mariadb"], lambda tmp, o: start_mariadb(tmp),

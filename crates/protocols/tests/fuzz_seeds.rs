@@ -348,6 +348,9 @@ fn postgres_seeds() -> BTreeMap<String, Vec<u8>> {
         fx!("psql_error_mid_query"),
         fx!("pgbench_setup"),
         fx!("pgbench_select"),
+        fx!("psycopg_wrong_password"),
+        fx!("psycopg_named_cursor"),
+        fx!("psycopg_long_queries"),
     ];
     let mut out = BTreeMap::new();
     for (name, text) in fixtures {

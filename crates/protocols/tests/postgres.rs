@@ -175,6 +175,9 @@ fn all_fixtures() -> Vec<(&'static str, Vec<Rec>)> {
         ("psql_error_mid_query", fixture!("psql_error_mid_query")),
         ("pgbench_setup", fixture!("pgbench_setup")),
         ("pgbench_select", fixture!("pgbench_select")),
+        ("psycopg_wrong_password", fixture!("psycopg_wrong_password")),
+        ("psycopg_named_cursor", fixture!("psycopg_named_cursor")),
+        ("psycopg_long_queries", fixture!("psycopg_long_queries")),
     ]
 }
 
@@ -491,6 +494,89 @@ fn pgbench_counts_exactly() {
 }
 
 #[test]
+fn writes_longer_than_the_capture() {
+    let r = run(&fixture!("psycopg_long_queries"));
+    assert_clean(&r);
+    assert_eq!(r.ops.len(), 2, "{:?}", r.ops);
+    // A 2876-byte Query captured to 1024 bytes: its prefix, the IN list
+    // collapsed as far as it goes, marked truncated.
+    let d = db(&r.ops[0]);
+    assert_eq!(
+        (d.operation.as_str(), d.collection.as_deref()),
+        ("SELECT", Some("accounts"))
+    );
+    assert_eq!(
+        d.query_text.as_deref(),
+        Some("SELECT id, owner FROM accounts WHERE owner <> ? AND id IN (?")
+    );
+    assert!(d.query_truncated);
+    assert_eq!(d.returned_rows, Some(0));
+    // Parse, Bind (a 300-element array) then Describe, Execute and Sync in
+    // the capture gap of the same write: the server's rows and
+    // CommandComplete tell the Execute happened, of the portal just bound.
+    let d = db(&r.ops[1]);
+    assert_eq!(
+        d.query_text.as_deref(),
+        Some("SELECT id FROM accounts WHERE id = ANY($1) AND owner <> $2")
+    );
+    assert_eq!(d.returned_rows, Some(50));
+    assert!(d.status_code.is_none());
+    assert_eq!(r.ops[1].outcome, Outcome::Complete);
+    assert_eq!(r.lost("lost_sync"), 1, "{:?}", r.losses);
+    assert_eq!(r.lost("unpaired_response"), 0, "{:?}", r.losses);
+}
+
+#[test]
+fn a_failed_authentication_gives_nothing() {
+    let r = run(&fixture!("psycopg_wrong_password"));
+    assert!(r.ops.is_empty(), "{:?}", r.ops);
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+}
+
+#[test]
+fn a_server_side_cursor_fetches_rows() {
+    let r = run(&fixture!("psycopg_named_cursor"));
+    assert_clean(&r);
+    assert_eq!(
+        rows(&r),
+        vec![
+            ("BEGIN", None, "BEGIN", None, None),
+            (
+                "DECLARE",
+                None,
+                "DECLARE \"acc_cur\" CURSOR FOR SELECT id, owner FROM accounts WHERE balance > $1 ORDER BY id",
+                None,
+                None
+            ),
+            (
+                "FETCH",
+                None,
+                "FETCH FORWARD ? FROM \"acc_cur\"",
+                None,
+                Some(20)
+            ),
+            (
+                "FETCH",
+                None,
+                "FETCH FORWARD ? FROM \"acc_cur\"",
+                None,
+                Some(20)
+            ),
+            (
+                "FETCH",
+                None,
+                "FETCH FORWARD ? FROM \"acc_cur\"",
+                None,
+                Some(0)
+            ),
+            ("CLOSE", None, "CLOSE \"acc_cur\"", None, None),
+            ("COMMIT", None, "COMMIT", None, None),
+        ]
+    );
+    assert!(r.losses.is_empty(), "{:?}", r.losses);
+}
+
+#[test]
 fn the_server_view_gives_the_same_operations_as_server_spans() {
     for (name, recs) in all_fixtures() {
         let c = run_with(&recs, View::Client, Limits::default());
@@ -761,6 +847,26 @@ fn mid_stream_capture_parses_from_the_next_request() {
 }
 
 #[test]
+fn an_execute_of_a_statement_parsed_before_capture_has_no_text() {
+    let recs = fixture!("psycopg_prepare");
+    // Capture starts after the named statement's Parse and its answer.
+    let parse = recs
+        .iter()
+        .position(|r| r.client && r.data.starts_with(b"P"))
+        .unwrap();
+    let r = run(&recs[parse + 2..]);
+    assert_clean(&r);
+    assert_eq!(r.ops.len(), 3);
+    for o in &r.ops {
+        let d = db(o);
+        assert_eq!((d.operation.as_str(), d.query_text.as_deref()), ("", None));
+        assert_eq!(d.returned_rows, Some(1));
+        assert_eq!(o.outcome, Outcome::Complete);
+    }
+    assert_eq!(r.lost("statement_unknown"), 3);
+}
+
+#[test]
 fn statement_tables_are_bounded() {
     let recs = fixture!("psycopg_prepare");
     let limits = Limits {
@@ -817,11 +923,15 @@ fn cost_per_operation() {
 #[test]
 #[ignore]
 fn steady_cost_per_operation() {
+    let only = std::env::var("PG_BENCH_ONLY").ok();
     for (name, skip) in [
         ("pgbench_select", 6),
         ("psycopg_prepare", 4),
         ("psycopg_pipeline", 4),
     ] {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let recs = all_fixtures()
             .into_iter()
             .find(|(n, _)| *n == name)

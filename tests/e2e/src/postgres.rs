@@ -76,6 +76,16 @@ impl Postgres {
     /// initdb, start, wait, create [`PG_DB`] with an `accounts` table and
     /// pgbench's tables (scale 1).
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// [`Postgres::start`] with `ssl=on` and the certificate and key of
+    /// `certs` (a [`crate::tls_cert`] directory).
+    pub fn start_tls(certs: &Path) -> Postgres {
+        Postgres::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&Path>) -> Postgres {
         let dir = tempfile::Builder::new()
             .prefix("ratatosk-pg-")
             .tempdir()
@@ -107,6 +117,25 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut ssl = Vec::new();
+        if let Some(certs) = certs {
+            // The server refuses a key others can read.
+            for f in ["cert.pem", "key.pem"] {
+                let to = dir.path().join(f);
+                std::fs::copy(certs.join(f), &to).expect("copy certificate");
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid)).expect("chown");
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .expect("chmod");
+            }
+            ssl = vec![
+                "-c".to_string(),
+                "ssl=on".to_string(),
+                "-c".to_string(),
+                format!("ssl_cert_file={}", dir.path().join("cert.pem").display()),
+                "-c".to_string(),
+                format!("ssl_key_file={}", dir.path().join("key.pem").display()),
+            ];
+        }
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log file");
         let proc = Proc::spawn(
@@ -124,6 +153,7 @@ impl Postgres {
                     "-c",
                     "max_connections=32",
                 ])
+                .args(&ssl)
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

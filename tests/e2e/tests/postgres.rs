@@ -67,6 +67,8 @@ with psycopg.connect(sys.argv[1], autocommit=True) as conn:
     except psycopg.errors.UndefinedTable:
         pass
     conn.execute("SELECT 1")
+    # a Bind larger than the capture: Describe/Execute/Sync in its gap
+    conn.execute("SELECT id FROM accounts WHERE id = ANY(%s) AND owner <> %s", (list(range(300)), "Lit-Grace-x6")).fetchall()
 print("done", flush=True)
 "#;
 
@@ -103,6 +105,7 @@ fn psycopg_execute_prepare_pipeline_and_failure_as_client_spans() {
         "DELETE accounts",
         "SELECT no_such_table",
         "SELECT",
+        "SELECT accounts",
     ];
     let spans = agent.wait_spans(want.len(), WAIT, pg_spans(pg.port, "client"));
     assert_eq!(names(&spans), want, "{spans:#?}\n{}", agent.self_counters());
@@ -123,6 +126,13 @@ fn psycopg_execute_prepare_pipeline_and_failure_as_client_spans() {
     assert_eq!(text(2), "SELECT balance FROM public.accounts WHERE id = $1");
     assert_eq!(attr(&spans[2], "db.response.returned_rows"), "1");
     assert_eq!(attr(&spans[6], "db.response.returned_rows"), "1");
+    // The Execute was not captured (its write is 1228 bytes): the rows and
+    // CommandComplete answer the portal just bound.
+    assert_eq!(
+        text(11),
+        "SELECT id FROM accounts WHERE id = ANY($1) AND owner <> $2"
+    );
+    assert_eq!(attr(&spans[11], "db.response.returned_rows"), "50");
     let failed = &spans[9];
     assert_eq!(attr(failed, "db.response.status_code"), "42P01");
     assert_eq!(attr(failed, "error.type"), "42P01");
@@ -153,7 +163,31 @@ fn psycopg_execute_prepare_pipeline_and_failure_as_client_spans() {
     assert_eq!(count(&[("error_type", "42P01")]), 1.0);
     assert_no_secrets(
         &agent,
-        &["Lit-Alice", "Lit-Bob", "Lit-Carol", "Lit-Dave", "Lit-Eve"],
+        &[
+            "Lit-Alice",
+            "Lit-Bob",
+            "Lit-Carol",
+            "Lit-Dave",
+            "Lit-Eve",
+            "Lit-Grace",
+        ],
+    );
+    // The one loss: the client's framing in that capture gap.
+    let errors = |reason: &str| {
+        agent.metric_sum(
+            "ratatosk_parser_errors_total",
+            &[("protocol", "postgresql"), ("reason", reason)],
+        )
+    };
+    assert_eq!(errors("lost_sync"), 1.0, "{}", agent.self_counters());
+    assert_eq!(
+        agent.metric_sum(
+            "ratatosk_parser_errors_total",
+            &[("protocol", "postgresql")]
+        ),
+        1.0,
+        "{}",
+        agent.self_counters()
     );
 }
 
@@ -188,6 +222,67 @@ fn psql_statements_in_one_query_as_server_spans() {
         assert_eq!(attr(s, "db.namespace"), PG_DB);
     }
     assert_no_secrets(&agent, &["Lit-Frank"]);
+    assert_no_parser_errors(&agent);
+}
+
+/// No PostgreSQL loss counted.
+fn assert_no_parser_errors(agent: &Agent) {
+    assert_eq!(
+        agent.metric_sum(
+            "ratatosk_parser_errors_total",
+            &[("protocol", "postgresql")]
+        ),
+        0.0,
+        "{}",
+        agent.self_counters()
+    );
+}
+
+#[test]
+fn tls_accepted_is_parsed_through_the_tls_capture() {
+    let _g = serial();
+    let certs = tls_cert();
+    let pg = Postgres::start_tls(certs.path());
+    // The server maps the system libssl at start: selecting it attaches
+    // the OpenSSL probes to that file, which psql (started later, gone in
+    // milliseconds, before a rescan of its own maps) uses too.
+    let pid = pg.pid().to_string();
+    let agent = Agent::start(&["--pid", &pid, "--exe-path", "/psql$"]);
+    // sslmode=require: SSLRequest, the server's 'S', then TLS; the
+    // StartupMessage and the query travel inside it.
+    let out = pg
+        .client(&tool("psql"))
+        .env("PGSSLMODE", "require")
+        .args([
+            "-d",
+            PG_DB,
+            "-X",
+            "-c",
+            "SELECT id FROM accounts WHERE owner = 'Lit-Tls-x8'; SELECT 2",
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spans = agent.wait_spans(2, WAIT, pg_spans(pg.port, "client"));
+    assert_eq!(
+        names(&spans),
+        ["SELECT accounts", "SELECT"],
+        "{spans:#?}\n{}",
+        agent.self_counters()
+    );
+    assert_eq!(attr(&spans[0], "db.namespace"), PG_DB);
+    assert_eq!(
+        attr(&spans[0], "db.query.text"),
+        "SELECT id FROM accounts WHERE owner = ?"
+    );
+    // (The backend's own TLS is not decrypted yet: the TLS capture gets
+    // no keys from a forked PostgreSQL backend, so no server span here.)
+    assert_no_secrets(&agent, &["Lit-Tls"]);
+    assert_no_parser_errors(&agent);
 }
 
 #[test]
@@ -265,6 +360,7 @@ fn pgbench_select_only_gives_exact_counts() {
         405.0
     );
     assert_no_secrets(&agent, &[]);
+    assert_no_parser_errors(&agent);
 }
 
 #[test]

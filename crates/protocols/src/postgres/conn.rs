@@ -212,6 +212,11 @@ struct Session {
     steps_resp: Option<u64>,
     /// Server framing was lost since the queue was last empty.
     back_lost: bool,
+    /// Client framing was lost since the queue was last empty.
+    front_lost: bool,
+    /// The statement and time of the last Bind not yet followed by an
+    /// Execute (see [`Session::infer_execute`]).
+    unexecuted_bind: Option<(Option<Stmt>, u64)>,
     /// An encryption request awaits its one-byte answer.
     enc_requested: bool,
     /// A COPY ran in the current operation (counted once).
@@ -246,6 +251,8 @@ impl Session {
             step_start: None,
             steps_resp: None,
             back_lost: false,
+            front_lost: false,
+            unexecuted_bind: None,
             enc_requested: false,
             copying: false,
         }
@@ -269,10 +276,13 @@ impl Session {
         detail.namespace = self.namespace.clone();
         // Without a statement (prepared before capture began, or past a
         // cut Query text) it ran, but what it was is unknown.
-        if let Some(s) = &d.stmt {
-            detail.operation = s.operation.clone();
-            detail.collection = s.collection.clone();
-            detail.query_text = Some(s.text.clone());
+        if let Some(s) = d.stmt {
+            // A Query's statement ends here (moved); a prepared one stays
+            // shared with the statement table (copied).
+            let s = Arc::try_unwrap(s).unwrap_or_else(|shared| (*shared).clone());
+            detail.operation = s.operation;
+            detail.collection = s.collection;
+            detail.query_text = Some(s.text);
             detail.query_truncated = s.truncated;
         }
         detail.status_code = status;
@@ -346,8 +356,9 @@ impl Session {
                 let stmt = self.stmts.get(stmt_name);
                 if stmt.is_none() {
                     // Prepared before capture began, or evicted.
-                    out.lose("unknown_statement", 1);
+                    out.lose("statement_unknown", 1);
                 }
+                self.unexecuted_bind = Some((stmt.clone(), m.ts_start));
                 // Portals are few (one unnamed, cursors): same bound.
                 if !self.portals.put(portal, stmt, self.limits.max_statements) {
                     out.lose("portal_table_full", 1);
@@ -355,6 +366,7 @@ impl Session {
                 self.push(step(b'B'), out);
             }
             b'E' => {
+                self.unexecuted_bind = None;
                 let start = self.step_start.take().unwrap_or(m.ts_start);
                 let portal = cstr(m.body).map_or(m.body, |(n, _)| n);
                 let stmt = self.portals.get(portal);
@@ -515,20 +527,20 @@ impl Session {
                 }
             }
             b'T' => {
-                if let Some(d) = self.head_draft() {
+                if let Some(d) = self.head_draft(false) {
                     d.saw(m);
                     d.described = true;
                 }
             }
             b'D' => {
-                if let Some(d) = self.head_draft() {
+                if let Some(d) = self.head_draft(true) {
                     d.saw(m);
                     d.rows += 1;
                     d.lost |= m.gapped;
                 }
             }
             b'G' | b'H' | b'W' | b'd' | b'c' => {
-                if let Some(d) = self.head_draft() {
+                if let Some(d) = self.head_draft(true) {
                     d.saw(m);
                 }
                 if m.kind == b'd' {
@@ -550,10 +562,16 @@ impl Session {
     }
 
     /// The draft answered now: the running Execute or statement.
-    fn head_draft(&mut self) -> Option<&mut Draft> {
+    /// `execution`: the message answers an execution only (rows, a
+    /// completion, COPY data), so an Execute lost in a client-side capture
+    /// gap may be inferred for it.
+    fn head_draft(&mut self, execution: bool) -> Option<&mut Draft> {
         // Steps before it whose answers were lost are skipped.
         while self.head_is_step() {
             self.queue.pop_front();
+        }
+        if execution {
+            self.infer_execute();
         }
         let steps_resp = self.steps_resp.take();
         let d = match self.queue.front_mut()? {
@@ -567,8 +585,37 @@ impl Session {
         Some(d)
     }
 
+    /// The client's framing was lost in a capture gap (a Bind with large
+    /// values makes the write longer than the capture: its Describe,
+    /// Execute and Sync are in the gap) and the server answers an
+    /// execution no queued Execute accounts for: it is the execution of
+    /// the last portal bound, whose statement is known. Queued after the
+    /// steps still waiting; false if nothing could be inferred.
+    fn infer_execute(&mut self) -> bool {
+        if !self.front_lost {
+            return false;
+        }
+        let at = self
+            .queue
+            .iter()
+            .position(|e| !matches!(e, Expect::Step { .. }))
+            .unwrap_or(self.queue.len());
+        if matches!(
+            self.queue.get(at),
+            Some(Expect::Execute(_) | Expect::Query(_))
+        ) {
+            return false;
+        }
+        let Some((stmt, ts)) = self.unexecuted_bind.take() else {
+            return false;
+        };
+        self.queue
+            .insert(at, Expect::Execute(Draft::new(stmt, ts, ts)));
+        true
+    }
+
     fn on_complete(&mut self, m: &Msg<'_>, out: &mut Output) {
-        let Some(d) = self.head_draft() else {
+        let Some(d) = self.head_draft(true) else {
             out.lose("unpaired_response", 1);
             return;
         };
@@ -633,6 +680,7 @@ impl Session {
             }
             return;
         }
+        self.infer_execute();
         // Extended protocol: the server skips to the Sync. The first
         // Execute not yet answered is the one that failed (in its Parse,
         // Bind or itself); the later ones were never run.
@@ -716,6 +764,8 @@ impl Session {
         }
         if self.queue.is_empty() {
             self.back_lost = false;
+            self.front_lost = false;
+            self.unexecuted_bind = None;
         }
     }
 
@@ -852,6 +902,7 @@ impl ConnParser for PgConn {
             self.front.feed(seg, &mut |e| match e {
                 Event::Msg(m) => s.on_front(&m, out),
                 Event::Lost { invalid } => {
+                    s.front_lost = true;
                     out.lose(
                         if invalid {
                             "invalid_message"

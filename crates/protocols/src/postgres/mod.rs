@@ -5,6 +5,17 @@
 //! Layout: [`framer`] turns each direction's segments into messages
 //! (skipping gaps by message lengths), [`conn`] pairs them into
 //! operations.
+//!
+//! Losses counted (`ratatosk_parser_errors_total{protocol="postgresql"}`):
+//! `lost_sync` (a capture gap past a message's end), `invalid_message`
+//! (bytes that are no message), `unpaired_response` (an answer to a
+//! request never seen), `pending_queue_full`, `statement_table_full`,
+//! `portal_table_full`, `statement_unknown` (an execution of a statement
+//! prepared before capture began or forgotten: no text),
+//! `too_many_statements` (a Query of more statements than
+//! `max_pending_requests`), `statement_split_mismatch` (the server ran
+//! fewer statements than the text showed), `copy_data` (once per COPY:
+//! its data is skipped, not parsed).
 
 pub mod conn;
 pub mod framer;
