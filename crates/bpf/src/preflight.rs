@@ -38,6 +38,10 @@ pub enum PreflightError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the agent runs in a PID namespace of its own ({why}): it needs the host's (Kubernetes: hostPID: true; docker/podman: --pid=host), since the kernel reports host process ids and /proc must show the same ones"
+    )]
+    PidNamespace { why: String },
     #[error("mounting tracefs on {TRACEFS} failed")]
     Mount(#[source] std::io::Error),
 }
@@ -50,6 +54,7 @@ pub fn preflight() -> Result<(), PreflightError> {
     if !Path::new(BTF_PATH).exists() {
         return Err(PreflightError::NoBtf);
     }
+    pid_namespace()?;
     let status = fs::read_to_string("/proc/self/status").map_err(|source| PreflightError::Io {
         what: "/proc/self/status",
         source,
@@ -75,6 +80,39 @@ pub fn preflight() -> Result<(), PreflightError> {
         });
     }
     Ok(())
+}
+
+/// The initial PID namespace's inode number (PROC_PID_INIT_INO, fixed
+/// since Linux 3.8).
+const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+
+/// The BPF programs see host (initial-namespace) process ids; /proc, the
+/// agent's own pid (excluded from capture) and every pid it names must be
+/// the same numbers. In a container without the host PID namespace they
+/// are not: the agent would trace itself and misname processes, so it
+/// refuses. Two checks: the agent's PID namespace is the initial one, and
+/// /proc is mounted for it (`/proc/self` is the agent's own pid).
+fn pid_namespace() -> Result<(), PreflightError> {
+    let io = |what, source| PreflightError::Io { what, source };
+    let ns = fs::read_link("/proc/self/ns/pid").map_err(|e| io("/proc/self/ns/pid", e))?;
+    let ns = ns.to_string_lossy();
+    if pid_ns_inode(&ns) != Some(PROC_PID_INIT_INO) {
+        return Err(PreflightError::PidNamespace {
+            why: format!("its PID namespace is {ns}, not the host's"),
+        });
+    }
+    let me = fs::read_link("/proc/self").map_err(|e| io("/proc/self", e))?;
+    if me.to_str() != Some(std::process::id().to_string().as_str()) {
+        return Err(PreflightError::PidNamespace {
+            why: "/proc is mounted for another PID namespace".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// N of `pid:[N]`.
+fn pid_ns_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// (major, minor) of a kernel release string such as `6.1.0-18-amd64`;
@@ -118,6 +156,13 @@ pub fn ensure_tracefs() -> Result<bool, PreflightError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_namespace_links() {
+        assert_eq!(pid_ns_inode("pid:[4026531836]"), Some(PROC_PID_INIT_INO));
+        assert_eq!(pid_ns_inode("pid:[4026532001]"), Some(4026532001));
+        assert_eq!(pid_ns_inode("net:[4026531836]"), None);
+    }
 
     #[test]
     fn kernel_versions_against_the_minimum() {

@@ -293,3 +293,32 @@ fn a_panic_in_the_outputs_thread_stops_the_agent() {
         "{last}"
     );
 }
+
+/// In a PID namespace of its own (a container without hostPID), with its
+/// own /proc or the host's, the agent refuses in one line naming what is
+/// needed, before loading anything.
+#[test]
+fn refuses_without_the_host_pid_namespace() {
+    require_root();
+    for mount_proc in [true, false] {
+        let mut cmd = Command::new(tool("unshare"));
+        cmd.args(["--pid", "--fork"]);
+        if mount_proc {
+            cmd.arg("--mount-proc");
+        }
+        let out = cmd
+            .arg(agent_bin())
+            .args(["--pid", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run unshare");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].contains("hostPID: true") && lines[0].contains("--pid=host"),
+            "{stderr}"
+        );
+    }
+}
