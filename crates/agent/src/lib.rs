@@ -13,6 +13,9 @@ mod conn;
 mod decode;
 mod discovery;
 mod export;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod output;
 mod panics;
