@@ -480,6 +480,71 @@ mod tests {
         assert!(shown.contains("master_secret: \"<unset>\""), "{shown}");
     }
 
+    /// Seeds for the `agent_record` fuzz target (fuzz/seeds/agent_record):
+    /// one record of every kind at its exact size with plausible fields,
+    /// and a data record with a payload. Written with
+    /// `RATATOSK_WRITE_SEEDS=1 cargo test -p ratatosk --lib write_fuzz_seeds`.
+    #[test]
+    fn write_fuzz_seeds() {
+        let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+        for kind in 0u8..32 {
+            // The smallest length that is not "short" for this kind.
+            let Some(len) = (1..4096).find(|&n| {
+                let mut b = vec![0u8; n];
+                b[0] = kind;
+                !matches!(
+                    decode(&b),
+                    Err(DecodeError::Short { .. } | DecodeError::UnknownKind(_))
+                )
+            }) else {
+                continue;
+            };
+            let mut b = vec![0u8; len];
+            b[0] = kind;
+            put(&mut b, offset_of!(rt_header, tgid), 4242u32.to_ne_bytes());
+            put(
+                &mut b,
+                offset_of!(rt_header, ts_ns),
+                1_000_000u64.to_ne_bytes(),
+            );
+            seeds.push((format!("kind{kind}.bin"), b));
+        }
+        assert!(seeds.len() >= 6, "{}", seeds.len());
+        let off = offset_of!(rt_data_event, data);
+        let payload = b"GET /api/v1/users?token=x HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut b = vec![0u8; off + payload.len()];
+        b[0] = rt_event_kind::RT_EV_DATA as u8;
+        put(
+            &mut b,
+            offset_of!(rt_data_event, len),
+            (payload.len() as u64).to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            offset_of!(rt_data_event, captured),
+            (payload.len() as u32).to_ne_bytes(),
+        );
+        let t = offset_of!(rt_data_event, tuple);
+        put(
+            &mut b,
+            t + offset_of!(rt_tuple, family),
+            AF_INET.to_ne_bytes(),
+        );
+        put(&mut b, t + offset_of!(rt_tuple, saddr), [127, 0, 0, 1]);
+        b[off..].copy_from_slice(payload);
+        seeds.push(("data_http_get.bin".into(), b));
+        for (_, s) in &seeds {
+            let _ = decode(s).unwrap();
+        }
+        if std::env::var_os("RATATOSK_WRITE_SEEDS").is_some() {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/agent_record");
+            std::fs::create_dir_all(dir).unwrap();
+            for (name, s) in seeds {
+                std::fs::write(format!("{dir}/{name}"), s).unwrap();
+            }
+        }
+    }
+
     #[test]
     fn rejects_bad_records() {
         assert_eq!(decode(&[]).unwrap_err(), DecodeError::Empty);

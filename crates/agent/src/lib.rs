@@ -13,6 +13,9 @@ mod conn;
 mod decode;
 mod discovery;
 mod export;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod output;
 mod panics;
 mod pipeline;

@@ -99,11 +99,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     // Privileges and kernel features next: a clear one-line refusal
     // before anything is touched.
+    // (PID namespace included: the kernel's pids must be /proc's.)
     ratatosk_bpf::preflight().context("checking the kernel and privileges")?;
-    match ratatosk_bpf::ensure_tracefs() {
-        Ok(true) => info!("mounted tracefs on /sys/kernel/tracing"),
-        Ok(false) => {}
-        Err(e) => warn!(error = %e, "tracefs unavailable (not needed for capture)"),
+    // Beyond CAP_BPF and CAP_PERFMON: one line per capability missing.
+    for m in ratatosk_bpf::missing_capabilities(config.tls_capture) {
+        if m.loses_capture {
+            warn!(capability = m.name, "running without it: {}", m.degrades);
+        } else {
+            info!(capability = m.name, "running without it: {}", m.degrades);
+        }
+    }
+    // tracefs only for the per-syscall tracepoints, which attach through
+    // it: a host's mounts are not the agent's business otherwise.
+    if config.syscall_hooks == HookMode::PerSyscall {
+        match ratatosk_bpf::ensure_tracefs() {
+            Ok(true) => info!("mounted tracefs on /sys/kernel/tracing"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "tracefs unavailable (the per-syscall hooks need it)"),
+        }
     }
     let sel = &config.selection;
     let trace_all = sel.is_everything();

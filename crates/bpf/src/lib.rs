@@ -19,7 +19,9 @@ use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilde
 pub use ratatosk_abi::rt_ssl_layout as SslLayout;
 use ratatosk_abi::{rt_limits, rt_ssl_layout, rt_stat, rt_target};
 
-pub use preflight::{PreflightError, ensure_tracefs, preflight};
+pub use preflight::{
+    MissingCapability, PreflightError, ensure_tracefs, missing_capabilities, preflight,
+};
 
 /// How socket syscalls are hooked at their exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

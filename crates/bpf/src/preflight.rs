@@ -9,7 +9,12 @@ const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 // Capability bit numbers (linux/capability.h).
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SETPCAP: u32 = 8;
+const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_CHECKPOINT_RESTORE: u32 = 40;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
@@ -38,6 +43,10 @@ pub enum PreflightError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the agent runs in a PID namespace of its own ({why}): it needs the host's (Kubernetes: hostPID: true; docker/podman: --pid=host), since the kernel reports host process ids and /proc must show the same ones"
+    )]
+    PidNamespace { why: String },
     #[error("mounting tracefs on {TRACEFS} failed")]
     Mount(#[source] std::io::Error),
 }
@@ -50,15 +59,8 @@ pub fn preflight() -> Result<(), PreflightError> {
     if !Path::new(BTF_PATH).exists() {
         return Err(PreflightError::NoBtf);
     }
-    let status = fs::read_to_string("/proc/self/status").map_err(|source| PreflightError::Io {
-        what: "/proc/self/status",
-        source,
-    })?;
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
+    pid_namespace()?;
+    let cap_eff = effective_capabilities()?;
     let has = |bit: u32| cap_eff & (1u64 << bit) != 0;
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
         return Err(PreflightError::Privilege);
@@ -75,6 +77,117 @@ pub fn preflight() -> Result<(), PreflightError> {
         });
     }
     Ok(())
+}
+
+/// The effective capability set (CapEff of /proc/self/status).
+fn effective_capabilities() -> Result<u64, PreflightError> {
+    let status = fs::read_to_string("/proc/self/status").map_err(|source| PreflightError::Io {
+        what: "/proc/self/status",
+        source,
+    })?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0))
+}
+
+/// The capabilities the agent uses beyond CAP_BPF and CAP_PERFMON (which
+/// `preflight` requires), each absent one with what degrades without it:
+/// one log line each at start (docs/deployment.md lists the set). `tls`:
+/// TLS capture is on (the uprobes and the calibration child need more).
+pub fn missing_capabilities(tls: bool) -> Vec<MissingCapability> {
+    let eff = effective_capabilities().unwrap_or(0);
+    missing_from(eff, tls)
+}
+
+/// A capability the agent runs without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingCapability {
+    pub name: &'static str,
+    /// What works differently without it.
+    pub degrades: &'static str,
+    /// Whether capture loses something (else only a defence is weaker).
+    pub loses_capture: bool,
+}
+
+fn missing_from(eff: u64, tls: bool) -> Vec<MissingCapability> {
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    let admin = has(CAP_SYS_ADMIN);
+    let mut out = Vec::new();
+    // CAP_SYS_ADMIN does not stand in for it in ptrace_may_access.
+    if !has(CAP_SYS_PTRACE) {
+        out.push(MissingCapability {
+            name: "CAP_SYS_PTRACE",
+            degrades: "/proc/PID/maps, environ, exe and fd of processes of other users cannot be read: they are not found by port or executable, get no TLS probes and no OTEL_* service names",
+            loses_capture: true,
+        });
+    }
+    if !tls {
+        return out;
+    }
+    if !admin {
+        out.push(MissingCapability {
+            name: "CAP_SYS_ADMIN",
+            degrades: "no uprobe can be attached (perf_event_open of the uprobe PMU fails with EACCES without it, measured on Linux 6.18), so HTTPS stays unparsed; the calibration child would also share the host's network namespace (its seccomp filter still denies network sockets)",
+            loses_capture: true,
+        });
+    }
+    if !has(CAP_CHECKPOINT_RESTORE) && !admin {
+        out.push(MissingCapability {
+            name: "CAP_CHECKPOINT_RESTORE",
+            degrades: "files to probe are opened by name inside the process's root (openat2, device and inode checked) instead of as the mapping's own file (/proc/PID/map_files)",
+            loses_capture: false,
+        });
+    }
+    if !(has(CAP_SETUID) && has(CAP_SETGID)) {
+        out.push(MissingCapability {
+            name: "CAP_SETUID and CAP_SETGID",
+            degrades: "the calibration child cannot become nobody, so no OpenSSL layout is learned: OpenSSL libraries get the per-call probes instead of decryption from their secrets",
+            loses_capture: true,
+        });
+    }
+    if !has(CAP_SETPCAP) {
+        out.push(MissingCapability {
+            name: "CAP_SETPCAP",
+            degrades: "the calibration child cannot empty its capability bounding set (it still drops to nobody with no new privileges and its seccomp filter)",
+            loses_capture: false,
+        });
+    }
+    out
+}
+
+/// The initial PID namespace's inode number (PROC_PID_INIT_INO, fixed
+/// since Linux 3.8).
+const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+
+/// The BPF programs see host (initial-namespace) process ids; /proc, the
+/// agent's own pid (excluded from capture) and every pid it names must be
+/// the same numbers. In a container without the host PID namespace they
+/// are not: the agent would trace itself and misname processes, so it
+/// refuses. Two checks: the agent's PID namespace is the initial one, and
+/// /proc is mounted for it (`/proc/self` is the agent's own pid).
+fn pid_namespace() -> Result<(), PreflightError> {
+    let io = |what, source| PreflightError::Io { what, source };
+    let ns = fs::read_link("/proc/self/ns/pid").map_err(|e| io("/proc/self/ns/pid", e))?;
+    let ns = ns.to_string_lossy();
+    if pid_ns_inode(&ns) != Some(PROC_PID_INIT_INO) {
+        return Err(PreflightError::PidNamespace {
+            why: format!("its PID namespace is {ns}, not the host's"),
+        });
+    }
+    let me = fs::read_link("/proc/self").map_err(|e| io("/proc/self", e))?;
+    if me.to_str() != Some(std::process::id().to_string().as_str()) {
+        return Err(PreflightError::PidNamespace {
+            why: "/proc is mounted for another PID namespace".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// N of `pid:[N]`.
+fn pid_ns_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// (major, minor) of a kernel release string such as `6.1.0-18-amd64`;
@@ -118,6 +231,47 @@ pub fn ensure_tracefs() -> Result<bool, PreflightError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_capabilities_are_named() {
+        let all = u64::MAX;
+        assert!(missing_from(all, true).is_empty());
+        let bpf_only = 1 << CAP_BPF | 1 << CAP_PERFMON;
+        let names: Vec<&str> = missing_from(bpf_only, true)
+            .iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "CAP_SYS_PTRACE",
+                "CAP_SYS_ADMIN",
+                "CAP_CHECKPOINT_RESTORE",
+                "CAP_SETUID and CAP_SETGID",
+                "CAP_SETPCAP",
+            ]
+        );
+        // Plaintext only: CAP_SYS_PTRACE is all that matters.
+        let names: Vec<&str> = missing_from(bpf_only, false)
+            .iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["CAP_SYS_PTRACE"]);
+        let documented = bpf_only
+            | 1 << CAP_SYS_ADMIN
+            | 1 << CAP_SYS_PTRACE
+            | 1 << CAP_SETUID
+            | 1 << CAP_SETGID
+            | 1 << CAP_SETPCAP;
+        assert_eq!(missing_from(documented, true), []);
+    }
+
+    #[test]
+    fn pid_namespace_links() {
+        assert_eq!(pid_ns_inode("pid:[4026531836]"), Some(PROC_PID_INIT_INO));
+        assert_eq!(pid_ns_inode("pid:[4026532001]"), Some(4026532001));
+        assert_eq!(pid_ns_inode("net:[4026531836]"), None);
+    }
 
     #[test]
     fn kernel_versions_against_the_minimum() {

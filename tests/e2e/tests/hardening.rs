@@ -293,3 +293,145 @@ fn a_panic_in_the_outputs_thread_stops_the_agent() {
         "{last}"
     );
 }
+
+/// In a PID namespace of its own (a container without hostPID), with its
+/// own /proc or the host's, the agent refuses in one line naming what is
+/// needed, before loading anything.
+#[test]
+fn refuses_without_the_host_pid_namespace() {
+    require_root();
+    for mount_proc in [true, false] {
+        let mut cmd = Command::new(tool("unshare"));
+        cmd.args(["--pid", "--fork"]);
+        if mount_proc {
+            cmd.arg("--mount-proc");
+        }
+        let out = cmd
+            .arg(agent_bin())
+            .args(["--pid", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run unshare");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].contains("hostPID: true") && lines[0].contains("--pid=host"),
+            "{stderr}"
+        );
+    }
+}
+
+/// The capability set docs/deployment.md documents (and
+/// contrib/systemd/ratatosk.service uses), as setpriv names them.
+const DOCUMENTED_CAPS: &str = "+bpf,+perfmon,+sys_admin,+sys_ptrace,+setuid,+setgid,+setpcap";
+/// The set for plaintext capture only (`--tls-capture false`).
+const PLAINTEXT_CAPS: &str = "+bpf,+perfmon,+sys_ptrace";
+
+/// A wrapper running the agent with only `caps` (bounding set; uid 0 gets
+/// exactly these on exec), as the agent binary of `Agent::start`.
+fn setpriv_wrapper(dir: &Path, caps: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = agent_bin();
+    let script = dir.join(format!("ratatosk-caps{}", caps.len()));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec {} --inh-caps=-all --ambient-caps=-all --bounding-set=-all,{caps} -- {} \"$@\"\n",
+            tool("setpriv").display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// With only the documented capabilities the agent captures plaintext
+/// HTTP and still learns the system libssl's layout (its calibration child
+/// needs setuid/setgid) and attaches its uprobe, naming no missing
+/// capability; with the plaintext set and `--tls-capture false` likewise;
+/// without CAP_SYS_PTRACE it names that one; without CAP_BPF it exits with
+/// one line naming it.
+#[test]
+fn runs_with_the_documented_capabilities_only() {
+    let _guard = serial();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let www = www_dir();
+    let port = free_port();
+    let server = python_http_server(www.path(), port);
+
+    let wrapper = setpriv_wrapper(dir.path(), DOCUMENTED_CAPS);
+    // SAFETY: the tests of this file run one at a time (serial()) and no
+    // other thread reads the environment meanwhile.
+    unsafe { std::env::set_var("RATATOSK_BIN", &wrapper) };
+    let agent = Agent::start(&["--pid", &server.pid().to_string()]);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("RATATOSK_BIN") };
+    let caps = std::fs::read_to_string(format!("/proc/{}/status", agent.proc.pid())).unwrap();
+    let eff = caps
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .unwrap()
+        .to_string();
+    for _ in 0..3 {
+        assert_eq!(http_get(port, "/hello").0, 200);
+    }
+    let spans = agent.wait_spans(3, Duration::from_secs(10), |s| {
+        attr(s, "url.path") == "/hello"
+    });
+    assert_eq!(spans.len(), 3, "{}", agent.stderr_text());
+    let missing = agent.log_lines_with("running without it");
+    assert!(missing.is_empty(), "{eff}\n{}", agent.stderr_text());
+    // python http.server maps the system libssl: decryption set up, so
+    // the confined calibration ran with these capabilities.
+    assert!(
+        !agent
+            .log_lines_with("OpenSSL connection probe attached")
+            .is_empty(),
+        "{}",
+        agent.stderr_text()
+    );
+    drop(agent);
+
+    for (caps, named) in [
+        (PLAINTEXT_CAPS, None),
+        ("+bpf,+perfmon", Some("CAP_SYS_PTRACE")),
+    ] {
+        let wrapper = setpriv_wrapper(dir.path(), caps);
+        // SAFETY: as above.
+        unsafe { std::env::set_var("RATATOSK_BIN", &wrapper) };
+        let agent = Agent::start(&["--pid", &server.pid().to_string(), "--tls-capture", "false"]);
+        // SAFETY: as above.
+        unsafe { std::env::remove_var("RATATOSK_BIN") };
+        let missing = agent.log_lines_with("running without it");
+        match named {
+            None => {
+                assert!(missing.is_empty(), "{}", agent.stderr_text());
+                assert_eq!(http_get(port, "/hello").0, 200);
+                let spans = agent.wait_spans(1, Duration::from_secs(10), |s| {
+                    attr(s, "url.path") == "/hello"
+                });
+                assert_eq!(spans.len(), 1, "{}", agent.stderr_text());
+            }
+            Some(cap) => {
+                assert_eq!(missing.len(), 1, "{}", agent.stderr_text());
+                assert!(missing[0].contains(cap), "{}", missing[0]);
+            }
+        }
+    }
+
+    let no_bpf = setpriv_wrapper(dir.path(), "+perfmon,+sys_ptrace");
+    let out = Command::new(&no_bpf)
+        .args(["--pid", &server.pid().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("CAP_BPF"), "{stderr}");
+}

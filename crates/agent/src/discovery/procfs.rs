@@ -174,7 +174,7 @@ pub fn parse_listeners(text: &str, out: &mut HashMap<u64, u16>) {
 }
 
 /// One /proc/net/tcp{,6} line: (inode, local port) if it listens.
-fn listener(line: &str) -> Option<(u64, u16)> {
+pub(crate) fn listener(line: &str) -> Option<(u64, u16)> {
     // sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode
     let mut f = line.split_whitespace();
     let local = f.nth(1)?;
