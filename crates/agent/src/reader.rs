@@ -20,9 +20,10 @@ use crate::selfmon::{KindLabel, QueueLabel, SelfMetrics};
 use crate::spans::db::DbNames;
 use crate::spans::link::{Origin, TraceLinker};
 use crate::spans::route::{Decision, Routes};
-use crate::spans::{Named, Span, SpanBuilder};
+use crate::spans::{Named, Span, SpanBuilder, SpanKind};
 use ratatosk_protocols::http1::target_path;
 use ratatosk_protocols::op::Detail;
+use ratatosk_protocols::parse::Role;
 
 /// Spans per batch before the reader sends one without waiting for a drain.
 const BATCH_SPANS: usize = 256;
@@ -67,6 +68,21 @@ const RECORD_KINDS: [&str; 8] = [
     "tls_keys",
     "tls_memory_bio",
 ];
+
+/// Tells the linker a request that makes no span is over.
+fn ignored(l: &mut TraceLinker, f: &Finished, out: &mut Vec<Span>) {
+    let (kind, server, client) = match f.op.role {
+        Role::Server => (SpanKind::Server, f.tuple.local, f.tuple.remote),
+        Role::Client => (SpanKind::Client, f.tuple.remote, f.tuple.local),
+    };
+    let origin = Origin {
+        tgid: f.tgid,
+        tid: f.tid,
+        start_ns: f.op.request_start_ns,
+        end_ns: f.op.end_ns(),
+    };
+    l.on_ignored(kind, server, client, origin, out);
+}
 
 /// Reader-thread state: everything from a raw record to a span.
 pub struct Reader {
@@ -166,6 +182,9 @@ impl Reader {
                         }
                         Decision::Ignored => {
                             self.metrics.spans_ignored.inc();
+                            if let Some(l) = &mut self.linker {
+                                ignored(l, &f, &mut self.batch);
+                            }
                             continue;
                         }
                     }

@@ -231,9 +231,12 @@ impl TraceLinker {
                     return;
                 }
                 let t = self.threads.entry((s.tgid, s.tid)).or_default();
-                // A turn on a connection the thread already serves (a
-                // body after `100 Continue`) is the same request.
-                if t.open.iter().any(|o| o.tuple == s.tuple) {
+                // A turn on a connection the thread already serves: a body
+                // after `100 Continue` (the same request), or the next
+                // request after one whose span never came (it replaces it).
+                if let Some(o) = t.open.iter_mut().find(|o| o.tuple == s.tuple) {
+                    o.start_ns = s.ts_ns;
+                    o.seen = now;
                     return;
                 }
                 if t.open.len() < MAX_OPEN_PER_THREAD {
@@ -270,11 +273,50 @@ impl TraceLinker {
         }
     }
 
+    /// A request that makes no span (its route is ignored): it is no
+    /// longer in progress, and what waited for it is sent unlinked.
+    pub fn on_ignored(
+        &mut self,
+        kind: SpanKind,
+        server: SocketAddr,
+        client: SocketAddr,
+        o: Origin,
+        out: &mut Vec<Span>,
+    ) {
+        match kind {
+            SpanKind::Server => {
+                for c in self.close_request(server, client, o) {
+                    self.parents[SpanKind::Client as usize][Parent::NotFound as usize] += 1;
+                    c.flatten(out);
+                }
+            }
+            SpanKind::Client => {
+                let k = conn_key(server, client);
+                self.calls.remove(&k);
+                if let Some(w) = self.waiting.remove(&k) {
+                    self.held -= w.node.size;
+                    self.count(SpanKind::Server, Parent::NotFound);
+                    w.node.flatten(out);
+                }
+            }
+        }
+    }
+
     fn on_server(&mut self, span: Span, o: Origin, out: &mut Vec<Span>) {
         let mut node = Node::new(span, o.start_ns);
-        // Close the request on its thread and take the calls made in it.
+        for c in self.close_request(node.span.server, node.span.client, o) {
+            self.parents[SpanKind::Client as usize][Parent::Found as usize] += 1;
+            node.adopt(c);
+        }
+        self.after_server(node, o, out);
+    }
+
+    /// The server request on `o`'s thread is complete: it is no longer in
+    /// progress; returns the calls made in it (no longer counted held).
+    fn close_request(&mut self, server: SocketAddr, client: SocketAddr, o: Origin) -> Vec<Node> {
+        let mut taken = Vec::new();
         if let Some(t) = self.threads.get_mut(&(o.tgid, o.tid)) {
-            let conn = (node.span.server, node.span.client);
+            let conn = (server, client);
             t.open.retain(|op| {
                 let same = (op.tuple.local, op.tuple.remote) == conn;
                 let in_it = op.start_ns == o.start_ns
@@ -285,8 +327,7 @@ impl TraceLinker {
             for c in t.held.drain(..) {
                 if c.start_ns >= o.start_ns && c.start_ns <= o.end_ns {
                     self.held -= c.size;
-                    self.parents[SpanKind::Client as usize][Parent::Found as usize] += 1;
-                    node.adopt(c);
+                    taken.push(c);
                 } else {
                     kept.push(c);
                 }
@@ -299,6 +340,12 @@ impl TraceLinker {
                 self.threads.remove(&(o.tgid, o.tid));
             }
         }
+        taken
+    }
+
+    /// A complete server span (with its calls): sent, or held for its
+    /// local caller's client span.
+    fn after_server(&mut self, node: Node, o: Origin, out: &mut Vec<Span>) {
         if node.span.parent_span_id.is_some() {
             self.count(SpanKind::Server, Parent::Traceparent);
             node.flatten(out);
@@ -649,6 +696,35 @@ mod tests {
         l.on_span(
             mk(SpanKind::Client, 1, REMOTE, APP_OUT, 2),
             origin(1, 10, 150, 180),
+            &mut out,
+        );
+        assert_eq!(l.held(), 1);
+    }
+
+    #[test]
+    fn a_request_with_an_ignored_route_is_over_too() {
+        let mut l = TraceLinker::new();
+        let mut out = Vec::new();
+        l.on_start(&start(1, 10, 100, Role::Server, APP, CURL));
+        l.on_span(
+            mk(SpanKind::Client, 1, REMOTE, APP_OUT, 2),
+            origin(1, 10, 150, 180),
+            &mut out,
+        );
+        let (app, curl) = (APP.parse().unwrap(), CURL.parse().unwrap());
+        l.on_ignored(
+            SpanKind::Server,
+            app,
+            curl,
+            origin(1, 10, 100, 200),
+            &mut out,
+        );
+        assert_eq!((out.len(), l.held()), (1, 0));
+        // The thread's next request, on another connection, is its only one.
+        l.on_start(&start(1, 10, 300, Role::Server, APP, "127.0.0.1:50001"));
+        l.on_span(
+            mk(SpanKind::Client, 1, REMOTE, APP_OUT, 3),
+            origin(1, 10, 350, 380),
             &mut out,
         );
         assert_eq!(l.held(), 1);
