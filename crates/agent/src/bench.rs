@@ -330,6 +330,8 @@ fn capture(recs: &[Vec<u8>], requests: usize) -> Result<Vec<Vec<Span>>, String> 
         metrics,
         Arc::new(AtomicBool::new(false)),
     );
+    // As the agent runs by default (context propagation `all`).
+    reader.link_traces(std::env::var_os("RATATOSK_BENCH_NO_LINK").is_none());
     let mut out = Vec::with_capacity(requests / 256 + 2);
     for chunk in recs.chunks(DRAIN_EVERY) {
         for r in chunk {

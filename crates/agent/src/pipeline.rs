@@ -259,6 +259,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         self_metrics.clone(),
         stop.clone(),
     );
+    reader.link_traces(config.context_propagation.links());
     let reader_thread = thread::Builder::new()
         .name("ratatosk-reader".into())
         .spawn(move || {

@@ -18,8 +18,9 @@ use crate::output::Batch;
 use crate::queue::QueueTx;
 use crate::selfmon::{KindLabel, QueueLabel, SelfMetrics};
 use crate::spans::db::DbNames;
+use crate::spans::link::{Origin, TraceLinker};
 use crate::spans::route::{Decision, Routes};
-use crate::spans::{Named, Span, SpanBuilder};
+use crate::spans::{Named, Span, SpanBuilder, SpanKind};
 use ratatosk_protocols::http1::target_path;
 use ratatosk_protocols::op::Detail;
 use ratatosk_protocols::parse::Role;
@@ -68,6 +69,21 @@ const RECORD_KINDS: [&str; 8] = [
     "tls_memory_bio",
 ];
 
+/// Tells the linker a request that makes no span is over.
+fn ignored(l: &mut TraceLinker, f: &Finished, out: &mut Vec<Span>) {
+    let (kind, server, client) = match f.op.role {
+        Role::Server => (SpanKind::Server, f.tuple.local, f.tuple.remote),
+        Role::Client => (SpanKind::Client, f.tuple.remote, f.tuple.local),
+    };
+    let origin = Origin {
+        tgid: f.tgid,
+        tid: f.tid,
+        start_ns: f.op.request_start_ns,
+        end_ns: f.op.end_ns(),
+    };
+    l.on_ignored(kind, server, client, origin, out);
+}
+
 /// Reader-thread state: everything from a raw record to a span.
 pub struct Reader {
     /// Records since the reader last yielded its core.
@@ -84,6 +100,9 @@ pub struct Reader {
     /// The database family's cap on metric labels, as `routes` for HTTP.
     db_names: DbNames,
     finished: Vec<Finished>,
+    /// Parents outgoing calls and joins local calls (None: context
+    /// propagation disabled).
+    linker: Option<TraceLinker>,
     batch: Vec<Span>,
     /// Exit notices the outputs have not taken yet (queue full), retried
     /// at every drain: a lost one would leave the dead process's series
@@ -117,12 +136,19 @@ impl Reader {
             db_names: DbNames::new(routes.max_routes()),
             routes,
             finished: Vec::new(),
+            linker: None,
             batch: Vec::with_capacity(BATCH_SPANS),
             pending_exits: Vec::new(),
             tx,
             metrics,
             stop,
         }
+    }
+
+    /// Links spans into traces on this host (context propagation on).
+    pub fn link_traces(&mut self, on: bool) {
+        self.linker = on.then(TraceLinker::new);
+        self.tracker.notify_starts(on);
     }
 
     /// Counts a record; one local add per record, folded into the shared
@@ -163,6 +189,9 @@ impl Reader {
                         }
                         Decision::Ignored => {
                             self.metrics.spans_ignored.inc();
+                            if let Some(l) = &mut self.linker {
+                                ignored(l, &f, &mut self.batch);
+                            }
                             continue;
                         }
                         Decision::Unrouted => Named::Http {
@@ -182,10 +211,19 @@ impl Reader {
                     }
                 }
             };
+            let origin = Origin {
+                tgid: f.tgid,
+                tid: f.tid,
+                start_ns: f.op.request_start_ns,
+                end_ns: f.op.end_ns(),
+            };
             let span = self
                 .spans
                 .build(f.op, &f.tuple, f.queue_ns, f.tls, named, process);
-            self.batch.push(span);
+            match &mut self.linker {
+                Some(l) => l.on_span(span, origin, &mut self.batch),
+                None => self.batch.push(span),
+            }
         }
         if self.batch.len() >= BATCH_SPANS {
             self.flush();
@@ -282,6 +320,9 @@ impl RecordSink for Reader {
                     .on_exit(hdr.tgid, hdr.ts_ns, &mut self.finished);
                 // Spans of the process are built before it is forgotten.
                 self.build_spans();
+                if let Some(l) = &mut self.linker {
+                    l.on_exit(hdr.tgid, &mut self.batch);
+                }
                 self.discovery.on_exit(hdr.tgid);
                 self.flush();
                 if self.pending_exits.len() < MAX_PENDING_EXITS {
@@ -311,12 +352,30 @@ impl RecordSink for Reader {
                 );
             }
         }
+        if !self.tracker.starts.is_empty() {
+            if let Some(l) = &mut self.linker {
+                for s in &self.tracker.starts {
+                    l.on_start(s);
+                }
+            }
+            self.tracker.starts.clear();
+        }
         if !self.finished.is_empty() {
             self.build_spans();
         }
     }
 
     fn drained(&mut self) -> bool {
+        if let Some(l) = &mut self.linker {
+            l.tick(std::time::Instant::now(), &mut self.batch);
+            l.publish(&self.metrics);
+            self.metrics
+                .queue_fill
+                .get_or_create(&QueueLabel {
+                    queue: "trace_linker",
+                })
+                .set(l.held() as i64);
+        }
         self.flush();
         self.send_exits();
         self.publish_counts();

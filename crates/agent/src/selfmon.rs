@@ -28,6 +28,12 @@ pub struct ProtocolReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindResultLabel {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabel {
     pub probe: &'static str,
     /// `entry` (a trap into the kernel) or `return`.
@@ -97,6 +103,13 @@ pub struct SelfMetrics {
     pub routes_folded: Counter,
     /// Requests not reported because their route is ignored.
     pub spans_ignored: Counter,
+    /// Spans given (or not) a parent on this host, by span kind and
+    /// result (found, not_found, ambiguous, traceparent).
+    pub trace_parents: Family<KindResultLabel, Counter>,
+    /// Spans the trace linker sent unlinked although a parent might have
+    /// come (held_full, timeout), or requests it could not track
+    /// (table_full).
+    pub trace_link_dropped: Family<ReasonLabel, Counter>,
     pub processes_selected: Counter,
     pub process_cache_resets: Counter,
     /// Uprobe program runs, by probe and point (entry/return), every
@@ -227,6 +240,16 @@ impl SelfMetrics {
             "ratatosk_spans_ignored",
             "Requests not reported because their path matches an ignored route pattern",
             self.spans_ignored.clone(),
+        );
+        r.register(
+            "ratatosk_trace_parents",
+            "Spans linked to a parent span on this host (their process's server span, or the local caller's client span), by span kind and result",
+            self.trace_parents.clone(),
+        );
+        r.register(
+            "ratatosk_trace_link_dropped",
+            "Spans sent without waiting longer for their parent, or requests not tracked for linking, by reason",
+            self.trace_link_dropped.clone(),
         );
         r.register(
             "ratatosk_processes_selected",

@@ -38,10 +38,7 @@ fn python_http_server_each_request_is_one_span_and_one_count() {
             "curl asks in HTTP/1.1"
         );
         assert_eq!(attr(s, "url.scheme"), "http");
-        assert!(
-            attr(s, "user_agent.original").starts_with("curl/"),
-            "{s}"
-        );
+        assert!(attr(s, "user_agent.original").starts_with("curl/"), "{s}");
         assert_eq!(attr(s, "client.address"), "127.0.0.1");
         assert!(
             s["service.name"].as_str().unwrap().starts_with("python"),

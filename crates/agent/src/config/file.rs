@@ -12,8 +12,8 @@ use serde_saphyr::MessageFormatter;
 use super::ConfigError;
 use super::export::{Features, UnmatchedRoutes};
 use super::values::{
-    Flag, Glob, HookMode, Ip, LogFilter, Millis, Pattern, Pids, PortSet, PrinterMode, Ranged,
-    RouteList, ServePort, Setting, Text, Val,
+    ContextPropagation, Flag, Glob, HookMode, Ip, LogFilter, Millis, Pattern, Pids, PortSet,
+    PrinterMode, Ranged, RouteList, ServePort, Setting, Text, Val,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +181,7 @@ pub struct EbpfFile {
     pub syscall_hooks: Option<Val<HookMode>>,
     pub tls_capture: Option<Val<Flag>>,
     pub tls_decrypt: Option<Val<Flag>>,
+    pub context_propagation: Option<Val<ContextPropagation>>,
     pub ringbuf_mib: Option<Val<Ranged<1, 1024>>>,
     pub max_connections: Option<Val<Ranged<1, 16_777_216>>>,
     pub max_processes: Option<Val<Ranged<1, 4_194_304>>>,

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use select::{ProcView, SelectEntry, Selection, Verdict};
-pub use values::{HookMode, PortSet, PrinterMode};
+pub use values::{ContextPropagation, HookMode, PortSet, PrinterMode};
 
 use file::{EntryFile, FileConfig};
 use values::{Flag, Ip, LogFilter, Millis, Pattern, Pids, Ranged, RouteList, ServePort, Text, Val};
@@ -85,6 +85,8 @@ pub struct Config {
     /// OpenSSL libraries: decrypt from the handshake's secrets instead of
     /// probing every SSL_read/SSL_write.
     pub tls_decrypt: bool,
+    /// Linking of spans into traces on this host (docs/traces.md).
+    pub context_propagation: ContextPropagation,
     pub ringbuf_bytes: u32,
     pub max_connections: usize,
     pub max_processes: u32,
@@ -507,6 +509,11 @@ impl Config {
                 Flag(true),
             )?
             .0;
+        let context_propagation = src.value(
+            "context_propagation",
+            take(file.ebpf.context_propagation.clone()),
+            ContextPropagation::All,
+        )?;
         let ringbuf_mib = src.value(
             "ringbuf_mib",
             take(file.ebpf.ringbuf_mib.clone()),
@@ -534,6 +541,7 @@ impl Config {
             syscall_hooks,
             tls_capture,
             tls_decrypt,
+            context_propagation,
             ringbuf_bytes: small(ringbuf_mib.0)
                 .next_power_of_two()
                 .saturating_mul(1 << 20),

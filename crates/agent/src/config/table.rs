@@ -289,6 +289,19 @@ pub const SETTINGS: &[Setting] = &[
         help: "For OpenSSL shared libraries (libssl.so 1.1.1/3.x): probe only the connection's set-up (once per connection), read the connection's TLS secrets and decrypt the captured ciphertext in the agent (AES-GCM and ChaCha20-Poly1305 suites), instead of a uprobe on every SSL_read/SSL_write; `false` always probes the calls.",
     },
     Setting {
+        id: "context_propagation",
+        flag: "context-propagation",
+        value_name: "MODE",
+        env: "RATATOSK_CONTEXT_PROPAGATION",
+        aliases: &[
+            "BEYLA_BPF_CONTEXT_PROPAGATION",
+            "OTEL_EBPF_BPF_CONTEXT_PROPAGATION",
+        ],
+        yaml: Some("ebpf.context_propagation"),
+        default: "all",
+        help: "`all` or `headers`: a client span made while its thread serves a request of the same process is that server span's child, and a server span called from a traced process on this host is the caller's client span's child (nothing is injected into requests yet, so traces join across hosts only when the caller sends `traceparent`); `disabled`: every span without an incoming `traceparent` starts its own trace. See docs/traces.md.",
+    },
+    Setting {
         id: "ringbuf_mib",
         flag: "ringbuf-mib",
         value_name: "N",

@@ -135,6 +135,7 @@ fn every_alias_is_read_in_order() {
             "syscall_hooks" => ("per-syscall", |c| format!("{:?}", c.syscall_hooks)),
             "tls_capture" => ("false", |c| c.tls_capture.to_string()),
             "tls_decrypt" => ("false", |c| c.tls_decrypt.to_string()),
+            "context_propagation" => ("disabled", |c| format!("{:?}", c.context_propagation)),
             "ringbuf_mib" => ("16", |c| c.ringbuf_bytes.to_string()),
             "max_connections" => ("10", |c| c.max_connections.to_string()),
             "max_processes" => ("10", |c| c.max_processes.to_string()),

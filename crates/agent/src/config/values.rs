@@ -37,6 +37,7 @@ macro_rules! settings {
 settings!(
     list: PortSet, Pids, Features, RouteList;
     scalar: Pattern, Glob, ServePort, Ip, Flag, Text, LogFilter, Millis, HookMode, PrinterMode,
+    ContextPropagation,
     UnmatchedRoutes, super::otel::Endpoint, super::otel::Protocol,
     super::otel::CompressionName, super::otel::SamplerName, super::otel::Ratio,
 );
@@ -419,6 +420,36 @@ impl FromStr for HookMode {
             _ => Err(format!(
                 "unknown syscall hook mode `{s}` (expected {})",
                 one_of(&["raw", "per-syscall", "socket"])
+            )),
+        }
+    }
+}
+
+/// Beyla's `context_propagation`. Nothing is injected into requests yet:
+/// `all` and `headers` link spans on this host, `disabled` does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextPropagation {
+    All,
+    Headers,
+    Disabled,
+}
+
+impl ContextPropagation {
+    pub fn links(self) -> bool {
+        self != ContextPropagation::Disabled
+    }
+}
+
+impl FromStr for ContextPropagation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(ContextPropagation::All),
+            "headers" => Ok(ContextPropagation::Headers),
+            "disabled" => Ok(ContextPropagation::Disabled),
+            other => Err(format!(
+                "unknown context propagation mode `{other}` (expected {})",
+                one_of(&["all", "headers", "disabled"])
             )),
         }
     }

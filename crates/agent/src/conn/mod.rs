@@ -30,6 +30,22 @@ pub struct Finished {
     pub queue_ns: Option<u64>,
     /// The exchange was read from TLS plaintext (`https`).
     pub tls: bool,
+    /// The thread that moved the request's first segment (the server's
+    /// reader, the client's writer); 0 when not known.
+    pub tid: u32,
+}
+
+/// A request began on a connection: a server read one, or a client wrote
+/// one to a peer on this host. Told to the trace linker (spans/link.rs),
+/// which needs to know which thread serves which request while the
+/// request is in progress, and which local calls are under way.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestStart {
+    pub tgid: u32,
+    pub tid: u32,
+    pub ts_ns: u64,
+    pub role: Role,
+    pub tuple: Tuple,
 }
 
 /// Most bytes and segments held, both directions together, while the
@@ -55,6 +71,7 @@ struct HeldSegment {
     /// Bytes moved.
     len: u64,
     queued_ns: u64,
+    tid: u32,
 }
 
 impl Probe {
@@ -81,6 +98,8 @@ enum Proto {
     Parsing {
         protocol: &'static dyn Protocol,
         parser: Box<dyn ConnParser>,
+        /// Ingress on a server's connection.
+        request_dir: Direction,
     },
     /// Not a protocol we parse (or no longer: upgraded); bytes are counted.
     Opaque,
@@ -89,6 +108,10 @@ enum Proto {
 /// Recent ingress segments and how long their data had waited:
 /// (segment ts, queued ns).
 const ARRIVALS: usize = 4;
+/// Recent turns into the request direction (a request's first segment):
+/// (segment ts, thread). Only turns are kept, so a request in many
+/// segments or a long response does not push its start out.
+const TURNS: usize = 4;
 
 struct Conn {
     tuple: Tuple,
@@ -98,6 +121,10 @@ struct Conn {
     proto: Proto,
     arrivals: [(u64, u64); ARRIVALS],
     next_arrival: usize,
+    turns: [(u64, u32); TURNS],
+    next_turn: usize,
+    /// Direction of the last parsed segment.
+    last_dir: Option<Direction>,
     /// Plaintext comes from the TLS library or from decryption: the
     /// socket's own bytes (ciphertext) are not parsed.
     tls: bool,
@@ -121,6 +148,9 @@ impl Conn {
             proto: Proto::Detecting(None),
             arrivals: [(0, 0); ARRIVALS],
             next_arrival: 0,
+            turns: [(0, 0); TURNS],
+            next_turn: 0,
+            last_dir: None,
             tls: false,
             cipher: None,
             opened: false,
@@ -138,6 +168,14 @@ impl Conn {
             .iter()
             .find(|(ts, _)| *ts == ex.request_start_ns)?;
         (*queued > 0).then_some(*queued)
+    }
+
+    /// The thread that moved the request's first segment (0: not seen).
+    fn request_tid(&self, ex: &Operation) -> u32 {
+        self.turns
+            .iter()
+            .find(|(ts, _)| *ts == ex.request_start_ns)
+            .map_or(0, |(_, tid)| *tid)
     }
 }
 
@@ -172,6 +210,10 @@ pub struct Tracker {
     scratch: Output,
     /// Plaintext decrypted from one record, parsed right after.
     plain: tls::PlainBuf,
+    /// Request starts for the trace linker, taken by the reader after
+    /// each record; only filled when `notify_starts` is set.
+    pub starts: Vec<RequestStart>,
+    notify_starts: bool,
 }
 
 impl Tracker {
@@ -184,7 +226,14 @@ impl Tracker {
             metrics,
             scratch: Output::default(),
             plain: tls::PlainBuf::default(),
+            starts: Vec::new(),
+            notify_starts: false,
         }
+    }
+
+    /// Report request starts in `starts` (the trace linker is on).
+    pub fn notify_starts(&mut self, on: bool) {
+        self.notify_starts = on;
     }
 
     pub fn tracked(&self) -> usize {
@@ -227,6 +276,8 @@ impl Tracker {
                 metrics: &self.metrics,
                 scratch: &mut self.scratch,
                 tgid,
+                tid: d.hdr.tid,
+                starts: self.notify_starts.then_some(&mut self.starts),
                 out,
             };
             feed_record(&mut ctx, conn, d, &mut self.plain);
@@ -246,6 +297,8 @@ impl Tracker {
             metrics,
             scratch,
             plain,
+            starts,
+            notify_starts,
             ..
         } = self;
         let pc = procs.entry(tgid).or_default();
@@ -261,6 +314,8 @@ impl Tracker {
             metrics,
             scratch,
             tgid,
+            tid: d.hdr.tid,
+            starts: notify_starts.then_some(starts),
             out,
         };
         feed_record(&mut ctx, conn, d, plain);
@@ -277,6 +332,8 @@ impl Tracker {
             metrics,
             scratch,
             plain,
+            starts,
+            notify_starts,
             ..
         } = self;
         // A connection whose records were never seen (or evicted) has
@@ -292,11 +349,14 @@ impl Tracker {
         if let Some(c) = conn.cipher.as_mut() {
             c.set_keys(keys, plain, metrics);
         }
+        // Records decrypted now were moved by threads not known here.
         let mut ctx = Ctx {
             limits: *limits,
             metrics,
             scratch,
             tgid,
+            tid: 0,
+            starts: notify_starts.then_some(starts),
             out,
         };
         feed_decrypted(&mut ctx, conn, plain);
@@ -356,7 +416,9 @@ impl Tracker {
 
     fn close_conn(&mut self, tgid: u32, mut conn: Conn, ts: u64, out: &mut Vec<Finished>) {
         match &mut conn.proto {
-            Proto::Parsing { protocol, parser } => {
+            Proto::Parsing {
+                protocol, parser, ..
+            } => {
                 let protocol = *protocol;
                 parser.on_close(ts, &mut self.scratch);
                 // A request the close left unanswered lasted until the
@@ -408,6 +470,9 @@ struct Ctx<'a> {
     metrics: &'a SelfMetrics,
     scratch: &'a mut Output,
     tgid: u32,
+    /// Thread of the record being parsed (0: not known).
+    tid: u32,
+    starts: Option<&'a mut Vec<RequestStart>>,
     out: &'a mut Vec<Finished>,
 }
 
@@ -498,6 +563,7 @@ fn feed_plain(
             captured: seg.data.len(),
             len: seg.len,
             queued_ns,
+            tid: ctx.tid,
         });
         let first = FirstBytes {
             ingress: &p.ingress,
@@ -522,7 +588,11 @@ fn feed_plain(
                 if conn.opened && !conn.tls {
                     parser.start_seen();
                 }
-                conn.proto = Proto::Parsing { protocol, parser };
+                conn.proto = Proto::Parsing {
+                    protocol,
+                    parser,
+                    request_dir,
+                };
                 replay(ctx, conn, &p);
             }
         }
@@ -549,7 +619,9 @@ fn replay(ctx: &mut Ctx<'_>, conn: &mut Conn, p: &Probe) {
             data,
             len: s.len,
         };
+        let tid = std::mem::replace(&mut ctx.tid, s.tid);
         parse(ctx, conn, s.direction, seg, s.queued_ns);
+        ctx.tid = tid;
     }
 }
 
@@ -561,7 +633,12 @@ fn parse(
     seg: Segment<'_>,
     queued_ns: u64,
 ) {
-    let Proto::Parsing { protocol, parser } = &mut conn.proto else {
+    let Proto::Parsing {
+        protocol,
+        parser,
+        request_dir,
+    } = &mut conn.proto
+    else {
         ctx.metrics.unparsed_bytes.inc_by(seg.len);
         return;
     };
@@ -570,6 +647,14 @@ fn parse(
         conn.arrivals[conn.next_arrival % ARRIVALS] = (seg.ts_ns, queued_ns);
         conn.next_arrival = conn.next_arrival.wrapping_add(1);
     }
+    if direction == *request_dir && conn.last_dir != Some(direction) {
+        conn.turns[conn.next_turn % TURNS] = (seg.ts_ns, ctx.tid);
+        conn.next_turn = conn.next_turn.wrapping_add(1);
+        if let Some(starts) = ctx.starts.as_deref_mut() {
+            notice_start(starts, ctx.tgid, ctx.tid, seg.ts_ns, direction, &conn.tuple);
+        }
+    }
+    conn.last_dir = Some(direction);
     parser.on_data(direction, seg, ctx.scratch);
     let state = parser.state();
     if !ctx.scratch.is_empty() {
@@ -596,14 +681,52 @@ fn collect(
     }
     for op in parsed.ops.drain(..) {
         let queue_ns = conn.queue_time(&op);
+        let tid = conn.request_tid(&op);
         out.push(Finished {
             tgid,
             tuple: conn.tuple,
             op,
             queue_ns,
             tls: conn.tls,
+            tid,
         });
     }
+}
+
+/// Most request starts held between two records (a record starts at
+/// most one request; decryption of a backlog can start more).
+const MAX_STARTS: usize = 4096;
+
+/// Tells the linker a request began: every server request (the thread
+/// that read it serves it), and client requests to a peer on this host
+/// (whose server span may be the child of the client span).
+fn notice_start(
+    starts: &mut Vec<RequestStart>,
+    tgid: u32,
+    tid: u32,
+    ts_ns: u64,
+    direction: Direction,
+    tuple: &Tuple,
+) {
+    let role = match direction {
+        Direction::Ingress => Role::Server,
+        Direction::Egress => Role::Client,
+    };
+    let wanted = match role {
+        // The linker keys server requests by thread.
+        Role::Server => tid != 0,
+        Role::Client => crate::spans::link::is_local_peer(tuple),
+    };
+    if !wanted || starts.len() >= MAX_STARTS {
+        return;
+    }
+    starts.push(RequestStart {
+        tgid,
+        tid,
+        ts_ns,
+        role,
+        tuple: *tuple,
+    });
 }
 
 /// The connection's plaintext starts over (TLS found under it): bytes
@@ -849,6 +972,44 @@ mod tests {
         assert!(m.connections_evicted.get() >= 92);
         // Evicted connections flushed their pending requests.
         assert!(out.len() >= 92);
+    }
+
+    #[test]
+    fn an_operation_carries_the_thread_of_its_first_request_segment() {
+        let (mut t, _) = tracker(16);
+        t.notify_starts(true);
+        let mut out = Vec::new();
+        let with_tid = |mut d: Data<'static>, tid| {
+            d.hdr.tid = tid;
+            d
+        };
+        // Server: read by 11 (split before detection), answered by 12.
+        t.on_data(
+            &with_tid(data(1, 3, 10, Direction::Ingress, &REQ[..5]), 11),
+            &mut out,
+        );
+        t.on_data(
+            &with_tid(data(1, 3, 20, Direction::Ingress, &REQ[5..]), 13),
+            &mut out,
+        );
+        t.on_data(
+            &with_tid(data(1, 3, 30, Direction::Egress, RESP), 12),
+            &mut out,
+        );
+        // Client to a loopback peer: written by 21.
+        t.on_data(
+            &with_tid(data(2, 4, 40, Direction::Egress, REQ), 21),
+            &mut out,
+        );
+        t.on_data(
+            &with_tid(data(2, 4, 50, Direction::Ingress, RESP), 22),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].op.role, out[0].tid), (Role::Server, 11));
+        assert_eq!((out[1].op.role, out[1].tid), (Role::Client, 21));
+        let starts: Vec<_> = t.starts.iter().map(|s| (s.role, s.tid, s.ts_ns)).collect();
+        assert_eq!(starts, [(Role::Server, 11, 10), (Role::Client, 21, 40)]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod attrs;
 pub mod db;
 pub mod http;
+pub mod link;
 pub mod redact;
 pub mod route;
 pub mod sampler;

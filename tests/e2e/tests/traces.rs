@@ -1,0 +1,298 @@
+//! Traces across threads and processes of one host: curl -> a Python
+//! thread-per-request app whose handler calls a backend (Python
+//! http.server) with urllib. The app's client span is its server span's
+//! child, the backend's server span is the app's client span's child, and
+//! all three share one trace id.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ratatosk_e2e::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// `ThreadingHTTPServer` (a thread per connection) whose handler for
+/// `/r/ID` fetches `/hello?i=ID` from the backend and answers 200.
+fn python_calling_app(port: u16, backend: u16) -> Proc {
+    const APP: &str = r#"
+import sys, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+backend = int(sys.argv[2])
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        i = self.path.rsplit("/", 1)[-1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{backend}/hello?i={i}") as r:
+            got = r.read()
+        body = str(len(got)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+ThreadingHTTPServer.request_queue_size = 64
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+    let p = Proc::spawn(
+        "python3 calling app",
+        Command::new(tool("python3"))
+            .args(["-c", APP, &port.to_string(), &backend.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(10));
+    p
+}
+
+/// The same app on Node's event loop.
+fn node_calling_app(port: u16, backend: u16) -> Proc {
+    const APP: &str = r#"
+const http = require('http');
+const backend = Number(process.argv[2]);
+http.createServer((req, res) => {
+  const i = req.url.split('/').pop();
+  http.get({host: '127.0.0.1', port: backend, path: '/hello?i=' + i, agent: false}, (r) => {
+    r.resume();
+    r.on('end', () => { res.setHeader('Content-Length', '2'); res.end('ok'); });
+  });
+}).listen(Number(process.argv[1]), '127.0.0.1');
+"#;
+    let p = Proc::spawn(
+        "node calling app",
+        Command::new(tool("node"))
+            .args(["-e", APP, &port.to_string(), &backend.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(20));
+    p
+}
+
+/// Counts the app's client spans by how they were parented: (right,
+/// wrong, none). Right: the parent is the app's server span of the
+/// request that made the call (`/r/ID` called `/hello?i=ID`).
+fn app_parents(spans: &[Value], app: u16, backend: u16) -> (usize, usize, usize) {
+    let by_id: HashMap<&str, &Value> = spans
+        .iter()
+        .map(|s| (s["span_id"].as_str().unwrap(), s))
+        .collect();
+    let (mut right, mut wrong, mut none) = (0, 0, 0);
+    for c in spans.iter().filter(|s| on_port(s, "client", backend)) {
+        match by_id.get(c["parent_span_id"].as_str().unwrap()) {
+            None => none += 1,
+            Some(a)
+                if on_port(a, "server", app)
+                    && a["trace_id"] == c["trace_id"]
+                    && attr(a, "url.path")
+                        .rsplit('/')
+                        .next()
+                        .map(|i| format!("i={i}"))
+                        == Some(attr(c, "url.query")) =>
+            {
+                right += 1
+            }
+            Some(_) => wrong += 1,
+        }
+    }
+    (right, wrong, none)
+}
+
+fn on_port(s: &Value, kind: &str, port: u16) -> bool {
+    s["kind"] == kind && attr(s, "server.port") == port.to_string()
+}
+
+/// Per app request: (app server span, app client span, backend server
+/// span) found by their links; counts the requests whose chain is whole.
+fn whole_chains(spans: &[Value], app: u16, backend: u16) -> (usize, Vec<String>) {
+    let by_id: HashMap<&str, &Value> = spans
+        .iter()
+        .map(|s| (s["span_id"].as_str().unwrap(), s))
+        .collect();
+    let mut whole = 0;
+    let mut broken = Vec::new();
+    for b in spans.iter().filter(|s| on_port(s, "server", backend)) {
+        let chain = (|| {
+            let c = by_id.get(b["parent_span_id"].as_str()?)?;
+            let a = by_id.get(c["parent_span_id"].as_str()?)?;
+            let id = attr(a, "url.path").rsplit('/').next()?.to_string();
+            let ok = on_port(c, "client", backend)
+                && attr(c, "url.query") == format!("i={id}")
+                && attr(b, "url.query") == format!("i={id}")
+                && on_port(a, "server", app)
+                && a["parent_span_id"] == ""
+                && a["trace_id"] == c["trace_id"]
+                && c["trace_id"] == b["trace_id"]
+                && a["process.pid"] == c["process.pid"]
+                && a["process.pid"] != b["process.pid"];
+            ok.then_some(())
+        })();
+        match chain {
+            Some(()) => whole += 1,
+            None => broken.push(b.to_string()),
+        }
+    }
+    (whole, broken)
+}
+
+#[test]
+fn app_calls_backend_one_trace_per_request() {
+    let _g = serial();
+    let www = www_dir();
+    let (app_port, backend_port) = (free_port(), free_port());
+    let _backend = python_http_server(www.path(), backend_port);
+    let _app = python_calling_app(app_port, backend_port);
+    let agent = Agent::start(&["--open-port", &format!("{app_port},{backend_port}")]);
+
+    // Sequential: every chain must be whole.
+    const N: usize = 20;
+    for i in 0..N {
+        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
+    }
+    let spans = agent.wait_spans(3 * N, WAIT, |s| {
+        on_port(s, "server", app_port)
+            || on_port(s, "client", backend_port)
+            || on_port(s, "server", backend_port)
+    });
+    assert_eq!(spans.len(), 3 * N, "{spans:#?}");
+    let (whole, broken) = whole_chains(&spans, app_port, backend_port);
+    assert_eq!(
+        whole,
+        N,
+        "broken chains: {broken:#?}\n{}",
+        agent.self_counters()
+    );
+    // No orphans: every span of the requests is in one of N traces.
+    let mut traces: Vec<&str> = spans
+        .iter()
+        .map(|s| s["trace_id"].as_str().unwrap())
+        .collect();
+    traces.sort_unstable();
+    traces.dedup();
+    assert_eq!(traces.len(), N);
+    assert_eq!(
+        agent.metric_sum(
+            "ratatosk_trace_parents_total",
+            &[("kind", "client"), ("result", "found")]
+        ),
+        N as f64,
+        "{}",
+        agent.self_counters()
+    );
+    assert_eq!(
+        agent.metric_sum(
+            "ratatosk_trace_parents_total",
+            &[("kind", "server"), ("result", "found")]
+        ),
+        N as f64
+    );
+
+    // 20 at once, thread-per-request: the parent must still be right.
+    let before = spans.len();
+    let handles: Vec<_> = (0..N)
+        .map(|i| {
+            let url = format!("http://127.0.0.1:{app_port}/r/{}", N + i);
+            std::thread::spawn(move || curl(&url))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    let spans = agent.wait_spans(before + 3 * N, WAIT, |s| {
+        on_port(s, "server", app_port)
+            || on_port(s, "client", backend_port)
+            || on_port(s, "server", backend_port)
+    });
+    assert_eq!(spans.len(), before + 3 * N, "{}", agent.self_counters());
+    let (whole, broken) = whole_chains(&spans, app_port, backend_port);
+    eprintln!("concurrent: {} of {N} chains whole", whole - N);
+    assert_eq!(
+        whole,
+        2 * N,
+        "broken chains: {broken:#?}\n{}",
+        agent.self_counters()
+    );
+}
+
+#[test]
+fn disabled_leaves_every_span_in_its_own_trace() {
+    let _g = serial();
+    let www = www_dir();
+    let (app_port, backend_port) = (free_port(), free_port());
+    let _backend = python_http_server(www.path(), backend_port);
+    let _app = python_calling_app(app_port, backend_port);
+    let agent = Agent::start_with_env(
+        &["--open-port", &format!("{app_port},{backend_port}")],
+        &[("BEYLA_BPF_CONTEXT_PROPAGATION", "disabled")],
+    );
+    for i in 0..3 {
+        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
+    }
+    let spans = agent.wait_spans(9, WAIT, |s| {
+        on_port(s, "server", app_port)
+            || on_port(s, "client", backend_port)
+            || on_port(s, "server", backend_port)
+    });
+    assert_eq!(spans.len(), 9, "{spans:#?}");
+    assert!(
+        spans.iter().all(|s| s["parent_span_id"] == ""),
+        "{spans:#?}"
+    );
+    assert_eq!(agent.metric_sum("ratatosk_trace_parents_total", &[]), 0.0);
+}
+
+/// Node serves every request on one thread: calls are parented while one
+/// request is in progress, never guessed under concurrency; the backend's
+/// server span always joins the call (by the connection).
+#[test]
+fn event_loop_calls_are_never_misparented() {
+    let _g = serial();
+    let www = www_dir();
+    let (app_port, backend_port) = (free_port(), free_port());
+    let _backend = python_http_server(www.path(), backend_port);
+    let _app = node_calling_app(app_port, backend_port);
+    let agent = Agent::start(&["--open-port", &format!("{app_port},{backend_port}")]);
+    const N: usize = 20;
+    for i in 0..N {
+        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
+    }
+    let pred = |s: &Value| {
+        on_port(s, "server", app_port)
+            || on_port(s, "client", backend_port)
+            || on_port(s, "server", backend_port)
+    };
+    let spans = agent.wait_spans(3 * N, WAIT, pred);
+    assert_eq!(spans.len(), 3 * N, "{}", agent.self_counters());
+    let sequential = app_parents(&spans, app_port, backend_port);
+    eprintln!("node sequential (right, wrong, none): {sequential:?}");
+    assert_eq!(sequential, (N, 0, 0), "{}", agent.self_counters());
+    let handles: Vec<_> = (0..N)
+        .map(|i| {
+            let url = format!("http://127.0.0.1:{app_port}/r/{}", N + i);
+            std::thread::spawn(move || curl(&url))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    let spans = agent.wait_spans(6 * N, WAIT, pred);
+    assert_eq!(spans.len(), 6 * N, "{}", agent.self_counters());
+    let (right, wrong, none) = app_parents(&spans, app_port, backend_port);
+    eprintln!(
+        "node concurrent (right, wrong, none): {:?}\n{}",
+        (right - N, wrong, none),
+        agent.self_counters()
+    );
+    assert_eq!(wrong, 0, "{spans:#?}");
+    // Every backend span is the child of its call, whatever the app's.
+    let by_id: HashMap<&str, &Value> = spans
+        .iter()
+        .map(|s| (s["span_id"].as_str().unwrap(), s))
+        .collect();
+    for b in spans.iter().filter(|s| on_port(s, "server", backend_port)) {
+        let c = by_id[b["parent_span_id"].as_str().unwrap()];
+        assert_eq!(attr(c, "url.query"), attr(b, "url.query"));
+        assert_eq!(c["trace_id"], b["trace_id"]);
+    }
+}
