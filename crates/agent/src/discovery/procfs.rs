@@ -239,11 +239,21 @@ pub fn open_mapped(
     if mount_fstype(pid, dev).is_some_and(|t| t == "fuse" || t.starts_with("fuse.")) {
         return Err(MappedFileError::Fuse);
     }
-    let file = match open_nonblocking(&format!("/proc/{pid}/map_files/{}", map_files_name(range))) {
+    let by_mapping = match map_files_name(range) {
+        Some(name) => open_nonblocking(&format!("/proc/{pid}/map_files/{name}")),
+        None => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+    };
+    let file = match by_mapping {
         Ok(f) => f,
-        // No CAP_SYS_ADMIN/CAP_CHECKPOINT_RESTORE (EPERM), or map_files
-        // hidden: by name, confined to the process's root.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+        // No CAP_SYS_ADMIN/CAP_CHECKPOINT_RESTORE (EPERM), or the mapping
+        // changed since the maps were read (ENOENT): by name, confined to
+        // the process's root; the (device, inode) check below still holds.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EACCES | libc::ENOENT)
+            ) =>
+        {
             open_in_root(pid, path).map_err(MappedFileError::Open)?
         }
         Err(e) => return Err(MappedFileError::Open(e)),
@@ -254,22 +264,14 @@ pub fn open_mapped(
     Ok(MappedFile { _file: file, path })
 }
 
-/// The name of a mapping in `/proc/PID/map_files`: its addresses in hex
-/// without the zero padding `/proc/PID/maps` gives them (`00400000-…`
-/// of a non-PIE executable is `400000-…` there).
-fn map_files_name(range: &str) -> String {
-    let unpad = |h: &str| {
-        let t = h.trim_start_matches('0');
-        if t.is_empty() {
-            "0".to_string()
-        } else {
-            t.to_string()
-        }
-    };
-    match range.split_once('-') {
-        Some((a, b)) => format!("{}-{}", unpad(a), unpad(b)),
-        None => range.to_string(),
-    }
+/// The map_files entry of a maps range: maps pads addresses to 8 hex
+/// digits (`00400000-00c00000`, a non-PIE executable such as node), the
+/// entry names do not (`400000-c00000`).
+fn map_files_name(range: &str) -> Option<String> {
+    let (start, end) = range.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    Some(format!("{start:x}-{end:x}"))
 }
 
 /// The opened file is a regular file and the one the mapping names.
@@ -364,12 +366,14 @@ mod tests {
 
     #[test]
     fn map_files_names_have_no_padding() {
-        assert_eq!(map_files_name("00400000-00401000"), "400000-401000");
+        let name = |r: &str| map_files_name(r).unwrap_or_default();
+        assert_eq!(name("00400000-00401000"), "400000-401000");
         assert_eq!(
-            map_files_name("7f1c2a000000-7f1c2a021000"),
+            name("7f1c2a000000-7f1c2a021000"),
             "7f1c2a000000-7f1c2a021000"
         );
-        assert_eq!(map_files_name("00000000-00001000"), "0-1000");
+        assert_eq!(name("00000000-00001000"), "0-1000");
+        assert_eq!(map_files_name("zz-1"), None);
     }
 
     #[test]
@@ -413,6 +417,20 @@ mod tests {
         let o = otel_env(env.as_bytes());
         assert_eq!(o.resource_attributes.len(), MAX_RESOURCE_ATTRIBUTES);
         assert_eq!(o.attribute("long"), None);
+    }
+
+    #[test]
+    fn map_files_names_are_unpadded() {
+        assert_eq!(
+            map_files_name("00400000-00c00000").as_deref(),
+            Some("400000-c00000")
+        );
+        assert_eq!(
+            map_files_name("7f0000020000-7f0000080000").as_deref(),
+            Some("7f0000020000-7f0000080000")
+        );
+        assert_eq!(map_files_name("zz-1"), None);
+        assert_eq!(map_files_name("100"), None);
     }
 
     #[test]
