@@ -36,11 +36,10 @@ fn config_file_entries_exclusions_and_route_patterns() {
     let ours = |s: &Value| s["kind"] == "server";
     let spans = agent.wait_spans(3, WAIT, ours);
     let routes: Vec<String> = spans.iter().map(|s| attr(s, "http.route")).collect();
-    assert_eq!(
-        routes,
-        ["/users/{id}", "/users/{id}", "/other/*"],
-        "{spans:#?}"
-    );
+    // Every path is a 404 here: the pattern still names its requests,
+    // the unmatched one mints no route (as an SDK sets none on 404s).
+    assert_eq!(routes, ["/users/{id}", "/users/{id}", ""], "{spans:#?}");
+    assert_eq!(spans[2]["name"], "GET", "{spans:#?}");
     for s in &spans {
         assert_eq!(
             attr(s, "server.port"),
