@@ -553,7 +553,7 @@ mod tests {
         s.trace_id = [id; 16];
         s.span_id = [id; 8];
         s.parent_span_id = None;
-        s.sampled = id % 2 == 0;
+        s.sampled = id.is_multiple_of(2);
         s
     }
 
