@@ -323,22 +323,22 @@ impl TraceLinker {
                     || (op.start_ns >= o.start_ns && op.start_ns < o.end_ns);
                 !(same && in_it)
             });
-            let mut kept = Vec::new();
-            for c in t.held.drain(..) {
+            // In place: the thread's buffer keeps its capacity.
+            let mut i = 0;
+            while let Some(c) = t.held.get(i) {
                 if c.start_ns >= o.start_ns && c.start_ns <= o.end_ns {
+                    let c = t.held.swap_remove(i);
                     self.held -= c.size;
                     taken.push(c);
                 } else {
-                    kept.push(c);
+                    i += 1;
                 }
             }
-            t.held = kept;
             if t.held.is_empty() {
                 t.held_since = None;
             }
-            if t.open.is_empty() && t.held.is_empty() {
-                self.threads.remove(&(o.tgid, o.tid));
-            }
+            // An idle thread's entry stays until the next tick, so a
+            // thread serving request after request allocates nothing.
         }
         taken
     }
