@@ -303,12 +303,35 @@ impl TraceLinker {
     }
 
     fn on_server(&mut self, span: Span, o: Origin, out: &mut Vec<Span>) {
+        let calls = self.close_request(span.server, span.client, o);
+        // Most server spans have no call held and no traced local caller:
+        // sent as they are (no tree, no key hashed).
+        if calls.is_empty() && (span.parent_span_id.is_some() || !self.may_wait(&span, &o)) {
+            let r = if span.parent_span_id.is_some() {
+                Parent::Traceparent
+            } else {
+                Parent::NotFound
+            };
+            self.count(SpanKind::Server, r);
+            out.push(span);
+            return;
+        }
         let mut node = Node::new(span, o.start_ns);
-        for c in self.close_request(node.span.server, node.span.client, o) {
+        for c in calls {
             self.parents[SpanKind::Client as usize][Parent::Found as usize] += 1;
             node.adopt(c);
         }
         self.after_server(node, o, out);
+    }
+
+    /// Whether a traced process on this host was seen calling the span's
+    /// connection (then the server span waits for that client span).
+    fn may_wait(&self, span: &Span, o: &Origin) -> bool {
+        !self.calls.is_empty()
+            && self
+                .calls
+                .get(&key(span))
+                .is_some_and(|c| c.start_ns <= o.start_ns)
     }
 
     /// The server request on `o`'s thread is complete: it is no longer in
@@ -318,27 +341,26 @@ impl TraceLinker {
         if let Some(t) = self.threads.get_mut(&(o.tgid, o.tid)) {
             let conn = (server, client);
             t.open.retain(|op| {
-                let same = (op.tuple.local, op.tuple.remote) == conn;
                 let in_it = op.start_ns == o.start_ns
                     || (op.start_ns >= o.start_ns && op.start_ns < o.end_ns);
-                !(same && in_it)
+                !(in_it && (op.tuple.local, op.tuple.remote) == conn)
             });
-            let mut kept = Vec::new();
-            for c in t.held.drain(..) {
+            // In place: the thread's buffer keeps its capacity.
+            let mut i = 0;
+            while let Some(c) = t.held.get(i) {
                 if c.start_ns >= o.start_ns && c.start_ns <= o.end_ns {
+                    let c = t.held.swap_remove(i);
                     self.held -= c.size;
                     taken.push(c);
                 } else {
-                    kept.push(c);
+                    i += 1;
                 }
             }
-            t.held = kept;
             if t.held.is_empty() {
                 t.held_since = None;
             }
-            if t.open.is_empty() && t.held.is_empty() {
-                self.threads.remove(&(o.tgid, o.tid));
-            }
+            // An idle thread's entry stays until the next tick, so a
+            // thread serving request after request allocates nothing.
         }
         taken
     }
@@ -352,12 +374,7 @@ impl TraceLinker {
             return;
         }
         // Wait for the local caller's client span, if the call was seen.
-        let k = key(&node.span);
-        let called = self
-            .calls
-            .get(&k)
-            .is_some_and(|c| c.tgid != 0 && c.start_ns <= o.start_ns);
-        if !called {
+        if !self.may_wait(&node.span, &o) {
             self.count(SpanKind::Server, Parent::NotFound);
             node.flatten(out);
             return;
@@ -369,6 +386,7 @@ impl TraceLinker {
             return;
         }
         self.held += node.size;
+        let k = key(&node.span);
         let w = Waiting {
             node,
             since: self.now,
