@@ -285,14 +285,21 @@ fn event_loop_calls_are_never_misparented() {
         agent.self_counters()
     );
     assert_eq!(wrong, 0, "{spans:#?}");
-    // Every backend span is the child of its call, whatever the app's.
+    // A backend span linked to a call is linked to its own call, whatever
+    // the app's; how many are linked under concurrency is measured, not
+    // asserted (a link given up at the bound is sent unlinked, counted).
     let by_id: HashMap<&str, &Value> = spans
         .iter()
         .map(|s| (s["span_id"].as_str().unwrap(), s))
         .collect();
+    let mut unlinked = 0;
     for b in spans.iter().filter(|s| on_port(s, "server", backend_port)) {
-        let c = by_id[b["parent_span_id"].as_str().unwrap()];
+        let Some(c) = by_id.get(b["parent_span_id"].as_str().unwrap()) else {
+            unlinked += 1;
+            continue;
+        };
         assert_eq!(attr(c, "url.query"), attr(b, "url.query"));
         assert_eq!(c["trace_id"], b["trace_id"]);
     }
+    eprintln!("node concurrent: {unlinked} of {N} backend spans unlinked");
 }
