@@ -19,7 +19,7 @@ use compact_str::CompactString;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use ratatosk_protocols::http1::{target_path, target_query};
-use ratatosk_protocols::op::{DbDetail, Detail, Operation, Outcome};
+use ratatosk_protocols::op::{DbDetail, Detail, HttpDetail, Operation, Outcome};
 use ratatosk_protocols::parse::Role;
 
 use crate::clock::Clock;
@@ -211,27 +211,7 @@ impl SpanBuilder {
         };
         let end_mono = op.end_ns();
         let detail = match (op.detail, named) {
-            (Detail::Http(h), Named::Http { route }) => {
-                let (method, method_original) =
-                    match KNOWN_METHODS.iter().find(|&&m| m == h.method.as_str()) {
-                        Some(&m) => (m, None),
-                        None => ("_OTHER", Some(h.method)),
-                    };
-                SpanDetail::Http(HttpSpan {
-                    method,
-                    method_original,
-                    target: h.target,
-                    route,
-                    scheme: if tls { "https" } else { "http" },
-                    status: h.status,
-                    protocol_version: h.protocol_version,
-                    host: h.host,
-                    user_agent: h.user_agent,
-                    status_text: h.status_text,
-                    request_body_size: h.request_body_size,
-                    response_body_size: h.response_body_size,
-                })
-            }
+            (Detail::Http(h), Named::Http { route }) => SpanDetail::Http(http_span(h, route, tls)),
             (
                 Detail::Db(db),
                 Named::Db {
@@ -243,21 +223,11 @@ impl SpanBuilder {
                 metric_operation: operation,
                 metric_collection: collection,
             }),
-            // The reader names each operation by its own family.
-            (Detail::Http(h), Named::Db { .. }) => SpanDetail::Http(HttpSpan {
-                method: "_OTHER",
-                method_original: Some(h.method),
-                target: h.target,
-                route: Arc::from(route::OVERFLOW_ROUTE),
-                scheme: if tls { "https" } else { "http" },
-                status: h.status,
-                protocol_version: h.protocol_version,
-                host: h.host,
-                user_agent: h.user_agent,
-                status_text: h.status_text,
-                request_body_size: h.request_body_size,
-                response_body_size: h.response_body_size,
-            }),
+            // The reader names each operation by its own family: these
+            // cannot meet, and would get the overflow names if they did.
+            (Detail::Http(h), Named::Db { .. }) => {
+                SpanDetail::Http(http_span(h, Arc::from(route::OVERFLOW_ROUTE), tls))
+            }
             (Detail::Db(db), Named::Http { .. }) => SpanDetail::Db(DbSpan {
                 metric_operation: Arc::from(db::OTHER),
                 metric_collection: None,
@@ -294,6 +264,28 @@ impl SpanBuilder {
             process,
             detail,
         }
+    }
+}
+
+/// An HTTP request's span fields: unknown methods become `_OTHER`.
+fn http_span(h: HttpDetail, route: Arc<str>, tls: bool) -> HttpSpan {
+    let (method, method_original) = match KNOWN_METHODS.iter().find(|&&m| m == h.method.as_str()) {
+        Some(&m) => (m, None),
+        None => ("_OTHER", Some(h.method)),
+    };
+    HttpSpan {
+        method,
+        method_original,
+        target: h.target,
+        route,
+        scheme: if tls { "https" } else { "http" },
+        status: h.status,
+        protocol_version: h.protocol_version,
+        host: h.host,
+        user_agent: h.user_agent,
+        status_text: h.status_text,
+        request_body_size: h.request_body_size,
+        response_body_size: h.response_body_size,
     }
 }
 
