@@ -75,7 +75,10 @@ pub fn route(data: &[u8]) {
             match r.route("svc", path) {
                 Decision::Route(route, _) => assert!(!route.is_empty()),
                 Decision::Ignored => {}
+                Decision::Unrouted => unreachable!("only a 404 is unrouted: {path:?}"),
             }
+            // A 404 is unrouted unless a pattern or the ignore list names it.
+            let _ = r.route_with_status("svc", path, 404);
         }
     }
 }
