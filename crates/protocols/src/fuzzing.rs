@@ -64,6 +64,28 @@ pub struct FuzzSegment<'a> {
     pub len: u64,
 }
 
+/// Every segment cut into one-byte reads at its timestamp, its gap kept
+/// after its last byte: a parser must give the same result.
+fn one_byte_reads<'a>(segs: &[FuzzSegment<'a>]) -> Vec<FuzzSegment<'a>> {
+    let mut split = Vec::new();
+    for s in segs {
+        let gap = s.len - s.data.len() as u64;
+        if s.data.len() <= 1 {
+            split.push(*s);
+            continue;
+        }
+        let last = s.data.len() - 1;
+        for (i, b) in s.data.chunks(1).enumerate() {
+            split.push(FuzzSegment {
+                data: b,
+                len: 1 + if i == last { gap } else { 0 },
+                ..*s
+            });
+        }
+    }
+    split
+}
+
 /// Decodes an `http1_conn` input: two limit bytes, then records of
 /// `[flags][data_len][gap_code][data...]` where flags bit 0 is the direction
 /// (1 = egress) and bits 1..8 the timestamp increment.
@@ -176,23 +198,7 @@ pub fn http1_conn(input: &[u8]) {
 
     // Splitting every segment into one-byte reads at the same timestamp
     // must give the same exchanges and counters.
-    let mut split = Vec::new();
-    for s in &segs {
-        let gap = s.len - s.data.len() as u64;
-        if s.data.len() <= 1 {
-            split.push(*s);
-            continue;
-        }
-        let last = s.data.len() - 1;
-        for (i, b) in s.data.chunks(1).enumerate() {
-            let extra = if i == last { gap } else { 0 };
-            split.push(FuzzSegment {
-                data: b,
-                len: 1 + extra,
-                ..*s
-            });
-        }
-    }
+    let split = one_byte_reads(&segs);
     let (out_split, conn_split) = run_conn(limits, &split);
     assert_eq!(out, out_split);
     assert_eq!(conn.stats(), conn_split.stats());
@@ -297,23 +303,7 @@ pub fn postgres_conn(input: &[u8]) {
     if lost {
         return;
     }
-    let mut split = Vec::new();
-    for s in &segs {
-        let gap = s.len - s.data.len() as u64;
-        if s.data.len() <= 1 {
-            split.push(*s);
-            continue;
-        }
-        let last = s.data.len() - 1;
-        for (i, b) in s.data.chunks(1).enumerate() {
-            let extra = if i == last { gap } else { 0 };
-            split.push(FuzzSegment {
-                data: b,
-                len: 1 + extra,
-                ..*s
-            });
-        }
-    }
+    let split = one_byte_reads(&segs);
     let again = run_postgres(limits, &split);
     assert_eq!(out.ops, again.ops);
     assert_eq!(out.losses, again.losses);
@@ -399,22 +389,7 @@ pub fn redis_conn(input: &[u8]) {
     assert!(more.is_empty());
 
     if out.losses.is_empty() {
-        let mut split = Vec::new();
-        for s in &segs {
-            let gap = s.len - s.data.len() as u64;
-            if s.data.len() <= 1 {
-                split.push(*s);
-                continue;
-            }
-            let last = s.data.len() - 1;
-            for (i, b) in s.data.chunks(1).enumerate() {
-                split.push(FuzzSegment {
-                    data: b,
-                    len: 1 + if i == last { gap } else { 0 },
-                    ..*s
-                });
-            }
-        }
+        let split = one_byte_reads(&segs);
         let (out_split, _, _) = run(&split);
         assert_eq!(out.ops, out_split.ops);
         assert!(out_split.losses.is_empty());
