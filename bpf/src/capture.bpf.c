@@ -597,8 +597,7 @@ struct h2_walk {
 	__u32 out;		/* copied bytes in the current record */
 	__u32 covered;		/* syscall bytes the current record stands for */
 	__u32 nchunks;		/* closed chunks in the current record's table */
-	__u32 copied;		/* the open chunk */
-	__u32 skipped;
+	struct rt_chunk open;	/* the chunk being filled */
 	__u32 records;		/* records sent for this syscall */
 	__u8 no_buf;		/* sendfile: nothing to read */
 	__u8 full;		/* out of records: copies become skips */
@@ -632,9 +631,9 @@ static __always_inline void h2_flush(struct h2_walk *w)
 		return;
 	struct rt_chunk *table = (struct rt_chunk *)ev->data;
 	__u32 i = w->nchunks & (RT_MAX_CHUNKS - 1);
-	if (w->copied || w->skipped || w->nchunks == 0) {
-		table[i].copied = w->copied;
-		table[i].skipped = w->skipped;
+	if (w->open.copied || w->open.skipped || w->nchunks == 0) {
+		table[i].copied = w->open.copied;
+		table[i].skipped = w->open.skipped;
 		w->nchunks++;
 	}
 	ev->len = w->covered;
@@ -649,13 +648,13 @@ static __always_inline void h2_flush(struct h2_walk *w)
 	w->out = 0;
 	w->covered = 0;
 	w->nchunks = 0;
-	w->copied = 0;
-	w->skipped = 0;
+	w->open.copied = 0;
+	w->open.skipped = 0;
 }
 
 static __always_inline void h2_skip(struct h2_walk *w, __u32 n)
 {
-	w->skipped += n;
+	w->open.skipped += n;
 	w->covered += n;
 }
 
@@ -667,7 +666,7 @@ static __always_inline __u32 h2_room(struct h2_walk *w, __u32 n, bool whole)
 	if (w->full)
 		return 0;
 	/* Copied after skipped bytes: a new chunk, which needs a slot. */
-	bool new_chunk = w->skipped != 0;
+	bool new_chunk = w->open.skipped != 0;
 	if (w->out >= H2_ROOM || (whole && H2_ROOM - w->out < n) ||
 	    (new_chunk && w->nchunks >= RT_MAX_CHUNKS - 1)) {
 		if (w->records + 1 >= RT_H2_MAX_RECORDS) {
@@ -683,11 +682,11 @@ static __always_inline __u32 h2_room(struct h2_walk *w, __u32 n, bool whole)
 			return 0;
 		struct rt_chunk *table = (struct rt_chunk *)ev->data;
 		__u32 i = w->nchunks & (RT_MAX_CHUNKS - 1);
-		table[i].copied = w->copied;
-		table[i].skipped = w->skipped;
+		table[i].copied = w->open.copied;
+		table[i].skipped = w->open.skipped;
 		w->nchunks++;
-		w->copied = 0;
-		w->skipped = 0;
+		w->open.copied = 0;
+		w->open.skipped = 0;
 	}
 	__u32 room = H2_ROOM - w->out;
 	return n < room ? n : room;
@@ -709,7 +708,7 @@ static __always_inline bool h2_copy(struct h2_walk *w, __u32 n)
 		return false;
 	}
 	w->out += n;
-	w->copied += n;
+	w->open.copied += n;
 	w->covered += n;
 	return true;
 }

@@ -10,7 +10,10 @@ pub mod bench;
 mod clock;
 mod config;
 mod conn;
-mod decode;
+/// Public for the end-to-end test of the kernel's HTTP/2 frame walk
+/// (tests/e2e/tests/h2capture.rs), which decodes records as the agent does.
+#[doc(hidden)]
+pub mod decode;
 mod discovery;
 mod export;
 #[cfg(feature = "fuzzing")]

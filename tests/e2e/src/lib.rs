@@ -477,6 +477,11 @@ impl Nginx {
         )
     }
 
+    /// nginx serving cleartext HTTP/2 with prior knowledge (h2c).
+    pub fn start_h2c(www: &Path, port: u16) -> Nginx {
+        Nginx::start_with(www, port, &format!("listen 127.0.0.1:{port} http2;"))
+    }
+
     fn start_with(www: &Path, port: u16, listen: &str) -> Nginx {
         let state = tempfile::Builder::new()
             .prefix("ratatosk-nginx")
