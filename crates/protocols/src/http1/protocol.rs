@@ -105,6 +105,8 @@ pub fn operation(ex: Exchange) -> Operation {
         response_end_ns: ex.response_end_ns,
         outcome: ex.outcome,
         traceparent: ex.traceparent,
+        partial: false,
+        abort: None,
         detail: Detail::Http(HttpDetail {
             method: ex.method,
             target: ex.target,

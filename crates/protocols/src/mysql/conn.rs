@@ -776,6 +776,8 @@ impl MysqlParser {
             response_end_ns: p.response_end_ns,
             outcome,
             traceparent: None,
+            partial: false,
+            abort: None,
             detail: Detail::Db(d),
         });
     }

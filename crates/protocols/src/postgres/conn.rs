@@ -299,6 +299,8 @@ impl Session {
             response_end_ns: resp_end,
             outcome,
             traceparent: None,
+            partial: false,
+            abort: None,
             detail: Detail::Db(detail),
         }
     }
