@@ -26,6 +26,10 @@ pub struct Limits {
     pub max_query_len: usize,
     /// Prepared statements remembered per connection (name or id → text).
     pub max_statements: usize,
+    /// SQL text as sent, literals included, instead of sanitized (the
+    /// user's opt-in). Statements that set a password stay sanitized,
+    /// and Redis commands always are (their values are never held).
+    pub raw_sql: bool,
 }
 
 impl Default for Limits {
@@ -36,6 +40,7 @@ impl Default for Limits {
             max_target_len: 2048,
             max_query_len: 4096,
             max_statements: 256,
+            raw_sql: false,
         }
     }
 }
