@@ -3,7 +3,7 @@
 # (see ../shared/lab.md): Debian packages, nothing started here.
 set -euo pipefail
 
-pkgs=(nginx wrk curl python3 bpftool prometheus openssl libnss3
+pkgs=(nginx wrk curl python3 bpftool prometheus openssl libnss3 nghttp2-client
       postgresql postgresql-contrib mariadb-server mariadb-client redis-server redis-tools)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -12,6 +12,7 @@ done
 # Node and a JDK ship with these machines; on a bare Debian take the
 # distribution's.
 command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 command -v java >/dev/null || missing+=(openjdk-17-jdk-headless)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
@@ -19,7 +20,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for t in nginx wrk curl python3 node java setpriv prometheus pgbench mariadbd mariadb-install-db redis-server redis-benchmark; do
+for t in nginx wrk curl h2load python3 node npm java setpriv prometheus pgbench mariadbd mariadb-install-db redis-server redis-benchmark; do
     command -v "$t" >/dev/null || { echo "lab: $t is still missing" >&2; exit 1; }
 done
 
@@ -68,4 +69,16 @@ ls "$LAB"/lib/python3*/site-packages/rotel/rotel-agent >/dev/null
 if ! "$LAB/bin/python" -c 'import psycopg, pymysql, mysql.connector, redis' 2>/dev/null; then
     echo "lab: installing database clients into $LAB" >&2
     "$LAB/bin/pip" install -q 'psycopg[binary]' pymysql mysql-connector-python redis
+fi
+
+# gRPC for the HTTP/2 tests: Python grpcio (server, client, stub
+# generator) and Node's @grpc/grpc-js, both as services use them.
+if ! "$LAB/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
+    echo "lab: installing grpcio into $LAB" >&2
+    "$LAB/bin/pip" install -q grpcio grpcio-tools
+fi
+if [ ! -d "$LAB/node/node_modules/@grpc/grpc-js" ] || [ ! -d "$LAB/node/node_modules/@grpc/proto-loader" ]; then
+    echo "lab: installing @grpc/grpc-js into $LAB/node" >&2
+    mkdir -p "$LAB/node"
+    npm install --silent --no-audit --no-fund --prefix "$LAB/node" @grpc/grpc-js @grpc/proto-loader >/dev/null
 fi
