@@ -82,3 +82,12 @@ if [ ! -d "$LAB/node/node_modules/@grpc/grpc-js" ] || [ ! -d "$LAB/node/node_mod
     mkdir -p "$LAB/node"
     npm install --silent --no-audit --no-fund --prefix "$LAB/node" @grpc/grpc-js @grpc/proto-loader >/dev/null
 fi
+
+# An application under the OpenTelemetry SDK (the trace-join tests): Flask
+# and requests, auto-instrumented, exporting OTLP.
+if ! "$LAB/bin/python" -c 'import flask, requests, opentelemetry.instrumentation.flask, opentelemetry.instrumentation.requests, opentelemetry.exporter.otlp' 2>/dev/null; then
+    echo "lab: installing the OpenTelemetry SDK and Flask into $LAB" >&2
+    "$LAB/bin/pip" install -q flask==3.1.3 requests opentelemetry-distro==0.66b1 \
+        opentelemetry-instrumentation==0.66b1 opentelemetry-exporter-otlp==1.45.1 \
+        opentelemetry-instrumentation-flask==0.66b1 opentelemetry-instrumentation-requests==0.66b1
+fi
