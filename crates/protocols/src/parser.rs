@@ -26,6 +26,12 @@ pub struct Limits {
     pub max_query_len: usize,
     /// Prepared statements remembered per connection (name or id → text).
     pub max_statements: usize,
+    /// HTTP/2 streams open at once per connection; beyond, the oldest is
+    /// emitted unfinished (counted as `stream_table_full`).
+    pub max_streams: usize,
+    /// Largest HPACK dynamic table kept per direction, whatever the peer
+    /// advertised (`SETTINGS_HEADER_TABLE_SIZE`).
+    pub max_header_table_size: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +42,8 @@ impl Default for Limits {
             max_target_len: 2048,
             max_query_len: 4096,
             max_statements: 256,
+            max_streams: 128,
+            max_header_table_size: 64 * 1024,
         }
     }
 }
