@@ -496,6 +496,7 @@ fn gap_over_a_header_block_is_counted_and_partial() {
     // (never guessed) and said so.
     assert_eq!(out.ops.len(), 64);
     let partial = out.ops.iter().filter(|o| o.partial).count();
+
     assert!(partial >= 1);
     for op in &out.ops {
         let d = http(op);
@@ -539,8 +540,9 @@ fn capture_started_mid_connection_invents_nothing() {
         .filter(|&(i, _)| i > client_at + 1)
         .map(|(_, s)| s.clone())
         .collect();
-    assert!(skip.first().is_some());
+    assert!(!skip.is_empty());
     let out = run(&skip);
+    assert!(out.ops.len() >= 40, "{}", out.ops.len());
     for op in &out.ops {
         let d = http(op);
         assert!(d.target.is_empty() || d.target == "/hello");

@@ -285,7 +285,8 @@ impl Http2Parser {
                     let want = PREFACE.get(m..).unwrap_or_default();
                     let n = want.len().min(data.len());
                     let (head, rest) = data.split_at(n);
-                    if want.get(..n) == Some(head) {
+                    let same = head.iter().zip(want).take_while(|(a, b)| a == b).count();
+                    if same == n {
                         data = rest;
                         d.phase = if m + n == PREFACE.len() {
                             d.hpack.set_complete();
@@ -293,7 +294,7 @@ impl Http2Parser {
                         } else {
                             Phase::Preface(m + n)
                         };
-                    } else if m == 0 {
+                    } else if m == 0 && same == 0 {
                         // No preface: the capture began mid-connection.
                         d.phase = Phase::Header;
                         self.mid_connection = true;

@@ -230,6 +230,11 @@ impl Decoder {
         self.size
     }
 
+    /// The table's current maximum size.
+    pub fn max_table_size(&self) -> usize {
+        self.max_size
+    }
+
     pub fn table_len(&self) -> usize {
         self.entries.len()
     }
