@@ -77,33 +77,21 @@ fn curl_prior_knowledge_one_span_per_stream() {
     let port = free_port();
     let nginx = Nginx::start_h2c(www.path(), port);
     let agent = Agent::start(&["--open-port", &port.to_string()]);
-    // Twenty requests on one connection (one stream each), with a
-    // traceparent on the first to be joined.
+    // Twenty curl runs (a connection each), a traceparent on the first to
+    // be joined. (curl 7.88 fails to reuse a prior-knowledge connection
+    // with nginx: "Error in the HTTP2 framing layer", without the agent
+    // too; h2load covers many streams per connection below.)
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
     let tp = format!("traceparent: 00-{trace}-{parent}-01");
-    run_ok(
-        "curl",
-        Command::new(tool("curl")).args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "--http2-prior-knowledge",
-            "-H",
-            &tp,
-            &format!("http://127.0.0.1:{port}/hello"),
-        ]),
-    );
-    run_ok(
-        "curl",
-        Command::new(tool("curl")).args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "--http2-prior-knowledge",
-            &format!("http://127.0.0.1:{port}/hello?n=[1-19]"),
-        ]),
-    );
+    for i in 0..20 {
+        let url = format!("http://127.0.0.1:{port}/hello?n={i}");
+        let mut args = vec!["-sS", "-o", "/dev/null", "--http2-prior-knowledge", &url];
+        if i == 0 {
+            args.extend(["-H", &tp]);
+        }
+        run_ok("curl", Command::new(tool("curl")).args(&args));
+    }
     let spans = agent.wait_spans(20, WAIT, h2_server_spans(port));
     assert_eq!(spans.len(), 20, "{spans:#?}\n{}", agent.self_counters());
     assert_eq!(nginx.access_log_lines(), 20);
