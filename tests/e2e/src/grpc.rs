@@ -97,6 +97,27 @@ ch.close()
 print("done", flush=True)
 "#;
 
+/// A Python client that makes 3 SayHello calls, says `warm`, waits for a
+/// line, then makes 3 more and a GetMissing on the same connection.
+const PY_CLIENT_ACROSS: &str = r#"
+import sys, grpc
+port = int(sys.argv[1])
+ch = grpc.insecure_channel(f"localhost:{port}")
+hello = ch.unary_unary("/helloworld.Greeter/SayHello")
+for i in range(3):
+    assert hello(b"world") == b"hello world"
+print("warm", flush=True)
+sys.stdin.readline()
+for i in range(3):
+    assert hello(b"world") == b"hello world"
+try:
+    ch.unary_unary("/helloworld.Greeter/GetMissing")(b"x")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.NOT_FOUND, e
+ch.close()
+print("done", flush=True)
+"#;
+
 /// The service definitions both Node scripts share (raw-bytes codecs).
 const NODE_DEFS: &str = r#"
 const grpc = require('@grpc/grpc-js');
@@ -277,5 +298,45 @@ impl Client {
             status.is_none_or(|s| s.success() || s.code().is_none()),
             "{status:?}"
         );
+    }
+}
+
+/// A Python client whose one connection outlives a phase: it connects
+/// and calls before [`AcrossClient::go`], then calls again on the same
+/// connection (for a capture begun mid-connection).
+pub struct AcrossClient {
+    proc: Proc,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl AcrossClient {
+    /// Starts the client and waits until its first calls are done.
+    pub fn start_warm(port: u16) -> AcrossClient {
+        let mut proc = Proc::spawn(
+            "grpc client across",
+            command(Lang::Python, PY_CLIENT_ACROSS, port, None)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let out = proc.child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(out).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(first, "warm", "the gRPC client failed before the agent");
+        AcrossClient { proc, lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// The second phase: 3 SayHello and a GetMissing.
+    pub fn go(mut self) {
+        let mut stdin = self.proc.child.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("resume the client");
+        drop(stdin);
+        let line = self.lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(line, "done", "the gRPC client failed");
+        self.proc.stop();
     }
 }

@@ -329,3 +329,64 @@ fn grpc_node_client_to_python_server_h2c() {
 fn grpc_node_to_node_over_tls() {
     grpc_case(Lang::Node, Lang::Node, true);
 }
+
+/// The agent starts while a client holds a connection it already used:
+/// the HPACK state of what came before is unknown. Whatever is reported
+/// is true (a method is the one called, or the span says it is partial),
+/// and what could not be parsed is counted.
+#[test]
+fn capture_begun_mid_connection_invents_nothing() {
+    let _g = serial();
+    let port = free_port();
+    let server = grpc::server(Lang::Python, port, None);
+    let client = grpc::AcrossClient::start_warm(port);
+    let agent = Agent::start(&[
+        "--pid",
+        &server.pid().to_string(),
+        "--pid",
+        &client.pid().to_string(),
+    ]);
+    client.go();
+    std::thread::sleep(Duration::from_secs(1));
+    let spans: Vec<Value> = agent
+        .spans()
+        .into_iter()
+        .filter(|s| attr(s, "server.port") == port.to_string())
+        .collect();
+    for kind in ["server", "client"] {
+        let side: Vec<&Value> = spans.iter().filter(|s| s["kind"] == kind).collect();
+        let partial = side
+            .iter()
+            .filter(|s| attr(s, "ratatosk.partial") == "true")
+            .count();
+        eprintln!(
+            "mid-connection {kind}: {} spans, {partial} partial",
+            side.len()
+        );
+        assert!(side.len() <= 4, "more {kind} spans than calls: {side:#?}");
+        for s in &side {
+            let method = attr(s, "rpc.method");
+            let status = attr(s, "rpc.response.status_code");
+            match method.as_str() {
+                "helloworld.Greeter/SayHello" => {
+                    assert!(status == "OK" || status.is_empty(), "{s}")
+                }
+                "helloworld.Greeter/GetMissing" => {
+                    assert!(status == "NOT_FOUND" || status.is_empty(), "{s}")
+                }
+                "" => assert_eq!(attr(s, "ratatosk.partial"), "true", "{s}"),
+                other => panic!("invented method {other}: {s}"),
+            }
+        }
+        if side.len() < 4 {
+            // What was not reported was counted.
+            let counted =
+                agent.metric_sum("ratatosk_unparsed_bytes_total", &[]) + h2_losses(&agent);
+            assert!(
+                counted > 0.0,
+                "{kind}: {side:#?}\n{}",
+                agent.self_counters()
+            );
+        }
+    }
+}
