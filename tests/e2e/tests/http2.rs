@@ -390,3 +390,106 @@ fn capture_begun_mid_connection_invents_nothing() {
         }
     }
 }
+
+/// Go's net/http speaks HTTP/2 over TLS by default (ALPN h2), in the
+/// server and the client; the plaintext comes from the Go crypto/tls
+/// probes.
+const GO_H2_SRC: &str = r#"package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+)
+
+func main() {
+	switch os.Args[1] {
+	case "serve":
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor != 2 {
+				http.Error(w, "not h2", 500)
+				return
+			}
+			fmt.Fprint(w, "Hello world\n")
+		})
+		if err := http.ListenAndServeTLS("127.0.0.1:"+os.Args[2], os.Args[3], os.Args[4], nil); err != nil {
+			panic(err)
+		}
+	case "get":
+		n, _ := strconv.Atoi(os.Args[3])
+		tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+		c := &http.Client{Transport: tr}
+		for i := 0; i < n; i++ {
+			resp, err := c.Get(os.Args[2] + "?i=" + strconv.Itoa(i))
+			if err != nil {
+				panic(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+				panic(resp.Proto + " " + resp.Status)
+			}
+		}
+	}
+}
+"#;
+
+#[test]
+fn go_server_and_client_over_tls_speak_h2() {
+    let _g = serial();
+    let dir = tempfile::Builder::new()
+        .prefix("ratatosk-goh2")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let bin = go_build(dir.path(), "goh2", GO_H2_SRC, "");
+    let certs = tls_cert();
+    let port = free_port();
+    let _server = Proc::spawn(
+        "go h2 server",
+        Command::new(&bin)
+            .arg("serve")
+            .arg(port.to_string())
+            .arg(certs.path().join("cert.pem"))
+            .arg(certs.path().join("key.pem")),
+    );
+    wait_for_port(port, WAIT);
+    let agent = Agent::start(&["--exe-path", "/goh2$"]);
+    const N: usize = 20;
+    run_ok(
+        "go client",
+        Command::new(&bin).args([
+            "get",
+            &format!("https://127.0.0.1:{port}/go"),
+            &N.to_string(),
+        ]),
+    );
+    let on_port = |s: &Value| attr(s, "server.port") == port.to_string();
+    let spans = agent.wait_spans(2 * N, WAIT, on_port);
+    let server = spans.iter().filter(|s| s["kind"] == "server").count();
+    let client = spans.iter().filter(|s| s["kind"] == "client").count();
+    assert_eq!(
+        (server, client),
+        (N, N),
+        "{spans:#?}\n{}",
+        agent.self_counters()
+    );
+    for s in &spans {
+        assert_eq!(attr(s, "url.scheme"), "https", "{s}");
+        assert_eq!(attr(s, "network.protocol.version"), "2", "{s}");
+        assert_eq!(attr(s, "url.path"), "/go", "{s}");
+        assert_eq!(attr(s, "http.response.status_code"), "200", "{s}");
+        assert_eq!(attr(s, "ratatosk.partial"), "", "{s}");
+    }
+    let mut queries: Vec<String> = spans
+        .iter()
+        .filter(|s| s["kind"] == "server")
+        .map(|s| attr(s, "url.query"))
+        .collect();
+    queries.sort();
+    queries.dedup();
+    assert_eq!(queries.len(), N, "{queries:?}");
+    assert_eq!(h2_losses(&agent), 0.0, "{}", agent.self_counters());
+}
