@@ -72,10 +72,10 @@ pub fn summarize_as(
 pub fn raw_text(sql: &[u8], dialect: Dialect, max_len: usize) -> Option<(CompactString, bool)> {
     let mut lx = Lexer::new(sql, dialect);
     while let Some(t) = lx.next_token() {
-        if let Tok::Word(w) = t.tok {
-            if w.eq_ignore_ascii_case(b"PASSWORD") || w.eq_ignore_ascii_case(b"IDENTIFIED") {
-                return None;
-            }
+        if let Tok::Word(w) = t.tok
+            && (w.eq_ignore_ascii_case(b"PASSWORD") || w.eq_ignore_ascii_case(b"IDENTIFIED"))
+        {
+            return None;
         }
     }
     let text = String::from_utf8_lossy(sql);
