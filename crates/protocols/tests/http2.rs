@@ -571,3 +571,55 @@ fn close_mid_stream_ends_it_aborted() {
     // Without the close nothing is emitted yet, and nothing leaks after.
     assert_eq!(run_as(&cut, true, false).ops.len(), out.ops.len() - 1);
 }
+
+#[test]
+fn upgrade_h2c_hands_over_to_http2() {
+    use ratatosk_protocols::http1::HTTP1;
+    use ratatosk_protocols::parser::State;
+
+    let segs = segments(&fixture("upgrade"), 1);
+    for one in [false, true] {
+        let segs = if one { one_byte(&segs) } else { segs.clone() };
+        let mut p = HTTP1.parser(Direction::Ingress, &Limits::default());
+        let mut out = Output::default();
+        for s in &segs {
+            let dir = if s.from_client {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            };
+            p.on_data(dir, Segment::new(s.ts, &s.data), &mut out);
+        }
+        assert_eq!(p.state(), State::Active);
+        p.on_close(segs.last().unwrap().ts + 1, &mut out);
+        // (One-byte reads of an HTTP/1 head count `lost_sync` while the
+        // HTTP/1 parser probes both directions: an HTTP/1 matter.)
+        if !one {
+            assert!(out.losses.is_empty(), "{:?}", out.losses);
+        }
+        let got: Vec<(&str, &str, u16, Outcome)> = out
+            .ops
+            .iter()
+            .map(|o| {
+                let d = http(o);
+                (d.method.as_str(), d.target.as_str(), d.status, o.outcome)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("GET", "/hello", 200, Outcome::Complete),
+                ("GET", "/again", 200, Outcome::Complete),
+            ],
+            "one-byte reads: {one}"
+        );
+        let first = &out.ops[0];
+        assert_eq!(
+            first.traceparent.unwrap().to_string(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(http(first).response_body_size, 6);
+        assert_eq!(http(first).user_agent.as_deref(), Some("curl/7.88.1"));
+        assert!(out.ops.iter().all(|o| !o.partial));
+    }
+}
