@@ -4,7 +4,8 @@
 set -euo pipefail
 
 pkgs=(nginx wrk curl python3 bpftool prometheus openssl libnss3
-      postgresql postgresql-contrib mariadb-server mariadb-client redis-server redis-tools)
+      postgresql postgresql-contrib mariadb-server mariadb-client redis-server redis-tools
+      nghttp2-client)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,7 +20,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for t in nginx wrk curl python3 node java setpriv prometheus pgbench mariadbd mariadb-install-db redis-server redis-benchmark; do
+for t in nginx wrk curl python3 node java setpriv prometheus pgbench mariadbd mariadb-install-db redis-server redis-benchmark h2load; do
     command -v "$t" >/dev/null || { echo "lab: $t is still missing" >&2; exit 1; }
 done
 
@@ -68,4 +69,11 @@ ls "$LAB"/lib/python3*/site-packages/rotel/rotel-agent >/dev/null
 if ! "$LAB/bin/python" -c 'import psycopg, pymysql, mysql.connector, redis' 2>/dev/null; then
     echo "lab: installing database clients into $LAB" >&2
     "$LAB/bin/pip" install -q 'psycopg[binary]' pymysql mysql-connector-python redis
+fi
+
+# gRPC (Python grpcio, stubs from grpcio-tools) and hypercorn (an ASGI
+# server that accepts `Upgrade: h2c`) for the HTTP/2 tests.
+if ! "$LAB/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null || [ ! -x "$LAB/bin/hypercorn" ]; then
+    echo "lab: installing grpcio, grpcio-tools and hypercorn into $LAB" >&2
+    "$LAB/bin/pip" install -q grpcio grpcio-tools hypercorn
 fi
