@@ -623,3 +623,55 @@ fn upgrade_h2c_hands_over_to_http2() {
         assert!(out.ops.iter().all(|o| !o.partial));
     }
 }
+
+#[test]
+fn detected_mid_connection_from_either_side() {
+    let detect = |ingress: &[u8], egress: &[u8]| match registry::detect(FirstBytes {
+        ingress,
+        egress,
+        local_port: 18931,
+        remote_port: 40000,
+    }) {
+        Verdict::Detected {
+            protocol,
+            request_dir,
+        } => Some((protocol.name(), request_dir)),
+        _ => None,
+    };
+    for name in ["h2load", "grpc"] {
+        let segs = segments(&fixture(name), 1);
+        // Past the preface and the first exchanges: the first later
+        // client segment that starts a HEADERS frame, and the first
+        // server one.
+        let client = segs
+            .iter()
+            .skip(4)
+            .find(|s| s.from_client && s.data.get(3) == Some(&1))
+            .unwrap();
+        let server = segs
+            .iter()
+            .skip(4)
+            .find(|s| !s.from_client && s.data.get(3) == Some(&1))
+            .unwrap();
+        assert_eq!(
+            detect(&client.data, &[]),
+            Some(("http2", Direction::Ingress)),
+            "{name}"
+        );
+        assert_eq!(
+            detect(&[], &server.data),
+            Some(("http2", Direction::Ingress)),
+            "{name}"
+        );
+    }
+    // Other protocols' openings are not taken for frames.
+    assert_eq!(detect(b"+OK\r\n", &[]).map(|d| d.0), Some("redis"));
+    assert_eq!(
+        detect(b"\x00\x00", b"\x01\x02\x03\x04\x05\x06\x07\x08\x09"),
+        None
+    );
+    assert_eq!(
+        detect(b"*1\r\n$4\r\nPING\r\n", &[]).map(|d| d.0),
+        Some("redis")
+    );
+}
