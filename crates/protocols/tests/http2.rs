@@ -675,3 +675,24 @@ fn detected_mid_connection_from_either_side() {
         Some("redis")
     );
 }
+
+#[test]
+fn goaway_ends_the_streams_it_refuses() {
+    use ratatosk_protocols::http2::GOAWAY_REFUSED;
+
+    let segs = segments(&fixture("goaway"), 1);
+    // Before the close: streams above the last stream id already ended.
+    let open = run_as(&segs, true, false);
+    assert!(open.losses.is_empty(), "{:?}", open.losses);
+    let got: Vec<(u16, Option<&str>, Outcome)> = open
+        .ops
+        .iter()
+        .map(|o| (http(o).status, o.abort, o.outcome))
+        .collect();
+    let ok = (200, None, Outcome::Complete);
+    let refused = (0, Some(GOAWAY_REFUSED), Outcome::NoResponse);
+    assert_eq!(got, [ok, ok, ok, ok, refused, refused, refused, ok]);
+    // Closing adds nothing: every stream had ended.
+    let closed = run(&segs);
+    assert_eq!(closed.ops, open.ops);
+}

@@ -691,12 +691,10 @@ impl Http2Parser {
             return;
         };
         s.partial |= partial;
-        if s.resp_start_ns == 0 {
-            s.resp_start_ns = meta.ts;
-        }
-        s.resp_end_ns = ts;
         if !s.final_seen {
             match f.status {
+                // Interim (1xx) responses do not start the response, as
+                // in HTTP/1.
                 Some(100..=199) => {}
                 Some(st) => {
                     s.final_seen = true;
@@ -706,8 +704,12 @@ impl Http2Parser {
                 // unless it says otherwise.
                 None => s.final_seen = true,
             }
+            if s.final_seen && s.resp_start_ns == 0 {
+                s.resp_start_ns = meta.ts;
+            }
             s.grpc |= f.grpc_content;
         }
+        s.resp_end_ns = ts;
         if f.grpc_status.is_some() {
             s.grpc = true;
             s.grpc_status = f.grpc_status;
