@@ -388,12 +388,14 @@ impl Decoder {
             return;
         }
         self.evict(size);
-        let raw_name: Box<[u8]> = if self.keep_all {
+        // An entry whose name is unknown says nothing, whatever was kept.
+        let keep_all = self.keep_all && name != Name::Unknown;
+        let raw_name: Box<[u8]> = if keep_all {
             self.name_buf.as_slice().into()
         } else {
             Box::default()
         };
-        let value: Box<[u8]> = if name.kept() || self.keep_all {
+        let value: Box<[u8]> = if name.kept() || keep_all {
             self.value_buf.as_slice().into()
         } else {
             Box::default()
