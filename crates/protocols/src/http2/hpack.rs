@@ -201,10 +201,9 @@ impl Decoder {
 
     /// The receiving side advertised SETTINGS_HEADER_TABLE_SIZE `n`.
     pub fn set_limit(&mut self, n: u32) {
+        // Only a size update above our cap makes the table incomplete (an
+        // encoder may never use all it is allowed).
         self.limit = usize::try_from(n).unwrap_or(usize::MAX).min(self.cap);
-        if (n as usize) > self.cap {
-            self.incomplete = true;
-        }
     }
 
     /// The context was seen from its start (connection preface).
