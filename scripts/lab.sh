@@ -72,10 +72,11 @@ if ! "$LAB/bin/python" -c 'import psycopg, pymysql, mysql.connector, redis' 2>/d
 fi
 
 # gRPC for the HTTP/2 tests: Python grpcio (server, client, stub
-# generator) and Node's @grpc/grpc-js, both as services use them.
-if ! "$LAB/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
-    echo "lab: installing grpcio into $LAB" >&2
-    "$LAB/bin/pip" install -q grpcio grpcio-tools
+# generator) and Node's @grpc/grpc-js, both as services use them; hypercorn
+# (an ASGI server that accepts `Upgrade: h2c`).
+if ! "$LAB/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null || [ ! -x "$LAB/bin/hypercorn" ]; then
+    echo "lab: installing grpcio, grpcio-tools and hypercorn into $LAB" >&2
+    "$LAB/bin/pip" install -q grpcio grpcio-tools hypercorn
 fi
 if [ ! -d "$LAB/node/node_modules/@grpc/grpc-js" ] || [ ! -d "$LAB/node/node_modules/@grpc/proto-loader" ]; then
     echo "lab: installing @grpc/grpc-js into $LAB/node" >&2

@@ -571,3 +571,128 @@ fn close_mid_stream_ends_it_aborted() {
     // Without the close nothing is emitted yet, and nothing leaks after.
     assert_eq!(run_as(&cut, true, false).ops.len(), out.ops.len() - 1);
 }
+
+#[test]
+fn upgrade_h2c_hands_over_to_http2() {
+    use ratatosk_protocols::http1::HTTP1;
+    use ratatosk_protocols::parser::State;
+
+    let segs = segments(&fixture("upgrade"), 1);
+    for one in [false, true] {
+        let segs = if one { one_byte(&segs) } else { segs.clone() };
+        let mut p = HTTP1.parser(Direction::Ingress, &Limits::default());
+        let mut out = Output::default();
+        for s in &segs {
+            let dir = if s.from_client {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            };
+            p.on_data(dir, Segment::new(s.ts, &s.data), &mut out);
+        }
+        assert_eq!(p.state(), State::Active);
+        p.on_close(segs.last().unwrap().ts + 1, &mut out);
+        // (One-byte reads of an HTTP/1 head count `lost_sync` while the
+        // HTTP/1 parser probes both directions: an HTTP/1 matter.)
+        if !one {
+            assert!(out.losses.is_empty(), "{:?}", out.losses);
+        }
+        let got: Vec<(&str, &str, u16, Outcome)> = out
+            .ops
+            .iter()
+            .map(|o| {
+                let d = http(o);
+                (d.method.as_str(), d.target.as_str(), d.status, o.outcome)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("GET", "/hello", 200, Outcome::Complete),
+                ("GET", "/again", 200, Outcome::Complete),
+            ],
+            "one-byte reads: {one}"
+        );
+        let first = &out.ops[0];
+        assert_eq!(
+            first.traceparent.unwrap().to_string(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(http(first).response_body_size, 6);
+        assert_eq!(http(first).user_agent.as_deref(), Some("curl/7.88.1"));
+        assert!(out.ops.iter().all(|o| !o.partial));
+    }
+}
+
+#[test]
+fn detected_mid_connection_from_either_side() {
+    let detect = |ingress: &[u8], egress: &[u8]| match registry::detect(FirstBytes {
+        ingress,
+        egress,
+        local_port: 18931,
+        remote_port: 40000,
+    }) {
+        Verdict::Detected {
+            protocol,
+            request_dir,
+        } => Some((protocol.name(), request_dir)),
+        _ => None,
+    };
+    for name in ["h2load", "grpc"] {
+        let segs = segments(&fixture(name), 1);
+        // Past the preface and the first exchanges: the first later
+        // client segment that starts a HEADERS frame, and the first
+        // server one.
+        let client = segs
+            .iter()
+            .skip(4)
+            .find(|s| s.from_client && s.data.get(3) == Some(&1))
+            .unwrap();
+        let server = segs
+            .iter()
+            .skip(4)
+            .find(|s| !s.from_client && s.data.get(3) == Some(&1))
+            .unwrap();
+        assert_eq!(
+            detect(&client.data, &[]),
+            Some(("http2", Direction::Ingress)),
+            "{name}"
+        );
+        assert_eq!(
+            detect(&[], &server.data),
+            Some(("http2", Direction::Ingress)),
+            "{name}"
+        );
+    }
+    // Other protocols' openings are not taken for frames.
+    assert_eq!(detect(b"+OK\r\n", &[]).map(|d| d.0), Some("redis"));
+    assert_eq!(
+        detect(b"\x00\x00", b"\x01\x02\x03\x04\x05\x06\x07\x08\x09"),
+        None
+    );
+    assert_eq!(
+        detect(b"*1\r\n$4\r\nPING\r\n", &[]).map(|d| d.0),
+        Some("redis")
+    );
+}
+
+#[test]
+fn goaway_ends_the_streams_it_refuses() {
+    use ratatosk_protocols::http2::GOAWAY_REFUSED;
+
+    let segs = segments(&fixture("goaway"), 1);
+    // Before the close: streams above the last stream id already ended.
+    let open = run_as(&segs, true, false);
+    assert!(open.losses.is_empty(), "{:?}", open.losses);
+    let got: Vec<(u16, Option<&str>, Outcome)> = open
+        .ops
+        .iter()
+        .map(|o| (http(o).status, o.abort, o.outcome))
+        .collect();
+    let ok = (200, None, Outcome::Complete);
+    let refused = (0, Some(GOAWAY_REFUSED), Outcome::NoResponse);
+    assert_eq!(got, [ok, ok, ok, ok, refused, refused, refused, ok]);
+    // Closing adds nothing: every stream had ended.
+    let closed = run(&segs);
+    assert_eq!(closed.ops, open.ops);
+}

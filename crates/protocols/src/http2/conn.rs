@@ -233,35 +233,38 @@ impl Http2Parser {
         self.resp.hpack.keep_all();
     }
 
-    /// A parser for a connection upgraded from HTTP/1.1 (`Upgrade: h2c`):
-    /// stream 1 is the upgraded request, already seen (from `start_ns`),
-    /// answered on stream 1; the client still sends the preface.
-    pub fn upgraded(
-        request_dir: Direction,
-        limits: &Limits,
-        start_ns: u64,
-        method: &str,
-        target: &str,
-        host: Option<&str>,
-    ) -> Self {
+    /// A parser for a connection upgraded from HTTP/1.1 (`Upgrade: h2c`,
+    /// RFC 7540 §3.2): `request` (the HTTP/1.1 request as parsed, without
+    /// its response) is stream 1, answered in HTTP/2; the client still
+    /// sends the preface, the server starts with its SETTINGS.
+    pub fn upgraded(request_dir: Direction, limits: &Limits, request: Operation) -> Self {
         let mut p = Http2Parser::new(request_dir, limits);
-        // The server's first frame (its SETTINGS) also starts its context.
+        let (method, path, host, user_agent, req_body) = match request.detail {
+            Detail::Http(d) => (
+                Some(d.method),
+                Some(d.target),
+                d.host,
+                d.user_agent,
+                d.request_body_size,
+            ),
+            _ => (None, None, None, None, 0),
+        };
         p.streams.push(Stream {
             id: 1,
-            start_ns,
-            req_end_ns: start_ns,
+            start_ns: request.request_start_ns,
+            req_end_ns: request.request_end_ns,
             resp_start_ns: 0,
             resp_end_ns: 0,
             final_seen: false,
-            method: Some(method.into()),
-            path: Some(target.into()),
-            authority: host.map(Into::into),
-            user_agent: None,
-            traceparent: None,
+            method,
+            path,
+            authority: host,
+            user_agent,
+            traceparent: request.traceparent,
             grpc: false,
             status: 0,
             grpc_status: None,
-            req_body: 0,
+            req_body,
             resp_body: 0,
             partial: false,
         });
@@ -688,12 +691,10 @@ impl Http2Parser {
             return;
         };
         s.partial |= partial;
-        if s.resp_start_ns == 0 {
-            s.resp_start_ns = meta.ts;
-        }
-        s.resp_end_ns = ts;
         if !s.final_seen {
             match f.status {
+                // Interim (1xx) responses do not start the response, as
+                // in HTTP/1.
                 Some(100..=199) => {}
                 Some(st) => {
                     s.final_seen = true;
@@ -703,8 +704,12 @@ impl Http2Parser {
                 // unless it says otherwise.
                 None => s.final_seen = true,
             }
+            if s.final_seen && s.resp_start_ns == 0 {
+                s.resp_start_ns = meta.ts;
+            }
             s.grpc |= f.grpc_content;
         }
+        s.resp_end_ns = ts;
         if f.grpc_status.is_some() {
             s.grpc = true;
             s.grpc_status = f.grpc_status;

@@ -201,10 +201,9 @@ impl Decoder {
 
     /// The receiving side advertised SETTINGS_HEADER_TABLE_SIZE `n`.
     pub fn set_limit(&mut self, n: u32) {
+        // Only a size update above our cap makes the table incomplete (an
+        // encoder may never use all it is allowed).
         self.limit = usize::try_from(n).unwrap_or(usize::MAX).min(self.cap);
-        if (n as usize) > self.cap {
-            self.incomplete = true;
-        }
     }
 
     /// The context was seen from its start (connection preface).
@@ -388,12 +387,14 @@ impl Decoder {
             return;
         }
         self.evict(size);
-        let raw_name: Box<[u8]> = if self.keep_all {
+        // An entry whose name is unknown says nothing, whatever was kept.
+        let keep_all = self.keep_all && name != Name::Unknown;
+        let raw_name: Box<[u8]> = if keep_all {
             self.name_buf.as_slice().into()
         } else {
             Box::default()
         };
-        let value: Box<[u8]> = if name.kept() || self.keep_all {
+        let value: Box<[u8]> = if name.kept() || keep_all {
             self.value_buf.as_slice().into()
         } else {
             Box::default()

@@ -90,7 +90,7 @@ pub fn detect(dir: Direction, first: &[u8]) -> Detection {
         _ => true,
     };
     if !first.iter().take(9).enumerate().all(|(i, &b)| shape(i, b)) {
-        return Detection::No;
+        return mid_connection(dir, first);
     }
     match first.get(..3) {
         Some(&[_, a, b]) if first.len() >= 9 => {
@@ -105,6 +105,85 @@ pub fn detect(dir: Direction, first: &[u8]) -> Detection {
             }
         }
         _ => Detection::NeedMore,
+    }
+}
+
+/// Frames seen mid-connection (capture began after the preface): weak,
+/// and only when every byte held parses as a chain of plausible frames
+/// (known type, flags and stream id that fit it, default-bounded length)
+/// with a header block whose first static-table field says which way it
+/// went: `:authority`, `:method`, `:path` or `:scheme` (indexes 1..=7,
+/// whole or as a literal's name) a request, `:status` (8..=14) a
+/// response. Anything else is left undetected.
+fn mid_connection(dir: Direction, first: &[u8]) -> Detection {
+    let mut at = 0usize;
+    let mut frames = 0;
+    let mut hint: Option<bool> = None;
+    while let Some(h) = first.get(at..at + 9) {
+        let &[l0, l1, l2, ty, flags, s0, s1, s2, s3] = h else {
+            return Detection::No;
+        };
+        let len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+        let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+        let fits = match ty {
+            0 => stream != 0 && flags & !0x09 == 0,
+            1 => stream != 0 && flags & !0x2d == 0,
+            2 => stream != 0 && flags == 0 && len == 5,
+            3 => stream != 0 && flags == 0 && len == 4,
+            4 => stream == 0 && flags & !0x01 == 0 && len % 6 == 0,
+            6 => stream == 0 && flags & !0x01 == 0 && len == 8,
+            7 => stream == 0 && flags == 0 && len >= 8,
+            8 => flags == 0 && len == 4,
+            9 => stream != 0 && flags & !0x04 == 0,
+            _ => false,
+        };
+        if !fits || s0 & 0x80 != 0 || len > 16384 {
+            return Detection::No;
+        }
+        if ty == 1 && hint.is_none() {
+            // Leading one-byte fields of the block, past padding and
+            // priority: indexed ones and table size updates.
+            let skip = usize::from(flags & 0x08 != 0) + if flags & 0x20 != 0 { 5 } else { 0 };
+            let block = first.get(at + 9 + skip..(at + 9 + len).min(first.len()));
+            for &b in block.unwrap_or_default() {
+                // Pseudo-header fields come first: the first static one,
+                // indexed or naming a literal, tells the side.
+                let idx = match b {
+                    0x80..=0xfe => b & 0x7f,
+                    0x20..=0x3e => continue,
+                    0x40..=0x7e => b & 0x3f,
+                    0x00..=0x0e | 0x10..=0x1e => b & 0x0f,
+                    _ => 0,
+                };
+                match idx {
+                    1..=7 => hint = Some(true),
+                    8..=14 => hint = Some(false),
+                    // A dynamic reference we cannot read: look further.
+                    62.. if b & 0x80 != 0 => continue,
+                    _ => {}
+                }
+                break;
+            }
+        }
+        frames += 1;
+        at += 9 + len;
+    }
+    match hint {
+        // Fewer than 9 bytes: a frame header's prefix (lengths within the
+        // default 16 KiB start with 0) or nothing.
+        _ if frames == 0 => match first {
+            [0] | [0, _] | [0, _, _] => Detection::NeedMore,
+            [0, _, _, ty, ..] if *ty <= 9 => Detection::NeedMore,
+            _ => Detection::No,
+        },
+        Some(request) => Detection::Match {
+            request_dir: if request { dir } else { dir.opposite() },
+            strength: Strength::Weak,
+        },
+        // Plausible frames but nothing yet says which way: wait for more
+        // only while few bytes are held.
+        None if first.len() < 1024 => Detection::NeedMore,
+        None => Detection::No,
     }
 }
 
