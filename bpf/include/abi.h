@@ -44,6 +44,12 @@ enum rt_limits {
 	RT_TLS_PENDING_SLOTS = 32,
 	/* A layout offset that is not known or not used. */
 	RT_SSL_NO_OFFSET = 0xffffffff,
+	/* Slots of the chunk table that starts a chunked data record
+	 * (RT_DATA_CHUNKS; power of two). */
+	RT_MAX_CHUNKS = 16,
+	/* Chunked records one syscall may produce; header-frame bytes
+	 * beyond them are skipped (counted in RT_STAT_H2_HEADER_LOST). */
+	RT_H2_MAX_RECORDS = 8,
 };
 
 /* What a ring-buffer record is; first byte of every record. */
@@ -95,6 +101,22 @@ enum rt_data_flags {
 	/* Ciphertext of a TLS connection whose secrets are (or will be) sent
 	 * in an RT_EV_TLS_KEYS record: userspace decrypts it. */
 	RT_DATA_CIPHER = 2,
+	/* HTTP/2 frame walk (plaintext h2c): `data` begins with a table of
+	 * RT_MAX_CHUNKS struct rt_chunk, of which the first `chunks` are
+	 * used, followed by the copied bytes of each chunk in order. The
+	 * record stands for the next `len` bytes of the syscall: the sum of
+	 * its chunks. One syscall may give several such records (same
+	 * timestamp, in order). Frame headers and the payloads of every frame
+	 * type but DATA and unknown types are copied; DATA payloads are
+	 * skipped. */
+	RT_DATA_CHUNKS = 4,
+};
+
+/* Part of a chunked data record: `copied` bytes (in the record), then
+ * `skipped` bytes moved but not captured. */
+struct rt_chunk {
+	__u32 copied;
+	__u32 skipped;
 };
 
 /* Indexes of the per-CPU counters in the `stats` map. */
@@ -131,6 +153,15 @@ enum rt_stat {
 	 * done by a syscall they cannot read arguments from (io_uring,
 	 * recvmmsg/sendmmsg, splice) */
 	RT_STAT_UNDECODED_IO,
+	/* HTTP/2 frame walk (socket hooks only). */
+	RT_STAT_H2_CONNS,		/* sockets found speaking h2c (client preface) */
+	RT_STAT_H2_FRAMES,		/* frame headers walked */
+	RT_STAT_H2_RECORDS,		/* chunked records sent */
+	RT_STAT_H2_HEADER_LOST,		/* header-frame payload bytes skipped: record limit */
+	/* A socket direction whose walk was given up (walk or iovec limit,
+	 * implausible frame header, unreadable buffer, no socket storage):
+	 * it is captured as a plain prefix from then on. */
+	RT_STAT_H2_DESYNC,
 	RT_STAT_COUNT,			/* number of counters; keep last */
 };
 
@@ -167,7 +198,8 @@ struct rt_data_event {
 	__u8 direction;		/* enum rt_direction */
 	__u8 syscall;		/* enum rt_syscall */
 	__u8 flags;		/* enum rt_data_flags */
-	__u8 _pad[5];
+	__u8 chunks;		/* RT_DATA_CHUNKS: slots of the chunk table used */
+	__u8 _pad[4];
 	struct rt_tuple tuple;
 	__u8 data[RT_MAX_CAPTURE];	/* only `captured` bytes are sent */
 };

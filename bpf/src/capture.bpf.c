@@ -110,11 +110,16 @@ struct {
 	__type(value, struct scratch_buf);
 } scratch SEC(".maps");
 
-static __always_inline void stat_inc(__u32 idx)
+static __always_inline void stat_add(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
-		*v += 1;
+		*v += n;
+}
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	stat_add(idx, 1);
 }
 
 /* Syscall argument N from the saved user registers (x86-64: rdi, rsi,
@@ -535,6 +540,351 @@ static __always_inline void send_data(struct rt_data_event *ev, __u32 got)
 		stat_inc(RT_STAT_EVENTS);
 }
 
+/* ---- HTTP/2 (h2c) frame walk ----
+ *
+ * The HPACK dynamic table breaks at the first header-block byte missing,
+ * and a prefix capture loses every HEADERS frame written after a large
+ * DATA frame. So once a socket is known to speak HTTP/2 (a syscall's
+ * bytes start with the client connection preface), each direction's
+ * frames are followed here across syscalls: frame headers and the
+ * payloads of control and header frames are copied whole, DATA payloads
+ * (and unknown frame types) are skipped. The record says which byte
+ * ranges were copied (RT_DATA_CHUNKS, abi.h); a syscall whose copied
+ * bytes do not fit in one record gives several.
+ *
+ * The walk state lives in socket-local storage: it goes with the socket
+ * (nothing to delete at close, no stale entry when the address is
+ * reused), and for the many sockets that have none the lookup is a NULL
+ * pointer test inside the helper, not a hash. Socket storage needs the
+ * trusted `struct sock` of the socket hooks: under the raw and
+ * per-syscall hooks HTTP/2 is captured as a plain prefix. */
+
+/* Frame-walk steps per syscall (a frame takes two or three: header,
+ * payload, the next iovec). Past it the direction is given up. */
+#define H2_MAX_STEPS 1024
+#define H2_TABLE (RT_MAX_CHUNKS * sizeof(struct rt_chunk))
+/* Copied bytes one chunked record holds after its table. */
+#define H2_ROOM (RT_MAX_CAPTURE - H2_TABLE)
+
+struct h2_dir {
+	__u32 frame_left;	/* payload bytes of the current frame still to come */
+	__u8 copy;		/* they are copied (else skipped) */
+	__u8 have;		/* bytes of the next frame header held in hdr */
+	__u8 lost;		/* walk given up: plain prefix capture */
+	__u8 _pad;
+	__u8 hdr[16];		/* a frame header split across syscalls (9 used) */
+};
+
+struct h2_sock {
+	struct h2_dir dir[2];	/* by enum rt_direction */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct h2_sock);
+} h2_socks SEC(".maps");
+
+struct h2_walk {
+	struct h2_dir st;	/* the direction's state, written back at the end */
+	__u64 ptr;		/* user address of the next byte of the current piece */
+	__u64 iov;		/* iovec array (0: one buffer) */
+	__u64 left;		/* bytes of the syscall not walked yet */
+	__u32 piece_left;	/* bytes left in the current buffer or iovec */
+	__u32 iov_i;
+	__u32 iov_cnt;
+	__u32 out;		/* copied bytes in the current record */
+	__u32 covered;		/* syscall bytes the current record stands for */
+	__u32 nchunks;		/* closed chunks in the current record's table */
+	__u32 copied;		/* the open chunk */
+	__u32 skipped;
+	__u32 records;		/* records sent for this syscall */
+	__u8 no_buf;		/* sendfile: nothing to read */
+	__u8 full;		/* out of records: copies become skips */
+	__u8 done;
+	__u8 _pad;
+};
+
+/* The walk state of the syscall in progress. In a map value, not on the
+ * stack: the verifier then knows nothing of it, so every step of the
+ * bpf_loop callback starts from the same verifier state (stack values it
+ * would track precisely, and never see converge). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct h2_walk);
+} h2_walks SEC(".maps");
+
+static __always_inline struct rt_data_event *h2_ev(void)
+{
+	__u32 zero = 0;
+	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
+	return buf ? &buf->ev : NULL;
+}
+
+/* Sends the current record (its open chunk closed) and starts the next. */
+static __always_inline void h2_flush(struct h2_walk *w)
+{
+	struct rt_data_event *ev = h2_ev();
+	if (!ev)
+		return;
+	struct rt_chunk *table = (struct rt_chunk *)ev->data;
+	__u32 i = w->nchunks & (RT_MAX_CHUNKS - 1);
+	if (w->copied || w->skipped || w->nchunks == 0) {
+		table[i].copied = w->copied;
+		table[i].skipped = w->skipped;
+		w->nchunks++;
+	}
+	ev->len = w->covered;
+	ev->chunks = w->nchunks;
+	__u32 captured = H2_TABLE + (w->out & (RT_MAX_CAPTURE - 1));
+	if (captured > RT_MAX_CAPTURE)
+		captured = RT_MAX_CAPTURE;
+	ev->captured = captured;
+	send_data(ev, captured);
+	stat_inc(RT_STAT_H2_RECORDS);
+	w->records++;
+	w->out = 0;
+	w->covered = 0;
+	w->nchunks = 0;
+	w->copied = 0;
+	w->skipped = 0;
+}
+
+static __always_inline void h2_skip(struct h2_walk *w, __u32 n)
+{
+	w->skipped += n;
+	w->covered += n;
+}
+
+/* Room for `n` more copied bytes (at least one; all `n` if `whole`) in
+ * the current record, flushing it if needed; 0 once the syscall's
+ * records are used up. */
+static __always_inline __u32 h2_room(struct h2_walk *w, __u32 n, bool whole)
+{
+	if (w->full)
+		return 0;
+	/* Copied after skipped bytes: a new chunk, which needs a slot. */
+	bool new_chunk = w->skipped != 0;
+	if (w->out >= H2_ROOM || (whole && H2_ROOM - w->out < n) ||
+	    (new_chunk && w->nchunks >= RT_MAX_CHUNKS - 1)) {
+		if (w->records + 1 >= RT_H2_MAX_RECORDS) {
+			w->full = 1;
+			return 0;
+		}
+		h2_flush(w);
+		new_chunk = false;
+	}
+	if (new_chunk) {
+		struct rt_data_event *ev = h2_ev();
+		if (!ev)
+			return 0;
+		struct rt_chunk *table = (struct rt_chunk *)ev->data;
+		__u32 i = w->nchunks & (RT_MAX_CHUNKS - 1);
+		table[i].copied = w->copied;
+		table[i].skipped = w->skipped;
+		w->nchunks++;
+		w->copied = 0;
+		w->skipped = 0;
+	}
+	__u32 room = H2_ROOM - w->out;
+	return n < room ? n : room;
+}
+
+/* Copies `n` bytes at the walk's position; false on a read fault. */
+static __always_inline bool h2_copy(struct h2_walk *w, __u32 n)
+{
+	struct rt_data_event *ev = h2_ev();
+	if (!ev)
+		return false;
+	__u32 off = (H2_TABLE + w->out) & (RT_MAX_CAPTURE - 1);
+	if (n == 0)
+		return true;
+	/* off and n (<= H2_ROOM) are each below RT_MAX_CAPTURE: the
+	 * scratch spill absorbs what the verifier cannot see of their sum. */
+	if (bpf_probe_read_user(&ev->data[off], n & (RT_MAX_CAPTURE - 1), (void *)w->ptr)) {
+		stat_inc(RT_STAT_READ_FAULTS);
+		return false;
+	}
+	w->out += n;
+	w->copied += n;
+	w->covered += n;
+	return true;
+}
+
+/* Moves the walk's position `n` bytes on. */
+static __always_inline void h2_advance(struct h2_walk *w, __u32 n)
+{
+	w->ptr += n;
+	w->piece_left -= n;
+	w->left -= n;
+}
+
+/* A frame header that cannot be one: the walk lost its place. Lengths
+ * that RFC 9113 fixes are checked; the reserved bit of the stream id is
+ * never set by senders. */
+static __always_inline bool h2_implausible(const __u8 *h, __u32 len)
+{
+	__u8 type = h[3];
+	if (h[5] & 0x80)
+		return true;
+	switch (type) {
+	case 0x2: /* PRIORITY */
+		return len != 5;
+	case 0x3: /* RST_STREAM */
+	case 0x8: /* WINDOW_UPDATE */
+		return len != 4;
+	case 0x4: /* SETTINGS */
+		return len % 6 != 0;
+	case 0x6: /* PING */
+		return len != 8;
+	}
+	return false;
+}
+
+/* One step of the walk: the next iovec, a frame header, or a run of
+ * payload bytes. Returns 1 to stop. */
+static long h2_step(__u32 i, void *ctx)
+{
+	__u32 zero = 0;
+	struct h2_walk *w = bpf_map_lookup_elem(&h2_walks, &zero);
+	if (!w)
+		return 1;
+
+	if (w->left == 0) {
+		w->done = 1;
+		return 1;
+	}
+	if (w->piece_left == 0) {
+		if (!w->iov || w->iov_i >= w->iov_cnt || w->iov_i >= RT_MAX_IOV)
+			return 1; /* bytes left that no buffer describes */
+		struct iovec v;
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + w->iov_i * sizeof(v))))
+			return 1;
+		w->iov_i++;
+		w->ptr = (__u64)v.iov_base;
+		w->piece_left = v.iov_len < w->left ? v.iov_len : w->left;
+		return 0;
+	}
+	__u32 avail = w->piece_left;
+	if (w->st.frame_left == 0) {
+		/* A frame header, maybe split across syscalls or iovecs. */
+		if (w->no_buf)
+			return 1;
+		__u32 have = w->st.have & 15;
+		__u32 n = 9 - (have < 9 ? have : 9);
+		if (n > avail)
+			n = avail;
+		if (n == 0 || n > 9)
+			return 1;
+		if (bpf_probe_read_user(&w->st.hdr[have], n, (void *)w->ptr))
+			return 1;
+		if (h2_room(w, n, true) == n) {
+			if (!h2_copy(w, n))
+				return 1;
+		} else {
+			stat_add(RT_STAT_H2_HEADER_LOST, n);
+			h2_skip(w, n);
+		}
+		h2_advance(w, n);
+		w->st.have = have + n;
+		if (w->st.have < 9)
+			return 0;
+		__u8 *h = w->st.hdr;
+		__u32 len = (__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2];
+		if (h2_implausible(h, len))
+			return 1;
+		stat_inc(RT_STAT_H2_FRAMES);
+		w->st.have = 0;
+		w->st.frame_left = len;
+		/* DATA (0) and unknown extension types are skipped. */
+		w->st.copy = h[3] != 0 && h[3] <= 9;
+		return 0;
+	}
+	__u32 n = w->st.frame_left < avail ? w->st.frame_left : avail;
+	if (w->st.copy && !w->no_buf) {
+		__u32 room = h2_room(w, n, false);
+		if (room == 0) {
+			stat_add(RT_STAT_H2_HEADER_LOST, n);
+			h2_skip(w, n);
+		} else {
+			n = room;
+			if (!h2_copy(w, n))
+				return 1;
+		}
+	} else {
+		if (w->st.copy)
+			stat_add(RT_STAT_H2_HEADER_LOST, n);
+		h2_skip(w, n);
+	}
+	h2_advance(w, n);
+	w->st.frame_left -= n;
+	return 0;
+}
+
+/* The `ret` bytes of syscall `sc` on an HTTP/2 socket, walked from state
+ * `st` into chunked records (the staged record's fields are set). */
+static __always_inline void h2_walk_syscall(struct pt_regs *regs, struct rt_data_event *ev, struct h2_dir *st,
+					    long ret, __u8 sc)
+{
+	__u32 zero = 0;
+	struct h2_walk *w = bpf_map_lookup_elem(&h2_walks, &zero);
+	if (!w)
+		return;
+	__builtin_memset(w, 0, sizeof(*w));
+	w->st = *st;
+	w->left = ret;
+	void *ubuf = (void *)SC_ARG2(regs);
+	switch (sc) {
+	case RT_SYS_READV:
+	case RT_SYS_WRITEV:
+		w->iov = (__u64)ubuf;
+		w->iov_cnt = SC_ARG3(regs);
+		break;
+	case RT_SYS_RECVMSG:
+	case RT_SYS_SENDMSG: {
+		struct user_msghdr msg;
+		if (bpf_probe_read_user(&msg, sizeof(msg), ubuf))
+			break;
+		w->iov = (__u64)msg.msg_iov;
+		w->iov_cnt = msg.msg_iovlen;
+		break;
+	}
+	case RT_SYS_SENDFILE:
+		w->no_buf = 1;
+		w->piece_left = ret;
+		break;
+	default:
+		w->ptr = (__u64)ubuf;
+		w->piece_left = ret;
+		break;
+	}
+	ev->flags = RT_DATA_CHUNKS;
+	bpf_loop(H2_MAX_STEPS, h2_step, NULL, 0);
+	if (!w->done) {
+		/* The rest of the syscall is one gap, and the direction is
+		 * captured as a plain prefix from now on. */
+		stat_inc(RT_STAT_H2_DESYNC);
+		h2_skip(w, (__u32)w->left);
+		w->st.lost = 1;
+	}
+	h2_flush(w);
+	*st = w->st;
+}
+
+/* The client connection preface (RFC 9113, 3.4). */
+static __always_inline bool h2_preface(const __u8 *d, __u32 got)
+{
+	if (got < 24)
+		return false;
+	const __u64 *q = (const __u64 *)d;
+	/* "PRI * HT" "TP/2.0\r\n" "\r\nSM\r\n\r\n", little-endian loads. */
+	return q[0] == 0x5448202a20495250ULL && q[1] == 0x0a0d302e322f5054ULL &&
+	       q[2] == 0x0a0d0a0d4d530a0dULL;
+}
+
 /* A ClientHello (its record and handshake headers, then the random at
  * byte 11) on a socket of a process with SSL objects over non-socket BIOs:
  * the socket is registered as carrying TLS, its SSL object found now (the
@@ -554,9 +904,10 @@ static __always_inline bool tls_hello(const __u8 *d, __u32 got, __u64 sock, __u3
 }
 
 /* A data record for `ret` bytes that syscall `sc` (arguments in `regs`)
- * moved on the TCP socket `sk`, descriptor `fd`. */
+ * moved on the TCP socket `sk`, descriptor `fd`. `h2`: `sk` is the
+ * trusted pointer of a socket hook, so HTTP/2 sockets can be walked. */
 static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk, __u32 fd, long ret,
-					   __u8 sc, __u8 dir, __u64 pid_tgid)
+					   __u8 sc, __u8 dir, __u64 pid_tgid, bool h2)
 {
 	bool cipher = false;
 	__u32 tgid = pid_tgid >> 32;
@@ -615,6 +966,17 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 			ev->queued_ns = (__u64)ticks * (1000000000ULL / CONFIG_HZ);
 	}
 	read_tuple(sk, &ev->tuple);
+	ev->chunks = 0;
+
+	/* A socket known to speak HTTP/2: its frames are walked. */
+	struct h2_sock *hs = NULL;
+	if (h2 && !cipher) {
+		hs = bpf_sk_storage_get(&h2_socks, sk, 0, 0);
+		if (hs && !hs->dir[dir & 1].lost) {
+			h2_walk_syscall(regs, ev, &hs->dir[dir & 1], ret, sc);
+			return;
+		}
+	}
 
 	/* Ciphertext to decrypt: as much as a record can hold, so that a
 	 * write of several records (a handshake flight) keeps every record
@@ -660,6 +1022,21 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 	if (sc != RT_SYS_SENDFILE && (__u64)got < (__u64)ret)
 		stat_inc(RT_STAT_TRUNCATED);
 	ev->captured = got;
+	if (h2 && !cipher && !hs && h2_preface(ev->data, got)) {
+		/* The client's first bytes: from here both directions are
+		 * walked, this syscall's first 24 bytes (the preface) copied
+		 * as if they were a frame. */
+		hs = bpf_sk_storage_get(&h2_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (hs) {
+			stat_inc(RT_STAT_H2_CONNS);
+			__builtin_memset(hs, 0, sizeof(*hs));
+			hs->dir[dir & 1].frame_left = 24;
+			hs->dir[dir & 1].copy = 1;
+			h2_walk_syscall(regs, ev, &hs->dir[dir & 1], ret, sc);
+			return;
+		}
+		stat_inc(RT_STAT_H2_DESYNC);
+	}
 	if (tls_capture && !cipher && tls_hello(ev->data, got, (__u64)sk, pid_tgid >> 32))
 		cipher = true;
 	ev->flags = cipher ? RT_DATA_CIPHER : 0;
@@ -678,7 +1055,7 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	if (!sk)
 		return;
 	remember_fd(pid_tgid, fd, sk);
-	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid);
+	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid, false);
 }
 
 /* A zeroed control record (not payload) with its header filled in, or NULL
@@ -927,7 +1304,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 		return 0;
 	}
 	__u32 fd = (__u32)SC_ARG1(regs);
-	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid);
+	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid, true);
 	return 0;
 }
 
@@ -1053,6 +1430,7 @@ static __always_inline void emit_plain(__u64 pid_tgid, struct sock_fd *sf, __u64
 	ev->direction = dir;
 	ev->syscall = sc;
 	ev->flags = RT_DATA_TLS;
+	ev->chunks = 0;
 	ev->queued_ns = 0;
 	read_tuple(sk, &ev->tuple);
 

@@ -6,11 +6,11 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ratatosk_abi::{
-    rt_close_event, rt_conn_event, rt_data_event, rt_data_flags, rt_direction, rt_event_kind,
-    rt_header, rt_listen_event, rt_proc_event, rt_tls_keys_event, rt_tls_memory_bio_event,
-    rt_tuple,
+    rt_chunk, rt_close_event, rt_conn_event, rt_data_event, rt_data_flags, rt_direction,
+    rt_event_kind, rt_header, rt_listen_event, rt_proc_event, rt_tls_keys_event,
+    rt_tls_memory_bio_event, rt_tuple,
 };
-use ratatosk_protocols::parse::Direction;
+use ratatosk_protocols::parse::{Direction, Segment};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -196,7 +196,85 @@ pub struct Data<'a> {
     /// TLS ciphertext to decrypt with the connection's `TlsKeys`.
     pub cipher: bool,
     pub tuple: RawTuple,
+    /// Captured bytes: a prefix of the `len` moved, or, when `chunks` is
+    /// not empty, the copied parts of each chunk one after the other.
     pub payload: &'a [u8],
+    /// HTTP/2 frame walk (`RT_DATA_CHUNKS`): the record stands for `len`
+    /// bytes of the syscall made of these parts, each copied bytes then
+    /// skipped ones. Checked at decode: their sums are `payload.len()`
+    /// and `len`. Empty for a plain record.
+    pub chunks: Chunks<'a>,
+}
+
+/// The chunk table of a walked HTTP/2 record: `rt_chunk` entries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Chunks<'a>(&'a [u8]);
+
+const CHUNK_SIZE: usize = size_of::<rt_chunk>();
+const MAX_CHUNKS: usize = ratatosk_abi::rt_limits::RT_MAX_CHUNKS as usize;
+/// Bytes of the table that starts a chunked record's data.
+const CHUNK_TABLE: usize = MAX_CHUNKS * CHUNK_SIZE;
+
+impl<'a> Chunks<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (copied, skipped) of each part, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + 'a {
+        self.0.chunks_exact(CHUNK_SIZE).map(|c| {
+            (
+                u32_at(c, offset_of!(rt_chunk, copied)),
+                u32_at(c, offset_of!(rt_chunk, skipped)),
+            )
+        })
+    }
+}
+
+impl<'a> Data<'a> {
+    /// The record as parser input, in stream order: one segment per
+    /// chunk (its copied bytes, then a gap of its skipped ones), or the
+    /// captured prefix and the gap after it.
+    pub fn segments(&self) -> impl Iterator<Item = Segment<'a>> + 'a {
+        let ts_ns = self.hdr.ts_ns;
+        let payload = self.payload;
+        let plain = self.chunks.is_empty().then_some(Segment {
+            ts_ns,
+            data: payload,
+            len: self.len,
+        });
+        let mut at = 0usize;
+        let walked = self.chunks.iter().map(move |(copied, skipped)| {
+            let data = payload.get(at..at + copied as usize).unwrap_or(&[]);
+            at += copied as usize;
+            Segment {
+                ts_ns,
+                data,
+                len: u64::from(copied) + u64::from(skipped),
+            }
+        });
+        plain.into_iter().chain(walked)
+    }
+}
+
+/// Splits a chunked record's data into its table and the copied bytes,
+/// checking that they agree with each other and with `len`.
+fn chunked(data: &[u8], n: usize, len: u64) -> Option<(Chunks<'_>, &[u8])> {
+    if n == 0 || n > MAX_CHUNKS {
+        return None;
+    }
+    let table = data.get(..n * CHUNK_SIZE)?;
+    let bytes = data.get(CHUNK_TABLE..)?;
+    let chunks = Chunks(table);
+    let (copied, moved) = chunks
+        .iter()
+        .fold((0u64, 0u64), |(c, m), (copied, skipped)| {
+            (
+                c + u64::from(copied),
+                m + u64::from(copied) + u64::from(skipped),
+            )
+        });
+    (copied == bytes.len() as u64 && moved == len).then_some((chunks, bytes))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -209,6 +287,8 @@ pub enum DecodeError {
     Short { kind: u8, len: usize },
     #[error("data record claims {captured} captured bytes but carries {carried}")]
     BadCapture { captured: usize, carried: usize },
+    #[error("chunked data record whose chunk table does not match its bytes")]
+    BadChunks,
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
@@ -306,6 +386,14 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
                 captured,
                 carried: b.len() - data_off,
             })?;
+        let flags = u8_at(b, offset_of!(rt_data_event, flags));
+        let len = u64_at(b, offset_of!(rt_data_event, len));
+        let (chunks, payload) = if flags & rt_data_flags::RT_DATA_CHUNKS as u8 != 0 {
+            let n = u8_at(b, offset_of!(rt_data_event, chunks)) as usize;
+            chunked(payload, n, len).ok_or(DecodeError::BadChunks)?
+        } else {
+            (Chunks::default(), payload)
+        };
         let direction = if u8_at(b, offset_of!(rt_data_event, direction))
             == rt_direction::RT_DIR_EGRESS as u8
         {
@@ -316,16 +404,15 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
         return Ok(Record::Data(Data {
             hdr: header(b),
             sock_id: u64_at(b, offset_of!(rt_data_event, sock_id)),
-            len: u64_at(b, offset_of!(rt_data_event, len)).max(captured as u64),
+            len: len.max(payload.len() as u64),
             queued_ns: u64_at(b, offset_of!(rt_data_event, queued_ns)),
             fd: u32_at(b, offset_of!(rt_data_event, fd)),
             direction,
-            tls: u8_at(b, offset_of!(rt_data_event, flags)) & rt_data_flags::RT_DATA_TLS as u8 != 0,
-            cipher: u8_at(b, offset_of!(rt_data_event, flags))
-                & rt_data_flags::RT_DATA_CIPHER as u8
-                != 0,
+            tls: flags & rt_data_flags::RT_DATA_TLS as u8 != 0,
+            cipher: flags & rt_data_flags::RT_DATA_CIPHER as u8 != 0,
             tuple: RawTuple::from_record(b, offset_of!(rt_data_event, tuple)),
             payload,
+            chunks,
         }));
     }
     if k(rt_event_kind::RT_EV_CONN_OPEN) {
@@ -543,6 +630,114 @@ mod tests {
                 std::fs::write(format!("{dir}/{name}"), s).unwrap();
             }
         }
+    }
+
+    /// A chunked record as the kernel's HTTP/2 walk writes it: the chunk
+    /// table, then the copied bytes.
+    fn chunked_record(chunks: &[(u32, u32)], copied: &[u8], len: u64) -> Vec<u8> {
+        let off = offset_of!(rt_data_event, data);
+        let mut b = vec![0u8; off + CHUNK_TABLE + copied.len()];
+        b[0] = rt_event_kind::RT_EV_DATA as u8;
+        put(&mut b, offset_of!(rt_header, ts_ns), 9u64.to_ne_bytes());
+        put(&mut b, offset_of!(rt_data_event, len), len.to_ne_bytes());
+        put(
+            &mut b,
+            offset_of!(rt_data_event, captured),
+            ((CHUNK_TABLE + copied.len()) as u32).to_ne_bytes(),
+        );
+        b[offset_of!(rt_data_event, flags)] = rt_data_flags::RT_DATA_CHUNKS as u8;
+        b[offset_of!(rt_data_event, chunks)] = chunks.len() as u8;
+        for (i, (c, s)) in chunks.iter().enumerate() {
+            let at = off + i * CHUNK_SIZE;
+            put(&mut b, at + offset_of!(rt_chunk, copied), c.to_ne_bytes());
+            put(&mut b, at + offset_of!(rt_chunk, skipped), s.to_ne_bytes());
+        }
+        b[off + CHUNK_TABLE..].copy_from_slice(copied);
+        b
+    }
+
+    /// A write of a HEADERS frame, a DATA frame whose payload the kernel
+    /// skipped, then another HEADERS frame: two segments, each copied
+    /// bytes then a gap, in stream order and with the syscall's time.
+    #[test]
+    fn chunked_record_becomes_consecutive_segments() {
+        let headers = [0, 0, 3, 1, 4, 0, 0, 0, 1, 0x82, 0x86, 0x84];
+        let data_hdr = [0, 0x40, 0, 0, 0, 0, 0, 0, 1];
+        let headers3 = [0, 0, 1, 1, 4, 0, 0, 0, 3, 0x88];
+        let copied = [&headers[..], &data_hdr, &headers3].concat();
+        let b = chunked_record(
+            &[(21, 16384), (10, 0)],
+            &copied,
+            (copied.len() + 16384) as u64,
+        );
+        let Record::Data(d) = decode(&b).unwrap() else {
+            panic!("not data")
+        };
+        let segs: Vec<_> = d.segments().collect();
+        assert_eq!(segs.len(), 2);
+        assert_eq!(segs[0].data, &copied[..21]);
+        assert_eq!(segs[0].gap(), 16384);
+        assert_eq!(segs[1].data, &headers3);
+        assert_eq!(segs[1].gap(), 0);
+        assert!(segs.iter().all(|s| s.ts_ns == 9));
+        assert_eq!(
+            segs.iter().map(|s| s.len).sum::<u64>(),
+            d.len,
+            "the segments stand for the record's bytes exactly"
+        );
+
+        // A plain record is one segment: its prefix and the gap after it.
+        let plain = chunked_record(&[], b"", 0);
+        let mut plain = plain[..offset_of!(rt_data_event, data)].to_vec();
+        plain[offset_of!(rt_data_event, flags)] = 0;
+        put(
+            &mut plain,
+            offset_of!(rt_data_event, captured),
+            0u32.to_ne_bytes(),
+        );
+        put(
+            &mut plain,
+            offset_of!(rt_data_event, len),
+            77u64.to_ne_bytes(),
+        );
+        let Record::Data(d) = decode(&plain).unwrap() else {
+            panic!("not data")
+        };
+        let segs: Vec<_> = d.segments().collect();
+        assert_eq!(segs.len(), 1);
+        assert_eq!((segs[0].data.len(), segs[0].len), (0, 77));
+    }
+
+    /// A table that does not add up to the record is refused, not
+    /// guessed at.
+    #[test]
+    fn chunk_tables_that_disagree_are_refused() {
+        let bytes = [1u8; 10];
+        // Copied sum 9 for 10 bytes carried.
+        let b = chunked_record(&[(9, 5)], &bytes, 15);
+        assert_eq!(decode(&b).unwrap_err(), DecodeError::BadChunks);
+        // Moved sum 15 for a record of 16.
+        let b = chunked_record(&[(10, 5)], &bytes, 16);
+        assert_eq!(decode(&b).unwrap_err(), DecodeError::BadChunks);
+        // More chunks than the table holds, or none.
+        let mut b = chunked_record(&[(10, 5)], &bytes, 15);
+        b[offset_of!(rt_data_event, chunks)] = (MAX_CHUNKS + 1) as u8;
+        assert_eq!(decode(&b).unwrap_err(), DecodeError::BadChunks);
+        b[offset_of!(rt_data_event, chunks)] = 0;
+        assert_eq!(decode(&b).unwrap_err(), DecodeError::BadChunks);
+        // Shorter than its table.
+        let b = chunked_record(&[(10, 5)], &bytes, 15);
+        let short = &b[..offset_of!(rt_data_event, data) + 8];
+        let mut short = short.to_vec();
+        put(
+            &mut short,
+            offset_of!(rt_data_event, captured),
+            8u32.to_ne_bytes(),
+        );
+        assert_eq!(decode(&short).unwrap_err(), DecodeError::BadChunks);
+        // The good one.
+        let b = chunked_record(&[(10, 5)], &bytes, 15);
+        assert!(decode(&b).is_ok());
     }
 
     #[test]

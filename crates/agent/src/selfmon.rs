@@ -76,6 +76,15 @@ pub struct SelfMetrics {
     /// Socket I/O of traced processes the socket hooks could not decode
     /// (io_uring, recvmmsg/sendmmsg, splice): not reported.
     pub capture_undecoded_io: Counter,
+    /// HTTP/2 frame walk in the kernel (h2c): sockets found by their
+    /// client preface, frame headers walked, chunked records, header
+    /// block bytes skipped for lack of record space, and socket
+    /// directions whose walk was given up (captured as a prefix after).
+    pub capture_h2_connections: Counter,
+    pub capture_h2_frames: Counter,
+    pub capture_h2_records: Counter,
+    pub capture_h2_header_bytes_lost: Counter,
+    pub capture_h2_desync: Counter,
     /// Records the reader consumed, by kind.
     pub reader_records: Family<KindLabel, Counter>,
     /// Records the reader could not decode.
@@ -170,6 +179,31 @@ impl SelfMetrics {
             "ratatosk_capture_undecoded_io",
             "Socket reads/writes of traced processes not reported: done by a syscall the socket hooks cannot decode (io_uring, recvmmsg/sendmmsg, splice)",
             self.capture_undecoded_io.clone(),
+        );
+        r.register(
+            "ratatosk_capture_h2_connections",
+            "Sockets the kernel found speaking cleartext HTTP/2 (client preface): their frames are walked",
+            self.capture_h2_connections.clone(),
+        );
+        r.register(
+            "ratatosk_capture_h2_frames",
+            "HTTP/2 frame headers walked in the kernel",
+            self.capture_h2_frames.clone(),
+        );
+        r.register(
+            "ratatosk_capture_h2_records",
+            "Records of walked HTTP/2 syscalls (header frames copied whole, DATA payloads skipped)",
+            self.capture_h2_records.clone(),
+        );
+        r.register(
+            "ratatosk_capture_h2_header_bytes_lost",
+            "HTTP/2 header-frame payload bytes not copied: more than one syscall's records hold",
+            self.capture_h2_header_bytes_lost.clone(),
+        );
+        r.register(
+            "ratatosk_capture_h2_desync",
+            "HTTP/2 socket directions whose frame walk was given up (walk or iovec limit, implausible frame header, unreadable buffer): a prefix is captured after",
+            self.capture_h2_desync.clone(),
         );
         r.register(
             "ratatosk_targets_full",
@@ -349,6 +383,16 @@ impl SelfMetrics {
             .inc_by(d(now.targets_full, last.targets_full));
         self.capture_undecoded_io
             .inc_by(d(now.undecoded_io, last.undecoded_io));
+        self.capture_h2_connections
+            .inc_by(d(now.h2_conns, last.h2_conns));
+        self.capture_h2_frames
+            .inc_by(d(now.h2_frames, last.h2_frames));
+        self.capture_h2_records
+            .inc_by(d(now.h2_records, last.h2_records));
+        self.capture_h2_header_bytes_lost
+            .inc_by(d(now.h2_header_lost, last.h2_header_lost));
+        self.capture_h2_desync
+            .inc_by(d(now.h2_desync, last.h2_desync));
         for (i, (probe, entry)) in ratatosk_bpf::UPROBES.iter().enumerate() {
             let n = d(
                 now.uprobe_hits.get(i).copied().unwrap_or(0),

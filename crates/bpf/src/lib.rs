@@ -576,6 +576,14 @@ pub struct BpfStats {
     pub tls_hello_unmatched: u64,
     /// Socket I/O the socket hooks could not decode (io_uring, mmsg).
     pub undecoded_io: u64,
+    /// HTTP/2 frame walk: sockets found speaking h2c, frame headers
+    /// walked, chunked records sent, header-frame payload bytes skipped
+    /// for lack of record space, socket directions given up.
+    pub h2_conns: u64,
+    pub h2_frames: u64,
+    pub h2_records: u64,
+    pub h2_header_lost: u64,
+    pub h2_desync: u64,
 }
 
 /// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
@@ -642,6 +650,11 @@ impl Counters {
             tls_not_socket_bio: get(rt_stat::RT_STAT_TLS_NOT_SOCKET_BIO)?,
             tls_hello_unmatched: get(rt_stat::RT_STAT_TLS_HELLO_UNMATCHED)?,
             undecoded_io: get(rt_stat::RT_STAT_UNDECODED_IO)?,
+            h2_conns: get(rt_stat::RT_STAT_H2_CONNS)?,
+            h2_frames: get(rt_stat::RT_STAT_H2_FRAMES)?,
+            h2_records: get(rt_stat::RT_STAT_H2_RECORDS)?,
+            h2_header_lost: get(rt_stat::RT_STAT_H2_HEADER_LOST)?,
+            h2_desync: get(rt_stat::RT_STAT_H2_DESYNC)?,
         })
     }
 }

@@ -516,12 +516,12 @@ fn feed_record(ctx: &mut Ctx<'_>, conn: &mut Conn, d: &Data<'_>, plain: &mut tls
         conn.tls = true;
         restart_detection(conn, ctx.metrics);
     }
-    let seg = Segment {
-        ts_ns: d.hdr.ts_ns,
-        data: d.payload,
-        len: d.len,
-    };
-    feed_plain(ctx, conn, d.direction, seg, d.queued_ns);
+    // An HTTP/2 record the kernel walked is several segments (copied
+    // frame headers and header blocks, each followed by the DATA payload
+    // it skipped), all of the same syscall.
+    for seg in d.segments() {
+        feed_plain(ctx, conn, d.direction, seg, d.queued_ns);
+    }
 }
 
 /// Parses the plaintext that decryption produced (held in `plain`).
@@ -788,6 +788,7 @@ mod tests {
             cipher: false,
             tuple: tuple().into(),
             payload,
+            chunks: Default::default(),
         }
     }
 
