@@ -38,7 +38,7 @@ fi
 # ---------------------------------------------------------------- PyPI
 # Versions pinned so the SDK's overhead is comparable between runs.
 PIP_PACKAGES=(
-    flask==3.1.3 gunicorn==27.0.1 matplotlib==3.11.2 rotel==0.0.1a15
+    flask==3.1.3 gunicorn==27.0.1 matplotlib==3.11.2 rotel==0.0.1a15 grpcio==1.76.0
     opentelemetry-distro==0.66b1 opentelemetry-instrumentation==0.66b1 opentelemetry-exporter-otlp==1.45.1
 )
 if [[ ! -x $VENV/bin/python ]]; then

@@ -4,7 +4,7 @@
 # cargo-fuzz (installed from crates.io if missing). Fails on any crash.
 set -euo pipefail
 cd "$(dirname "$0")"
-# 10 targets x 10 s: the smoke run stays under two minutes of fuzzing
+# 15 targets x 10 s: the smoke run stays under three minutes of fuzzing
 # (plus the build); long runs are by hand (README.md).
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-10}
 

@@ -3,7 +3,7 @@
 # (see ../shared/lab.md): Debian packages, nothing started here.
 set -euo pipefail
 
-pkgs=(nginx wrk curl python3 bpftool prometheus openssl libnss3
+pkgs=(nginx wrk curl python3 bpftool prometheus openssl libnss3 nghttp2-client
       postgresql postgresql-contrib mariadb-server mariadb-client redis-server redis-tools)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -12,6 +12,7 @@ done
 # Node and a JDK ship with these machines; on a bare Debian take the
 # distribution's.
 command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 command -v java >/dev/null || missing+=(openjdk-17-jdk-headless)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
@@ -19,7 +20,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for t in nginx wrk curl python3 node java setpriv prometheus pgbench mariadbd mariadb-install-db redis-server redis-benchmark; do
+for t in nginx wrk curl h2load python3 node npm java setpriv prometheus pgbench mariadbd mariadb-install-db redis-server redis-benchmark; do
     command -v "$t" >/dev/null || { echo "lab: $t is still missing" >&2; exit 1; }
 done
 
@@ -68,4 +69,26 @@ ls "$LAB"/lib/python3*/site-packages/rotel/rotel-agent >/dev/null
 if ! "$LAB/bin/python" -c 'import psycopg, pymysql, mysql.connector, redis' 2>/dev/null; then
     echo "lab: installing database clients into $LAB" >&2
     "$LAB/bin/pip" install -q 'psycopg[binary]' pymysql mysql-connector-python redis
+fi
+
+# gRPC for the HTTP/2 tests: Python grpcio (server, client, stub
+# generator) and Node's @grpc/grpc-js, both as services use them; hypercorn
+# (an ASGI server that accepts `Upgrade: h2c`).
+if ! "$LAB/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null || [ ! -x "$LAB/bin/hypercorn" ]; then
+    echo "lab: installing grpcio, grpcio-tools and hypercorn into $LAB" >&2
+    "$LAB/bin/pip" install -q grpcio grpcio-tools hypercorn
+fi
+if [ ! -d "$LAB/node/node_modules/@grpc/grpc-js" ] || [ ! -d "$LAB/node/node_modules/@grpc/proto-loader" ]; then
+    echo "lab: installing @grpc/grpc-js into $LAB/node" >&2
+    mkdir -p "$LAB/node"
+    npm install --silent --no-audit --no-fund --prefix "$LAB/node" @grpc/grpc-js @grpc/proto-loader >/dev/null
+fi
+
+# An application under the OpenTelemetry SDK (the trace-join tests): Flask
+# and requests, auto-instrumented, exporting OTLP.
+if ! "$LAB/bin/python" -c 'import flask, requests, opentelemetry.instrumentation.flask, opentelemetry.instrumentation.requests, opentelemetry.exporter.otlp' 2>/dev/null; then
+    echo "lab: installing the OpenTelemetry SDK and Flask into $LAB" >&2
+    "$LAB/bin/pip" install -q flask==3.1.3 requests opentelemetry-distro==0.66b1 \
+        opentelemetry-instrumentation==0.66b1 opentelemetry-exporter-otlp==1.45.1 \
+        opentelemetry-instrumentation-flask==0.66b1 opentelemetry-instrumentation-requests==0.66b1
 fi

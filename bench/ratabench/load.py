@@ -88,14 +88,15 @@ def run_wrk(url: str, opts: argparse.Namespace, duration: int, env: dict[str, st
 
 
 def run_h2load(url: str, opts: argparse.Namespace, duration: int, h1: bool = False,
-               rate: float | None = None) -> LoadResult:
+               rate: float | None = None, extra: tuple[str, ...] = ()) -> LoadResult:
     """h2load, closed loop (one request in flight per connection) or, with
     `rate`, at a fixed total request rate (--rps is per connection; h2load
     catches up on missed ticks, so the rate is exact while the server keeps
-    up). Percentiles from its per-request log (microsecond resolution)."""
+    up). Percentiles from its per-request log (microsecond resolution).
+    `extra`: more h2load arguments (headers, a request body)."""
     log = Path(tempfile.mkstemp(prefix="h2load-", suffix=".log", dir=SCRATCH)[1])
     cmd = ["h2load", *(["--h1"] if h1 else []), "-c", str(opts.connections), "-t", str(opts.threads),
-           "-m", "1", "-D", str(duration), "--log-file", str(log), url]
+           "-m", "1", "-D", str(duration), "--log-file", str(log), *extra, url]
     if rate:
         cmd[1:1] = ["--rps", f"{rate / opts.connections:g}"]
     try:
@@ -178,3 +179,20 @@ def run_sysbench_point_select(port: int, opts: argparse.Namespace, duration: int
     return LoadResult(rps=float(find(r"^\s+queries:\s+\d+\s+\(([\d.]+) per sec", out, "sysbench").group(1)),
                       requests=int(find(r"^\s+queries:\s+(\d+)", out, "sysbench").group(1)),
                       p50_us=pct(0.50), p99_us=pct(0.99), errors=errors, cmd=" ".join(cmd))
+
+
+def grpc_request_body() -> Path:
+    """One gRPC message (uncompressed flag, 4-byte length, payload): the
+    request body h2load sends for a unary call."""
+    payload = b"world"
+    body = Path(SCRATCH) / "grpc-request.bin"
+    body.write_bytes(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+    return body
+
+
+def run_grpc_h2load(port: int, opts: argparse.Namespace, duration: int) -> LoadResult:
+    """h2load making unary gRPC calls (POST with the gRPC headers and one
+    message), closed loop, one call in flight per connection."""
+    body = grpc_request_body()
+    return run_h2load(f"http://127.0.0.1:{port}/helloworld.Greeter/SayHello", opts, duration,
+                      extra=("-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers"))

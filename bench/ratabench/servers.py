@@ -314,3 +314,15 @@ def start_postgres(tmp: Path) -> Server:
                 120, "pgbench -i")
         return Server(Target(port, proc), [proc])
     return started([proc], up)
+
+
+def start_grpc(tmp: Path, opts: argparse.Namespace) -> Server:
+    """bench/apps/grpc_server.py (grpcio, unary SayHello) in the bench venv."""
+    port = free_port()
+    proc = spawn([str(opts.venv / "bin/python"), str(BENCH / "apps/grpc_server.py"), str(port)], tmp / "grpc.log")
+
+    def up() -> Server:
+        wait_until(lambda: tcp_up(port), 30, "the gRPC server did not start", lambda: proc.poll() is None,
+                   lambda: log_tail(tmp / "grpc.log"))
+        return Server(Target(port, proc), [proc])
+    return started([proc], up)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .load import (LoadResult, private_libssl_env, run_h2load, run_pgbench, run_redis_benchmark,
-                   run_sysbench_point_select, run_wrk)
-from .servers import (Server, start_flask, start_mariadb, start_nginx, start_node_tls, start_postgres, start_redis,
-                      with_collector)
+from .load import (LoadResult, private_libssl_env, run_grpc_h2load, run_h2load, run_pgbench,
+                   run_redis_benchmark, run_sysbench_point_select, run_wrk)
+from .servers import (Server, start_flask, start_grpc, start_mariadb, start_nginx, start_node_tls, start_postgres,
+                      start_redis, with_collector)
 
 
 @dataclass
@@ -87,4 +87,7 @@ WORKLOADS = {w.name: w for w in [
     Workload("nginx-h2c", "nginx, cleartext HTTP/2 (prior knowledge), h2load closed loop, 1 stream per connection",
              ["nginx", "h2load"], lambda tmp, o: start_nginx(tmp, "h2c"),
              lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d), unparsed="HTTP/2"),
+    Workload("grpc", "Python grpcio server, unary helloworld.Greeter/SayHello, h2load making gRPC calls "
+             "(one in flight per connection)", ["h2load"], start_grpc, run_grpc_h2load,
+             kinds=("hooks-only", "ratatosk")),
 ]}

@@ -250,7 +250,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         discovery,
         Tracker::new(
             config.max_connections,
-            Limits::default(),
+            Limits {
+                raw_sql: config.raw_db_query_text,
+                ..Limits::default()
+            },
             self_metrics.clone(),
         ),
         SpanBuilder::new(clock.clone(), config.sampler.clone()),

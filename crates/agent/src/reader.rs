@@ -99,6 +99,8 @@ pub struct Reader {
     no_route: Arc<str>,
     /// The database family's cap on metric labels, as `routes` for HTTP.
     db_names: DbNames,
+    /// The same cap for RPC methods (a client can send any `:path`).
+    rpc_names: DbNames,
     finished: Vec<Finished>,
     /// Parents outgoing calls and joins local calls (None: context
     /// propagation disabled).
@@ -134,6 +136,7 @@ impl Reader {
             spans,
             no_route: Arc::from(""),
             db_names: DbNames::new(routes.max_routes()),
+            rpc_names: DbNames::new(routes.max_routes()),
             routes,
             finished: Vec::new(),
             linker: None,
@@ -209,6 +212,19 @@ impl Reader {
                         operation,
                         collection,
                     }
+                }
+                Detail::Rpc(r) => {
+                    let name = if r.method.is_empty() {
+                        r.system.as_str()
+                    } else {
+                        &r.method
+                    };
+                    let (method, _, folded) =
+                        self.rpc_names.pair(&process.service_name, name, None);
+                    if folded {
+                        self.metrics.routes_folded.inc();
+                    }
+                    Named::Rpc { method }
                 }
             };
             let origin = Origin {

@@ -525,3 +525,127 @@ fn outside_backquotes(text: &str) -> Option<String> {
     }
     (!inside).then_some(out)
 }
+
+/// `http2_frames`: the HTTP/2 parser over segments in the `http1_conn`
+/// format (bit 0x40 of the first limit byte: requests are egress; a short
+/// target limit also caps kept values; bit 0x20 of the second: at most 2
+/// open streams). Checks operation invariants, that a closed parser stays
+/// quiet and, when nothing was lost, that one-byte reads change nothing.
+pub fn http2_frames(input: &[u8]) {
+    use crate::op::{Detail, Outcome};
+    use crate::parser::{Limits as ParserLimits, Output, Protocol};
+
+    let (http_limits, segs) = decode_conn_input(input);
+    let request_dir = if input.first().is_some_and(|b| b & 0x40 != 0) {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
+    let mut limits = ParserLimits {
+        max_head_bytes: http_limits.max_head_bytes,
+        max_target_len: http_limits.max_target_len,
+        ..ParserLimits::default()
+    };
+    if input.get(1).is_some_and(|b| b & 0x20 != 0) {
+        limits.max_streams = 2;
+        limits.max_header_table_size = 100;
+    }
+    let run = |segs: &[FuzzSegment<'_>]| {
+        let mut p = crate::http2::HTTP2.parser(request_dir, &limits);
+        let mut out = Output::default();
+        for s in segs {
+            p.on_data(s.dir, Segment::truncated(s.ts_ns, s.data, s.len), &mut out);
+        }
+        let end = segs.last().map_or(1, |s| s.ts_ns + 1);
+        p.on_close(end, &mut out);
+        (out, p, end)
+    };
+    let (out, mut p, end) = run(&segs);
+    for op in &out.ops {
+        assert!(op.request_start_ns >= 1 && op.request_start_ns <= op.request_end_ns);
+        assert!(op.request_end_ns <= end);
+        match op.outcome {
+            Outcome::NoResponse => assert_eq!((op.response_start_ns, op.response_end_ns), (0, 0)),
+            Outcome::Complete | Outcome::ResponseTruncated => {
+                assert!(op.response_start_ns <= op.response_end_ns);
+                assert!(op.response_end_ns <= end);
+            }
+        }
+        match &op.detail {
+            Detail::Http(d) => {
+                assert!(d.target.len() <= limits.max_target_len);
+                assert_eq!(d.protocol_version, "2");
+            }
+            Detail::Rpc(d) => assert!(d.method.len() <= limits.max_target_len),
+            Detail::Db(_) => unreachable!("HTTP/2 gives HTTP or RPC operations"),
+        }
+    }
+    let mut more = Output::default();
+    p.on_data(
+        request_dir,
+        Segment::new(end, crate::http2::PREFACE),
+        &mut more,
+    );
+    p.on_close(end, &mut more);
+    assert!(more.is_empty());
+
+    if out.losses.is_empty() {
+        let split = one_byte_reads(&segs);
+        let (out_split, _, _) = run(&split);
+        assert_eq!(out.ops, out_split.ops);
+        assert!(out_split.losses.is_empty());
+    }
+}
+
+/// `hpack`: header blocks through one decoder (first byte: table cap and
+/// value limit; then blocks, each prefixed by its length byte). The table
+/// never exceeds its maximum, a decoder that keeps everything agrees with
+/// the lean one on every kept field, and a failed block leaves a usable
+/// decoder.
+pub fn hpack(input: &[u8]) {
+    use crate::http2::hpack::{Decoder, Name};
+
+    let sel = input.first().copied().unwrap_or(0);
+    let cap = 64 + usize::from(sel & 0x0f) * 512;
+    let keep = 1 + usize::from(sel >> 4) * 8;
+    let complete = sel & 0x80 == 0;
+    let mut lean = Decoder::new(cap, keep, complete);
+    let mut full = Decoder::new(cap, keep, complete);
+    full.keep_all();
+    let mut rest = input.get(1..).unwrap_or_default();
+    while let Some((&n, tail)) = rest.split_first() {
+        let n = usize::from(n).min(tail.len());
+        let (block, after) = tail.split_at(n);
+        rest = after;
+        let mut a: Vec<(Name, Vec<u8>)> = Vec::new();
+        let mut b: Vec<(Name, Vec<u8>)> = Vec::new();
+        let ra = lean.decode(block, |name, _, v| {
+            // Static-table values (at most 13 bytes) come whole.
+            assert!(name == Name::Other || name == Name::Unknown || v.len() <= keep.max(13));
+            a.push((name, v.to_vec()));
+        });
+        let rb = full.decode(block, |name, raw, v| {
+            if name == Name::Unknown {
+                assert!(raw.is_empty() && v.is_empty());
+            }
+            b.push((name, v.to_vec()));
+        });
+        assert_eq!(ra, rb);
+        assert_eq!(a.len(), b.len());
+        for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+            assert_eq!(na, nb);
+            if !matches!(na, Name::Other | Name::Unknown) {
+                assert!(vb.starts_with(va));
+            }
+        }
+        for d in [&lean, &full] {
+            assert!(d.table_size() <= d.max_table_size());
+            assert!(d.max_table_size() <= cap);
+        }
+        assert_eq!(lean.table_len(), full.table_len());
+        if ra.is_err() {
+            lean.lose_context();
+            full.lose_context();
+        }
+    }
+}

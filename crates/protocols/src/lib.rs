@@ -14,6 +14,7 @@
 )]
 
 pub mod http1;
+pub mod http2;
 pub mod mysql;
 pub mod op;
 pub mod parse;

@@ -41,6 +41,14 @@ pub struct Operation {
     /// W3C trace context the request carried, when the protocol has a
     /// place for it.
     pub traceparent: Option<TraceParent>,
+    /// Some fields could not be decoded (bytes lost to the capture, or the
+    /// capture began mid-connection): what is present was decoded, nothing
+    /// was guessed, and the absent fields stay empty.
+    pub partial: bool,
+    /// Why the operation ended without its normal end, when the protocol
+    /// said so (an HTTP/2 `RST_STREAM` or `GOAWAY` error code name such as
+    /// `CANCEL`): the span's `error.type`.
+    pub abort: Option<&'static str>,
     pub detail: Detail,
 }
 
@@ -62,9 +70,10 @@ impl Operation {
 pub enum Detail {
     Http(HttpDetail),
     Db(DbDetail),
+    Rpc(RpcDetail),
 }
 
-/// An HTTP request and response (HTTP/1.x; HTTP/2 streams later).
+/// An HTTP request and response: an HTTP/1.x exchange or one HTTP/2 stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpDetail {
     pub method: CompactString,
@@ -153,4 +162,81 @@ impl DbDetail {
     pub fn is_error(&self) -> bool {
         self.status_code.is_some()
     }
+}
+
+/// The RPC framework of an [`RpcDetail`]: OpenTelemetry's `rpc.system.name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RpcSystem {
+    Grpc,
+}
+
+impl RpcSystem {
+    /// The `rpc.system.name` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RpcSystem::Grpc => "grpc",
+        }
+    }
+}
+
+/// One remote procedure call: a gRPC call is one HTTP/2 stream, unary or
+/// streaming, from its first HEADERS to the end of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcDetail {
+    pub system: RpcSystem,
+    /// `package.Service/Method`: the `:path` without its leading `/`, cut at
+    /// the target length limit; empty when the header block was lost.
+    pub method: CompactString,
+    /// gRPC status code (`grpc-status` of the trailers, or of a
+    /// trailers-only response); `None` when the call ended without one.
+    pub status: Option<u32>,
+    /// `:authority` of the request.
+    pub authority: Option<CompactString>,
+    pub user_agent: Option<CompactString>,
+    /// HTTP status of the response headers; 0 when none was seen.
+    pub http_status: u16,
+    /// DATA payload bytes each way (length-prefixed messages included).
+    pub request_body_size: u64,
+    pub response_body_size: u64,
+}
+
+impl RpcDetail {
+    /// A gRPC call with nothing known yet.
+    pub fn grpc() -> Self {
+        RpcDetail {
+            system: RpcSystem::Grpc,
+            method: CompactString::default(),
+            status: None,
+            authority: None,
+            user_agent: None,
+            http_status: 0,
+            request_body_size: 0,
+            response_body_size: 0,
+        }
+    }
+}
+
+/// gRPC status code names (`OK`, `NOT_FOUND`…), the values of
+/// `rpc.response.status_code`; `None` outside 0..=16.
+pub fn grpc_status_name(code: u32) -> Option<&'static str> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(usize::try_from(code).ok()?).copied()
 }

@@ -26,6 +26,16 @@ pub struct Limits {
     pub max_query_len: usize,
     /// Prepared statements remembered per connection (name or id → text).
     pub max_statements: usize,
+    /// SQL text as sent, literals included, instead of sanitized (the
+    /// user's opt-in). Statements that set a password stay sanitized,
+    /// and Redis commands always are (their values are never held).
+    pub raw_sql: bool,
+    /// HTTP/2 streams open at once per connection; beyond, the oldest is
+    /// emitted unfinished (counted as `stream_table_full`).
+    pub max_streams: usize,
+    /// Largest HPACK dynamic table kept per direction, whatever the peer
+    /// advertised (`SETTINGS_HEADER_TABLE_SIZE`).
+    pub max_header_table_size: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +46,9 @@ impl Default for Limits {
             max_target_len: 2048,
             max_query_len: 4096,
             max_statements: 256,
+            raw_sql: false,
+            max_streams: 128,
+            max_header_table_size: 64 * 1024,
         }
     }
 }

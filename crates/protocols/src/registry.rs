@@ -8,6 +8,7 @@ use crate::parser::{Detection, Protocol, Strength};
 /// when ports do not decide. Adding a protocol: one line here.
 pub static PROTOCOLS: &[&dyn Protocol] = &[
     &crate::http1::HTTP1,
+    &crate::http2::HTTP2,
     &crate::postgres::POSTGRES,
     &crate::mysql::MYSQL,
     &crate::redis::REDIS,

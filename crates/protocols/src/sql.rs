@@ -41,7 +41,21 @@ pub struct SqlSummary {
 /// Summarizes `sql` (the captured bytes of one statement; `truncated` when
 /// the capture cut it). Keeps at most `max_len` bytes of sanitized text.
 pub fn summarize(sql: &[u8], dialect: Dialect, truncated: bool, max_len: usize) -> SqlSummary {
-    let (text, cut) = sanitize(sql, dialect, max_len);
+    summarize_as(sql, dialect, truncated, max_len, false)
+}
+
+/// [`summarize`], keeping the text as sent when `raw` (see [`raw_text`]).
+pub fn summarize_as(
+    sql: &[u8],
+    dialect: Dialect,
+    truncated: bool,
+    max_len: usize,
+    raw: bool,
+) -> SqlSummary {
+    let (text, cut) = match raw.then(|| raw_text(sql, dialect, max_len)).flatten() {
+        Some(t) => t,
+        None => sanitize(sql, dialect, max_len),
+    };
     let (operation, collection) = analyze(sql, dialect, truncated);
     SqlSummary {
         operation,
@@ -49,6 +63,34 @@ pub fn summarize(sql: &[u8], dialect: Dialect, truncated: bool, max_len: usize) 
         text,
         truncated: truncated || cut,
     }
+}
+
+/// The statement as sent (invalid UTF-8 replaced, at most `max_len`
+/// bytes, and whether it was cut), for users who opt in to literals; None
+/// when a token says it sets a password (`PASSWORD`, MySQL's
+/// `IDENTIFIED`): those are only ever shown sanitized.
+pub fn raw_text(sql: &[u8], dialect: Dialect, max_len: usize) -> Option<(CompactString, bool)> {
+    let mut lx = Lexer::new(sql, dialect);
+    while let Some(t) = lx.next_token() {
+        if let Tok::Word(w) = t.tok
+            && (w.eq_ignore_ascii_case(b"PASSWORD") || w.eq_ignore_ascii_case(b"IDENTIFIED"))
+        {
+            return None;
+        }
+    }
+    let text = String::from_utf8_lossy(sql);
+    let text = text.trim();
+    if text.len() <= max_len {
+        return Some((CompactString::from(text), false));
+    }
+    let mut cut = max_len;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Some((
+        CompactString::from(text.get(..cut).unwrap_or_default()),
+        true,
+    ))
 }
 
 /// Longest collection name kept (three quoted 63-byte parts fit).
@@ -953,6 +995,7 @@ pub fn summaries(sql: &[u8], dialect: Dialect, truncated: bool, max_len: usize) 
         lx: Lexer::new(sql, dialect),
         truncated,
         max_len,
+        raw: false,
     }
 }
 
@@ -962,6 +1005,15 @@ pub struct Summaries<'a> {
     lx: Lexer<'a>,
     truncated: bool,
     max_len: usize,
+    raw: bool,
+}
+
+impl Summaries<'_> {
+    /// Keeps each statement's text as sent when `raw` (see [`raw_text`]).
+    pub fn raw(mut self, raw: bool) -> Self {
+        self.raw = raw;
+        self
+    }
 }
 
 impl Iterator for Summaries<'_> {
@@ -971,11 +1023,19 @@ impl Iterator for Summaries<'_> {
         let sql = self.lx.sql.get(s.start..s.end).unwrap_or_default();
         let truncated = self.truncated && s.last;
         let (operation, collection) = analyze(sql, self.lx.dialect, truncated);
+        let (text, cut) = match self
+            .raw
+            .then(|| raw_text(sql, self.lx.dialect, self.max_len))
+            .flatten()
+        {
+            Some(t) => t,
+            None => (into_text(s.text), s.cut),
+        };
         Some(SqlSummary {
             operation,
             collection,
-            text: into_text(s.text),
-            truncated: truncated || s.cut,
+            text,
+            truncated: truncated || cut,
         })
     }
 }
@@ -992,6 +1052,41 @@ mod tests {
 
     fn my(s: &str) -> String {
         sanitize(s.as_bytes(), Dialect::Mysql, 4096).0.to_string()
+    }
+
+    #[test]
+    fn raw_text_only_on_request_and_never_for_passwords() {
+        let q = b"SELECT * FROM t WHERE name = 'ann' AND id = 42";
+        let s = summarize_as(q, Dialect::Postgres, false, 4096, true);
+        assert_eq!(s.text, "SELECT * FROM t WHERE name = 'ann' AND id = 42");
+        assert_eq!(s.collection.as_deref(), Some("t"));
+        let s = summarize(q, Dialect::Postgres, false, 4096);
+        assert_eq!(s.text, "SELECT * FROM t WHERE name = ? AND id = ?");
+        for (q, d) in [
+            (
+                &b"ALTER ROLE app WITH PASSWORD 'hunter2'"[..],
+                Dialect::Postgres,
+            ),
+            (b"CREATE USER x IDENTIFIED BY 'hunter2'", Dialect::Mysql),
+            (b"SET password = 'hunter2'", Dialect::Mysql),
+        ] {
+            let s = summarize_as(q, d, false, 4096, true);
+            assert!(!s.text.contains("hunter2"), "{}", s.text);
+        }
+        // Cut at the limit on a character boundary, marked.
+        let s = summarize_as("SELECT 'ééé'".as_bytes(), Dialect::Mysql, false, 10, true);
+        assert_eq!((s.text.as_str(), s.truncated), ("SELECT 'é", true));
+        // Each statement of a multi-statement query on its own.
+        let all: Vec<String> = summaries(
+            b"SELECT 1; UPDATE t SET a = 'x'",
+            Dialect::Postgres,
+            false,
+            100,
+        )
+        .raw(true)
+        .map(|s| s.text.to_string())
+        .collect();
+        assert_eq!(all, ["SELECT 1", "UPDATE t SET a = 'x'"]);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use common::*;
 use ratatosk_protocols::fuzzing::{
-    SegmentSpec, encode_conn_input, http1_conn, http1_head, mysql_conn, postgres_conn, redis_conn,
+    SegmentSpec, encode_conn_input, hpack, http1_conn, http1_head, http2_frames, mysql_conn,
+    postgres_conn, redis_conn,
 };
 use ratatosk_protocols::parse::Direction::{Egress as E, Ingress as I};
 
@@ -388,6 +389,119 @@ fn postgres_seeds() -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// Connections of the HTTP/2 fixtures (tests/fixtures/http2) as the
+/// server sees them, as the client sees them (0x40), with tight limits
+/// (0x20 of the second byte), and with every segment cut to 40 bytes and
+/// the rest a gap (framing and header blocks lost).
+fn http2_seeds() -> BTreeMap<String, Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/http2");
+    let mut out = BTreeMap::new();
+    for (name, conn) in [("curl", "1"), ("curl", "2"), ("h2load", "1"), ("grpc", "1")] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).unwrap();
+        let mut recs = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (tag, hex) = line.split_once(' ').unwrap();
+            if &tag[1..] != conn {
+                continue;
+            }
+            let data: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            recs.push((if tag.starts_with('C') { I } else { E }, data));
+        }
+        let whole: Vec<SegmentSpec> = recs.iter().map(|(d, b)| (*d, 1, &b[..], 0)).collect();
+        let flip: Vec<SegmentSpec> = recs
+            .iter()
+            .map(|(d, b)| (d.opposite(), 1, &b[..], 0))
+            .collect();
+        let cut: Vec<SegmentSpec> = recs
+            .iter()
+            .map(|(d, b)| {
+                let keep = b.len().min(40);
+                (*d, 1, &b[..keep], (b.len() - keep).min(0xef) as u8)
+            })
+            .collect();
+        out.insert(
+            format!("{name}{conn}.bin"),
+            encode_conn_input([0, 0], &whole),
+        );
+        out.insert(
+            format!("{name}{conn}_client.bin"),
+            encode_conn_input([0x40, 0], &flip),
+        );
+        out.insert(
+            format!("{name}{conn}_tight.bin"),
+            encode_conn_input([0xc4, 0xe0], &whole),
+        );
+        out.insert(
+            format!("{name}{conn}_cut.bin"),
+            encode_conn_input([0, 0], &cut),
+        );
+    }
+    out
+}
+
+/// RFC 7541 appendix C blocks, in their sequences (`hpack` format: a
+/// selector byte, then length-prefixed blocks).
+fn hpack_seeds() -> BTreeMap<String, Vec<u8>> {
+    let seqs: [(&str, u8, &[&str]); 5] = [
+        (
+            "c2",
+            0x0f,
+            &[
+                "400a637573746f6d2d6b65790d637573746f6d2d686561646572",
+                "040c2f73616d706c652f70617468",
+                "100870617373776f726406736563726574",
+                "82",
+            ],
+        ),
+        (
+            "c3",
+            0x0f,
+            &[
+                "828684410f7777772e6578616d706c652e636f6d",
+                "828684be58086e6f2d6361636865",
+                "828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565",
+            ],
+        ),
+        (
+            "c4",
+            0x3f,
+            &[
+                "828684418cf1e3c2e5f23a6ba0ab90f4ff",
+                "828684be5886a8eb10649cbf",
+                "828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf",
+            ],
+        ),
+        (
+            "c6",
+            0xf0,
+            &[
+                "488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff6e919d29ad171863c78f0b97c8e9ae82ae43d3",
+                "4883640effc1c0bf",
+                "88c16196d07abe941054d444a8200595040b8166e084a62d1bffc05a839bd9ab77ad94e7821dd7f2e6c7b335dfdfcd5b3960d5af27087f3672c1ab270fb5291f9587316065c003ed4ee5b1063d5007",
+            ],
+        ),
+        ("broken", 0x80, &["be", "82be44032f6162be", "bf"]),
+    ];
+    let mut out = BTreeMap::new();
+    for (name, sel, blocks) in seqs {
+        let mut v = vec![sel];
+        for b in blocks {
+            let b: String = b.chars().filter(|c| !c.is_whitespace()).collect();
+            let bytes: Vec<u8> = (0..b.len() / 2 * 2)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&b[i..i + 2], 16).unwrap())
+                .collect();
+            v.push(bytes.len() as u8);
+            v.extend_from_slice(&bytes);
+        }
+        out.insert(format!("{name}.bin"), v);
+    }
+    out
+}
+
 fn committed(target: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(seed_dir(target)).expect("seed dir exists") {
@@ -406,6 +520,8 @@ fn seeds_match_fixtures() {
         ("redis_conn", redis_seeds()),
         ("mysql_conn", mysql_seeds()),
         ("postgres_conn", postgres_seeds()),
+        ("http2_frames", http2_seeds()),
+        ("hpack", hpack_seeds()),
     ] {
         if std::env::var_os("RATATOSK_WRITE_SEEDS").is_some() {
             let dir = seed_dir(target);
@@ -451,6 +567,16 @@ fn seeds_run_clean() {
     assert!(pg.len() >= 12);
     for bytes in pg.values() {
         postgres_conn(bytes);
+    }
+    let h2 = committed("http2_frames");
+    assert!(h2.len() >= 16);
+    for bytes in h2.values() {
+        http2_frames(bytes);
+    }
+    let hp = committed("hpack");
+    assert!(hp.len() >= 5);
+    for bytes in hp.values() {
+        hpack(bytes);
     }
 }
 
@@ -531,5 +657,17 @@ fn mutated_seeds_hold_invariants() {
         let a = &pg[rng.below(pg.len())];
         let b = &pg[rng.below(pg.len())];
         postgres_conn(&mutate(&mut rng, a, b));
+    }
+    let h2: Vec<_> = committed("http2_frames").into_values().collect();
+    for _ in 0..1500 {
+        let a = &h2[rng.below(h2.len())];
+        let b = &h2[rng.below(h2.len())];
+        http2_frames(&mutate(&mut rng, a, b));
+    }
+    let hp: Vec<_> = committed("hpack").into_values().collect();
+    for _ in 0..3000 {
+        let a = &hp[rng.below(hp.len())];
+        let b = &hp[rng.below(hp.len())];
+        hpack(&mutate(&mut rng, a, b));
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod grpc;
 pub mod mysql;
 pub mod redis;
 
@@ -477,9 +478,21 @@ impl Nginx {
         )
     }
 
-    /// nginx serving cleartext HTTP/2 with prior knowledge (h2c).
+    /// nginx speaking HTTP/2 over cleartext (prior knowledge, h2c).
     pub fn start_h2c(www: &Path, port: u16) -> Nginx {
         Nginx::start_with(www, port, &format!("listen 127.0.0.1:{port} http2;"))
+    }
+
+    /// nginx speaking HTTP/2 over TLS (ALPN `h2`, HTTP/1.1 for the rest).
+    pub fn start_h2_tls(www: &Path, port: u16, certs: &Path) -> Nginx {
+        let c = certs.display();
+        Nginx::start_with(
+            www,
+            port,
+            &format!(
+                "listen 127.0.0.1:{port} ssl http2; ssl_certificate {c}/cert.pem; ssl_certificate_key {c}/key.pem; ssl_protocols TLSv1.2 TLSv1.3;"
+            ),
+        )
     }
 
     fn start_with(www: &Path, port: u16, listen: &str) -> Nginx {

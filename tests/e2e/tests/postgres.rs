@@ -225,6 +225,29 @@ fn psql_statements_in_one_query_as_server_spans() {
     assert_no_parser_errors(&agent);
 }
 
+#[test]
+fn raw_query_text_on_request_but_never_a_password() {
+    let _g = serial();
+    let pg = Postgres::start();
+    let agent = Agent::start(&["--pid", &pg.pid().to_string(), "--raw-db-query-text"]);
+    pg.psql(
+        PG_DB,
+        "SELECT owner FROM accounts WHERE owner = 'Lit-Raw-x7'; CREATE ROLE raw_probe PASSWORD 'Pw-Secret-x8'",
+    );
+    let spans = agent.wait_spans(2, WAIT, pg_spans(pg.port, "server"));
+    assert_eq!(
+        attr(&spans[0], "db.query.text"),
+        "SELECT owner FROM accounts WHERE owner = 'Lit-Raw-x7'"
+    );
+    assert_eq!(attr(&spans[1], "db.operation.name"), "CREATE");
+    assert_eq!(
+        attr(&spans[1], "db.query.text"),
+        "CREATE ROLE raw_probe PASSWORD ?"
+    );
+    assert_no_secrets(&agent, &["Pw-Secret"]);
+    assert_no_parser_errors(&agent);
+}
+
 /// No PostgreSQL loss counted.
 fn assert_no_parser_errors(agent: &Agent) {
     assert_eq!(

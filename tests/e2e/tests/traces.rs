@@ -2,7 +2,9 @@
 //! thread-per-request app whose handler calls a backend (Python
 //! http.server) with urllib. The app's client span is its server span's
 //! child, the backend's server span is the app's client span's child, and
-//! all three share one trace id.
+//! all three share one trace id. And a Flask app under the OpenTelemetry
+//! SDK calling a Ratatosk-instrumented server: one trace, SDK spans in
+//! rotel, ours on the agent's printer.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -302,4 +304,88 @@ fn event_loop_calls_are_never_misparented() {
         assert_eq!(c["trace_id"], b["trace_id"]);
     }
     eprintln!("node concurrent: {unlinked} of {N} backend spans unlinked");
+}
+
+/// A Flask app under `opentelemetry-instrument` (exporting to rotel)
+/// whose handler for `/r/ID` calls the backend with `requests`.
+fn sdk_calling_app(port: u16, backend: u16, otlp_grpc: u16) -> Proc {
+    const APP: &str = r#"
+import sys, requests
+from flask import Flask
+app = Flask(__name__)
+backend = int(sys.argv[2])
+@app.route("/r/<i>")
+def r(i):
+    return str(len(requests.get(f"http://127.0.0.1:{backend}/hello?i={i}").content))
+app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
+"#;
+    let lab = lab_dir();
+    let p = Proc::spawn(
+        "flask app under the OpenTelemetry SDK",
+        Command::new(lab.join("bin/opentelemetry-instrument"))
+            .args([
+                lab.join("bin/python").to_str().unwrap(),
+                "-c",
+                APP,
+                &port.to_string(),
+                &backend.to_string(),
+            ])
+            .env("OTEL_SERVICE_NAME", "sdk-app")
+            .env("OTEL_TRACES_EXPORTER", "otlp")
+            .env("OTEL_METRICS_EXPORTER", "none")
+            .env("OTEL_LOGS_EXPORTER", "none")
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{otlp_grpc}"),
+            )
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(30));
+    p
+}
+
+/// An app that runs the OpenTelemetry SDK calls a server Ratatosk
+/// instruments: the server span joins the SDK's trace, as the child of
+/// the SDK's client span.
+#[test]
+fn server_spans_join_an_sdk_callers_trace() {
+    let _g = serial();
+    let www = www_dir();
+    let rotel = Rotel::start();
+    let (app_port, backend_port) = (free_port(), free_port());
+    let _backend = python_http_server(www.path(), backend_port);
+    let _app = sdk_calling_app(app_port, backend_port, rotel.grpc_port);
+    let agent = Agent::start(&["--open-port", &backend_port.to_string()]);
+    const N: usize = 5;
+    for i in 0..N {
+        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
+    }
+    let ours = agent.wait_spans(N, WAIT, |s| on_port(s, "server", backend_port));
+    assert_eq!(ours.len(), N, "{ours:#?}");
+    // The SDK's client spans (requests), as rotel received them.
+    let start = std::time::Instant::now();
+    let sdk_clients = loop {
+        let c: Vec<OtlpSpan> = rotel
+            .spans()
+            .into_iter()
+            .filter(|s| s.kind.contains("Client") || s.kind.contains("CLIENT"))
+            .collect();
+        if c.len() >= N || start.elapsed() > WAIT {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(sdk_clients.len(), N, "{}", rotel.output());
+    for s in &ours {
+        let trace = s["trace_id"].as_str().unwrap();
+        let parent = s["parent_span_id"].as_str().unwrap();
+        let caller = sdk_clients
+            .iter()
+            .find(|c| c.trace_id == trace)
+            .unwrap_or_else(|| panic!("no SDK span in trace {trace}: {s}"));
+        assert_eq!(caller.id, parent, "{s}");
+    }
 }

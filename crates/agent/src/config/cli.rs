@@ -36,7 +36,7 @@ pub fn command() -> Command {
             // Repeatable, like a comma list.
             "pid" => arg.action(ArgAction::Append),
             // `--resource-command-args` alone means true.
-            "resource_command_args" => arg
+            "resource_command_args" | "raw_db_query_text" => arg
                 .num_args(0..=1)
                 .default_missing_value("true")
                 .action(ArgAction::Set),

@@ -191,6 +191,7 @@ pub struct EbpfFile {
 #[serde(deny_unknown_fields)]
 pub struct AttributesFile {
     pub process_command_args: Option<Val<Flag>>,
+    pub raw_db_query_text: Option<Val<Flag>>,
 }
 
 use super::otel::{CompressionName, Endpoint, Protocol, Ratio, SamplerName};

@@ -85,6 +85,8 @@ pub struct Config {
     /// OpenSSL libraries: decrypt from the handshake's secrets instead of
     /// probing every SSL_read/SSL_write.
     pub tls_decrypt: bool,
+    /// SQL text as sent instead of sanitized (the user's opt-in).
+    pub raw_db_query_text: bool,
     /// Linking of spans into traces on this host (docs/traces.md).
     pub context_propagation: ContextPropagation,
     pub ringbuf_bytes: u32,
@@ -384,6 +386,14 @@ impl Config {
                 .0,
         };
 
+        let raw_db_query_text = src
+            .value(
+                "raw_db_query_text",
+                file.attributes.raw_db_query_text.clone().map(|v| v.0),
+                Flag(false),
+            )?
+            .0;
+
         let prometheus_port = src
             .value(
                 "prometheus_port",
@@ -541,6 +551,7 @@ impl Config {
             syscall_hooks,
             tls_capture,
             tls_decrypt,
+            raw_db_query_text,
             context_propagation,
             ringbuf_bytes: small(ringbuf_mib.0)
                 .next_power_of_two()

@@ -115,6 +115,16 @@ pub const SETTINGS: &[Setting] = &[
         help: "Add process.command_args to resources (off by default: arguments may hold secrets).",
     },
     Setting {
+        id: "raw_db_query_text",
+        flag: "raw-db-query-text",
+        value_name: "BOOL",
+        env: "RATATOSK_RAW_DB_QUERY_TEXT",
+        aliases: &[],
+        yaml: Some("attributes.raw_db_query_text"),
+        default: "false",
+        help: "Show SQL in db.query.text as sent, literals included (off by default: literals carry user data; statements setting a password and Redis commands stay sanitized).",
+    },
+    Setting {
         id: "trace_printer",
         flag: "trace-printer",
         value_name: "MODE",

@@ -114,6 +114,7 @@ fn every_alias_is_read_in_order() {
             "service_name" => ("svc", |c| format!("{:?}", c.naming.service_name)),
             "service_namespace" => ("ns", |c| format!("{:?}", c.naming.service_namespace)),
             "resource_command_args" => ("true", |c| c.naming.command_args.to_string()),
+            "raw_db_query_text" => ("true", |c| c.raw_db_query_text.to_string()),
             "trace_printer" => ("json", |c| format!("{:?}", c.printer)),
             "prometheus_port" => ("9999", |c| format!("{:?}", c.prometheus)),
             "prometheus_address" => ("127.0.0.1", |c| format!("{:?}", c.prometheus)),

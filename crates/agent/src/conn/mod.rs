@@ -755,7 +755,7 @@ mod tests {
     fn http(op: &Operation) -> &HttpDetail {
         match &op.detail {
             Detail::Http(h) => h,
-            Detail::Db(_) => panic!("not HTTP"),
+            _ => panic!("not HTTP"),
         }
     }
 

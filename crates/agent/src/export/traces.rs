@@ -284,7 +284,7 @@ pub(crate) mod tests {
     use crate::export::resource::kv_str;
     use crate::export::resource::tests::proc_info;
     use crate::spans::attrs::SmallText;
-    use crate::spans::{DbSpan, HttpSpan, SpanDetail};
+    use crate::spans::{DbSpan, HttpSpan, RpcSpan, SpanDetail};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::KeyValue;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -293,7 +293,7 @@ pub(crate) mod tests {
         status::StatusCode,
     };
     use prost::Message;
-    use ratatosk_protocols::op::{DbDetail, DbSystem, Outcome};
+    use ratatosk_protocols::op::{DbDetail, DbSystem, Outcome, RpcDetail};
     use std::net::IpAddr;
     use std::sync::Arc;
 
@@ -311,6 +311,8 @@ pub(crate) mod tests {
             client: "127.0.0.1:51234".parse().unwrap(),
             tls: false,
             outcome: Outcome::Complete,
+            abort: None,
+            partial: false,
             process,
             detail: SpanDetail::Http(HttpSpan {
                 method: "GET",
@@ -327,6 +329,25 @@ pub(crate) mod tests {
                 response_body_size: 12,
             }),
         }
+    }
+
+    /// A gRPC call of `helloworld.Greeter/SayHello` ending with `status`.
+    pub fn rpc_span(process: Arc<ProcInfo>, kind: SpanKind, status: Option<u32>) -> Span {
+        let mut s = span(process, 0, kind);
+        s.server = "127.0.0.1:50051".parse().unwrap();
+        let rpc = RpcDetail {
+            method: "helloworld.Greeter/SayHello".into(),
+            status,
+            authority: Some("localhost:50051".into()),
+            user_agent: Some("grpc-python/1.60".into()),
+            http_status: 200,
+            ..RpcDetail::grpc()
+        };
+        s.detail = SpanDetail::Rpc(RpcSpan {
+            rpc,
+            metric_method: Arc::from("helloworld.Greeter/SayHello"),
+        });
+        s
     }
 
     /// A client span of a PostgreSQL query.
@@ -354,7 +375,7 @@ pub(crate) mod tests {
     pub fn http(s: &mut Span) -> &mut HttpSpan {
         match &mut s.detail {
             SpanDetail::Http(h) => h,
-            SpanDetail::Db(_) => panic!("not an HTTP span"),
+            _ => panic!("not an HTTP span"),
         }
     }
 

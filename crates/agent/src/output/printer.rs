@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::config::PrinterMode;
 use crate::spans::attrs::{Value as Attr, for_each_attribute};
 use crate::spans::redact::{DEFAULT_REDACTED_KEYS, escape_control, redact_query};
-use crate::spans::{Span, SpanDetail, SpanKind};
+use crate::spans::{Span, SpanDetail, SpanKind, rpc};
 
 pub struct Printer<W: Write> {
     mode: PrinterMode,
@@ -157,6 +157,19 @@ pub fn text_line(s: &Span) -> String {
                 s.name()
             )
         }
+        SpanDetail::Rpc(r) => {
+            let kind = match (s.kind, s.tls) {
+                (SpanKind::Server, false) => "gRPC",
+                (SpanKind::Server, true) => "gRPCS",
+                (SpanKind::Client, false) => "gRPCClient",
+                (SpanKind::Client, true) => "gRPCSClient",
+            };
+            format!(
+                "{head} {kind} {} {} {tail} {context}",
+                rpc::printed_status(s, r),
+                escape_control(&s.name()),
+            )
+        }
     }
 }
 
@@ -235,6 +248,25 @@ mod tests {
         assert!(line.contains("x=1"), "{line}");
         let json = json_value(&s).to_string();
         assert!(!json.contains("abc123") && !json.contains("t0k"), "{json}");
+    }
+
+    #[test]
+    fn grpc_lines_name_the_method_and_status() {
+        use crate::export::resource::tests::proc_info;
+        use crate::export::traces::tests::rpc_span;
+        let p = std::sync::Arc::new(proc_info(1, "a"));
+        let line = text_line(&rpc_span(p.clone(), SpanKind::Server, Some(5)));
+        assert!(
+            line.contains(" gRPC NOT_FOUND helloworld.Greeter/SayHello "),
+            "{line}"
+        );
+        let mut reset = rpc_span(p, SpanKind::Client, None);
+        reset.abort = Some("CANCEL");
+        let line = text_line(&reset);
+        assert!(line.contains(" gRPCClient CANCEL "), "{line}");
+        let json = json_value(&reset);
+        assert_eq!(json["status"], "error");
+        assert_eq!(json["attributes"]["error.type"], "CANCEL");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::output::printer::host_without_port;
 use crate::spans::attrs::SmallText;
-use crate::spans::{Span, SpanDetail, SpanKind, db};
+use crate::spans::{Span, SpanDetail, SpanKind, db, rpc};
 
 /// OpenTelemetry's recommended HTTP duration buckets (seconds).
 pub const DURATION_BUCKETS: [f64; 15] = [
@@ -60,13 +60,17 @@ pub enum Instrument {
     HttpServer,
     HttpClient,
     DbClient,
+    RpcServer,
+    RpcClient,
 }
 
 impl Instrument {
-    pub const ALL: [Instrument; 3] = [
+    pub const ALL: [Instrument; 5] = [
         Instrument::HttpServer,
         Instrument::HttpClient,
         Instrument::DbClient,
+        Instrument::RpcServer,
+        Instrument::RpcClient,
     ];
 
     pub fn histograms(self) -> &'static [HistDesc] {
@@ -74,6 +78,8 @@ impl Instrument {
             Instrument::HttpServer => &HTTP_SERVER,
             Instrument::HttpClient => &HTTP_CLIENT,
             Instrument::DbClient => &DB_CLIENT,
+            Instrument::RpcServer => &RPC_SERVER,
+            Instrument::RpcClient => &RPC_CLIENT,
         }
     }
 }
@@ -141,6 +147,24 @@ static DB_CLIENT: [HistDesc; 1] = [HistDesc {
     value: seconds,
 }];
 
+static RPC_SERVER: [HistDesc; 1] = [HistDesc {
+    otlp: "rpc.server.call.duration",
+    prom: "rpc_server_call_duration_seconds",
+    unit: "s",
+    help: "Duration of RPC calls served",
+    bounds: &DURATION_BUCKETS,
+    value: seconds,
+}];
+
+static RPC_CLIENT: [HistDesc; 1] = [HistDesc {
+    otlp: "rpc.client.call.duration",
+    prom: "rpc_client_call_duration_seconds",
+    unit: "s",
+    help: "Duration of RPC calls made",
+    bounds: &DURATION_BUCKETS,
+    value: seconds,
+}];
+
 /// The label set of a series, per family. Built from a span without heap
 /// allocation in the common case (static strings, shared `Arc`s, short
 /// inline strings).
@@ -165,6 +189,14 @@ pub enum Labels {
         operation: Arc<str>,
         collection: Option<Arc<str>>,
         namespace: Option<CompactString>,
+        port: u16,
+        error_type: Option<CompactString>,
+    },
+    Rpc {
+        system: &'static str,
+        method: Arc<str>,
+        /// `rpc.response.status_code`; none when the call ended without.
+        status: Option<CompactString>,
         port: u16,
         error_type: Option<CompactString>,
     },
@@ -208,7 +240,7 @@ impl Labels {
                         version: h.protocol_version,
                         error: span
                             .is_error()
-                            .then(|| crate::spans::http::no_status_error(span.outcome)),
+                            .then(|| crate::spans::http::failure_without_status(span)),
                     },
                 ))
             }
@@ -225,6 +257,26 @@ impl Labels {
                         namespace: d.db.namespace.clone(),
                         port: span.server.port(),
                         error_type: db::error_type(span, d).map(CompactString::from),
+                    },
+                ))
+            }
+            SpanDetail::Rpc(r) => {
+                let instrument = match span.kind {
+                    SpanKind::Server => Instrument::RpcServer,
+                    SpanKind::Client => Instrument::RpcClient,
+                };
+                Some((
+                    instrument,
+                    Labels::Rpc {
+                        system: r.rpc.system.as_str(),
+                        method: r.metric_method.clone(),
+                        status: r
+                            .rpc
+                            .status
+                            .map(|c| CompactString::from(rpc::status_text(c).as_str())),
+                        port: span.server.port(),
+                        error_type: rpc::error_type(span, r)
+                            .map(|e| CompactString::from(e.as_str())),
                     },
                 ))
             }
@@ -282,6 +334,23 @@ impl Labels {
                 }
                 if let Some(n) = namespace {
                     f(semconv::DB_NAMESPACE, LabelValue::Str(n));
+                }
+                f(semconv::SERVER_PORT, LabelValue::Int(i64::from(*port)));
+                if let Some(e) = error_type {
+                    f(semconv::ERROR_TYPE, LabelValue::Str(e));
+                }
+            }
+            Labels::Rpc {
+                system,
+                method,
+                status,
+                port,
+                error_type,
+            } => {
+                f("rpc.system.name", LabelValue::Str(system));
+                f("rpc.method", LabelValue::Str(method));
+                if let Some(st) = status {
+                    f("rpc.response.status_code", LabelValue::Str(st));
                 }
                 f(semconv::SERVER_PORT, LabelValue::Int(i64::from(*port)));
                 if let Some(e) = error_type {

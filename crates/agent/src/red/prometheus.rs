@@ -288,7 +288,7 @@ pub fn label_names(text: &str, family: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::export::resource::tests::proc_info;
-    use crate::export::traces::tests::{db_span, span};
+    use crate::export::traces::tests::{db_span, rpc_span, span};
     use crate::spans::SpanKind;
     use prometheus_client::encoding::text::encode;
 
@@ -348,6 +348,7 @@ mod tests {
                 span(a.clone(), 200, SpanKind::Server),
                 span(b.clone(), 503, SpanKind::Client),
                 db_span(b.clone(), Some("42P01")),
+                rpc_span(b.clone(), SpanKind::Client, Some(5)),
             ],
             10,
         );
@@ -390,6 +391,19 @@ mod tests {
             ]
         );
         assert!(t.contains("db_system_name=\"postgresql\""), "{t}");
+        // gRPC under Beyla's family name, with the conventions' labels.
+        assert_eq!(
+            label_names(&t, "rpc_client_call_duration_seconds_count"),
+            [
+                "error_type",
+                "rpc_method",
+                "rpc_response_status_code",
+                "rpc_system_name",
+                "server_port",
+                "service_name"
+            ]
+        );
+        assert!(t.contains("rpc_response_status_code=\"NOT_FOUND\""), "{t}");
         // Process 1 exits: only its target_info goes.
         m.forget_process(1);
         let t = text(&registry);
@@ -406,6 +420,6 @@ mod tests {
         let t = text(&registry);
         assert!(!t.contains("service_name=\"a\""), "{t}");
         assert!(t.contains("service_name=\"b\""), "{t}");
-        assert_eq!(expired.get(), 3);
+        assert_eq!(expired.get(), 4);
     }
 }

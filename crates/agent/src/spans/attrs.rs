@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use super::{Span, SpanDetail, db, http};
+use super::{Span, SpanDetail, db, http, rpc};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value<'a> {
@@ -85,6 +85,10 @@ pub fn for_each_attribute(s: &Span, f: &mut impl FnMut(&'static str, Value<'_>))
     match &s.detail {
         SpanDetail::Http(h) => http::for_each_attribute(s, h, f),
         SpanDetail::Db(d) => db::for_each_attribute(s, d, f),
+        SpanDetail::Rpc(r) => rpc::for_each_attribute(s, r, f),
+    }
+    if s.partial {
+        f("ratatosk.partial", Value::Bool(true));
     }
     match s.outcome {
         ratatosk_protocols::op::Outcome::Complete => {}

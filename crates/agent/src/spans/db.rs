@@ -36,7 +36,7 @@ pub fn is_error(s: &Span, d: &DbSpan) -> bool {
 pub fn error_type<'a>(s: &Span, d: &'a DbSpan) -> Option<&'a str> {
     match &d.db.status_code {
         Some(code) => Some(code),
-        None if is_error(s, d) => Some(super::http::no_status_error(s.outcome)),
+        None if is_error(s, d) => Some(super::http::failure_without_status(s)),
         None => None,
     }
 }
@@ -116,12 +116,24 @@ impl DbNames {
 
     /// The labels of `d` in `service`, and whether they were folded.
     pub fn labels(&mut self, service: &str, d: &DbDetail) -> (Arc<str>, Option<Arc<str>>, bool) {
-        let op = self.intern(if d.operation.is_empty() {
+        let op = if d.operation.is_empty() {
             d.system.as_str()
         } else {
             &d.operation
-        });
-        let coll = d.collection.as_deref().map(|c| self.intern(c));
+        };
+        self.pair(service, op, d.collection.as_deref())
+    }
+
+    /// The labels of any (name, sub-name) pair in `service` (an RPC
+    /// method has no second part), and whether they were folded.
+    pub fn pair(
+        &mut self,
+        service: &str,
+        first: &str,
+        second: Option<&str>,
+    ) -> (Arc<str>, Option<Arc<str>>, bool) {
+        let op = self.intern(first);
+        let coll = second.map(|c| self.intern(c));
         if self.services.len() >= MAX_SERVICES && !self.services.contains_key(service) {
             self.services.clear();
             self.strings.clear();

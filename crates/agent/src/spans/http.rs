@@ -107,9 +107,15 @@ pub fn for_each_attribute(s: &Span, h: &HttpSpan, f: &mut impl FnMut(&'static st
                 Value::Str(SmallText::of(h.status).as_str()),
             );
         } else {
-            f(semconv::ERROR_TYPE, Value::Str(no_status_error(s.outcome)));
+            f(semconv::ERROR_TYPE, Value::Str(failure_without_status(s)));
         }
     }
+}
+
+/// `error.type` of an operation that got no status: what the protocol
+/// said ended it (an HTTP/2 stream reset), else what the outcome tells.
+pub fn failure_without_status(s: &Span) -> &'static str {
+    s.abort.unwrap_or_else(|| no_status_error(s.outcome))
 }
 
 /// `error.type` of a request that got no status: the connection closed

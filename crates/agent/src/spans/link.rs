@@ -29,7 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use ratatosk_protocols::parse::Role;
 
-use super::{Span, SpanKind};
+use super::{Span, SpanDetail, SpanKind};
 use crate::conn::RequestStart;
 use crate::decode::Tuple;
 use crate::selfmon::{KindResultLabel, ReasonLabel, SelfMetrics};
@@ -160,6 +160,15 @@ fn conn_key(server: SocketAddr, client: SocketAddr) -> ConnKey {
     (c(server), c(client))
 }
 
+/// Whether the span is one stream of a multiplexed connection.
+fn multiplexed(s: &Span) -> bool {
+    match &s.detail {
+        SpanDetail::Http(h) => h.protocol_version == "2",
+        SpanDetail::Rpc(_) => true,
+        SpanDetail::Db(_) => false,
+    }
+}
+
 /// Results of `ratatosk_trace_parents_total`, by span kind.
 #[derive(Clone, Copy)]
 enum Parent {
@@ -267,6 +276,9 @@ impl TraceLinker {
 
     /// A built span; what can be sent now goes to `out`.
     pub fn on_span(&mut self, span: Span, origin: Origin, out: &mut Vec<Span>) {
+        if multiplexed(&span) {
+            return self.on_multiplexed(span, origin, out);
+        }
         match span.kind {
             SpanKind::Server => self.on_server(span, origin, out),
             SpanKind::Client => self.on_client(span, origin, out),
@@ -300,6 +312,33 @@ impl TraceLinker {
                 }
             }
         }
+    }
+
+    /// An HTTP/2 stream (gRPC included): linked by its `traceparent`
+    /// only. Streams share a connection, and one I/O thread serves many
+    /// at once, so neither the thread nor the connection tells which
+    /// request a stream belongs to: a guess could be a wrong parent.
+    fn on_multiplexed(&mut self, span: Span, o: Origin, out: &mut Vec<Span>) {
+        match span.kind {
+            SpanKind::Server => {
+                // Its turn on the thread ends; calls held in it go
+                // unparented.
+                for c in self.close_request(span.server, span.client, o) {
+                    self.count(SpanKind::Client, Parent::NotFound);
+                    c.flatten(out);
+                }
+            }
+            SpanKind::Client => {
+                self.calls.remove(&key(&span));
+            }
+        }
+        let r = if span.parent_span_id.is_some() {
+            Parent::Traceparent
+        } else {
+            Parent::NotFound
+        };
+        self.count(span.kind, r);
+        out.push(span);
     }
 
     fn on_server(&mut self, span: Span, o: Origin, out: &mut Vec<Span>) {
@@ -664,6 +703,51 @@ mod tests {
         );
         assert_eq!(out.len(), 3);
         assert_eq!(find(&out, 6).trace_id, [6; 16]);
+    }
+
+    #[test]
+    fn http2_streams_are_linked_by_traceparent_only() {
+        let mut l = TraceLinker::new();
+        let mut out = Vec::new();
+        let h2 = |mut s: Span| {
+            crate::export::traces::tests::http(&mut s).protocol_version = "2";
+            s
+        };
+        // A thread's turn on an HTTP/2 connection, a call made in it: the
+        // call is not the stream's child (another stream may own it).
+        l.on_start(&start(1, 10, 100, Role::Server, APP, CURL));
+        l.on_span(
+            mk(SpanKind::Client, 1, REMOTE, APP_OUT, 2),
+            origin(1, 10, 150, 180),
+            &mut out,
+        );
+        l.on_span(
+            h2(mk(SpanKind::Server, 1, APP, CURL, 4)),
+            origin(1, 10, 100, 200),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|s| s.parent_span_id.is_none()));
+        assert_eq!(l.held(), 0);
+        // Two processes on this host over HTTP/2: not joined by the
+        // connection either.
+        l.on_start(&start(1, 20, 300, Role::Client, APP_OUT, BACKEND));
+        l.on_span(
+            h2(mk(SpanKind::Server, 2, BACKEND, APP_OUT, 6)),
+            origin(2, 30, 310, 320),
+            &mut out,
+        );
+        l.on_span(
+            h2(mk(SpanKind::Client, 1, BACKEND, APP_OUT, 8)),
+            origin(1, 20, 300, 330),
+            &mut out,
+        );
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|s| s.parent_span_id.is_none()));
+        assert_eq!(
+            parents(&mut l),
+            [("server", "not_found", 2), ("client", "not_found", 2)]
+        );
     }
 
     #[test]

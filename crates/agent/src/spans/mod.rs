@@ -1,8 +1,8 @@
 //! Span building: a parsed operation on a connection of a known process
 //! becomes an OpenTelemetry-shaped span. The common fields live in
-//! [`Span`]; what a semantic-convention family adds (HTTP, database) in
-//! [`SpanDetail`], mapped to attributes, names and metric labels by that
-//! family's module ([`http`], [`db`]).
+//! [`Span`]; what a semantic-convention family adds (HTTP, database, RPC)
+//! in [`SpanDetail`], mapped to attributes, names and metric labels by
+//! that family's module ([`http`], [`db`], [`rpc`]).
 
 pub mod attrs;
 pub mod db;
@@ -10,6 +10,7 @@ pub mod http;
 pub mod link;
 pub mod redact;
 pub mod route;
+pub mod rpc;
 pub mod sampler;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use compact_str::CompactString;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use ratatosk_protocols::http1::{target_path, target_query};
-use ratatosk_protocols::op::{DbDetail, Detail, HttpDetail, Operation, Outcome};
+use ratatosk_protocols::op::{DbDetail, Detail, HttpDetail, Operation, Outcome, RpcDetail};
 use ratatosk_protocols::parse::Role;
 
 use crate::clock::Clock;
@@ -65,6 +66,12 @@ pub struct Span {
     /// Read from TLS plaintext.
     pub tls: bool,
     pub outcome: Outcome,
+    /// Why the operation ended early, when its protocol said (an HTTP/2
+    /// reset's error code name).
+    pub abort: Option<&'static str>,
+    /// Some fields could not be decoded (capture gap, capture begun
+    /// mid-connection): the ones present are real, none was guessed.
+    pub partial: bool,
     pub process: Arc<ProcInfo>,
     pub detail: SpanDetail,
 }
@@ -74,6 +81,7 @@ pub struct Span {
 pub enum SpanDetail {
     Http(HttpSpan),
     Db(DbSpan),
+    Rpc(RpcSpan),
 }
 
 /// An HTTP request.
@@ -119,6 +127,15 @@ pub struct DbSpan {
     pub metric_collection: Option<Arc<str>>,
 }
 
+/// A remote procedure call (gRPC).
+#[derive(Debug, Clone)]
+pub struct RpcSpan {
+    pub rpc: RpcDetail,
+    /// The method as a metric label: past the service's cap on distinct
+    /// methods, `_OTHER` (spans keep their names).
+    pub metric_method: Arc<str>,
+}
+
 impl Span {
     /// The span name its family gives it, in two parts joined by a space
     /// when the second is not empty (written in place by the OTLP encoder).
@@ -126,6 +143,7 @@ impl Span {
         match &self.detail {
             SpanDetail::Http(h) => http::name_parts(self.kind, h),
             SpanDetail::Db(d) => db::name_parts(&d.db),
+            SpanDetail::Rpc(r) => rpc::name_parts(r),
         }
     }
 
@@ -149,6 +167,7 @@ impl Span {
         match &self.detail {
             SpanDetail::Http(h) => http::is_error(self.kind, h.status),
             SpanDetail::Db(d) => db::is_error(self, d),
+            SpanDetail::Rpc(r) => rpc::is_error(self, r),
         }
     }
 
@@ -167,7 +186,7 @@ impl Span {
     pub fn http(&self) -> Option<&HttpSpan> {
         match &self.detail {
             SpanDetail::Http(h) => Some(h),
-            SpanDetail::Db(_) => None,
+            SpanDetail::Db(_) | SpanDetail::Rpc(_) => None,
         }
     }
 }
@@ -223,15 +242,23 @@ impl SpanBuilder {
                 metric_operation: operation,
                 metric_collection: collection,
             }),
+            (Detail::Rpc(rpc), Named::Rpc { method }) => SpanDetail::Rpc(RpcSpan {
+                rpc,
+                metric_method: method,
+            }),
             // The reader names each operation by its own family: these
             // cannot meet, and would get the overflow names if they did.
-            (Detail::Http(h), Named::Db { .. }) => {
+            (Detail::Http(h), _) => {
                 SpanDetail::Http(http_span(h, Arc::from(route::OVERFLOW_ROUTE), tls))
             }
-            (Detail::Db(db), Named::Http { .. }) => SpanDetail::Db(DbSpan {
+            (Detail::Db(db), _) => SpanDetail::Db(DbSpan {
                 metric_operation: Arc::from(db::OTHER),
                 metric_collection: None,
                 db,
+            }),
+            (Detail::Rpc(rpc), _) => SpanDetail::Rpc(RpcSpan {
+                rpc,
+                metric_method: Arc::from(db::OTHER),
             }),
         };
         // Join the caller's trace when the request carries one (a client
@@ -261,6 +288,8 @@ impl SpanBuilder {
             client,
             tls,
             outcome: op.outcome,
+            abort: op.abort,
+            partial: op.partial,
             process,
             detail,
         }
@@ -297,5 +326,8 @@ pub enum Named {
     Db {
         operation: Arc<str>,
         collection: Option<Arc<str>>,
+    },
+    Rpc {
+        method: Arc<str>,
     },
 }

@@ -86,6 +86,9 @@ pub struct Http1Conn {
     /// Request whose unknown tail the request stream is skipping.
     tail_req: Option<u64>,
     upgraded: bool,
+    /// Bytes (captured, then gap) of the segment that carried the switch,
+    /// left after it: the new protocol's first bytes.
+    upgrade_rest: Option<(usize, u64)>,
     closed: bool,
     own: ConnStats,
     stats: ConnStats,
@@ -115,6 +118,7 @@ impl Http1Conn {
             body_req: None,
             tail_req: None,
             upgraded: false,
+            upgrade_rest: None,
             closed: false,
             own: ConnStats::default(),
             stats: ConnStats::default(),
@@ -133,6 +137,9 @@ impl Http1Conn {
                 self.drive_requests(dir, &mut input, out);
             } else {
                 self.drive_responses(&mut input, out);
+            }
+            if self.upgraded {
+                self.upgrade_rest = Some((input.data.len(), input.gap));
             }
         }
         self.refresh_stats();
@@ -185,6 +192,12 @@ impl Http1Conn {
     /// further bytes are parsed.
     pub fn is_upgraded(&self) -> bool {
         self.upgraded
+    }
+
+    /// After the segment that switched protocols: how many of its bytes
+    /// (captured, then gap) followed the switch.
+    pub fn take_upgrade_rest(&mut self) -> Option<(usize, u64)> {
+        self.upgrade_rest.take()
     }
 
     fn side_mut(&mut self, dir: Direction) -> &mut Side {
@@ -587,6 +600,7 @@ fn exchange(
         host,
         user_agent,
         traceparent,
+        upgrade_h2c,
         ..
     } = req.head;
     Exchange {
@@ -606,5 +620,6 @@ fn exchange(
         request_body_size: req.body_size,
         response_body_size,
         outcome,
+        upgrade_h2c,
     }
 }

@@ -37,6 +37,9 @@ pub struct Exchange {
     /// Response payload bytes (decoded size for chunked bodies).
     pub response_body_size: u64,
     pub outcome: Outcome,
+    /// The request asked for `Upgrade: h2c` (with a 101, the connection
+    /// continues in HTTP/2 and this request is its stream 1).
+    pub upgrade_h2c: bool,
 }
 
 impl Exchange {
@@ -117,6 +120,7 @@ mod tests {
             request_body_size: 0,
             response_body_size: 0,
             outcome: Outcome::Complete,
+            upgrade_h2c: false,
         }
     }
 

@@ -49,6 +49,8 @@ pub struct RequestHead {
     pub traceparent: Option<TraceParent>,
     /// An `Upgrade` header field asks to switch protocols.
     pub upgrade: bool,
+    /// `Upgrade` names `h2c` (HTTP/2 over cleartext, RFC 7540 §3.2).
+    pub upgrade_h2c: bool,
     /// `Expect: 100-continue`.
     pub expect_continue: bool,
 }
@@ -193,6 +195,7 @@ pub fn parse_request_head_with(
         user_agent: f.user_agent,
         traceparent: f.traceparent,
         upgrade: f.upgrade,
+        upgrade_h2c: f.upgrade_h2c,
         expect_continue: f.expect_continue,
     };
     Ok(Parsed::Complete {
@@ -295,6 +298,7 @@ struct Fields {
     close: bool,
     keep_alive: bool,
     upgrade: bool,
+    upgrade_h2c: bool,
     expect_continue: bool,
     host: Option<CompactString>,
     user_agent: Option<CompactString>,
@@ -310,6 +314,7 @@ impl Fields {
             close: false,
             keep_alive: false,
             upgrade: false,
+            upgrade_h2c: false,
             expect_continue: false,
             host: None,
             user_agent: None,
@@ -366,7 +371,11 @@ impl Fields {
                 11 if f.traceparent.is_none() && is(b"traceparent") => {
                     f.traceparent = TraceParent::parse(trim_ows(h.value));
                 }
-                7 if is(b"upgrade") => f.upgrade |= !trim_ows(h.value).is_empty(),
+                7 if is(b"upgrade") => {
+                    f.upgrade |= !trim_ows(h.value).is_empty();
+                    f.upgrade_h2c |=
+                        list_items(trim_ows(h.value)).any(|t| t.eq_ignore_ascii_case(b"h2c"));
+                }
                 6 if is(b"expect") => {
                     f.expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
                 }

@@ -4,8 +4,9 @@
 use super::conn::{ConnStats, Http1Conn};
 use super::detect::{Detect, detect};
 use super::exchange::Exchange;
+use crate::http2::Http2Parser;
 use crate::op::{Detail, HttpDetail, Operation};
-use crate::parse::{Direction, Segment};
+use crate::parse::{Direction, Role, Segment};
 use crate::parser::{ConnParser, Detection, Limits, Output, Protocol, State, Strength};
 
 /// The HTTP/1.x entry of the registry.
@@ -44,6 +45,8 @@ impl Protocol for Http1 {
             conn: Http1Conn::new(*limits),
             scratch: Vec::new(),
             seen: ConnStats::default(),
+            limits: *limits,
+            h2: None,
         })
     }
 }
@@ -55,6 +58,9 @@ pub struct Http1Parser {
     scratch: Vec<Exchange>,
     /// Counters already reported as losses.
     seen: ConnStats,
+    limits: Limits,
+    /// After `Upgrade: h2c` and its 101: the connection in HTTP/2.
+    h2: Option<Box<Http2Parser>>,
 }
 
 impl Http1Parser {
@@ -75,18 +81,77 @@ impl Http1Parser {
     }
 }
 
+impl Http1Parser {
+    /// The connection just switched protocols in `seg`: if to HTTP/2
+    /// (`Upgrade: h2c` answered by 101), an HTTP/2 parser takes over, its
+    /// stream 1 being the upgraded request, and gets the bytes of `seg`
+    /// that followed the 101's head.
+    fn hand_over(&mut self, dir: Direction, seg: Segment<'_>, out: &mut Output) {
+        let Some(at) = self
+            .scratch
+            .iter()
+            .rposition(|ex| ex.status == 101 && ex.upgrade_h2c)
+        else {
+            return;
+        };
+        let ex = self.scratch.remove(at);
+        let request_dir = match ex.role {
+            Role::Server => Direction::Ingress,
+            Role::Client => Direction::Egress,
+        };
+        // What the HTTP/1 side swallowed after the 101 is HTTP/2's, not a
+        // loss.
+        out.ops.extend(self.scratch.drain(..).map(operation));
+        self.seen = *self.conn.stats();
+        let mut h2 = Box::new(Http2Parser::upgraded(
+            request_dir,
+            &self.limits,
+            operation(ex),
+        ));
+        if let Some((n, gap)) = self.conn.take_upgrade_rest()
+            && n as u64 + gap > 0
+        {
+            let rest = seg
+                .data
+                .get(seg.data.len().saturating_sub(n)..)
+                .unwrap_or_default();
+            h2.on_data(
+                dir,
+                Segment::truncated(seg.ts_ns, rest, rest.len() as u64 + gap),
+                out,
+            );
+        }
+        self.h2 = Some(h2);
+    }
+}
+
 impl ConnParser for Http1Parser {
     fn on_data(&mut self, dir: Direction, seg: Segment<'_>, out: &mut Output) {
+        if let Some(h2) = self.h2.as_mut() {
+            h2.on_data(dir, seg, out);
+            return;
+        }
+        let was = self.conn.is_upgraded();
         self.conn.on_data(dir, seg, &mut self.scratch);
+        if !was && self.conn.is_upgraded() {
+            self.hand_over(dir, seg, out);
+        }
         self.collect(out);
     }
 
     fn on_close(&mut self, ts_ns: u64, out: &mut Output) {
+        if let Some(h2) = self.h2.as_mut() {
+            h2.on_close(ts_ns, out);
+            return;
+        }
         self.conn.on_close(ts_ns, &mut self.scratch);
         self.collect(out);
     }
 
     fn state(&self) -> State {
+        if let Some(h2) = &self.h2 {
+            return h2.state();
+        }
         if self.conn.is_upgraded() {
             State::Done("upgraded")
         } else {
@@ -105,6 +170,8 @@ pub fn operation(ex: Exchange) -> Operation {
         response_end_ns: ex.response_end_ns,
         outcome: ex.outcome,
         traceparent: ex.traceparent,
+        partial: false,
+        abort: None,
         detail: Detail::Http(HttpDetail {
             method: ex.method,
             target: ex.target,

@@ -776,6 +776,8 @@ impl MysqlParser {
             response_end_ns: p.response_end_ns,
             outcome,
             traceparent: None,
+            partial: false,
+            abort: None,
             detail: Detail::Db(d),
         });
     }
@@ -794,7 +796,13 @@ impl MysqlParser {
     }
 
     fn summarize(&self, text: &[u8], truncated: bool) -> SqlSummary {
-        sql::summarize(text, Dialect::Mysql, truncated, self.limits.max_query_len)
+        sql::summarize_as(
+            text,
+            Dialect::Mysql,
+            truncated,
+            self.limits.max_query_len,
+            self.limits.raw_sql,
+        )
     }
 }
 

@@ -23,7 +23,7 @@ use super::framer::{Caps, ENC_ANSWER, Event, Framer, Keep, Msg, Side, UNTYPED};
 use crate::op::{DbDetail, DbSystem, Detail, Operation, Outcome};
 use crate::parse::{Direction, Role, Segment};
 use crate::parser::{ConnParser, Limits, Output, State};
-use crate::sql::{Dialect, SqlSummary, summaries, summarize};
+use crate::sql::{Dialect, SqlSummary, summaries, summarize_as};
 
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
@@ -262,7 +262,13 @@ impl Session {
         let max = self.limits.max_query_len;
         let cut = cut || sql.len() > max;
         let sql = sql.get(..max).unwrap_or(sql);
-        Arc::new(summarize(sql, Dialect::Postgres, cut, max))
+        Arc::new(summarize_as(
+            sql,
+            Dialect::Postgres,
+            cut,
+            max,
+            self.limits.raw_sql,
+        ))
     }
 
     fn op(
@@ -299,6 +305,8 @@ impl Session {
             response_end_ns: resp_end,
             outcome,
             traceparent: None,
+            partial: false,
+            abort: None,
             detail: Detail::Db(detail),
         }
     }
@@ -460,7 +468,7 @@ impl Session {
         let text = text.get(..max).unwrap_or(text);
         let mut stmts = VecDeque::new();
         let mut more = false;
-        for s in summaries(text, Dialect::Postgres, cut, max) {
+        for s in summaries(text, Dialect::Postgres, cut, max).raw(self.limits.raw_sql) {
             if stmts.len() >= self.limits.max_pending_requests.max(1) {
                 out.lose("too_many_statements", 1);
                 more = true;

@@ -139,6 +139,8 @@ impl RedisParser {
             response_end_ns: response.1,
             outcome,
             traceparent: None,
+            partial: false,
+            abort: None,
             detail: Detail::Db(d),
         }
     }
