@@ -599,6 +599,7 @@ struct h2_walk {
 	__u32 nchunks;		/* closed chunks in the current record's table */
 	struct rt_chunk open;	/* the chunk being filled */
 	__u32 records;		/* records sent for this syscall */
+	__u32 frames;		/* frame headers walked */
 	__u8 no_buf;		/* sendfile: nothing to read */
 	__u8 full;		/* out of records: copies become skips */
 	__u8 done;
@@ -616,19 +617,9 @@ struct {
 	__type(value, struct h2_walk);
 } h2_walks SEC(".maps");
 
-static __always_inline struct rt_data_event *h2_ev(void)
-{
-	__u32 zero = 0;
-	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
-	return buf ? &buf->ev : NULL;
-}
-
 /* Sends the current record (its open chunk closed) and starts the next. */
-static __always_inline void h2_flush(struct h2_walk *w)
+static __always_inline void h2_flush(struct h2_walk *w, struct rt_data_event *ev)
 {
-	struct rt_data_event *ev = h2_ev();
-	if (!ev)
-		return;
 	struct rt_chunk *table = (struct rt_chunk *)ev->data;
 	__u32 i = w->nchunks & (RT_MAX_CHUNKS - 1);
 	if (w->open.copied || w->open.skipped || w->nchunks == 0) {
@@ -661,7 +652,7 @@ static __always_inline void h2_skip(struct h2_walk *w, __u32 n)
 /* Room for `n` more copied bytes (at least one; all `n` if `whole`) in
  * the current record, flushing it if needed; 0 once the syscall's
  * records are used up. */
-static __always_inline __u32 h2_room(struct h2_walk *w, __u32 n, bool whole)
+static __always_inline __u32 h2_room(struct h2_walk *w, struct rt_data_event *ev, __u32 n, bool whole)
 {
 	if (w->full)
 		return 0;
@@ -673,13 +664,10 @@ static __always_inline __u32 h2_room(struct h2_walk *w, __u32 n, bool whole)
 			w->full = 1;
 			return 0;
 		}
-		h2_flush(w);
+		h2_flush(w, ev);
 		new_chunk = false;
 	}
 	if (new_chunk) {
-		struct rt_data_event *ev = h2_ev();
-		if (!ev)
-			return 0;
 		struct rt_chunk *table = (struct rt_chunk *)ev->data;
 		__u32 i = w->nchunks & (RT_MAX_CHUNKS - 1);
 		table[i].copied = w->open.copied;
@@ -693,11 +681,8 @@ static __always_inline __u32 h2_room(struct h2_walk *w, __u32 n, bool whole)
 }
 
 /* Copies `n` bytes at the walk's position; false on a read fault. */
-static __always_inline bool h2_copy(struct h2_walk *w, __u32 n)
+static __always_inline bool h2_copy(struct h2_walk *w, struct rt_data_event *ev, __u32 n)
 {
-	struct rt_data_event *ev = h2_ev();
-	if (!ev)
-		return false;
 	__u32 off = (H2_TABLE + w->out) & (RT_MAX_CAPTURE - 1);
 	if (n == 0)
 		return true;
@@ -749,8 +734,10 @@ static long h2_step(__u32 i, void *ctx)
 {
 	__u32 zero = 0;
 	struct h2_walk *w = bpf_map_lookup_elem(&h2_walks, &zero);
-	if (!w)
+	struct scratch_buf *buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!w || !buf)
 		return 1;
+	struct rt_data_event *ev = &buf->ev;
 
 	if (w->left == 0) {
 		w->done = 1;
@@ -773,29 +760,46 @@ static long h2_step(__u32 i, void *ctx)
 		if (w->no_buf)
 			return 1;
 		__u32 have = w->st.have & 15;
-		__u32 n = 9 - (have < 9 ? have : 9);
-		if (n > avail)
-			n = avail;
-		if (n == 0 || n > 9)
-			return 1;
-		if (bpf_probe_read_user(&w->st.hdr[have], n, (void *)w->ptr))
-			return 1;
-		if (h2_room(w, n, true) == n) {
-			if (!h2_copy(w, n))
+		if (have == 0 && avail >= 9 && h2_room(w, ev, 9, true) == 9) {
+			/* Whole in this piece: read once, straight into the
+			 * record, and taken from there. */
+			__u32 off = (H2_TABLE + w->out) & (RT_MAX_CAPTURE - 1);
+			if (bpf_probe_read_user(&ev->data[off], 9, (void *)w->ptr)) {
+				stat_inc(RT_STAT_READ_FAULTS);
 				return 1;
+			}
+			__builtin_memcpy(w->st.hdr, &ev->data[off], 9);
+			w->out += 9;
+			w->open.copied += 9;
+			w->covered += 9;
+			h2_advance(w, 9);
+			have = 9;
 		} else {
-			stat_add(RT_STAT_H2_HEADER_LOST, n);
-			h2_skip(w, n);
+			__u32 n = 9 - (have < 9 ? have : 9);
+			if (n > avail)
+				n = avail;
+			if (n == 0 || n > 9)
+				return 1;
+			if (bpf_probe_read_user(&w->st.hdr[have], n, (void *)w->ptr))
+				return 1;
+			if (h2_room(w, ev, n, true) == n) {
+				if (!h2_copy(w, ev, n))
+					return 1;
+			} else {
+				stat_add(RT_STAT_H2_HEADER_LOST, n);
+				h2_skip(w, n);
+			}
+			h2_advance(w, n);
+			have += n;
 		}
-		h2_advance(w, n);
-		w->st.have = have + n;
-		if (w->st.have < 9)
+		w->st.have = have;
+		if (have < 9)
 			return 0;
 		__u8 *h = w->st.hdr;
 		__u32 len = (__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2];
 		if (h2_implausible(h, len))
 			return 1;
-		stat_inc(RT_STAT_H2_FRAMES);
+		w->frames++;
 		w->st.have = 0;
 		w->st.frame_left = len;
 		/* DATA (0) and unknown extension types are skipped. */
@@ -804,13 +808,13 @@ static long h2_step(__u32 i, void *ctx)
 	}
 	__u32 n = w->st.frame_left < avail ? w->st.frame_left : avail;
 	if (w->st.copy && !w->no_buf) {
-		__u32 room = h2_room(w, n, false);
+		__u32 room = h2_room(w, ev, n, false);
 		if (room == 0) {
 			stat_add(RT_STAT_H2_HEADER_LOST, n);
 			h2_skip(w, n);
 		} else {
 			n = room;
-			if (!h2_copy(w, n))
+			if (!h2_copy(w, ev, n))
 				return 1;
 		}
 	} else {
@@ -869,7 +873,8 @@ static __always_inline void h2_walk_syscall(struct pt_regs *regs, struct rt_data
 		h2_skip(w, (__u32)w->left);
 		w->st.lost = 1;
 	}
-	h2_flush(w);
+	h2_flush(w, ev);
+	stat_add(RT_STAT_H2_FRAMES, w->frames);
 	*st = w->st;
 }
 
