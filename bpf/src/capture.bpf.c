@@ -565,6 +565,9 @@ static __always_inline void send_data(struct rt_data_event *ev, __u32 got)
 #define H2_TABLE (RT_MAX_CHUNKS * sizeof(struct rt_chunk))
 /* Copied bytes one chunked record holds after its table. */
 #define H2_ROOM (RT_MAX_CAPTURE - H2_TABLE)
+/* Payload bytes read with a frame header, so that a small frame (a
+ * request's HEADERS, a control frame) is copied by the same read. */
+#define H2_PEEK 503
 
 struct h2_dir {
 	__u32 frame_left;	/* payload bytes of the current frame still to come */
@@ -762,18 +765,38 @@ static long h2_step(__u32 i, void *ctx)
 		__u32 have = w->st.have & 15;
 		if (have == 0 && avail >= 9 && h2_room(w, ev, 9, true) == 9) {
 			/* Whole in this piece: read once, straight into the
-			 * record, and taken from there. */
+			 * record, with up to H2_PEEK payload bytes after it: a
+			 * small header or control frame then costs one read. */
 			__u32 off = (H2_TABLE + w->out) & (RT_MAX_CAPTURE - 1);
-			if (bpf_probe_read_user(&ev->data[off], 9, (void *)w->ptr)) {
+			__u32 want = H2_ROOM - w->out;
+			if (want > avail)
+				want = avail;
+			if (want > 9 + H2_PEEK)
+				want = 9 + H2_PEEK;
+			if (want < 9)
+				return 1;
+			if (bpf_probe_read_user(&ev->data[off], want, (void *)w->ptr)) {
 				stat_inc(RT_STAT_READ_FAULTS);
 				return 1;
 			}
 			__builtin_memcpy(w->st.hdr, &ev->data[off], 9);
-			w->out += 9;
-			w->open.copied += 9;
-			w->covered += 9;
-			h2_advance(w, 9);
-			have = 9;
+			__u8 *h = w->st.hdr;
+			__u32 len = (__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2];
+			if (h2_implausible(h, len))
+				return 1;
+			w->frames++;
+			__u32 take = 9;
+			w->st.copy = h[3] != 0 && h[3] <= 9;
+			w->st.frame_left = len;
+			if (w->st.copy && 9 + len <= want) {
+				take += len; /* the whole frame is in the record */
+				w->st.frame_left = 0;
+			}
+			w->out += take;
+			w->open.copied += take;
+			w->covered += take;
+			h2_advance(w, take);
+			return 0;
 		} else {
 			__u32 n = 9 - (have < 9 ? have : 9);
 			if (n > avail)
