@@ -567,7 +567,10 @@ static __always_inline void send_data(struct rt_data_event *ev, __u32 got)
 #define H2_ROOM (RT_MAX_CAPTURE - H2_TABLE)
 /* Payload bytes read with a frame header, so that a small frame (a
  * request's HEADERS, a control frame) is copied by the same read. */
-#define H2_PEEK 503
+#define H2_PEEK 1015
+#define H2_PEEK_MAX 1024	/* power of two above 9 + H2_PEEK */
+/* Frames taken from one read. */
+#define H2_BURST 32
 
 struct h2_dir {
 	__u32 frame_left;	/* payload bytes of the current frame still to come */
@@ -779,18 +782,29 @@ static long h2_step(__u32 i, void *ctx)
 				stat_inc(RT_STAT_READ_FAULTS);
 				return 1;
 			}
-			__builtin_memcpy(w->st.hdr, &ev->data[off], 9);
-			__u8 *h = w->st.hdr;
-			__u32 len = (__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2];
-			if (h2_implausible(h, len))
-				return 1;
-			w->frames++;
-			__u32 take = 9;
-			w->st.copy = h[3] != 0 && h[3] <= 9;
-			w->st.frame_left = len;
-			if (w->st.copy && 9 + len <= want) {
-				take += len; /* the whole frame is in the record */
-				w->st.frame_left = 0;
+			/* The frames that the read holds whole are taken from
+			 * the record without reading again (a burst of requests'
+			 * HEADERS), up to the first one it does not: its header
+			 * is taken and the steps after go on with its payload. */
+			__u32 take = 0;
+			for (int k = 0; k < H2_BURST; k++) {
+				if (take + 9 > want)
+					break;
+				__u32 at = (off + (take & (H2_PEEK_MAX - 1))) & (2 * RT_MAX_CAPTURE - 1);
+				__builtin_memcpy(w->st.hdr, &buf->ev.data[at], 9);
+				__u8 *h = w->st.hdr;
+				__u32 len = (__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2];
+				if (h2_implausible(h, len))
+					return 1;
+				w->frames++;
+				/* DATA (0) and unknown extension types are skipped. */
+				w->st.copy = h[3] != 0 && h[3] <= 9;
+				take += 9;
+				if (!w->st.copy || len > want - take) {
+					w->st.frame_left = len;
+					break;
+				}
+				take += len;
 			}
 			w->out += take;
 			w->open.copied += take;
