@@ -216,6 +216,12 @@ const MAX_CHUNKS: usize = ratatosk_abi::rt_limits::RT_MAX_CHUNKS as usize;
 const CHUNK_TABLE: usize = MAX_CHUNKS * CHUNK_SIZE;
 
 impl<'a> Chunks<'a> {
+    /// A table in the kernel's layout (`rt_chunk` entries), for tests.
+    #[cfg(test)]
+    pub(crate) fn from_raw(table: &'a [u8]) -> Self {
+        Chunks(table)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -1013,6 +1013,64 @@ mod tests {
         assert_eq!(starts, [(Role::Server, 11, 10), (Role::Client, 21, 40)]);
     }
 
+    /// An HTTP/2 exchange as the kernel's frame walk delivers it: the
+    /// response's DATA payload skipped (chunked records), its HEADERS
+    /// frame behind it in the same write. The parser gets consecutive
+    /// segments with gaps inside DATA only and makes one whole span.
+    #[test]
+    fn walked_http2_records_make_whole_spans() {
+        let (mut t, m) = tracker(16);
+        let mut out = Vec::new();
+        let frame = |len: u32, ty: u8, flags: u8, stream: u32| {
+            let mut f = len.to_be_bytes()[1..].to_vec();
+            f.extend([ty, flags]);
+            f.extend(stream.to_be_bytes());
+            f
+        };
+        let table = |chunks: &[(u32, u32)]| -> Vec<u8> {
+            chunks
+                .iter()
+                .flat_map(|(c, s)| [c.to_ne_bytes(), s.to_ne_bytes()].concat())
+                .collect()
+        };
+        // Client: preface, SETTINGS, two GET requests (static table only).
+        let mut req = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        req.extend(frame(0, 4, 0, 0));
+        for stream in [1, 3] {
+            req.extend(frame(3, 1, 0x5, stream));
+            req.extend([0x82, 0x86, 0x84]);
+        }
+        t.on_data(&data(1, 3, 10, Direction::Ingress, &req), &mut out);
+        // Server, one write: SETTINGS, stream 1's HEADERS and a DATA frame
+        // of 100 000 bytes (skipped), then stream 3's HEADERS and DATA
+        // (skipped) after it.
+        let mut copied = frame(0, 4, 0, 0);
+        copied.extend(frame(1, 1, 0x4, 1));
+        copied.push(0x88);
+        copied.extend(frame(100_000, 0, 0x1, 1));
+        let first = copied.len() as u32;
+        copied.extend(frame(1, 1, 0x4, 3));
+        copied.push(0x88);
+        copied.extend(frame(5, 0, 0x1, 3));
+        let second = copied.len() as u32 - first;
+        let tab = table(&[(first, 100_000), (second, 5)]);
+        let mut resp = data(1, 3, 20, Direction::Egress, &copied);
+        resp.len = copied.len() as u64 + 100_005;
+        resp.chunks = crate::decode::Chunks::from_raw(&tab);
+        t.on_data(&resp, &mut out);
+        assert_eq!(out.len(), 2, "{:?}", m.parser_errors);
+        let mut sizes: Vec<_> = out
+            .iter()
+            .map(|f| {
+                assert!(!f.op.partial, "{:?}", f.op);
+                (http(&f.op).status, http(&f.op).response_body_size)
+            })
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, [(200, 5), (200, 100_000)]);
+        assert_eq!(m.unparsed_bytes.get(), 0);
+    }
+
     #[test]
     fn exit_ends_every_connection_of_the_process() {
         let (mut t, _) = tracker(16);
