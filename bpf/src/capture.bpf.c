@@ -73,6 +73,9 @@ const volatile __u64 wakeup_bytes = 65536;
 /* TLS plaintext capture is on: syscall exits look for SSL calls in
  * progress and skip the ciphertext of known TLS sockets. */
 const volatile bool tls_capture = false;
+/* Walk HTTP/2 frames on sockets that start with the client preface (socket
+ * hooks only). Off: HTTP/2 is captured as a prefix like anything else. */
+const volatile bool h2_walk = true;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -610,6 +613,9 @@ struct h2_walk {
 	__u8 full;		/* out of records: copies become skips */
 	__u8 done;
 	__u8 _pad;
+	/* The syscall's iovec array, read once (one read instead of one per
+	 * entry: nginx writes three entries per response). */
+	struct iovec iovs[RT_MAX_IOV];
 };
 
 /* The walk state of the syscall in progress. In a map value, not on the
@@ -752,12 +758,10 @@ static long h2_step(__u32 i, void *ctx)
 	if (w->piece_left == 0) {
 		if (!w->iov || w->iov_i >= w->iov_cnt || w->iov_i >= RT_MAX_IOV)
 			return 1; /* bytes left that no buffer describes */
-		struct iovec v;
-		if (bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + w->iov_i * sizeof(v))))
-			return 1;
+		struct iovec *v = &w->iovs[w->iov_i & (RT_MAX_IOV - 1)];
 		w->iov_i++;
-		w->ptr = (__u64)v.iov_base;
-		w->piece_left = v.iov_len < w->left ? v.iov_len : w->left;
+		w->ptr = (__u64)v->iov_base;
+		w->piece_left = v->iov_len < w->left ? v->iov_len : w->left;
 		return 0;
 	}
 	__u32 avail = w->piece_left;
@@ -901,6 +905,14 @@ static __always_inline void h2_walk_syscall(struct pt_regs *regs, struct rt_data
 		w->piece_left = ret;
 		break;
 	}
+	if (w->iov) {
+		__u32 n = w->iov_cnt < RT_MAX_IOV ? w->iov_cnt : RT_MAX_IOV;
+		if (n == 0 || bpf_probe_read_user(w->iovs, (n * sizeof(struct iovec)) & (2 * sizeof(w->iovs) - 1),
+						  (void *)w->iov))
+			w->iov_cnt = 0; /* nothing to walk: given up below */
+		else
+			w->iov_cnt = n;
+	}
 	ev->flags = RT_DATA_CHUNKS;
 	bpf_loop(H2_MAX_STEPS, h2_step, NULL, 0);
 	if (!w->done) {
@@ -1011,7 +1023,7 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 
 	/* A socket known to speak HTTP/2: its frames are walked. */
 	struct h2_sock *hs = NULL;
-	if (h2 && !cipher) {
+	if (h2 && h2_walk && !cipher) {
 		hs = bpf_sk_storage_get(&h2_socks, sk, 0, 0);
 		if (hs && !hs->dir[dir & 1].lost) {
 			h2_walk_syscall(regs, ev, &hs->dir[dir & 1], ret, sc);
@@ -1063,7 +1075,7 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 	if (sc != RT_SYS_SENDFILE && (__u64)got < (__u64)ret)
 		stat_inc(RT_STAT_TRUNCATED);
 	ev->captured = got;
-	if (h2 && !cipher && !hs && h2_preface(ev->data, got)) {
+	if (h2 && h2_walk && !cipher && !hs && h2_preface(ev->data, got)) {
 		/* The client's first bytes: from here both directions are
 		 * walked, this syscall's first 24 bytes (the preface) copied
 		 * as if they were a frame. */

@@ -626,6 +626,17 @@ mod tests {
         put(&mut b, t + offset_of!(rt_tuple, saddr), [127, 0, 0, 1]);
         b[off..].copy_from_slice(payload);
         seeds.push(("data_http_get.bin".into(), b));
+        // A walked HTTP/2 write: HEADERS, then a DATA frame whose payload
+        // was skipped.
+        let copied = [
+            &[0u8, 0, 1, 1, 4, 0, 0, 0, 1, 0x88][..],
+            &[0, 0x40, 0, 0, 1, 0, 0, 0, 1],
+        ]
+        .concat();
+        seeds.push((
+            "data_h2_chunked.bin".into(),
+            chunked_record(&[(19, 16384)], &copied, 19 + 16384),
+        ));
         for (_, s) in &seeds {
             let _ = decode(s).unwrap();
         }

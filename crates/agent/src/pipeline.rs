@@ -143,6 +143,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             HookMode::Socket => SyscallHooks::Socket,
         },
         tls: config.tls_capture,
+        h2_walk: true,
     };
     // Load as configured, else give up what this kernel lacks; each
     // degradation is named once with the error that forced it.

@@ -66,6 +66,10 @@ pub struct LoadOptions {
     /// Load the OpenSSL uprobe programs and let syscall exits recognise
     /// TLS calls in progress (attach them with `Capture::attach_openssl`).
     pub tls: bool,
+    /// Follow HTTP/2 framing on sockets that start with the client
+    /// preface (socket hooks): header frames whole, DATA payloads
+    /// skipped. Off, HTTP/2 is captured as a prefix (for comparisons).
+    pub h2_walk: bool,
 }
 
 impl Default for LoadOptions {
@@ -82,6 +86,7 @@ impl Default for LoadOptions {
             max_sockets: 65536,
             syscall_hooks: SyscallHooks::default(),
             tls: true,
+            h2_walk: true,
         }
     }
 }
@@ -208,6 +213,7 @@ impl Capture {
             ro.capture_bytes = capture_bytes;
             ro.wakeup_bytes = opts.wakeup_bytes;
             ro.tls_capture = opts.tls;
+            ro.h2_walk = opts.h2_walk;
         }
         let rb = opts.ringbuf_bytes.max(4096).next_power_of_two();
         open.maps
