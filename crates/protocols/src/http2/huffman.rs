@@ -34,6 +34,8 @@ const EOS: u16 = 256;
 /// and where its symbols start in `symbols`.
 struct Canon {
     first: [u32; MAX_LEN + 1],
+    /// Read by the bitwise decoder of the tests only.
+    #[cfg_attr(not(test), allow(dead_code))]
     count: [u32; MAX_LEN + 1],
     base: [u16; MAX_LEN + 1],
     /// Symbols sorted by (length, symbol).
