@@ -696,3 +696,34 @@ fn goaway_ends_the_streams_it_refuses() {
     let closed = run(&segs);
     assert_eq!(closed.ops, open.ops);
 }
+
+#[test]
+fn stream_table_bound_evicts_the_oldest_and_counts() {
+    let segs = segments(&fixture("h2load"), 1);
+    let limits = Limits {
+        max_streams: 4,
+        ..Limits::default()
+    };
+    let mut p = HTTP2.parser(Direction::Ingress, &limits);
+    let mut out = Output::default();
+    for s in &segs {
+        let dir = if s.from_client {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
+        p.on_data(dir, Segment::new(s.ts, &s.data), &mut out);
+    }
+    p.on_close(1 << 40, &mut out);
+    let evicted = out
+        .losses
+        .iter()
+        .find(|l| l.0 == "stream_table_full")
+        .map_or(0, |l| l.1);
+    assert!(evicted > 0);
+    // Every stream gives one operation: evicted ones early and partial,
+    // their responses then unpaired.
+    assert_eq!(out.ops.len(), 64);
+    assert_eq!(out.ops.iter().filter(|o| o.partial).count() as u64, evicted);
+    assert!(out.losses.iter().any(|l| l.0 == "unpaired_response"));
+}
