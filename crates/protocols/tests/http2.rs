@@ -410,7 +410,14 @@ fn grpc_unary_not_found_streaming_and_cancel() {
 
 #[test]
 fn one_byte_reads_give_the_same_ops() {
-    for (name, conns) in [("curl", 2), ("h2load", 1), ("mixed", 1), ("grpc", 1)] {
+    for (name, conns) in [
+        ("curl", 2),
+        ("h2load", 1),
+        ("mixed", 1),
+        ("grpc", 1),
+        ("nghttp", 1),
+        ("goaway", 1),
+    ] {
         let recs = fixture(name);
         for conn in 1..=conns {
             let segs = segments(&recs, conn);
@@ -726,4 +733,39 @@ fn stream_table_bound_evicts_the_oldest_and_counts() {
     assert_eq!(out.ops.len(), 64);
     assert_eq!(out.ops.iter().filter(|o| o.partial).count() as u64, evicted);
     assert!(out.losses.iter().any(|l| l.0 == "unpaired_response"));
+}
+
+#[test]
+fn nghttp_priorities_are_skipped() {
+    let segs = segments(&fixture("nghttp"), 1);
+    for segs in [segs.clone(), kernel_cut(&segs)] {
+        let out = run(&segs);
+        assert!(out.losses.is_empty(), "{:?}", out.losses);
+        let got: Vec<(&str, u16, u64, bool)> = out
+            .ops
+            .iter()
+            .map(|o| {
+                let d = http(o);
+                (
+                    d.target.as_str(),
+                    d.status,
+                    d.response_body_size,
+                    o.traceparent.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(got[0], ("/hello", 200, 6, true));
+        assert_eq!(got[1], ("/big.txt", 200, 20000, true));
+        assert_eq!((got[2].0, got[2].1), ("/missing", 404));
+        assert_eq!(got.len(), 3);
+        assert!(
+            out.ops
+                .iter()
+                .all(|o| !o.partial && o.outcome == Outcome::Complete)
+        );
+        assert_eq!(
+            http(&out.ops[0]).user_agent.as_deref(),
+            Some("nghttp2/1.52.0")
+        );
+    }
 }
