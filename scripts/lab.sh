@@ -77,3 +77,11 @@ if ! "$LAB/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null || [ ! -x "$LAB/
     echo "lab: installing grpcio, grpcio-tools and hypercorn into $LAB" >&2
     "$LAB/bin/pip" install -q grpcio grpcio-tools hypercorn
 fi
+
+# Node's gRPC (@grpc/grpc-js, @grpc/proto-loader) in $LAB/node for the
+# HTTP/2 fixtures' Node client and server.
+if [ ! -d "$LAB/node/node_modules/@grpc/grpc-js" ]; then
+    echo "lab: installing @grpc/grpc-js into $LAB/node" >&2
+    mkdir -p "$LAB/node"
+    npm install --prefix "$LAB/node" --silent @grpc/grpc-js @grpc/proto-loader >/dev/null
+fi
