@@ -882,6 +882,14 @@ impl ConnParser for Http2Parser {
         }
         self.closed = true;
         self.flush(Some(CONNECTION_CLOSED), false, out);
+        // Nothing more will be decoded: free the tables and buffers now
+        // rather than when the parser is dropped.
+        for d in [&mut self.req, &mut self.resp] {
+            d.hpack.lose_context();
+            d.block = Vec::new();
+            d.buf = Vec::new();
+        }
+        self.streams = Vec::new();
     }
 
     fn state(&self) -> State {
