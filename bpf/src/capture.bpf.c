@@ -562,6 +562,10 @@ static __always_inline void send_data(struct rt_data_event *ev, __u32 got)
 /* Frame-walk steps per syscall (a frame takes two or three: header,
  * payload, the next iovec). Past it the direction is given up. */
 #define H2_MAX_STEPS 1024
+/* iovecs a walk follows: all a syscall may pass (UIO_MAXIOV). gRPC's C
+ * core writes a frame as many iovecs (24 for a unary call's first
+ * HEADERS), beyond the 16 the plain prefix copy reads. */
+#define H2_MAX_IOV 1024
 #define H2_TABLE (RT_MAX_CHUNKS * sizeof(struct rt_chunk))
 /* Copied bytes one chunked record holds after its table. */
 #define H2_ROOM (RT_MAX_CAPTURE - H2_TABLE)
@@ -758,7 +762,7 @@ static long h2_step(__u32 i, void *ctx)
 		return 1;
 	}
 	if (w->piece_left == 0) {
-		if (!w->iov || w->iov_i >= w->iov_cnt || w->iov_i >= RT_MAX_IOV)
+		if (!w->iov || w->iov_i >= w->iov_cnt || w->iov_i >= H2_MAX_IOV)
 			return 1; /* bytes left that no buffer describes */
 		struct iovec v;
 		if (bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + w->iov_i * sizeof(v))))
