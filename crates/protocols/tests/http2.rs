@@ -609,11 +609,7 @@ fn upgrade_h2c_hands_over_to_http2() {
         }
         assert_eq!(p.state(), State::Active);
         p.on_close(segs.last().unwrap().ts + 1, &mut out);
-        // (One-byte reads of an HTTP/1 head count `lost_sync` while the
-        // HTTP/1 parser probes both directions: an HTTP/1 matter.)
-        if !one {
-            assert!(out.losses.is_empty(), "{:?}", out.losses);
-        }
+        assert!(out.losses.is_empty(), "one-byte {one}: {:?}", out.losses);
         let got: Vec<(&str, &str, u16, Outcome)> = out
             .ops
             .iter()

@@ -570,6 +570,12 @@ impl Http1Conn {
     fn refresh_stats(&mut self) {
         let mut stats = self.own;
         for side in [&self.ingress, &self.egress] {
+            // While both readings of a direction still run, one of them is
+            // wrong and skips the other's bytes as unsynchronised: count
+            // only the reading that stays, once the direction is known.
+            if side.req.is_some() && side.resp.is_some() {
+                continue;
+            }
             if let Some(s) = side.req.as_ref() {
                 stats.add(s.counters());
             }
