@@ -252,7 +252,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             config.max_connections,
             Limits::default(),
             self_metrics.clone(),
-        ),
+        )
+        .with_budget(config.conn_budget),
         SpanBuilder::new(clock.clone(), config.sampler.clone()),
         routes,
         tracker_to_outputs,

@@ -376,12 +376,21 @@ impl RecordSink for Reader {
                 })
                 .set(l.held() as i64);
         }
+        // Idle connections are looked for on the records' clock.
+        self.tracker
+            .expire_idle(crate::clock::mono_ns(), &mut self.finished);
+        if !self.finished.is_empty() {
+            self.build_spans();
+        }
         self.flush();
         self.send_exits();
         self.publish_counts();
         self.metrics
             .connections_tracked
             .set(self.tracker.tracked() as i64);
+        self.metrics
+            .connections_state_bytes
+            .set(i64::try_from(self.tracker.state_bytes()).unwrap_or(i64::MAX));
         self.metrics
             .queue_fill
             .get_or_create(&QueueLabel {

@@ -92,8 +92,12 @@ pub struct SelfMetrics {
     pub connections_opened: Family<KindLabel, Counter>,
     /// Connections currently tracked.
     pub connections_tracked: Gauge,
-    /// Connections forgotten to stay within --max-connections.
-    pub connections_evicted: Counter,
+    /// Connections forgotten before their close, by reason
+    /// (max_connections, memory_budget, idle).
+    pub connections_evicted: Family<ReasonLabel, Counter>,
+    /// Approximate bytes of connection and parser state (budgeted by
+    /// --conn-memory-mib).
+    pub connections_state_bytes: Gauge,
     pub spans_emitted: Counter,
     /// Items dropped because a bounded queue was full, by queue.
     pub queue_dropped: Family<QueueLabel, Counter>,
@@ -213,8 +217,13 @@ impl SelfMetrics {
         );
         r.register(
             "ratatosk_connections_evicted",
-            "Connections forgotten to stay within the connection limit",
+            "Connections forgotten before their close, by reason: max_connections, memory_budget (state over --conn-memory-mib, oldest first), idle (--conn-idle-timeout)",
             self.connections_evicted.clone(),
+        );
+        r.register(
+            "ratatosk_connections_state_bytes",
+            "Approximate bytes of connection and parser state held",
+            self.connections_state_bytes.clone(),
         );
         r.register(
             "ratatosk_spans_emitted",
