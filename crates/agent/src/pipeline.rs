@@ -57,7 +57,11 @@ const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(400);
 const OPENSSL_SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let routes = Routes::new(&config.routes).context("checking the route patterns")?;
+    // A route unused for the series TTL gives its slot back, as its
+    // series leave /metrics.
+    let routes = Routes::new(&config.routes)
+        .context("checking the route patterns")?
+        .with_slot_ttl(config.prometheus_ttl);
     if let Some(file) = &config.config_file {
         info!(%file, "settings read from the configuration file");
     }
@@ -313,6 +317,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 Some(tokio::spawn(prometheus::serve(
                     listener,
                     registry.clone(),
+                    self_metrics.prometheus_scrapes_refused.clone(),
                     shutdown,
                 )))
             }

@@ -133,7 +133,7 @@ impl Reader {
             tracker,
             spans,
             no_route: Arc::from(""),
-            db_names: DbNames::new(routes.max_routes()),
+            db_names: DbNames::new(routes.max_routes()).with_slot_ttl(routes.slot_ttl()),
             routes,
             finished: Vec::new(),
             linker: None,
@@ -366,8 +366,11 @@ impl RecordSink for Reader {
     }
 
     fn drained(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.routes.tick(now);
+        self.db_names.tick(now);
         if let Some(l) = &mut self.linker {
-            l.tick(std::time::Instant::now(), &mut self.batch);
+            l.tick(now, &mut self.batch);
             l.publish(&self.metrics);
             self.metrics
                 .queue_fill

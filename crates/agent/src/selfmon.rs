@@ -71,6 +71,9 @@ pub struct SelfMetrics {
     pub targets_full: Counter,
     /// Spans left out of /metrics: they would open a label set past the cap.
     pub prometheus_series_limit: Counter,
+    /// /metrics requests refused, by reason (busy: too many at once;
+    /// body_limit: the body would pass its bound).
+    pub prometheus_scrapes_refused: Family<ReasonLabel, Counter>,
     /// /metrics series dropped after the TTL without an update.
     pub prometheus_series_expired: Counter,
     /// Socket I/O of traced processes the socket hooks could not decode
@@ -314,6 +317,11 @@ impl SelfMetrics {
             "ratatosk_otlp_dropped",
             "Spans and metric data points not exported over OTLP, by signal and reason",
             self.otlp_dropped.clone(),
+        );
+        r.register(
+            "ratatosk_prometheus_scrapes_refused",
+            "/metrics requests refused with 503, by reason: busy (more than 2 scrapes at once), body_limit (body over 8 MiB)",
+            self.prometheus_scrapes_refused.clone(),
         );
         r.register(
             "ratatosk_prometheus_series_limit",
