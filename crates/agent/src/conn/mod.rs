@@ -141,11 +141,12 @@ impl Default for Budget {
 /// How often idle connections are looked for.
 const SWEEP_NS: u64 = 1_000_000_000;
 
-/// What a tracked connection costs besides its protocol state: the `Conn`
-/// and its entries in the connection and fd tables, twice over for the
-/// tables' spare capacity and control bytes.
-const CONN_BASE_BYTES: usize = std::mem::size_of::<Conn>()
-    + 2 * (std::mem::size_of::<(u64, Conn)>() + std::mem::size_of::<(u32, u64)>() + 2);
+/// What a tracked connection costs besides its protocol state: its
+/// entries in the connection and fd tables (the `Conn` lives inside the
+/// first), with a control byte each, times 3/2 for the tables' spare
+/// capacity (hashbrown fills 7/16 to 7/8 of its slots).
+const CONN_BASE_BYTES: usize =
+    (std::mem::size_of::<(u64, Conn)>() + std::mem::size_of::<(u32, u64)>() + 2) * 3 / 2;
 
 /// Approximate bytes of one connection's state: honest to within the
 /// allocator's rounding (capacities, not lengths, are counted).
