@@ -93,6 +93,10 @@ pub struct SelfMetrics {
     /// Connections seen opening, by origin (accept, connect, or data:
     /// first seen by its bytes).
     pub connections_opened: Family<KindLabel, Counter>,
+    /// /proc reads given up on the reader's behalf, by reason (timeout:
+    /// the read blocked past its deadline; helpers_stuck: too many
+    /// helpers blocked to try).
+    pub proc_reads_abandoned: Family<ReasonLabel, Counter>,
     /// Connections currently tracked.
     pub connections_tracked: Gauge,
     /// Connections forgotten before their close, by reason
@@ -212,6 +216,11 @@ impl SelfMetrics {
             "ratatosk_connections_opened",
             "Connections of traced processes seen opening, by origin",
             self.connections_opened.clone(),
+        );
+        r.register(
+            "ratatosk_proc_reads_abandoned",
+            "/proc/PID/environ reads given up (the process is named without its OTEL_* variables), by reason: timeout (blocked over 100 ms), helpers_stuck (8 helper threads blocked already)",
+            self.proc_reads_abandoned.clone(),
         );
         r.register(
             "ratatosk_connections_tracked",
