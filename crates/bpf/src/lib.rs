@@ -192,6 +192,20 @@ pub struct Capture {
 impl Capture {
     /// Checks privileges and kernel features, loads and attaches.
     pub fn load(opts: &LoadOptions) -> Result<Capture, LoadError> {
+        let multi = opts.tls && uprobe_multi_supported();
+        match Self::load_with(opts, multi) {
+            // A kernel that refuses the uprobe_multi programs still gets
+            // TLS, through perf-event uprobes.
+            Err(e) if multi => {
+                tracing::debug!(error = %e, "uprobe_multi programs refused: perf-event uprobes instead");
+                Self::load_with(opts, false)
+            }
+            r => r,
+        }
+    }
+
+    /// `load`, the TLS programs as uprobe_multi programs when `multi`.
+    fn load_with(opts: &LoadOptions, multi: bool) -> Result<Capture, LoadError> {
         preflight()?;
         // libbpf's own messages (a verifier log can be thousands of lines)
         // go to the debug log; failures surface as one error line.
@@ -242,7 +256,6 @@ impl Capture {
 
         let per_syscall = opts.syscall_hooks == SyscallHooks::PerSyscall;
         let socket = opts.syscall_hooks == SyscallHooks::Socket;
-        let multi;
         {
             let p = &mut open.progs;
             p.sys_exit
@@ -274,7 +287,6 @@ impl Capture {
                 prog.set_autoload(per_syscall);
             }
             // Attached per library by attach_openssl, never by the skeleton.
-            let tls_multi = opts.tls && uprobe_multi_supported();
             for prog in [
                 &mut p.ssl_read,
                 &mut p.ssl_read_ret,
@@ -291,11 +303,10 @@ impl Capture {
                 &mut p.go_tls_write,
             ] {
                 prog.set_autoload(opts.tls);
-                if tls_multi {
+                if multi {
                     prog.set_attach_type(libbpf_rs::ProgramAttachType::TraceUprobeMulti);
                 }
             }
-            multi = tls_multi;
         }
         let skel = open.load().map_err(LoadError::Load)?;
         let mut links = Vec::new();
