@@ -379,8 +379,9 @@ impl Tracker {
             return;
         };
         let idle: Vec<(u64, u32, u64)> = self
-            .ages()
-            .into_iter()
+            .procs
+            .iter()
+            .flat_map(|(tgid, p)| p.conns.iter().map(move |(s, c)| (c.last_ns, *tgid, *s)))
             .filter(|(ts, _, _)| *ts < cutoff)
             .collect();
         if idle.is_empty() {
