@@ -135,8 +135,8 @@ impl Reader {
             tracker,
             spans,
             no_route: Arc::from(""),
-            db_names: DbNames::new(routes.max_routes()),
-            rpc_names: DbNames::new(routes.max_routes()),
+            db_names: DbNames::new(routes.max_routes()).with_slot_ttl(routes.slot_ttl()),
+            rpc_names: DbNames::new(routes.max_routes()).with_slot_ttl(routes.slot_ttl()),
             routes,
             finished: Vec::new(),
             linker: None,
@@ -382,8 +382,12 @@ impl RecordSink for Reader {
     }
 
     fn drained(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.routes.tick(now);
+        self.db_names.tick(now);
+        self.rpc_names.tick(now);
         if let Some(l) = &mut self.linker {
-            l.tick(std::time::Instant::now(), &mut self.batch);
+            l.tick(now, &mut self.batch);
             l.publish(&self.metrics);
             self.metrics
                 .queue_fill
@@ -392,12 +396,21 @@ impl RecordSink for Reader {
                 })
                 .set(l.held() as i64);
         }
+        // Idle connections are looked for on the records' clock.
+        self.tracker
+            .expire_idle(crate::clock::mono_ns(), &mut self.finished);
+        if !self.finished.is_empty() {
+            self.build_spans();
+        }
         self.flush();
         self.send_exits();
         self.publish_counts();
         self.metrics
             .connections_tracked
             .set(self.tracker.tracked() as i64);
+        self.metrics
+            .connections_state_bytes
+            .set(i64::try_from(self.tracker.state_bytes()).unwrap_or(i64::MAX));
         self.metrics
             .queue_fill
             .get_or_create(&QueueLabel {

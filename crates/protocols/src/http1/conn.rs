@@ -94,7 +94,33 @@ pub struct Http1Conn {
     stats: ConnStats,
 }
 
+impl Side {
+    fn heap_bytes(&self) -> usize {
+        self.req.as_ref().map_or(0, MessageStream::heap_bytes)
+            + self.resp.as_ref().map_or(0, MessageStream::heap_bytes)
+    }
+}
+
 impl Http1Conn {
+    /// Heap bytes held: head buffers and pending requests (their target
+    /// and fields counted by length).
+    pub fn heap_bytes(&self) -> usize {
+        let pending: usize = self
+            .pending
+            .iter()
+            .map(|r| {
+                r.head.target.len()
+                    + r.head.method.len()
+                    + r.head.host.as_ref().map_or(0, |h| h.len())
+                    + r.head.user_agent.as_ref().map_or(0, |h| h.len())
+            })
+            .sum();
+        self.ingress.heap_bytes()
+            + self.egress.heap_bytes()
+            + self.pending.capacity() * std::mem::size_of::<PendingRequest>()
+            + pending
+    }
+
     pub fn new(limits: Limits) -> Self {
         let side = || Side {
             req: Some(MessageStream::new(
