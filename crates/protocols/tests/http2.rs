@@ -775,3 +775,25 @@ fn nghttp_priorities_are_skipped() {
         );
     }
 }
+
+/// The memory budget sees the HPACK tables and buffers a connection holds.
+#[test]
+fn state_bytes_count_the_header_tables() {
+    let segs = segments(&fixture("grpc"), 1);
+    let mut p = HTTP2.parser(Direction::Ingress, &Limits::default());
+    let empty = p.state_bytes();
+    let mut out = Output::default();
+    for s in &segs {
+        let dir = if s.from_client {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
+        p.on_data(dir, Segment::new(s.ts, &s.data), &mut out);
+    }
+    assert!(!out.ops.is_empty());
+    let held = p.state_bytes();
+    // gRPC clients index their headers: the tables hold them.
+    assert!(held > empty + 100, "{empty} -> {held}");
+    assert!(held < empty + 2 * 64 * 1024 + 64 * 1024, "{held}");
+}

@@ -152,6 +152,7 @@ impl ConnParser for Http1Parser {
         std::mem::size_of_val(self)
             + self.conn.heap_bytes()
             + self.scratch.capacity() * std::mem::size_of::<Exchange>()
+            + self.h2.as_ref().map_or(0, |h2| h2.state_bytes())
     }
 
     fn state(&self) -> State {

@@ -860,6 +860,14 @@ fn strip(d: &mut Dir, f: Frame) -> bool {
 }
 
 impl ConnParser for Http2Parser {
+    fn state_bytes(&self) -> usize {
+        let dir = |d: &Dir| d.buf.capacity() + d.block.capacity() + d.hpack.heap_bytes();
+        std::mem::size_of_val(self)
+            + dir(&self.req)
+            + dir(&self.resp)
+            + self.streams.capacity() * std::mem::size_of::<Stream>()
+    }
+
     fn on_data(&mut self, dir: Direction, seg: Segment<'_>, out: &mut Output) {
         if self.closed || self.state != State::Active {
             return;

@@ -189,6 +189,19 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Heap bytes held: the table's entries (what the agent's memory
+    /// budget counts; the table itself is bounded by its cap).
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self
+                .entries
+                .iter()
+                .map(|e| e.raw_name.len() + e.value.len())
+                .sum::<usize>()
+            + self.name_buf.capacity()
+            + self.value_buf.capacity()
+    }
+
     /// A decoder for a context seen from its start (`complete`) or not,
     /// whose table never exceeds `cap` bytes, keeping values up to
     /// `keep_value` bytes.
