@@ -86,7 +86,7 @@ WORKLOADS = {w.name: w for w in [
              run_sysbench_point_select, kinds=("hooks-only", "ratatosk")),
     Workload("nginx-h2c", "nginx, cleartext HTTP/2 (prior knowledge), h2load closed loop, 1 stream per connection",
              ["nginx", "h2load"], lambda tmp, o: start_nginx(tmp, "h2c"),
-             lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d), unparsed="HTTP/2"),
+             lambda port, o, d: run_h2load(f"http://127.0.0.1:{port}/file", o, d), kinds=("hooks-only", "ratatosk")),
     Workload("grpc", "Python grpcio server, unary helloworld.Greeter/SayHello, h2load making gRPC calls "
              "(one in flight per connection)", ["h2load"], start_grpc, run_grpc_h2load,
              kinds=("hooks-only", "ratatosk")),

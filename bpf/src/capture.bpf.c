@@ -565,6 +565,10 @@ static __always_inline void send_data(struct rt_data_event *ev, __u32 got)
 /* Frame-walk steps per syscall (a frame takes two or three: header,
  * payload, the next iovec). Past it the direction is given up. */
 #define H2_MAX_STEPS 1024
+/* iovecs a walk follows: all a syscall may pass (UIO_MAXIOV). gRPC's C
+ * core writes a frame as many iovecs (24 for a unary call's first
+ * HEADERS), beyond the 16 the plain prefix copy reads. */
+#define H2_MAX_IOV 1024
 #define H2_TABLE (RT_MAX_CHUNKS * sizeof(struct rt_chunk))
 /* Copied bytes one chunked record holds after its table. */
 #define H2_ROOM (RT_MAX_CAPTURE - H2_TABLE)
@@ -613,7 +617,7 @@ struct h2_walk {
 	__u8 full;		/* out of records: copies become skips */
 	__u8 done;
 	__u8 _pad;
-	/* The syscall's iovec array, read once (one read instead of one per
+	/* The syscall's iovecs, 16 at a time (one read instead of one per
 	 * entry: nginx writes three entries per response). */
 	struct iovec iovs[RT_MAX_IOV];
 };
@@ -756,9 +760,19 @@ static long h2_step(__u32 i, void *ctx)
 		return 1;
 	}
 	if (w->piece_left == 0) {
-		if (!w->iov || w->iov_i >= w->iov_cnt || w->iov_i >= RT_MAX_IOV)
+		if (!w->iov || w->iov_i >= w->iov_cnt || w->iov_i >= H2_MAX_IOV)
 			return 1; /* bytes left that no buffer describes */
-		struct iovec *v = &w->iovs[w->iov_i & (RT_MAX_IOV - 1)];
+		__u32 slot = w->iov_i & (RT_MAX_IOV - 1);
+		if (slot == 0) {
+			/* The next (up to) 16 entries, in one read. */
+			__u32 n = w->iov_cnt - w->iov_i;
+			if (n > RT_MAX_IOV)
+				n = RT_MAX_IOV;
+			if (bpf_probe_read_user(w->iovs, (n * sizeof(struct iovec)) & (2 * sizeof(w->iovs) - 1),
+						(void *)(w->iov + (__u64)w->iov_i * sizeof(struct iovec))))
+				return 1;
+		}
+		struct iovec *v = &w->iovs[slot];
 		w->iov_i++;
 		w->ptr = (__u64)v->iov_base;
 		w->piece_left = v->iov_len < w->left ? v->iov_len : w->left;
@@ -904,14 +918,6 @@ static __always_inline void h2_walk_syscall(struct pt_regs *regs, struct rt_data
 		w->ptr = (__u64)ubuf;
 		w->piece_left = ret;
 		break;
-	}
-	if (w->iov) {
-		__u32 n = w->iov_cnt < RT_MAX_IOV ? w->iov_cnt : RT_MAX_IOV;
-		if (n == 0 || bpf_probe_read_user(w->iovs, (n * sizeof(struct iovec)) & (2 * sizeof(w->iovs) - 1),
-						  (void *)w->iov))
-			w->iov_cnt = 0; /* nothing to walk: given up below */
-		else
-			w->iov_cnt = n;
 	}
 	ev->flags = RT_DATA_CHUNKS;
 	bpf_loop(H2_MAX_STEPS, h2_step, NULL, 0);

@@ -13,6 +13,11 @@ fn ns(c: ClockId) -> i64 {
         .saturating_add(t.tv_nsec)
 }
 
+/// Now on the records' clock (bpf_ktime_get_ns is CLOCK_MONOTONIC).
+pub fn mono_ns() -> u64 {
+    u64::try_from(ns(ClockId::Monotonic)).unwrap_or(0)
+}
+
 /// Shared, cheaply cloned converter.
 #[derive(Clone)]
 pub struct Clock {

@@ -41,6 +41,10 @@ use crate::spans::route::Routes;
 
 /// Batches of spans waiting for the outputs thread.
 const TRACKER_TO_OUTPUTS_CAPACITY: usize = 1024;
+/// Emptied batches kept for the reader to fill again (each holds room for
+/// `reader::BATCH_SPANS` spans, ~100 KB): enough for the batches of one
+/// outputs tick at tens of thousands of spans per second.
+const SPENT_BATCHES: usize = 16;
 /// How often the reader drains the ring buffer when the kernel did not
 /// wake it (the kernel only wakes it once enough data waits). Each wake-up
 /// has a fixed cost (~50 µs of CPU on a KVM guest, measured): at 10k
@@ -57,7 +61,11 @@ const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(400);
 const OPENSSL_SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let routes = Routes::new(&config.routes).context("checking the route patterns")?;
+    // A route unused for the series TTL gives its slot back, as its
+    // series leave /metrics.
+    let routes = Routes::new(&config.routes)
+        .context("checking the route patterns")?
+        .with_slot_ttl(config.prometheus_ttl);
     if let Some(file) = &config.config_file {
         info!(%file, "settings read from the configuration file");
     }
@@ -221,6 +229,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let scan_targets = capture.targets().context("opening the target map")?;
     let mut openssl = OpensslFiles::new(config.tls_decrypt, self_metrics.clone());
     let mut capture = capture;
+    let stop = Arc::new(AtomicBool::new(false));
+    let scan_stop = stop.clone();
     let mut scan_openssl = |capture: &mut Capture| {
         let pids = if trace_all {
             crate::discovery::procfs::pids()
@@ -228,8 +238,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             scan_targets.list()
         };
         let me = std::process::id();
+        // A stop requested meanwhile ends the scan at the next process.
         openssl.scan(
-            pids.into_iter().filter(|p| *p != me),
+            pids.into_iter()
+                .filter(|p| *p != me)
+                .take_while(|_| !scan_stop.load(Ordering::Relaxed)),
             &mut TlsProbes(capture),
         );
     };
@@ -237,7 +250,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         scan_openssl(&mut capture);
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
     let clock = Clock::new();
     let (tracker_to_outputs, outputs_rx) = queue::bounded::<Batch>(
         "tracker_to_outputs",
@@ -256,7 +268,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 ..Limits::default()
             },
             self_metrics.clone(),
-        ),
+        )
+        .with_budget(config.conn_budget),
         SpanBuilder::new(clock.clone(), config.sampler.clone()),
         routes,
         tracker_to_outputs,
@@ -264,6 +277,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         stop.clone(),
     );
     reader.link_traces(config.context_propagation.links());
+    let (spent_tx, spent_rx) = crossbeam_channel::bounded(SPENT_BATCHES);
+    reader.recycle_batches(spent_rx);
     let reader_thread = thread::Builder::new()
         .name("ratatosk-reader".into())
         .spawn(move || {
@@ -291,7 +306,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || {
             crate::panics::test_switch("outputs");
             output::run(
-                outputs_rx,
+                output::Inbox {
+                    batches: outputs_rx,
+                    spent: spent_tx,
+                },
                 http_metrics,
                 printer,
                 otlp,
@@ -316,6 +334,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 Some(tokio::spawn(prometheus::serve(
                     listener,
                     registry.clone(),
+                    self_metrics.prometheus_scrapes_refused.clone(),
                     shutdown,
                 )))
             }
@@ -359,22 +378,39 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 /// Waits for SIGINT/SIGTERM or a failed reader, running `housekeeping`
 /// (on this thread, which owns the loaded programs) every
-/// OPENSSL_SCAN_INTERVAL.
+/// OPENSSL_SCAN_INTERVAL. Signals are taken by a task of their own, so a
+/// long housekeeping (a library being calibrated) does not hold them: the
+/// stop is set at once (the reader flushes and ends, the TLS scan ends at
+/// its next process), and this loop ends when housekeeping returns.
 async fn wait_for_signal(
-    stop: &AtomicBool,
+    stop: &Arc<AtomicBool>,
     reader: &thread::JoinHandle<Result<(), ratatosk_bpf::MapError>>,
     housekeeping: &mut dyn FnMut(),
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let signalled = Arc::new(tokio::sync::Notify::new());
+    let signals = {
+        let (stop, signalled) = (stop.clone(), signalled.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: flushing and detaching"),
+                _ = int.recv() => info!("SIGINT: flushing and detaching"),
+            }
+            stop.store(true, Ordering::Relaxed);
+            signalled.notify_one();
+        })
+    };
     // As often as the OpenSSL scan needs: every tick wakes two threads.
     let mut tick = tokio::time::interval(OPENSSL_SCAN_INTERVAL);
     loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: flushing and detaching"); break; }
-            _ = int.recv() => { info!("SIGINT: flushing and detaching"); break; }
+            _ = signalled.notified() => break,
             _ = tick.tick() => {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 // A panic anywhere stops the agent (panics.rs).
                 if crate::panics::panicked() {
                     error!("a thread panicked: stopping");
@@ -389,6 +425,7 @@ async fn wait_for_signal(
             }
         }
     }
+    signals.abort();
     stop.store(true, Ordering::Relaxed);
     Ok(())
 }

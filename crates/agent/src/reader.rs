@@ -26,7 +26,7 @@ use ratatosk_protocols::op::Detail;
 use ratatosk_protocols::parse::Role;
 
 /// Spans per batch before the reader sends one without waiting for a drain.
-const BATCH_SPANS: usize = 256;
+pub const BATCH_SPANS: usize = 256;
 /// Records between two yields of the reader thread.
 const YIELD_EVERY: u32 = 512;
 
@@ -88,6 +88,10 @@ fn ignored(l: &mut TraceLinker, f: &Finished, out: &mut Vec<Span>) {
 pub struct Reader {
     /// Records since the reader last yielded its core.
     since_yield: u32,
+    /// Batches the outputs thread has emptied, to fill again: a fresh
+    /// allocation per batch faulted its pages in every time (the
+    /// allocator gave the freed ones back to the kernel).
+    spent: Option<crossbeam_channel::Receiver<Vec<Span>>>,
     record_counts: [u64; RECORD_KINDS.len()],
     /// Connections opened since the last drain, by origin.
     opened: [u64; ORIGINS.len()],
@@ -129,14 +133,15 @@ impl Reader {
     ) -> Self {
         Reader {
             since_yield: 0,
+            spent: None,
             record_counts: [0; RECORD_KINDS.len()],
             opened: [0; ORIGINS.len()],
             discovery,
             tracker,
             spans,
             no_route: Arc::from(""),
-            db_names: DbNames::new(routes.max_routes()),
-            rpc_names: DbNames::new(routes.max_routes()),
+            db_names: DbNames::new(routes.max_routes()).with_slot_ttl(routes.slot_ttl()),
+            rpc_names: DbNames::new(routes.max_routes()).with_slot_ttl(routes.slot_ttl()),
             routes,
             finished: Vec::new(),
             linker: None,
@@ -146,6 +151,11 @@ impl Reader {
             metrics,
             stop,
         }
+    }
+
+    /// Takes emptied batches back from the outputs thread.
+    pub fn recycle_batches(&mut self, spent: crossbeam_channel::Receiver<Vec<Span>>) {
+        self.spent = Some(spent);
     }
 
     /// Links spans into traces on this host (context propagation on).
@@ -250,7 +260,12 @@ impl Reader {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_SPANS));
+        let next = self
+            .spent
+            .as_ref()
+            .and_then(|r| r.try_recv().ok())
+            .unwrap_or_else(|| Vec::with_capacity(BATCH_SPANS));
+        let batch = std::mem::replace(&mut self.batch, next);
         let n = batch.len() as u64;
         if self.tx.send(Batch::Spans(batch), n) {
             self.metrics.spans_emitted.inc_by(n);
@@ -382,8 +397,12 @@ impl RecordSink for Reader {
     }
 
     fn drained(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.routes.tick(now);
+        self.db_names.tick(now);
+        self.rpc_names.tick(now);
         if let Some(l) = &mut self.linker {
-            l.tick(std::time::Instant::now(), &mut self.batch);
+            l.tick(now, &mut self.batch);
             l.publish(&self.metrics);
             self.metrics
                 .queue_fill
@@ -392,12 +411,21 @@ impl RecordSink for Reader {
                 })
                 .set(l.held() as i64);
         }
+        // Idle connections are looked for on the records' clock.
+        self.tracker
+            .expire_idle(crate::clock::mono_ns(), &mut self.finished);
+        if !self.finished.is_empty() {
+            self.build_spans();
+        }
         self.flush();
         self.send_exits();
         self.publish_counts();
         self.metrics
             .connections_tracked
             .set(self.tracker.tracked() as i64);
+        self.metrics
+            .connections_state_bytes
+            .set(i64::try_from(self.tracker.state_bytes()).unwrap_or(i64::MAX));
         self.metrics
             .queue_fill
             .get_or_create(&QueueLabel {

@@ -71,6 +71,9 @@ pub struct SelfMetrics {
     pub targets_full: Counter,
     /// Spans left out of /metrics: they would open a label set past the cap.
     pub prometheus_series_limit: Counter,
+    /// /metrics requests refused, by reason (busy: too many at once;
+    /// body_limit: the body would pass its bound).
+    pub prometheus_scrapes_refused: Family<ReasonLabel, Counter>,
     /// /metrics series dropped after the TTL without an update.
     pub prometheus_series_expired: Counter,
     /// Socket I/O of traced processes the socket hooks could not decode
@@ -99,10 +102,18 @@ pub struct SelfMetrics {
     /// Connections seen opening, by origin (accept, connect, or data:
     /// first seen by its bytes).
     pub connections_opened: Family<KindLabel, Counter>,
+    /// /proc reads given up on the reader's behalf, by reason (timeout:
+    /// the read blocked past its deadline; helpers_stuck: too many
+    /// helpers blocked to try).
+    pub proc_reads_abandoned: Family<ReasonLabel, Counter>,
     /// Connections currently tracked.
     pub connections_tracked: Gauge,
-    /// Connections forgotten to stay within --max-connections.
-    pub connections_evicted: Counter,
+    /// Connections forgotten before their close, by reason
+    /// (max_connections, memory_budget, idle).
+    pub connections_evicted: Family<ReasonLabel, Counter>,
+    /// Approximate bytes of connection and parser state (budgeted by
+    /// --conn-memory-mib).
+    pub connections_state_bytes: Gauge,
     pub spans_emitted: Counter,
     /// Items dropped because a bounded queue was full, by queue.
     pub queue_dropped: Family<QueueLabel, Counter>,
@@ -241,14 +252,24 @@ impl SelfMetrics {
             self.connections_opened.clone(),
         );
         r.register(
+            "ratatosk_proc_reads_abandoned",
+            "/proc/PID/environ reads given up (the process is named without its OTEL_* variables), by reason: timeout (blocked over 100 ms), helpers_stuck (8 helper threads blocked already)",
+            self.proc_reads_abandoned.clone(),
+        );
+        r.register(
             "ratatosk_connections_tracked",
             "Connections currently tracked",
             self.connections_tracked.clone(),
         );
         r.register(
             "ratatosk_connections_evicted",
-            "Connections forgotten to stay within the connection limit",
+            "Connections forgotten before their close, by reason: max_connections, memory_budget (state over --conn-memory-mib, oldest first), idle (--conn-idle-timeout)",
             self.connections_evicted.clone(),
+        );
+        r.register(
+            "ratatosk_connections_state_bytes",
+            "Approximate bytes of connection and parser state held",
+            self.connections_state_bytes.clone(),
         );
         r.register(
             "ratatosk_spans_emitted",
@@ -339,6 +360,11 @@ impl SelfMetrics {
             "ratatosk_otlp_dropped",
             "Spans and metric data points not exported over OTLP, by signal and reason",
             self.otlp_dropped.clone(),
+        );
+        r.register(
+            "ratatosk_prometheus_scrapes_refused",
+            "/metrics requests refused with 503, by reason: busy (more than 2 scrapes at once), body_limit (body over 8 MiB)",
+            self.prometheus_scrapes_refused.clone(),
         );
         r.register(
             "ratatosk_prometheus_series_limit",

@@ -15,7 +15,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilder, UprobeOpts};
+use libbpf_rs::{
+    Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilder, UprobeMultiOpts, UprobeOpts,
+};
 pub use ratatosk_abi::rt_ssl_layout as SslLayout;
 use ratatosk_abi::{rt_limits, rt_ssl_layout, rt_stat, rt_target};
 
@@ -185,6 +187,8 @@ pub struct Capture {
     /// which attaches once per file).
     tls_links: Vec<Link>,
     tls: bool,
+    /// TLS programs attach as uprobe_multi links (see `UPROBE_MULTI`).
+    multi: bool,
     capture_bytes: u32,
     /// Entries of `ssl_layouts` in use.
     ssl_layouts: u32,
@@ -193,6 +197,20 @@ pub struct Capture {
 impl Capture {
     /// Checks privileges and kernel features, loads and attaches.
     pub fn load(opts: &LoadOptions) -> Result<Capture, LoadError> {
+        let multi = opts.tls && uprobe_multi_supported();
+        match Self::load_with(opts, multi) {
+            // A kernel that refuses the uprobe_multi programs still gets
+            // TLS, through perf-event uprobes.
+            Err(e) if multi => {
+                tracing::debug!(error = %e, "uprobe_multi programs refused: perf-event uprobes instead");
+                Self::load_with(opts, false)
+            }
+            r => r,
+        }
+    }
+
+    /// `load`, the TLS programs as uprobe_multi programs when `multi`.
+    fn load_with(opts: &LoadOptions, multi: bool) -> Result<Capture, LoadError> {
         preflight()?;
         // libbpf's own messages (a verifier log can be thousands of lines)
         // go to the debug log; failures surface as one error line.
@@ -291,6 +309,9 @@ impl Capture {
                 &mut p.go_tls_write,
             ] {
                 prog.set_autoload(opts.tls);
+                if multi {
+                    prog.set_attach_type(libbpf_rs::ProgramAttachType::TraceUprobeMulti);
+                }
             }
         }
         let skel = open.load().map_err(LoadError::Load)?;
@@ -339,6 +360,7 @@ impl Capture {
             _links: links,
             tls_links: Vec::new(),
             tls: opts.tls,
+            multi,
             capture_bytes,
             ssl_layouts: 0,
         })
@@ -354,8 +376,9 @@ impl Capture {
             return Err(TlsAttachError::Disabled);
         }
         let p = &self.skel.progs;
+        let multi = self.multi;
         let attach = |prog: &libbpf_rs::ProgramMut<'_>, func: &'static str, retprobe: bool| {
-            attach_symbol(prog, path, func, retprobe, 0)
+            attach_symbol(prog, path, func, retprobe, 0, multi)
         };
         // All or nothing for the required pair, so a failure leaves no
         // half-probed library behind.
@@ -426,8 +449,9 @@ impl Capture {
             .update(&idx.to_ne_bytes(), bytes, MapFlags::ANY)
             .map_err(TlsAttachError::Layout)?;
         let progs = &self.skel.progs;
+        let multi = self.multi;
         let attach = |prog: &libbpf_rs::ProgramMut<'_>, func: &'static str| {
-            attach_symbol(prog, path, func, false, u64::from(idx))
+            attach_symbol(prog, path, func, false, u64::from(idx), multi)
         };
         let mut links = Vec::with_capacity(2);
         if executable {
@@ -459,36 +483,60 @@ impl Capture {
             return Err(TlsAttachError::Disabled);
         }
         let p = &self.skel.progs;
-        let attach = |prog: &libbpf_rs::ProgramMut<'_>, func: &'static str, offset: u64| {
-            let offset =
-                usize::try_from(offset).map_err(|_| TlsAttachError::Offset { func, offset })?;
-            prog.attach_uprobe_with_opts(
-                -1,
-                path,
-                offset,
-                UprobeOpts {
-                    cookie: probes.layout_cookie,
-                    ..Default::default()
-                },
-            )
-            .map_err(|source| TlsAttachError::Attach { func, source })
+        let multi = self.multi;
+        let cookie = probes.layout_cookie;
+        // Every offset of one program in one link when uprobe_multi is
+        // used (the RETs of Read: one link, one detach).
+        let attach = |prog: &libbpf_rs::ProgramMut<'_>, func: &'static str, offsets: &[u64]| {
+            let offsets = offsets
+                .iter()
+                .map(|&offset| {
+                    usize::try_from(offset).map_err(|_| TlsAttachError::Offset { func, offset })
+                })
+                .collect::<Result<Vec<usize>, _>>()?;
+            let one = |offset: usize| {
+                prog.attach_uprobe_with_opts(
+                    -1,
+                    path,
+                    offset,
+                    UprobeOpts {
+                        cookie,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|source| TlsAttachError::Attach { func, source })
+            };
+            if !multi {
+                return offsets.into_iter().map(one).collect::<Result<Vec<_>, _>>();
+            }
+            let opts = UprobeMultiOpts {
+                cookies: vec![cookie; offsets.len()],
+                offsets,
+                ..Default::default()
+            };
+            prog.attach_uprobe_multi_with_opts(-1, path, "", opts)
+                .map(|l| vec![l])
+                .map_err(|source| TlsAttachError::Attach { func, source })
         };
-        let mut links = vec![
-            attach(
-                &p.go_tls_write,
-                "crypto/tls.(*Conn).Write",
-                probes.write_entry,
-            )?,
-            attach(&p.go_tls_read, "crypto/tls.(*Conn).Read", probes.read_entry)?,
-        ];
-        for r in &probes.read_returns {
-            links.push(attach(
+        let mut links = attach(
+            &p.go_tls_write,
+            "crypto/tls.(*Conn).Write",
+            &[probes.write_entry],
+        )?;
+        links.extend(attach(
+            &p.go_tls_read,
+            "crypto/tls.(*Conn).Read",
+            &[probes.read_entry],
+        )?);
+        if !probes.read_returns.is_empty() {
+            links.extend(attach(
                 &p.go_tls_read_ret,
                 "crypto/tls.(*Conn).Read (RET)",
-                *r,
+                &probes.read_returns,
             )?);
         }
-        let n = links.len();
+        // Uprobes placed (what the caller bounds and reports).
+        let n = 2 + probes.read_returns.len();
         self.tls_links.extend(links);
         Ok(n)
     }
@@ -667,25 +715,102 @@ impl Counters {
 
 /// `prog` on the entry (or return) of the function `func` of the file at
 /// `path`, resolved by libbpf (dynamic symbols included), with `cookie`.
+/// uprobe_multi links (Linux 6.6): a link's uprobes are detached with one
+/// wait for the RCU grace periods, not one each, and not under the global
+/// mutex that serialises perf-event uprobes (~100 ms each: 328 of them
+/// took 34.5 s to detach).
+fn uprobe_multi_supported() -> bool {
+    if std::env::var_os("RATATOSK_NO_UPROBE_MULTI").is_some() {
+        return false;
+    }
+    preflight::running_kernel() >= (6, 6)
+}
+
+/// File offset of the defined function `name` in the ELF file at `path`
+/// (dynamic symbols first, then the symbol table), computed as libbpf
+/// does for its uprobes. Resolved here for uprobe_multi because libbpf
+/// 1.7's lookup by name fails on a file without `.symtab` (a stripped
+/// libssl): the ENOENT of the missing table is returned even when
+/// `.dynsym` had the name. Only the parts parsed are read.
+fn func_offset(path: &Path, name: &str) -> Option<usize> {
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+    let cache = object::read::ReadCache::new(std::fs::File::open(path).ok()?);
+    let file = object::File::parse(&cache).ok()?;
+    let found = file
+        .dynamic_symbols()
+        .chain(file.symbols())
+        .find(|s| s.kind() == SymbolKind::Text && !s.is_undefined() && s.name() == Ok(name))?;
+    let section = file.section_by_index(found.section_index()?).ok()?;
+    let (section_offset, _) = section.file_range()?;
+    let offset = found
+        .address()
+        .checked_sub(section.address())?
+        .checked_add(section_offset)?;
+    usize::try_from(offset).ok()
+}
+
+/// Threads that detach uprobe links at once when the capture is dropped:
+/// concurrent waiters share grace periods.
+const DETACH_THREADS: usize = 64;
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.tls_links);
+        if links.len() < 2 {
+            return;
+        }
+        let per_thread = links.len().div_ceil(DETACH_THREADS);
+        std::thread::scope(|s| {
+            let mut links = links.into_iter();
+            loop {
+                let chunk: Vec<Link> = links.by_ref().take(per_thread).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                // Should no thread start, the chunk is dropped here.
+                let _ = std::thread::Builder::new()
+                    .name("detach".into())
+                    .spawn_scoped(s, move || drop(chunk));
+            }
+        });
+    }
+}
+
 fn attach_symbol(
     prog: &libbpf_rs::ProgramMut<'_>,
     path: &Path,
     func: &'static str,
     retprobe: bool,
     cookie: u64,
+    multi: bool,
 ) -> Result<Link, TlsAttachError> {
-    prog.attach_uprobe_with_opts(
-        -1,
-        path,
-        0,
-        UprobeOpts {
-            retprobe,
-            func_name: Some(func.to_string()),
-            cookie,
-            ..Default::default()
-        },
-    )
-    .map_err(|source| {
+    let attached = if multi {
+        let offset = func_offset(path, func).ok_or(TlsAttachError::NoSymbol(func))?;
+        prog.attach_uprobe_multi_with_opts(
+            -1,
+            path,
+            "",
+            UprobeMultiOpts {
+                offsets: vec![offset],
+                cookies: vec![cookie],
+                retprobe,
+                ..Default::default()
+            },
+        )
+    } else {
+        prog.attach_uprobe_with_opts(
+            -1,
+            path,
+            0,
+            UprobeOpts {
+                retprobe,
+                func_name: Some(func.to_string()),
+                cookie,
+                ..Default::default()
+            },
+        )
+    };
+    attached.map_err(|source| {
         if source.kind() == libbpf_rs::ErrorKind::NotFound {
             TlsAttachError::NoSymbol(func)
         } else {

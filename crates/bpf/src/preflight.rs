@@ -190,6 +190,13 @@ fn pid_ns_inode(link: &str) -> Option<u64> {
     link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
+/// (major, minor) of the running kernel; (0, 0) when it cannot be read.
+pub(crate) fn running_kernel() -> (u32, u32) {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| kernel_version(r.trim()))
+        .unwrap_or((0, 0))
+}
+
 /// (major, minor) of a kernel release string such as `6.1.0-18-amd64`;
 /// (0, 0) when it does not start with numbers.
 fn kernel_version(release: &str) -> (u32, u32) {

@@ -630,7 +630,16 @@ pub fn hpack(input: &[u8]) {
             }
             b.push((name, v.to_vec()));
         });
-        assert_eq!(ra, rb);
+        // The lean decoder skips values it neither keeps nor indexes
+        // without decoding them, so only the full one may find their
+        // Huffman codes invalid (the lean one may fail later on, or at
+        // the same kind of error further on).
+        if ra.is_err() || rb.is_err() {
+            assert!(rb.is_err(), "{ra:?} {rb:?}");
+            lean.lose_context();
+            full.lose_context();
+            continue;
+        }
         assert_eq!(a.len(), b.len());
         for ((na, va), (nb, vb)) in a.iter().zip(&b) {
             assert_eq!(na, nb);
@@ -643,9 +652,6 @@ pub fn hpack(input: &[u8]) {
             assert!(d.max_table_size() <= cap);
         }
         assert_eq!(lean.table_len(), full.table_len());
-        if ra.is_err() {
-            lean.lose_context();
-            full.lose_context();
-        }
+        assert_eq!(lean.table_size(), full.table_size());
     }
 }

@@ -113,6 +113,13 @@ pub trait ConnParser: Send + std::fmt::Debug {
     /// connection starts in may be assumed (Redis: database 0). Called
     /// at most once, before any data.
     fn start_seen(&mut self) {}
+
+    /// Approximate bytes of state held (the parser itself, its buffers and
+    /// tables), for the agent's memory budget. The default counts the
+    /// parser's own size; parsers that buffer or remember more add it.
+    fn state_bytes(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
 }
 
 /// How sure a detector is.

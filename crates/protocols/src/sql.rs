@@ -38,6 +38,13 @@ pub struct SqlSummary {
     pub truncated: bool,
 }
 
+impl SqlSummary {
+    /// Approximate bytes held beyond its own size (strings by length).
+    pub fn heap_bytes(&self) -> usize {
+        self.operation.len() + self.collection.as_ref().map_or(0, |c| c.len()) + self.text.len()
+    }
+}
+
 /// Summarizes `sql` (the captured bytes of one statement; `truncated` when
 /// the capture cut it). Keeps at most `max_len` bytes of sanitized text.
 pub fn summarize(sql: &[u8], dialect: Dialect, truncated: bool, max_len: usize) -> SqlSummary {

@@ -396,7 +396,14 @@ fn postgres_seeds() -> BTreeMap<String, Vec<u8>> {
 fn http2_seeds() -> BTreeMap<String, Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/http2");
     let mut out = BTreeMap::new();
-    for (name, conn) in [("curl", "1"), ("curl", "2"), ("h2load", "1"), ("grpc", "1")] {
+    for (name, conn) in [
+        ("curl", "1"),
+        ("curl", "2"),
+        ("h2load", "1"),
+        ("grpc", "1"),
+        ("nghttp", "1"),
+        ("goaway", "1"),
+    ] {
         let text = std::fs::read_to_string(dir.join(format!("{name}.txt"))).unwrap();
         let mut recs = Vec::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {

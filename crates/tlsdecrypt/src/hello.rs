@@ -53,6 +53,13 @@ pub(crate) struct HelloReader {
 }
 
 impl HelloReader {
+    /// Heap bytes held (the hello being read).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+impl HelloReader {
     /// Adds one record's bytes; `on_hello` sees each hello parsed. A server
     /// direction stays open after a HelloRetryRequest for the real
     /// ServerHello.

@@ -65,6 +65,11 @@ pub(crate) struct Framer {
 }
 
 impl Framer {
+    /// Heap bytes held (the record body being framed).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.body.capacity()
+    }
+
     fn start_next(&mut self) {
         if self.emitted {
             self.emitted = false;

@@ -184,6 +184,24 @@ impl<T> Session<T> {
         self.drain(sink);
     }
 
+    /// Approximate bytes held: the session itself, records being framed,
+    /// hellos being read, records waiting for the secrets.
+    pub fn state_bytes(&self) -> usize {
+        let p = &self.pending;
+        std::mem::size_of::<Self>()
+            + self.framers.iter().map(Framer::heap_bytes).sum::<usize>()
+            + self
+                .core
+                .hellos
+                .iter()
+                .map(HelloReader::heap_bytes)
+                .sum::<usize>()
+            + self.core.scratch.capacity()
+            + p.bytes.capacity()
+            + p.items.capacity() * std::mem::size_of::<Item>()
+            + p.tags.capacity() * std::mem::size_of::<T>()
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.core.stats
     }

@@ -493,3 +493,72 @@ fn go_server_and_client_over_tls_speak_h2() {
     assert_eq!(queries.len(), N, "{queries:?}");
     assert_eq!(h2_losses(&agent), 0.0, "{}", agent.self_counters());
 }
+
+/// An ASGI app for hypercorn, which accepts `Upgrade: h2c` (nginx does not).
+const ASGI_APP: &str = r#"
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello\n"})
+"#;
+
+/// `curl --http2` on `http://` asks for `Upgrade: h2c`: the request that
+/// asked is answered on stream 1 of the new HTTP/2 connection, and later
+/// requests of the same curl run go on its next streams.
+#[test]
+fn upgrade_to_h2c_continues_on_http2() {
+    let _g = serial();
+    let dir = tempfile::Builder::new()
+        .prefix("ratatosk-h2c-up")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::write(dir.path().join("asgi_app.py"), ASGI_APP).expect("write app");
+    let port = free_port();
+    let _server = Proc::spawn(
+        "hypercorn",
+        Command::new(lab_dir().join("bin/hypercorn"))
+            .current_dir(dir.path())
+            .args(["-b", &format!("127.0.0.1:{port}"), "asgi_app:app"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, WAIT);
+    let agent = Agent::start(&["--open-port", &port.to_string()]);
+    let out = run_ok(
+        "curl",
+        Command::new(tool("curl")).args([
+            "-sS",
+            "--http2",
+            "-w",
+            "%{http_version}\\n",
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{port}/up?n=[1-3]"),
+        ]),
+    );
+    assert!(out.lines().all(|l| l == "2"), "curl did not upgrade: {out}");
+    let server = |s: &Value| s["kind"] == "server" && attr(s, "server.port") == port.to_string();
+    let spans = agent.wait_spans(3, WAIT, server);
+    assert_eq!(spans.len(), 3, "{spans:#?}\n{}", agent.self_counters());
+    let mut versions: Vec<String> = spans
+        .iter()
+        .map(|s| attr(s, "network.protocol.version"))
+        .collect();
+    versions.sort();
+    // The request that asked for the upgrade was sent as HTTP/1.1 and
+    // answered on HTTP/2; the next two were HTTP/2 streams.
+    assert!(
+        versions.iter().filter(|v| *v == "2").count() >= 2,
+        "{versions:?}"
+    );
+    for s in &spans {
+        assert_eq!(attr(s, "url.path"), "/up", "{s}");
+        assert_eq!(attr(s, "http.response.status_code"), "200", "{s}");
+        assert_eq!(attr(s, "ratatosk.partial"), "", "{s}");
+    }
+    assert_eq!(h2_losses(&agent), 0.0, "{}", agent.self_counters());
+}

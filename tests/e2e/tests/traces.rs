@@ -389,3 +389,82 @@ fn server_spans_join_an_sdk_callers_trace() {
         assert_eq!(caller.id, parent, "{s}");
     }
 }
+
+/// A Flask app under the OpenTelemetry SDK answering `/hello`.
+fn sdk_backend(port: u16, otlp_grpc: u16) -> Proc {
+    const APP: &str = r#"
+import sys
+from flask import Flask
+app = Flask(__name__)
+@app.route("/hello")
+def hello():
+    return "Hello world"
+app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
+"#;
+    let lab = lab_dir();
+    let p = Proc::spawn(
+        "flask backend under the OpenTelemetry SDK",
+        Command::new(lab.join("bin/opentelemetry-instrument"))
+            .args([
+                lab.join("bin/python").to_str().unwrap(),
+                "-c",
+                APP,
+                &port.to_string(),
+            ])
+            .env("OTEL_SERVICE_NAME", "sdk-backend")
+            .env("OTEL_TRACES_EXPORTER", "otlp")
+            .env("OTEL_METRICS_EXPORTER", "none")
+            .env("OTEL_LOGS_EXPORTER", "none")
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{otlp_grpc}"),
+            )
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(30));
+    p
+}
+
+/// The other direction: an app Ratatosk instruments calls an app that
+/// runs the OpenTelemetry SDK. The `traceparent` the kernel injected into
+/// the call makes the SDK's server span the child of our client span.
+#[test]
+fn an_sdk_server_joins_the_trace_of_an_instrumented_caller() {
+    let _g = serial();
+    let rotel = Rotel::start();
+    let (app_port, backend_port) = (free_port(), free_port());
+    let _backend = sdk_backend(backend_port, rotel.grpc_port);
+    let _app = python_calling_app(app_port, backend_port);
+    let agent = Agent::start(&["--open-port", &app_port.to_string()]);
+    const N: usize = 5;
+    for i in 0..N {
+        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
+    }
+    let calls = agent.wait_spans(N, WAIT, |s| on_port(s, "client", backend_port));
+    assert_eq!(calls.len(), N, "{calls:#?}\n{}", agent.self_counters());
+    let start = std::time::Instant::now();
+    let sdk_servers = loop {
+        let c: Vec<OtlpSpan> = rotel
+            .spans()
+            .into_iter()
+            .filter(|s| s.kind.contains("Server") || s.kind.contains("SERVER"))
+            .collect();
+        if c.len() >= N || start.elapsed() > WAIT {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(sdk_servers.len(), N, "{}", rotel.output());
+    for c in &calls {
+        let trace = c["trace_id"].as_str().unwrap();
+        let id = c["span_id"].as_str().unwrap();
+        let server = sdk_servers
+            .iter()
+            .find(|s| s.trace_id == trace)
+            .unwrap_or_else(|| panic!("the SDK did not join trace {trace}: {c}"));
+        assert_eq!(server.parent_id, id, "{c}");
+    }
+}

@@ -184,6 +184,8 @@ pub struct EbpfFile {
     pub context_propagation: Option<Val<ContextPropagation>>,
     pub ringbuf_mib: Option<Val<Ranged<1, 1024>>>,
     pub max_connections: Option<Val<Ranged<1, 16_777_216>>>,
+    pub conn_memory_mib: Option<Val<Ranged<1, 4096>>>,
+    pub conn_idle_timeout: Option<Val<Millis>>,
     pub max_processes: Option<Val<Ranged<1, 4_194_304>>>,
 }
 

@@ -91,6 +91,8 @@ pub struct Config {
     pub context_propagation: ContextPropagation,
     pub ringbuf_bytes: u32,
     pub max_connections: usize,
+    /// Connection and parser state: byte budget and idle timeout.
+    pub conn_budget: crate::conn::Budget,
     pub max_processes: u32,
     pub log_level: String,
     pub prometheus_features: export::Features,
@@ -534,6 +536,18 @@ impl Config {
             take(file.ebpf.max_connections.clone()),
             Ranged::<1, 16_777_216>(65536),
         )?;
+        let conn_memory_mib = src.value(
+            "conn_memory_mib",
+            take(file.ebpf.conn_memory_mib.clone()),
+            Ranged::<1, 4096>(16),
+        )?;
+        let conn_idle_timeout = src
+            .value(
+                "conn_idle_timeout",
+                take(file.ebpf.conn_idle_timeout.clone()),
+                Millis(std::time::Duration::from_secs(300)),
+            )?
+            .0;
         let max_processes = src.value(
             "max_processes",
             take(file.ebpf.max_processes.clone()),
@@ -557,6 +571,12 @@ impl Config {
                 .next_power_of_two()
                 .saturating_mul(1 << 20),
             max_connections: usize::try_from(max_connections.0).unwrap_or(usize::MAX),
+            conn_budget: crate::conn::Budget {
+                max_bytes: usize::try_from(conn_memory_mib.0 << 20).unwrap_or(usize::MAX),
+                idle_ns: u64::try_from(conn_idle_timeout.as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .max(1_000_000_000),
+            },
             max_processes: small(max_processes.0),
             log_level,
             prometheus_features,

@@ -140,6 +140,8 @@ fn every_alias_is_read_in_order() {
             "ringbuf_mib" => ("16", |c| c.ringbuf_bytes.to_string()),
             "max_connections" => ("10", |c| c.max_connections.to_string()),
             "max_processes" => ("10", |c| c.max_processes.to_string()),
+            "conn_memory_mib" => ("3", |c| c.conn_budget.max_bytes.to_string()),
+            "conn_idle_timeout" => ("90s", |c| c.conn_budget.idle_ns.to_string()),
             "log_level" => ("debug", |c| c.log_level.clone()),
             other => panic!("no sample for setting {other}: add one"),
         }

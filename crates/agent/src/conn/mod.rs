@@ -6,7 +6,9 @@
 //! it lives); close records carry it, and `(tgid, fd)` tracks which socket
 //! each descriptor names. Every table is
 //! bounded: connections by `max_conns` (least recently active evicted,
-//! counted), and per-connection state by the parser's own limits.
+//! counted), per-connection state by the parser's own limits, and all of
+//! it together by a byte budget (`Budget`: oldest evicted first, idle ones
+//! expired), so that many slow or idle connections cannot grow the agent.
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -108,6 +110,81 @@ enum Proto {
 /// Recent ingress segments and how long their data had waited:
 /// (segment ts, queued ns).
 const ARRIVALS: usize = 4;
+
+/// The memory budget of connection and parser state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Bytes of state (approximate: see `conn_bytes`) for every tracked
+    /// connection together; past it the least recently active go first.
+    pub max_bytes: usize,
+    /// A connection with no record for this long is forgotten.
+    pub idle_ns: u64,
+}
+
+/// 16 MiB: with the binary, the OTLP span queue (~8 MB when full) and the
+/// RED stores, the agent stays within its 40 MB RSS target.
+pub const DEFAULT_BUDGET_BYTES: usize = 16 << 20;
+/// Longer than common keep-alive (nginx 75 s) and pool idle timeouts' first
+/// probes, so a quiet but live connection keeps its state (statement
+/// tables, database) in normal use.
+pub const DEFAULT_IDLE_NS: u64 = 300_000_000_000;
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_bytes: DEFAULT_BUDGET_BYTES,
+            idle_ns: DEFAULT_IDLE_NS,
+        }
+    }
+}
+
+/// How often idle connections are looked for.
+const SWEEP_NS: u64 = 1_000_000_000;
+
+/// What a tracked connection costs besides its protocol state: its
+/// entries in the connection and fd tables (the `Conn` lives inside the
+/// first), with a control byte each, times 3/2 for the tables' spare
+/// capacity (hashbrown fills 7/16 to 7/8 of its slots).
+const CONN_BASE_BYTES: usize =
+    (std::mem::size_of::<(u64, Conn)>() + std::mem::size_of::<(u32, u64)>() + 2) * 3 / 2;
+
+/// Approximate bytes of one connection's state: honest to within the
+/// allocator's rounding (capacities, not lengths, are counted).
+fn conn_bytes(conn: &Conn) -> usize {
+    let proto = match &conn.proto {
+        Proto::Detecting(Some(p)) => {
+            std::mem::size_of::<Probe>()
+                + p.ingress.capacity()
+                + p.egress.capacity()
+                + p.segments.capacity() * std::mem::size_of::<HeldSegment>()
+        }
+        Proto::Parsing { parser, .. } => parser.state_bytes(),
+        Proto::Detecting(None) | Proto::Opaque => 0,
+    };
+    CONN_BASE_BYTES + proto + conn.cipher.as_ref().map_or(0, |c| c.state_bytes())
+}
+
+/// Why a connection was forgotten before its close
+/// (`ratatosk_connections_evicted_total{reason}`).
+#[derive(Debug, Clone, Copy)]
+enum Evict {
+    /// `--max-connections` reached.
+    MaxConnections,
+    /// The state budget exceeded.
+    Memory,
+    /// No record for the idle timeout.
+    Idle,
+}
+
+impl Evict {
+    fn label(self) -> &'static str {
+        match self {
+            Evict::MaxConnections => "max_connections",
+            Evict::Memory => "memory_budget",
+            Evict::Idle => "idle",
+        }
+    }
+}
 /// Recent turns into the request direction (a request's first segment):
 /// (segment ts, thread). Only turns are kept, so a request in many
 /// segments or a long response does not push its start out.
@@ -136,6 +213,8 @@ struct Conn {
     /// Its connect or accept was seen before any data: the parser may
     /// assume the state a new connection starts in.
     opened: bool,
+    /// Bytes this connection is counted for in `Tracker::bytes`.
+    bytes: usize,
 }
 
 impl Conn {
@@ -154,6 +233,7 @@ impl Conn {
             tls: false,
             cipher: None,
             opened: false,
+            bytes: 0,
         }
     }
 
@@ -205,6 +285,11 @@ pub struct Tracker {
     procs: HashMap<u32, ProcConns>,
     total: usize,
     max_conns: usize,
+    /// State bytes of every tracked connection (sum of `Conn::bytes`).
+    bytes: usize,
+    budget: Budget,
+    /// When idle connections are next looked for (record clock).
+    next_sweep_ns: u64,
     limits: Limits,
     metrics: SelfMetrics,
     scratch: Output,
@@ -222,6 +307,9 @@ impl Tracker {
             procs: HashMap::default(),
             total: 0,
             max_conns: max_conns.max(1),
+            bytes: 0,
+            budget: Budget::default(),
+            next_sweep_ns: 0,
             limits,
             metrics,
             scratch: Output::default(),
@@ -240,6 +328,97 @@ impl Tracker {
         self.total
     }
 
+    /// Bounds connection state by `budget` instead of the default.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = Budget {
+            max_bytes: budget.max_bytes.max(1),
+            ..budget
+        };
+        self
+    }
+
+    /// Approximate bytes of connection and parser state held.
+    pub fn state_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Counts `conn`'s state anew (after its buffers may have changed).
+    fn account(bytes: &mut usize, conn: &mut Conn) {
+        let now = conn_bytes(conn);
+        *bytes = bytes.saturating_sub(conn.bytes).saturating_add(now);
+        conn.bytes = now;
+    }
+
+    /// Evicts the least recently active connections while state is over
+    /// budget, down to seven eighths of it so the sort that finds them is
+    /// paid once per eighth of the budget, not per record.
+    fn enforce_budget(&mut self, out: &mut Vec<Finished>) {
+        if self.bytes <= self.budget.max_bytes {
+            return;
+        }
+        let target = self.budget.max_bytes - self.budget.max_bytes / 8;
+        let mut ages = self.ages();
+        ages.sort_unstable();
+        for (ts, tgid, sock) in ages {
+            if self.bytes <= target {
+                break;
+            }
+            self.evict(tgid, sock, ts, Evict::Memory, out);
+        }
+        self.prune_procs();
+    }
+
+    /// Forgets connections without a record for the idle timeout; looks at
+    /// most once a second. `now_ns` is on the records' clock (monotonic).
+    pub fn expire_idle(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
+        if now_ns < self.next_sweep_ns {
+            return;
+        }
+        self.next_sweep_ns = now_ns.saturating_add(SWEEP_NS);
+        let Some(cutoff) = now_ns.checked_sub(self.budget.idle_ns) else {
+            return;
+        };
+        let idle: Vec<(u64, u32, u64)> = self
+            .procs
+            .iter()
+            .flat_map(|(tgid, p)| p.conns.iter().map(move |(s, c)| (c.last_ns, *tgid, *s)))
+            .filter(|(ts, _, _)| *ts < cutoff)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        for (ts, tgid, sock) in idle {
+            self.evict(tgid, sock, ts, Evict::Idle, out);
+        }
+        self.prune_procs();
+    }
+
+    /// (last activity, tgid, socket) of every tracked connection.
+    fn ages(&self) -> Vec<(u64, u32, u64)> {
+        self.procs
+            .iter()
+            .flat_map(|(tgid, p)| p.conns.iter().map(move |(s, c)| (c.last_ns, *tgid, *s)))
+            .collect()
+    }
+
+    fn evict(&mut self, tgid: u32, sock: u64, ts: u64, why: Evict, out: &mut Vec<Finished>) {
+        if let Some(p) = self.procs.get_mut(&tgid) {
+            p.fds.retain(|_, s| *s != sock);
+        }
+        self.finish(tgid, sock, ts, out);
+        self.metrics
+            .connections_evicted
+            .get_or_create(&ReasonLabel {
+                reason: why.label(),
+            })
+            .inc();
+    }
+
+    fn prune_procs(&mut self) {
+        self.procs
+            .retain(|_, p| !p.conns.is_empty() || !p.fds.is_empty());
+    }
+
     /// accept() or connect() completed: a fresh connection on `sock_id`.
     pub fn on_open(
         &mut self,
@@ -256,9 +435,11 @@ impl Tracker {
         let pc = self.procs.entry(tgid).or_default();
         let mut conn = Conn::new(tuple, RawTuple::default(), ts, None);
         conn.opened = true;
+        Self::account(&mut self.bytes, &mut conn);
         pc.conns.insert(sock_id, conn);
         pc.bind_fd(fd, sock_id);
         self.total += 1;
+        self.enforce_budget(out);
     }
 
     /// One data record; true if it started tracking a connection (first
@@ -281,6 +462,8 @@ impl Tracker {
                 out,
             };
             feed_record(&mut ctx, conn, d, &mut self.plain);
+            Self::account(&mut self.bytes, conn);
+            self.enforce_budget(out);
             return false;
         }
         let known = self
@@ -293,6 +476,7 @@ impl Tracker {
         }
         let Tracker {
             procs,
+            bytes,
             limits,
             metrics,
             scratch,
@@ -319,6 +503,8 @@ impl Tracker {
             out,
         };
         feed_record(&mut ctx, conn, d, plain);
+        Self::account(bytes, conn);
+        self.enforce_budget(out);
         !known
     }
 
@@ -328,6 +514,7 @@ impl Tracker {
         let tgid = keys.hdr.tgid;
         let Tracker {
             procs,
+            bytes,
             limits,
             metrics,
             scratch,
@@ -360,6 +547,8 @@ impl Tracker {
             out,
         };
         feed_decrypted(&mut ctx, conn, plain);
+        Self::account(bytes, conn);
+        self.enforce_budget(out);
     }
 
     /// close(fd) of the TCP socket `sock_id` in `tgid`.
@@ -390,6 +579,7 @@ impl Tracker {
         };
         for (_, conn) in pc.conns {
             self.total = self.total.saturating_sub(1);
+            self.bytes = self.bytes.saturating_sub(conn.bytes);
             self.close_conn(tgid, conn, ts, out);
         }
     }
@@ -399,6 +589,8 @@ impl Tracker {
     pub fn forget(&mut self, tgid: u32) {
         if let Some(pc) = self.procs.remove(&tgid) {
             self.total = self.total.saturating_sub(pc.conns.len());
+            let held: usize = pc.conns.values().map(|c| c.bytes).sum();
+            self.bytes = self.bytes.saturating_sub(held);
         }
     }
 
@@ -411,6 +603,7 @@ impl Tracker {
             return;
         };
         self.total = self.total.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(conn.bytes);
         self.close_conn(tgid, conn, ts, out);
     }
 
@@ -445,22 +638,13 @@ impl Tracker {
         if self.total < self.max_conns {
             return;
         }
-        let mut ages: Vec<(u64, u32, u64)> = self
-            .procs
-            .iter()
-            .flat_map(|(tgid, p)| p.conns.iter().map(move |(s, c)| (c.last_ns, *tgid, *s)))
-            .collect();
+        let mut ages = self.ages();
         ages.sort_unstable();
         let n = (self.max_conns / 8).max(1);
         for (ts, tgid, sock) in ages.into_iter().take(n) {
-            if let Some(p) = self.procs.get_mut(&tgid) {
-                p.fds.retain(|_, s| *s != sock);
-            }
-            self.finish(tgid, sock, ts, out);
-            self.metrics.connections_evicted.inc();
+            self.evict(tgid, sock, ts, Evict::MaxConnections, out);
         }
-        self.procs
-            .retain(|_, p| !p.conns.is_empty() || !p.fds.is_empty());
+        self.prune_procs();
     }
 }
 
@@ -970,9 +1154,94 @@ mod tests {
             );
         }
         assert!(t.tracked() <= 8, "{}", t.tracked());
-        assert!(m.connections_evicted.get() >= 92);
+        let evicted = m
+            .connections_evicted
+            .get_or_create(&ReasonLabel {
+                reason: "max_connections",
+            })
+            .get();
+        assert!(evicted >= 92, "{evicted}");
         // Evicted connections flushed their pending requests.
         assert!(out.len() >= 92);
+    }
+
+    fn evicted(m: &SelfMetrics, reason: &'static str) -> u64 {
+        m.connections_evicted
+            .get_or_create(&ReasonLabel { reason })
+            .get()
+    }
+
+    #[test]
+    fn state_stays_within_the_byte_budget_oldest_first() {
+        let m = SelfMetrics::default();
+        let budget = Budget {
+            max_bytes: 256 * 1024,
+            idle_ns: u64::MAX,
+        };
+        let mut t = Tracker::new(1 << 20, Limits::default(), m.clone()).with_budget(budget);
+        let mut out = Vec::new();
+        // Slowloris: every connection holds half a request head.
+        let half = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaa";
+        for sock in 0..5000u64 {
+            t.on_data(
+                &data(sock, sock as u32, 1000 + sock, Direction::Ingress, half),
+                &mut out,
+            );
+            assert!(t.state_bytes() <= budget.max_bytes, "{}", t.state_bytes());
+        }
+        let gone = evicted(&m, "memory_budget");
+        assert!(gone > 0 && t.tracked() < 5000, "{gone} {}", t.tracked());
+        assert_eq!(gone as usize + t.tracked(), 5000);
+        // The newest stayed: the last connection still completes.
+        t.on_data(
+            &data(4999, 4999, 9000, Direction::Ingress, b"\r\n\r\n"),
+            &mut out,
+        );
+        t.on_data(&data(4999, 4999, 9001, Direction::Egress, RESP), &mut out);
+        assert!(out.iter().any(|f| f.op.request_start_ns == 1000 + 4999));
+        // Accounting returns to zero when everything closes.
+        for sock in 0..5000u64 {
+            t.on_close(7, sock as u32, sock, 10_000, &mut out);
+        }
+        assert_eq!((t.tracked(), t.state_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_connection_counts_its_parser_buffers() {
+        let (mut t, _) = tracker(16);
+        let mut out = Vec::new();
+        t.on_data(
+            &data(1, 3, 10, Direction::Ingress, b"GET / HTTP/1.1\r\n"),
+            &mut out,
+        );
+        let small = t.state_bytes();
+        let pad = vec![b'a'; 8000];
+        let mut big = b"X-Pad: ".to_vec();
+        big.extend_from_slice(&pad);
+        t.on_data(&data(1, 3, 20, Direction::Ingress, &big), &mut out);
+        assert!(
+            t.state_bytes() >= small + 8000,
+            "{small} {}",
+            t.state_bytes()
+        );
+    }
+
+    #[test]
+    fn idle_connections_expire() {
+        let m = SelfMetrics::default();
+        let budget = Budget {
+            max_bytes: 1 << 30,
+            idle_ns: 1_000,
+        };
+        let mut t = Tracker::new(16, Limits::default(), m.clone()).with_budget(budget);
+        let mut out = Vec::new();
+        t.on_data(&data(1, 3, 10, Direction::Ingress, REQ), &mut out);
+        t.on_data(&data(2, 4, 5_000, Direction::Ingress, REQ), &mut out);
+        t.expire_idle(5_500, &mut out);
+        assert_eq!((t.tracked(), evicted(&m, "idle")), (1, 1));
+        // The idle one's request was flushed (no response).
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].op.outcome, Outcome::NoResponse);
     }
 
     #[test]

@@ -96,6 +96,12 @@ fn opposite(d: Direction) -> Direction {
 }
 
 impl Cipher {
+    /// Approximate bytes held by this connection's decryption.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() - std::mem::size_of::<Session<Tag>>()
+            + self.session.state_bytes()
+    }
+
     /// A connection whose first ciphertext record moved in `first`.
     pub fn new(first: Direction) -> Self {
         Cipher {

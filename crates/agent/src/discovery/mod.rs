@@ -7,6 +7,7 @@
 
 pub mod donor;
 pub mod gotls;
+pub mod offload;
 pub mod openssl;
 pub mod procfs;
 pub mod sslcal;
@@ -75,6 +76,7 @@ impl ProcInfo {
         fallback_path: Option<&str>,
         entry: Option<&SelectEntry>,
         naming: &Naming,
+        environ: &mut offload::Offloaded,
     ) -> ProcInfo {
         let exe_path = procfs::exe(pid)
             .map(|p| p.to_string_lossy().into_owned())
@@ -87,7 +89,9 @@ impl ProcInfo {
             .or_else(|| fallback_comm.map(str::to_string))
             .or_else(|| procfs::comm(pid))
             .unwrap_or_else(|| format!("pid-{pid}"));
-        let env = procfs::environ(pid)
+        // Off this thread, with a deadline: the read can be made to block.
+        let env = environ
+            .read(pid)
             .map(|e| procfs::otel_env(&e))
             .unwrap_or_default();
         let (service_name, service_namespace) = identity(&env, entry, naming, &exe_name);
@@ -177,6 +181,8 @@ pub struct Discovery {
     /// Processes found not to match at exec, whose records may still be
     /// in the ring buffer.
     rejected: FxHashMap<u32, Instant>,
+    /// `/proc/PID/environ`, read on a helper thread (offload.rs).
+    environ: offload::Offloaded,
     metrics: SelfMetrics,
 }
 
@@ -197,6 +203,7 @@ impl Discovery {
             chosen: FxHashMap::default(),
             max_procs,
             rejected: FxHashMap::default(),
+            environ: offload::Offloaded::new(procfs::environ, metrics.clone()),
             metrics,
         }
     }
@@ -288,6 +295,7 @@ impl Discovery {
                 Some(filename),
                 None,
                 &self.naming,
+                &mut self.environ,
             ));
             self.remember(tgid, info);
             return;
@@ -319,6 +327,7 @@ impl Discovery {
                     Some(filename),
                     self.selection.entry(entry),
                     &self.naming,
+                    &mut self.environ,
                 ));
                 self.choose(tgid, entry);
                 self.remember(tgid, info);
@@ -420,7 +429,14 @@ impl Discovery {
             return i.clone();
         }
         let entry = self.selection.entry(self.entry_of(tgid));
-        let info = Arc::new(ProcInfo::from_proc(tgid, None, None, entry, &self.naming));
+        let info = Arc::new(ProcInfo::from_proc(
+            tgid,
+            None,
+            None,
+            entry,
+            &self.naming,
+            &mut self.environ,
+        ));
         self.remember(tgid, info.clone());
         info
     }

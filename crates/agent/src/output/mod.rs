@@ -34,8 +34,14 @@ const OTLP_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// The outputs stage: RED metrics, the trace printer and the OTLP
 /// exporter (when configured) for every span; once a second, the BPF
 /// counters and the clock offset.
+/// What the outputs thread receives, and where emptied batches go back.
+pub struct Inbox {
+    pub batches: Receiver<Batch>,
+    pub spent: crossbeam_channel::Sender<Vec<crate::spans::Span>>,
+}
+
 pub fn run<W: std::io::Write>(
-    rx: Receiver<Batch>,
+    Inbox { batches: rx, spent }: Inbox,
     mut red: Option<PrometheusRed>,
     mut printer: Printer<W>,
     mut otlp: Option<Exporter>,
@@ -81,7 +87,7 @@ pub fn run<W: std::io::Write>(
             };
             busy |= next.is_ok();
             match next {
-                Ok(Batch::Spans(spans)) => {
+                Ok(Batch::Spans(mut spans)) => {
                     // One clock read per batch: series times need no more.
                     let now = crate::export::now_ns();
                     if let Some(e) = &mut otlp {
@@ -101,6 +107,10 @@ pub fn run<W: std::io::Write>(
                             print_failed = true;
                         }
                     }
+                    // Emptied, back to the reader to fill again (when its
+                    // return queue is full, freed).
+                    spans.clear();
+                    let _ = spent.try_send(spans);
                 }
                 Ok(Batch::ProcessExit(pid)) => {
                     if let Some(red) = &mut red {

@@ -4,12 +4,14 @@
 //! `db.system.name`) and the cap on metric label values.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use opentelemetry_semantic_conventions::attribute as semconv;
 use ratatosk_protocols::op::DbDetail;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::attrs::{SmallText, Value};
+use super::route::{Ageing, DEFAULT_SLOT_TTL};
 use super::{DbSpan, Span, SpanKind};
 
 /// Metric label value of operations and collections past a service's cap.
@@ -100,7 +102,10 @@ type LabelPair = (Arc<str>, Option<Arc<str>>);
 /// new pair is labelled `_OTHER` (spans keep their names).
 pub struct DbNames {
     max_per_service: usize,
-    services: HashMap<Arc<str>, HashSet<LabelPair>>,
+    /// Per service: the pairs admitted with the epoch each was last used
+    /// in, and the epoch unused ones were last looked for.
+    services: HashMap<Arc<str>, (HashMap<LabelPair, u64>, u64)>,
+    ageing: Ageing,
     /// Interned label values (one allocation per distinct value).
     strings: HashSet<Arc<str>>,
 }
@@ -111,7 +116,19 @@ impl DbNames {
             max_per_service: max_per_service.max(1),
             services: HashMap::default(),
             strings: HashSet::default(),
+            ageing: Ageing::new(DEFAULT_SLOT_TTL),
         }
+    }
+
+    /// Gives back a pair's slot once unused for `ttl`, as routes.
+    pub fn with_slot_ttl(mut self, ttl: Duration) -> Self {
+        self.ageing = Ageing::new(ttl);
+        self
+    }
+
+    /// Advances the ageing clock (the reader calls it at each drain).
+    pub fn tick(&mut self, now: Instant) {
+        self.ageing.tick(now);
     }
 
     /// The labels of `d` in `service`, and whether they were folded.
@@ -139,16 +156,24 @@ impl DbNames {
             self.strings.clear();
         }
         let max = self.max_per_service;
-        let set = self.services.entry(Arc::from(service)).or_default();
+        let epoch = self.ageing.now;
+        let (set, aged) = self.services.entry(Arc::from(service)).or_default();
         let pair = (op, coll);
-        if set.contains(&pair) {
+        if let Some(used) = set.get_mut(&pair) {
+            *used = epoch;
             return (pair.0, pair.1, false);
+        }
+        if set.len() >= max && *aged != epoch {
+            // Full: give back the slots of pairs unused for the TTL.
+            *aged = epoch;
+            let ageing = self.ageing;
+            set.retain(|_, used| !ageing.expired(*used));
         }
         if set.len() >= max {
             let other = Arc::<str>::from(OTHER);
             return (other.clone(), pair.1.map(|_| other), true);
         }
-        set.insert(pair.clone());
+        set.insert(pair.clone(), epoch);
         (pair.0, pair.1, false)
     }
 
@@ -178,6 +203,22 @@ mod tests {
             collection: coll.map(Into::into),
             ..DbDetail::new(DbSystem::Postgresql)
         }
+    }
+
+    #[test]
+    fn unused_label_pairs_give_their_slots_back() {
+        let mut n = DbNames::new(1).with_slot_ttl(Duration::from_secs(4));
+        let t0 = Instant::now();
+        assert!(!n.labels("svc", &call("SELECT", Some("junk"))).2);
+        assert!(n.labels("svc", &call("SELECT", Some("real"))).2);
+        n.tick(t0 + Duration::from_secs(3));
+        assert!(
+            n.labels("svc", &call("SELECT", Some("real"))).2,
+            "within TTL"
+        );
+        n.tick(t0 + Duration::from_secs(6));
+        assert!(!n.labels("svc", &call("SELECT", Some("real"))).2);
+        assert!(n.labels("svc", &call("SELECT", Some("junk"))).2);
     }
 
     #[test]

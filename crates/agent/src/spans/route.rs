@@ -3,8 +3,9 @@
 //! share one route and metric labels stay bounded.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::config::export::{RouteSettings, UnmatchedRoutes};
 
@@ -116,6 +117,52 @@ const MAX_CACHED_PATHS: usize = 16384;
 const MAX_SERVICES: usize = 4096;
 /// Most user patterns (each is tried once per distinct path).
 pub const MAX_PATTERNS: usize = 1024;
+
+/// A slot under a cap (a route, a database label pair) unused for the
+/// ageing time is given back, so that junk seen once cannot hold a
+/// service's cap forever. The default is the Prometheus series TTL: by
+/// then the slot's series have left `/metrics` too, so a service never
+/// shows more than its cap of live values.
+pub const DEFAULT_SLOT_TTL: Duration = Duration::from_secs(300);
+/// Ageing is counted in epochs of a quarter of the TTL (at least 1 s), so
+/// time is read once per reader drain, not per request.
+const EPOCHS_PER_TTL: u64 = 4;
+
+/// The coarse clock of slot ageing: advanced by the reader at each drain.
+#[derive(Debug, Clone, Copy)]
+pub struct Ageing {
+    pub ttl: Duration,
+    origin: Instant,
+    epoch_len: Duration,
+    /// Current epoch (starts at 1: 0 means "never used").
+    pub now: u64,
+}
+
+impl Ageing {
+    pub fn new(ttl: Duration) -> Self {
+        Ageing {
+            ttl,
+            origin: Instant::now(),
+            epoch_len: (ttl / EPOCHS_PER_TTL as u32).max(Duration::from_secs(1)),
+            now: 1,
+        }
+    }
+
+    /// Follows `now`; true when the epoch changed.
+    pub fn tick(&mut self, now: Instant) -> bool {
+        let e = 1
+            + (now.saturating_duration_since(self.origin).as_nanos()
+                / self.epoch_len.as_nanos().max(1)) as u64;
+        let changed = e != self.now;
+        self.now = e;
+        changed
+    }
+
+    /// A slot last used in `epoch` is free to go.
+    pub fn expired(&self, epoch: u64) -> bool {
+        epoch.saturating_add(EPOCHS_PER_TTL) < self.now
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("route pattern `{pattern}`: {why}")]
@@ -244,11 +291,16 @@ pub enum Decision {
 
 #[derive(Default)]
 struct ServiceRoutes {
-    /// Distinct routes admitted, at most `max`.
-    routes: HashSet<Arc<str>>,
-    /// Path -> decision already made, so a repeated path costs a lookup
-    /// and a reference count, not pattern matching and an allocation.
-    by_path: HashMap<Box<str>, Decision>,
+    /// Distinct routes admitted, at most `max`, with the epoch each was
+    /// last used in.
+    routes: HashMap<Arc<str>, u64>,
+    /// Path -> decision already made in an epoch, so a repeated path costs
+    /// a lookup and a reference count, not pattern matching and an
+    /// allocation; decided again in a later epoch (which keeps its route's
+    /// slot in use, and lets a folded path in once a slot is free).
+    by_path: HashMap<Box<str>, (Decision, u64)>,
+    /// Epoch unused routes were last looked for (once per epoch at most).
+    aged: u64,
 }
 
 /// Routes per service: user patterns first, then the unmatched mode,
@@ -263,6 +315,7 @@ pub struct Routes {
     /// Entries in every service's path cache together.
     cached_paths: usize,
     overflow: Arc<str>,
+    ageing: Ageing,
 }
 
 impl Routes {
@@ -284,7 +337,25 @@ impl Routes {
             services: HashMap::default(),
             cached_paths: 0,
             overflow: Arc::from(OVERFLOW_ROUTE),
+            ageing: Ageing::new(DEFAULT_SLOT_TTL),
         })
+    }
+
+    /// Gives back a route's slot once unused for `ttl` (default
+    /// `DEFAULT_SLOT_TTL`).
+    pub fn with_slot_ttl(mut self, ttl: Duration) -> Self {
+        self.ageing = Ageing::new(ttl);
+        self
+    }
+
+    /// Advances the ageing clock (the reader calls it at each drain).
+    pub fn tick(&mut self, now: Instant) {
+        self.ageing.tick(now);
+    }
+
+    /// How long an unused route keeps its slot.
+    pub fn slot_ttl(&self) -> Duration {
+        self.ageing.ttl
     }
 
     /// Distinct routes a service may have (other families use the same
@@ -322,7 +393,10 @@ impl Routes {
         let Some(svc) = self.services.get_mut(service) else {
             return Decision::Route(self.overflow.clone(), true);
         };
-        if let Some(d) = svc.by_path.get(path) {
+        let epoch = self.ageing.now;
+        if let Some((d, e)) = svc.by_path.get(path)
+            && *e == epoch
+        {
             return d.clone();
         }
         let decision = if best_match(&self.ignored, path).is_some() {
@@ -341,8 +415,21 @@ impl Routes {
                     UnmatchedRoutes::Wildcard => self.overflow.clone(),
                 },
             };
-            match svc.routes.get(&candidate) {
-                Some(r) => Decision::Route(r.clone(), false),
+            if svc.routes.len() >= self.max
+                && !svc.routes.contains_key(&candidate)
+                && svc.aged != epoch
+            {
+                // Full: give back the slots of routes unused for the TTL.
+                svc.aged = epoch;
+                let ageing = self.ageing;
+                svc.routes.retain(|_, used| !ageing.expired(*used));
+            }
+            match svc.routes.get_key_value(&candidate) {
+                Some((r, _)) => {
+                    let r = r.clone();
+                    svc.routes.insert(r.clone(), epoch);
+                    Decision::Route(r, false)
+                }
                 None if Arc::ptr_eq(&candidate, &self.overflow) => {
                     Decision::Route(candidate, false)
                 }
@@ -350,7 +437,7 @@ impl Routes {
                     Decision::Route(self.overflow.clone(), true)
                 }
                 None => {
-                    svc.routes.insert(candidate.clone());
+                    svc.routes.insert(candidate.clone(), epoch);
                     Decision::Route(candidate, false)
                 }
             }
@@ -359,8 +446,13 @@ impl Routes {
             self.cached_paths -= svc.by_path.len();
             svc.by_path.clear();
         }
-        svc.by_path.insert(path.into(), decision.clone());
-        self.cached_paths += 1;
+        if svc
+            .by_path
+            .insert(path.into(), (decision.clone(), epoch))
+            .is_none()
+        {
+            self.cached_paths += 1;
+        }
         if self.cached_paths >= MAX_CACHED_PATHS {
             // Decisions are cheap to redo; the routes admitted stay.
             for s in self.services.values_mut() {
@@ -492,6 +584,36 @@ mod tests {
         );
         assert_eq!(route("a", "/x"), ("/x".into(), false));
         assert_eq!(route("b", "/y"), ("/y".into(), false));
+    }
+
+    #[test]
+    fn junk_routes_give_their_slots_back_after_the_ttl() {
+        let ttl = Duration::from_secs(40);
+        let mut r = Routes::new(&settings(&[], &[], UnmatchedRoutes::Path, 2))
+            .unwrap()
+            .with_slot_ttl(ttl);
+        let t0 = Instant::now();
+        assert_eq!(route_of(&mut r, "a", "/junk1"), ("/junk1".into(), false));
+        assert_eq!(route_of(&mut r, "a", "/real"), ("/real".into(), false));
+        assert_eq!(route_of(&mut r, "a", "/new"), (OVERFLOW_ROUTE.into(), true));
+        // /real keeps being used; /junk1 is not.
+        for s in [15, 30, 45] {
+            r.tick(t0 + Duration::from_secs(s));
+            assert_eq!(route_of(&mut r, "a", "/real"), ("/real".into(), false));
+        }
+        assert_eq!(
+            route_of(&mut r, "a", "/new"),
+            (OVERFLOW_ROUTE.into(), true),
+            "not yet a TTL"
+        );
+        r.tick(t0 + Duration::from_secs(61));
+        assert_eq!(route_of(&mut r, "a", "/real"), ("/real".into(), false));
+        // The folded path is decided again and takes /junk1's slot.
+        assert_eq!(route_of(&mut r, "a", "/new"), ("/new".into(), false));
+        assert_eq!(
+            route_of(&mut r, "a", "/junk2"),
+            (OVERFLOW_ROUTE.into(), true)
+        );
     }
 
     #[test]

@@ -94,7 +94,33 @@ pub struct Http1Conn {
     stats: ConnStats,
 }
 
+impl Side {
+    fn heap_bytes(&self) -> usize {
+        self.req.as_ref().map_or(0, MessageStream::heap_bytes)
+            + self.resp.as_ref().map_or(0, MessageStream::heap_bytes)
+    }
+}
+
 impl Http1Conn {
+    /// Heap bytes held: head buffers and pending requests (their target
+    /// and fields counted by length).
+    pub fn heap_bytes(&self) -> usize {
+        let pending: usize = self
+            .pending
+            .iter()
+            .map(|r| {
+                r.head.target.len()
+                    + r.head.method.len()
+                    + r.head.host.as_ref().map_or(0, |h| h.len())
+                    + r.head.user_agent.as_ref().map_or(0, |h| h.len())
+            })
+            .sum();
+        self.ingress.heap_bytes()
+            + self.egress.heap_bytes()
+            + self.pending.capacity() * std::mem::size_of::<PendingRequest>()
+            + pending
+    }
+
     pub fn new(limits: Limits) -> Self {
         let side = || Side {
             req: Some(MessageStream::new(
@@ -570,6 +596,12 @@ impl Http1Conn {
     fn refresh_stats(&mut self) {
         let mut stats = self.own;
         for side in [&self.ingress, &self.egress] {
+            // While both readings of a direction still run, one of them is
+            // wrong and skips the other's bytes as unsynchronised: count
+            // only the reading that stays, once the direction is known.
+            if side.req.is_some() && side.resp.is_some() {
+                continue;
+            }
             if let Some(s) = side.req.as_ref() {
                 stats.add(s.counters());
             }

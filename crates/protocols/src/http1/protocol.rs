@@ -148,6 +148,13 @@ impl ConnParser for Http1Parser {
         self.collect(out);
     }
 
+    fn state_bytes(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self.conn.heap_bytes()
+            + self.scratch.capacity() * std::mem::size_of::<Exchange>()
+            + self.h2.as_ref().map_or(0, |h2| h2.state_bytes())
+    }
+
     fn state(&self) -> State {
         if let Some(h2) = &self.h2 {
             return h2.state();

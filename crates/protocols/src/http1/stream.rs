@@ -126,6 +126,11 @@ pub(crate) struct MessageStream<K: MessageKind> {
 }
 
 impl<K: MessageKind> MessageStream<K> {
+    /// Heap bytes held (head buffer and its timestamp marks).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.buf.capacity() + self.marks.capacity() * std::mem::size_of::<(usize, u64)>()
+    }
+
     /// A stream that must first find a start line (we may be joining the
     /// connection mid-way).
     pub(crate) fn new(max_head: usize, max_target: usize) -> Self {

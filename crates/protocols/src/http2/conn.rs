@@ -202,7 +202,7 @@ pub struct Http2Parser {
     limits: Limits,
     req: Dir,
     resp: Dir,
-    /// Open streams, oldest first (bounded by `limits.max_streams`).
+    /// Open streams, in no order (bounded by `limits.max_streams`).
     streams: Vec<Stream>,
     /// The request side started without the preface: capture began
     /// mid-connection.
@@ -541,12 +541,13 @@ impl Http2Parser {
                         } else {
                             error_name(code)
                         };
-                        let ids: Vec<u32> = self
+                        let mut ids: Vec<u32> = self
                             .streams
                             .iter()
                             .filter(|s| s.id > last)
                             .map(|s| s.id)
                             .collect();
+                        ids.sort_unstable();
                         for id in ids {
                             self.abort(id, name, ts, out);
                         }
@@ -579,7 +580,7 @@ impl Http2Parser {
             _ => false,
         };
         if done {
-            let s = self.streams.remove(at);
+            let s = self.streams.swap_remove(at);
             let outcome = if s.final_seen {
                 Outcome::Complete
             } else {
@@ -644,7 +645,14 @@ impl Http2Parser {
         }
         if self.streams.len() >= self.limits.max_streams.max(1) && !self.streams.is_empty() {
             out.lose("stream_table_full", 1);
-            let mut s = self.streams.remove(0);
+            // The oldest goes (the table is unordered: removal swaps).
+            let oldest = self
+                .streams
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| (s.start_ns, s.id))
+                .map_or(0, |(i, _)| i);
+            let mut s = self.streams.swap_remove(oldest);
             s.partial = true;
             let outcome = if s.final_seen || s.resp_start_ns > 0 {
                 Outcome::ResponseTruncated
@@ -724,7 +732,7 @@ impl Http2Parser {
         let Some(at) = self.streams.iter().position(|s| s.id == id) else {
             return;
         };
-        let mut s = self.streams.remove(at);
+        let mut s = self.streams.swap_remove(at);
         if s.resp_start_ns > 0 {
             s.resp_end_ns = s.resp_end_ns.max(ts);
         } else {
@@ -749,7 +757,9 @@ impl Http2Parser {
     }
 
     fn flush(&mut self, why: Option<&'static str>, partial: bool, out: &mut Output) {
-        for mut s in std::mem::take(&mut self.streams) {
+        let mut all = std::mem::take(&mut self.streams);
+        all.sort_unstable_by_key(|s| s.id);
+        for mut s in all {
             s.partial |= partial;
             let outcome = if s.resp_start_ns > 0 {
                 Outcome::ResponseTruncated
@@ -850,6 +860,14 @@ fn strip(d: &mut Dir, f: Frame) -> bool {
 }
 
 impl ConnParser for Http2Parser {
+    fn state_bytes(&self) -> usize {
+        let dir = |d: &Dir| d.buf.capacity() + d.block.capacity() + d.hpack.heap_bytes();
+        std::mem::size_of_val(self)
+            + dir(&self.req)
+            + dir(&self.resp)
+            + self.streams.capacity() * std::mem::size_of::<Stream>()
+    }
+
     fn on_data(&mut self, dir: Direction, seg: Segment<'_>, out: &mut Output) {
         if self.closed || self.state != State::Active {
             return;
@@ -872,6 +890,14 @@ impl ConnParser for Http2Parser {
         }
         self.closed = true;
         self.flush(Some(CONNECTION_CLOSED), false, out);
+        // Nothing more will be decoded: free the tables and buffers now
+        // rather than when the parser is dropped.
+        for d in [&mut self.req, &mut self.resp] {
+            d.hpack.lose_context();
+            d.block = Vec::new();
+            d.buf = Vec::new();
+        }
+        self.streams = Vec::new();
     }
 
     fn state(&self) -> State {

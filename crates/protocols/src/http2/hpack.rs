@@ -139,6 +139,18 @@ pub enum HpackError {
     LateSizeUpdate,
 }
 
+/// Huffman strings whose decoded length is remembered, and their longest.
+const COUNTS: usize = 4;
+const COUNT_RAW: usize = 40;
+
+/// A Huffman string (its bytes) and its decoded length.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    len: u8,
+    decoded: u16,
+    raw: [u8; COUNT_RAW],
+}
+
 /// One dynamic-table entry: its size, its name's kind and, for kept
 /// names, its value (cut at the decoder's value limit).
 #[derive(Debug)]
@@ -172,9 +184,24 @@ pub struct Decoder {
     keep_all: bool,
     name_buf: Vec<u8>,
     value_buf: Vec<u8>,
+    counts: [Counted; COUNTS],
+    next_count: usize,
 }
 
 impl Decoder {
+    /// Heap bytes held: the table's entries (what the agent's memory
+    /// budget counts; the table itself is bounded by its cap).
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self
+                .entries
+                .iter()
+                .map(|e| e.raw_name.len() + e.value.len())
+                .sum::<usize>()
+            + self.name_buf.capacity()
+            + self.value_buf.capacity()
+    }
+
     /// A decoder for a context seen from its start (`complete`) or not,
     /// whose table never exceeds `cap` bytes, keeping values up to
     /// `keep_value` bytes.
@@ -191,6 +218,12 @@ impl Decoder {
             keep_all: false,
             name_buf: Vec::new(),
             value_buf: Vec::new(),
+            counts: [Counted {
+                len: 0,
+                decoded: 0,
+                raw: [0; COUNT_RAW],
+            }; COUNTS],
+            next_count: 0,
         }
     }
 
@@ -353,12 +386,23 @@ impl Decoder {
             }
         };
         self.value_buf.clear();
+        if !index && !name.kept() && !self.keep_all {
+            // Neither kept nor entering the table: its length does not
+            // matter, so it is skipped undecoded.
+            skip_string(block, pos)?;
+            sink(name, &self.name_buf, b"");
+            return Ok(());
+        }
         let keep = if name.kept() || self.keep_all {
             self.keep()
         } else {
             0
         };
-        let value_len = string(block, pos, &mut self.value_buf, keep)?;
+        let value_len = if keep == 0 {
+            self.counted(block, pos)?
+        } else {
+            string(block, pos, &mut self.value_buf, keep)?
+        };
         if name == Name::Unknown {
             sink(Name::Unknown, b"", b"");
         } else {
@@ -368,6 +412,41 @@ impl Decoder {
             self.insert(name, name_len, value_len);
         }
         Ok(())
+    }
+
+    /// The decoded length of a string only counted (a value entering the
+    /// table under a name we do not keep). Servers repeat the same
+    /// literals (nginx's `server` and `date` on every response), so the
+    /// last few Huffman strings' lengths are remembered by their bytes.
+    fn counted(&mut self, block: &[u8], pos: &mut usize) -> Result<usize, HpackError> {
+        let start = *pos;
+        let huff = block.get(start).is_some_and(|b| b & 0x80 != 0);
+        if !huff {
+            return string(block, pos, &mut self.value_buf, 0);
+        }
+        let len = int(block, pos, 7)?;
+        let end = pos.checked_add(len).ok_or(HpackError::Truncated)?;
+        let raw = block.get(*pos..end).ok_or(HpackError::Truncated)?;
+        *pos = end;
+        if let Some(c) = self
+            .counts
+            .iter()
+            .find(|c| usize::from(c.len) == raw.len() && c.raw.get(..raw.len()) == Some(raw))
+        {
+            return Ok(c.decoded as usize);
+        }
+        let n = huffman::decode(raw, &mut self.value_buf, 0).map_err(|_| HpackError::Huffman)?;
+        if let (Some(slot), Ok(decoded)) = (self.counts.get_mut(self.next_count), u16::try_from(n))
+            && raw.len() <= COUNT_RAW
+        {
+            slot.len = raw.len() as u8;
+            slot.decoded = decoded;
+            if let Some(dst) = slot.raw.get_mut(..raw.len()) {
+                dst.copy_from_slice(raw);
+            }
+            self.next_count = (self.next_count + 1) % COUNTS;
+        }
+        Ok(n)
     }
 
     fn keep(&self) -> usize {
@@ -433,6 +512,17 @@ fn int(block: &[u8], pos: &mut usize, prefix: u32) -> Result<usize, HpackError> 
             return Err(HpackError::BadInteger);
         }
     }
+}
+
+/// Skips a string literal.
+fn skip_string(block: &[u8], pos: &mut usize) -> Result<(), HpackError> {
+    let len = int(block, pos, 7)?;
+    let end = pos.checked_add(len).ok_or(HpackError::Truncated)?;
+    if end > block.len() {
+        return Err(HpackError::Truncated);
+    }
+    *pos = end;
+    Ok(())
 }
 
 /// A string literal (RFC 7541 §5.2): appends at most `keep` decoded bytes

@@ -16,9 +16,11 @@
 //! end partial and the connection is no longer parsed.
 //!
 //! `abort` values: the RST_STREAM or GOAWAY error code name
-//! (`CANCEL`, `REFUSED_STREAM`…, `0x…` for codes outside RFC 9113), `GOAWAY`
-//! for streams above the last stream id of a graceful (NO_ERROR) GOAWAY,
-//! and `CONNECTION_CLOSED` for streams open when the connection closed.
+//! (`CANCEL`, `REFUSED_STREAM`…, `UNKNOWN_ERROR` for codes outside RFC
+//! 9113), `GOAWAY` for streams above the last stream id of a graceful
+//! (NO_ERROR) GOAWAY, and `CONNECTION_CLOSED` for streams open when the
+//! connection closed. Streams ended by a capture loss (framing lost, the
+//! stream table full) have no `abort`: they are `partial`.
 //!
 //! Counted (`ratatosk_parser_errors_total{protocol="http2", reason}`):
 //! `lost_sync` (a gap over a frame header), `header_block_lost` (a gap

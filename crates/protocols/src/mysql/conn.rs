@@ -127,6 +127,9 @@ pub struct MysqlParser {
     namespace: Option<CompactString>,
     /// Prepared statements, oldest first (bounded by `max_statements`).
     statements: Vec<(u32, SqlSummary)>,
+    /// Heap bytes of `statements`' texts, recounted when it changes (rare)
+    /// so that `state_bytes` stays O(1) per record.
+    statement_bytes: usize,
     /// Text of the last `COM_STMT_PREPARE` sent.
     last_prepared: Option<SqlSummary>,
     pending: VecDeque<Pending>,
@@ -156,6 +159,7 @@ impl MysqlParser {
             deprecate_eof: None,
             namespace: None,
             statements: Vec::new(),
+            statement_bytes: 0,
             last_prepared: None,
             pending: VecDeque::new(),
             unpaired: false,
@@ -301,6 +305,7 @@ impl MysqlParser {
             com::STMT_CLOSE => {
                 if let Some(id) = u32_at(body, 0) {
                     self.statements.retain(|(s, _)| *s != id);
+                    self.statement_bytes = text_bytes(&self.statements);
                 }
                 return;
             }
@@ -347,11 +352,13 @@ impl MysqlParser {
                 pending.kind = Kind::Simple("RESET_CONNECTION");
                 // The server frees the session's statements.
                 self.statements.clear();
+                self.statement_bytes = 0;
             }
             com::CHANGE_USER => {
                 // New credentials and database: an authentication exchange
                 // follows, then commands again.
                 self.statements.clear();
+                self.statement_bytes = 0;
                 self.namespace = change_user_database(body, self.caps()).map(|d| name(&d));
                 self.phase = Phase::Auth;
                 return;
@@ -549,6 +556,7 @@ impl MysqlParser {
                         let params = u16_at(&p.data, 7).map_or(0, u64::from);
                         if let (Some(id), Some(s)) = (id, front.summary.clone()) {
                             remember(&mut self.statements, id, s, self.limits, out);
+                            self.statement_bytes = text_bytes(&self.statements);
                         }
                         front.state = if params > 0 {
                             Resp::PrepParams { left: params, cols }
@@ -836,6 +844,15 @@ impl ConnParser for MysqlParser {
         }
     }
 
+    fn state_bytes(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self.req.heap_bytes()
+            + self.resp.heap_bytes()
+            + self.statements.capacity() * std::mem::size_of::<(u32, SqlSummary)>()
+            + self.statement_bytes
+            + self.pending.capacity() * std::mem::size_of::<Pending>()
+    }
+
     fn state(&self) -> State {
         match self.done {
             Some(reason) => State::Done(reason),
@@ -866,6 +883,10 @@ fn after_columns(deprecate_eof: Option<bool>) -> Resp {
         // Unknown: an EOF may come; ColumnsEof turns into MaybeEof then.
         _ => Resp::ColumnsEof,
     }
+}
+
+fn text_bytes(table: &[(u32, SqlSummary)]) -> usize {
+    table.iter().map(|(_, s)| s.heap_bytes()).sum()
 }
 
 /// Adds a prepared statement, forgetting the oldest when the table is full.

@@ -45,6 +45,13 @@ pub(crate) struct Framer {
 }
 
 impl Framer {
+    /// Heap bytes held (the packet being assembled, spare buffers).
+    pub fn heap_bytes(&self) -> usize {
+        self.cur.as_ref().map_or(0, |p| p.data.capacity())
+            + self.spare.iter().map(Vec::capacity).sum::<usize>()
+            + self.spare.capacity() * std::mem::size_of::<Vec<u8>>()
+    }
+
     pub fn new(keep: usize) -> Self {
         Framer {
             keep,

@@ -126,9 +126,32 @@ struct Names {
     unnamed: Option<Stmt>,
     named: HashMap<CompactString, (Stmt, u64)>,
     seq: u64,
+    /// Bytes of `named`'s keys and statements, kept up to date so that
+    /// `state_bytes` stays O(1) per record.
+    named_bytes: usize,
+}
+
+/// Bytes a named entry holds beyond the table slot (a statement shared
+/// with a portal is counted in each).
+fn entry_bytes(key: &CompactString, stmt: &Stmt) -> usize {
+    key.len() + std::mem::size_of::<SqlSummary>() + stmt.heap_bytes()
 }
 
 impl Names {
+    /// Approximate bytes held (a shared statement is counted each time).
+    fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(CompactString, (Stmt, u64))>() + 8;
+        self.unnamed.as_ref().map_or(0, |s| s.heap_bytes())
+            + self.named.capacity() * entry
+            + self.named_bytes
+    }
+
+    fn forget(&mut self, key: &CompactString) {
+        if let Some((old, _)) = self.named.remove(key) {
+            self.named_bytes = self.named_bytes.saturating_sub(entry_bytes(key, &old));
+        }
+    }
+
     fn get(&self, name: &[u8]) -> Option<Stmt> {
         if name.is_empty() {
             return self.unnamed.clone();
@@ -145,7 +168,7 @@ impl Names {
         }
         let key = name_key(name);
         let Some(stmt) = stmt else {
-            self.named.remove(&key);
+            self.forget(&key);
             return true;
         };
         self.seq += 1;
@@ -157,10 +180,12 @@ impl Names {
                 .min_by_key(|(_, (_, seq))| *seq)
                 .map(|(k, _)| k.clone())
             {
-                self.named.remove(&oldest);
+                self.forget(&oldest);
             }
             kept = false;
         }
+        self.forget(&key);
+        self.named_bytes += entry_bytes(&key, &stmt);
         self.named.insert(key, (stmt, self.seq));
         kept
     }
@@ -169,7 +194,7 @@ impl Names {
         if name.is_empty() {
             self.unnamed = None;
         } else {
-            self.named.remove(&name_key(name));
+            self.forget(&name_key(name));
         }
     }
 }
@@ -934,6 +959,15 @@ impl ConnParser for PgConn {
         self.s.on_close(out);
     }
 
+    fn state_bytes(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self.front.heap_bytes()
+            + self.back.heap_bytes()
+            + self.s.stmts.heap_bytes()
+            + self.s.portals.heap_bytes()
+            + self.s.queue.capacity() * std::mem::size_of::<Expect>()
+    }
+
     fn state(&self) -> State {
         match self.s.done {
             Some(reason) => State::Done(reason),
@@ -958,5 +992,33 @@ impl Session {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn named_statement_bytes_follow_puts_evictions_and_removals() {
+        let stmt = |q: &[u8]| {
+            Some(Arc::new(crate::sql::summarize(
+                q,
+                Dialect::Postgres,
+                false,
+                4096,
+            )))
+        };
+        let mut n = Names::default();
+        n.put(b"a", stmt(b"SELECT * FROM accounts WHERE id = $1"), 2);
+        n.put(b"b", stmt(b"SELECT 1"), 2);
+        let two = n.named_bytes;
+        n.put(b"b", stmt(b"SELECT 1"), 2);
+        assert_eq!(n.named_bytes, two, "replacing counts once");
+        n.put(b"c", stmt(b"SELECT 2"), 2);
+        assert_eq!(n.named.len(), 2);
+        n.remove(b"b");
+        n.remove(b"c");
+        assert_eq!(n.named_bytes, 0);
     }
 }

@@ -205,6 +205,11 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// Heap bytes held (kept prefix, resync buffer).
+    pub fn heap_bytes(&self) -> usize {
+        self.keep.capacity() + self.rbuf.capacity()
+    }
+
     pub fn new(side: Side, rule: Rule, caps: Caps) -> Self {
         Framer {
             side,
