@@ -73,6 +73,9 @@ const volatile __u64 wakeup_bytes = 65536;
 /* TLS plaintext capture is on: syscall exits look for SSL calls in
  * progress and skip the ciphertext of known TLS sockets. */
 const volatile bool tls_capture = false;
+/* traceparent injection is on (sockops + sk_msg attached): client
+ * sockets are marked at connect, server requests get ids. */
+const volatile bool inject = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -553,10 +556,605 @@ static __always_inline bool tls_hello(const __u8 *d, __u32 got, __u64 sock, __u3
 	return true;
 }
 
+/* ---- traceparent injection (sockops + sk_msg) ----
+ *
+ * Client sockets of traced processes are marked at connect()
+ * (inet_sock_set_state -> SYN_SENT, in the process) with per-socket
+ * storage, which the kernel frees with the socket. Once established, the
+ * sockops program (attached at the root of a cgroup v2 hierarchy) puts
+ * marked sockets in `inject_socks`, to which the sk_msg program is
+ * attached: it sees every send of those sockets before TCP does, follows
+ * HTTP/1 request framing, and inserts one `traceparent` line after the
+ * request line of a request head that lacks one. Anything it cannot
+ * follow with certainty (not a request, CONNECT/Upgrade, chunked bodies, a
+ * head split across sends or too long) stops injection on that socket for
+ * good: bytes are never changed where the framing is not known.
+ *
+ * Ids: a read that starts a server request records, per thread, the
+ * socket and the ids of that request (the trace id of its traceparent,
+ * else a new one; a new span id), reported to userspace in the data
+ * record (RT_CTX_SERVER) so that the server span uses them. A client
+ * request injected while its thread serves exactly one request is that
+ * request's child; its ids reach userspace in the record of the write
+ * (RT_CTX_INJECTED). The response's first write ends the request on the
+ * thread. */
+
+/* Per-socket injection state (client sockets of traced processes). */
+enum inject_phase {
+	INJ_MARKED = 0,		/* connect() seen, not in inject_socks yet */
+	INJ_BOUNDARY = 1,	/* the next byte starts a request */
+	INJ_BODY = 2,		/* body_left bytes of a request body follow */
+	INJ_NEVER = 3,		/* framing unknown: never touched again */
+};
+
+struct inject_sk {
+	__u8 phase;		/* enum inject_phase */
+	__u8 ids;		/* the ids below await the write's data record */
+	__u8 has_parent;
+	__u8 _pad[5];
+	__u64 body_left;
+	__u8 trace_id[16];
+	__u8 span_id[8];
+	__u8 parent_id[8];
+};
+
+/* Freed with the socket: bounded by the sockets of traced processes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct inject_sk);
+} inject_sks SEC(".maps");
+
+/* Established client sockets of traced processes the sk_msg program runs
+ * on (key: socket cookie). The kernel removes a socket when it closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536); /* --max-connections, set by userspace */
+	__type(key, __u64);
+	__type(value, __u64);
+} inject_socks SEC(".maps");
+
+#define CTX_SLOTS 4
+/* The server requests a thread is serving (read, response not written). */
+struct thread_ctx {
+	__u64 sk[CTX_SLOTS];
+	__u8 trace_id[CTX_SLOTS][16];
+	__u8 span_id[CTX_SLOTS][8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct thread_ctx);
+} thread_ctxs SEC(".maps");
+
+/* The scan of one request head. Kept in a map value, not on the stack:
+ * the verifier then sees its fields as unknown, and the bpf_loop body
+ * converges at once instead of being walked per byte value. */
+struct hscan {
+	__u32 len;	/* bytes in b */
+	__u32 phase;	/* 0 method, 1 target, 2 version, 3 header lines */
+	__u32 mark;	/* method start / version start / line start */
+	__u32 rl_end;	/* offset after the request line's CRLF */
+	__u32 end;	/* offset after the head's empty line (0: not seen) */
+	__u32 tp;	/* offset after "traceparent:" (0: none) */
+	__u32 flags;
+	__u64 cl;
+	__u32 cl_at;	/* where the Content-Length value starts */
+	__u8 cl_state;	/* 1 before its digits, 2 in them, 0 done */
+	__u8 cl_seen;
+	__u8 connect;
+};
+
+/* The request head being looked at (too big for the stack). */
+struct inject_buf {
+	__u8 b[RT_INJECT_HEAD_MAX];
+	__u8 spill[64];	/* absorbs compares reaching past the mask */
+	__u8 line[80];	/* the traceparent line to insert */
+	struct hscan s;
+};
+
+/* bpf_loop context (it must be on the stack): the map value. */
+struct hctx {
+	struct inject_buf *ib;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct inject_buf);
+} inject_scratch SEC(".maps");
+
+#define HEAD_MASK (RT_INJECT_HEAD_MAX - 1)
+/* "traceparent: 00-" 32 "-" 16 "-01\r\n" */
+#define TP_LINE_LEN 70
+
+/* Scan flags. */
+enum {
+	HS_BAD = 1,		/* not an HTTP/1 request line */
+	HS_TUNNEL = 2,		/* CONNECT or Upgrade */
+	HS_CHUNKED = 4,		/* Transfer-Encoding */
+	HS_TRACEPARENT = 8,
+	HS_CL_TWICE = 16,
+};
+
+
+static __always_inline bool name_is(const __u8 *b, __u32 at, __u32 len, const char *name, __u32 n)
+{
+	if (at + n > len)
+		return false;
+	for (__u32 k = 0; k < n; k++) {
+		/* Letters fold to lower case; ':' and '-' are unchanged. */
+		if ((b[(at + k) & HEAD_MASK] | 0x20) != (__u8)name[k])
+			return false;
+	}
+	return true;
+}
+
+/* One header line's name, at its first byte. */
+static __always_inline void header_line(struct hscan *s, const __u8 *b, __u32 at)
+{
+	if (name_is(b, at, s->len, "traceparent:", 12)) {
+		s->flags |= HS_TRACEPARENT;
+		s->tp = at + 12;
+	} else if (name_is(b, at, s->len, "content-length:", 15)) {
+		/* Its value is read byte by byte as the scan reaches it. */
+		if (s->cl_seen)
+			s->flags |= HS_CL_TWICE;
+		s->cl_seen = 1;
+		s->cl_at = at + 15;
+		s->cl_state = 1;
+	} else if (name_is(b, at, s->len, "transfer-encoding:", 18)) {
+		s->flags |= HS_CHUNKED;
+	} else if (name_is(b, at, s->len, "upgrade:", 8)) {
+		s->flags |= HS_TUNNEL;
+	}
+}
+
+static const char http_ver[8] = "HTTP/1.";
+
+/* bpf_loop body: byte i of a request head. Returns 1 to stop. */
+static long hscan_byte(__u32 i, struct hctx *hc)
+{
+	struct inject_buf *ib = hc->ib;
+	if (!ib)
+		return 1;
+	struct hscan *s = &ib->s;
+	const __u8 *b = ib->b;
+	if (i >= s->len)
+		return 1;
+	__u8 c = b[i & HEAD_MASK];
+	switch (s->phase) {
+	case 0: /* method: upper-case letters, then a space */
+		if (c >= 'A' && c <= 'Z' && i - s->mark < 24)
+			return 0;
+		if (c == ' ' && i > s->mark) {
+			s->connect = i - s->mark == 7 && name_is(b, s->mark, s->len, "connect", 7);
+			s->phase = 1;
+			return 0;
+		}
+		s->flags |= HS_BAD;
+		return 1;
+	case 1: /* target */
+		if (c == ' ') {
+			s->phase = 2;
+			s->mark = i + 1;
+			return 0;
+		}
+		if (c <= ' ' || c == 0x7f) {
+			s->flags |= HS_BAD;
+			return 1;
+		}
+		return 0;
+	case 2: { /* "HTTP/1.x\r\n" */
+		__u32 k = i - s->mark;
+		bool ok;
+		if (k < 7)
+			ok = c == (__u8)http_ver[k & 7];
+		else if (k == 7)
+			ok = c >= '0' && c <= '9';
+		else if (k == 8)
+			ok = c == '\r';
+		else
+			ok = c == '\n';
+		if (!ok) {
+			s->flags |= HS_BAD;
+			return 1;
+		}
+		if (k == 9) {
+			s->rl_end = i + 1;
+			s->mark = i + 1;
+			s->phase = 3;
+		}
+		return 0;
+	}
+	default: /* header lines */
+		if (i == s->mark && c != '\r')
+			header_line(s, b, i);
+		if (s->cl_state && i >= s->cl_at) {
+			if (c >= '0' && c <= '9') {
+				s->cl = s->cl * 10 + (c - '0');
+				s->cl_state = 2;
+				/* Over 15 digits: not a length we follow. */
+				if (s->cl > 1000000000000000ULL)
+					s->flags |= HS_CL_TWICE;
+			} else if (c == '\r' || (s->cl_state == 2 && (c == ' ' || c == '\t'))) {
+				if (s->cl_state == 1)
+					s->flags |= HS_CL_TWICE; /* no digits */
+				s->cl_state = 0;
+			} else if (c != ' ' && c != '\t') {
+				s->flags |= HS_CL_TWICE; /* not a number */
+				s->cl_state = 0;
+			}
+		}
+		if (c == '\n' && i > 0 && b[(i - 1) & HEAD_MASK] == '\r') {
+			if (i == s->mark + 1) {
+				s->end = i + 1;
+				return 1;
+			}
+			s->mark = i + 1;
+		}
+		return 0;
+	}
+}
+
+/* Scans the `len` bytes of ib->b into ib->s. */
+static __always_inline struct hscan *hscan_run(struct inject_buf *ib, __u32 len)
+{
+	struct hscan *s = &ib->s;
+	__builtin_memset(s, 0, sizeof(*s));
+	s->len = len;
+	struct hctx hc = { .ib = ib };
+	bpf_loop(RT_INJECT_HEAD_MAX, hscan_byte, &hc, 0);
+	return s;
+}
+
+static __always_inline void random_ids(__u8 *dst, __u32 words)
+{
+	for (__u32 k = 0; k < words; k++) {
+		__u32 r = bpf_get_prandom_u32();
+		__builtin_memcpy(dst + 4 * k, &r, 4);
+	}
+}
+
+static __always_inline int hexval(__u8 c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* The trace id of a `traceparent: 00-<32 hex>-<16 hex>-<2 hex>` value at
+ * s->tp (lower-case hex, as W3C requires); false when malformed. */
+static __always_inline bool traceparent_trace_id(struct hscan *s, const __u8 *b, __u8 *out)
+{
+	__u32 at = s->tp;
+	for (int k = 0; k < 4; k++) {
+		if (at < s->len && (b[at & HEAD_MASK] == ' ' || b[at & HEAD_MASK] == '\t'))
+			at++;
+	}
+	if (at + 55 > s->len || b[at & HEAD_MASK] != '0' || b[(at + 1) & HEAD_MASK] != '0' ||
+	    b[(at + 2) & HEAD_MASK] != '-' || b[(at + 35) & HEAD_MASK] != '-' ||
+	    b[(at + 52) & HEAD_MASK] != '-')
+		return false;
+	__u8 any = 0;
+	for (int k = 0; k < 16; k++) {
+		int hi = hexval(b[(at + 3 + 2 * k) & HEAD_MASK]);
+		int lo = hexval(b[(at + 4 + 2 * k) & HEAD_MASK]);
+		if (hi < 0 || lo < 0)
+			return false;
+		out[k] = hi << 4 | lo;
+		any |= out[k];
+	}
+	return any != 0;
+}
+
+/* Ingress of a traced process: a read starting a server request (its
+ * captured prefix holds the request line) gets ids, recorded for the
+ * thread and reported in the record. */
+static __always_inline void inject_server_read(struct rt_data_event *ev, __u32 got, __u64 sock,
+					       __u64 pid_tgid)
+{
+	/* Cheap gate before the scan: an upper-case letter, and not the
+	 * status line of a response read by a client. */
+	if (got < 16 || ev->data[0] < 'A' || ev->data[0] > 'Z' ||
+	    (ev->data[0] == 'H' && ev->data[1] == 'T'))
+		return;
+	__u32 zero = 0;
+	struct inject_buf *ib = bpf_map_lookup_elem(&inject_scratch, &zero);
+	if (!ib)
+		return;
+	__u32 n = got;
+	if (n > RT_INJECT_HEAD_MAX)
+		n = RT_INJECT_HEAD_MAX;
+	/* Scanned from the scratch copy so the masked loop stays in bounds. */
+	if (bpf_probe_read_kernel(ib->b, n & (RT_INJECT_HEAD_MAX - 1) ?: RT_INJECT_HEAD_MAX, ev->data))
+		return;
+	struct hscan *s = hscan_run(ib, n);
+	if ((s->flags & HS_BAD) || !s->rl_end)
+		return;
+	if (!(s->flags & HS_TRACEPARENT) || !traceparent_trace_id(s, ib->b, ev->trace_id))
+		random_ids(ev->trace_id, 4);
+	random_ids(ev->span_id, 2);
+	ev->ctx = RT_CTX_SERVER;
+
+	struct thread_ctx *t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
+	if (!t) {
+		struct thread_ctx fresh = {};
+		bpf_map_update_elem(&thread_ctxs, &pid_tgid, &fresh, BPF_NOEXIST);
+		t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
+		if (!t)
+			return;
+	}
+	/* The same connection's slot (its next request), else a free one;
+	 * with none free the thread serves too many to tell (no parent). */
+	int slot = -1;
+	for (int k = 0; k < CTX_SLOTS; k++) {
+		if (t->sk[k] == sock) {
+			slot = k;
+			break;
+		}
+		if (!t->sk[k] && slot < 0)
+			slot = k;
+	}
+	if (slot < 0 || slot >= CTX_SLOTS)
+		return;
+	t->sk[slot] = sock;
+	__builtin_memcpy(t->trace_id[slot], ev->trace_id, 16);
+	__builtin_memcpy(t->span_id[slot], ev->span_id, 8);
+}
+
+/* Egress of a traced process: the response's first write ends the
+ * thread's request on that socket; a client write takes the ids its
+ * sk_msg pass injected. */
+static __always_inline void inject_write(struct rt_data_event *ev, struct sock *sk, __u64 pid_tgid)
+{
+	struct inject_sk *st = bpf_sk_storage_get(&inject_sks, sk, 0, 0);
+	if (st) {
+		if (st->ids) {
+			__builtin_memcpy(ev->trace_id, st->trace_id, 16);
+			__builtin_memcpy(ev->span_id, st->span_id, 8);
+			__builtin_memcpy(ev->parent_id, st->parent_id, 8);
+			ev->has_parent = st->has_parent;
+			ev->ctx = RT_CTX_INJECTED;
+			st->ids = 0;
+		}
+		return;
+	}
+	struct thread_ctx *t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
+	if (!t)
+		return;
+	__u64 sock = (__u64)sk;
+	for (int k = 0; k < CTX_SLOTS; k++) {
+		if (t->sk[k] == sock)
+			t->sk[k] = 0;
+	}
+}
+
+/* Marks a client socket of a traced process at connect(). */
+static __always_inline void inject_mark(struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	bpf_sk_storage_get(&inject_sks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+SEC("sockops")
+int inject_sockops(struct bpf_sock_ops *skops)
+{
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		return 1;
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 1;
+	struct inject_sk *st = bpf_sk_storage_get(&inject_sks, sk, 0, 0);
+	if (!st || st->phase != INJ_MARKED)
+		return 1;
+	__u64 key = bpf_get_socket_cookie(skops);
+	if (bpf_sock_hash_update(skops, &inject_socks, &key, BPF_NOEXIST)) {
+		stat_inc(RT_STAT_INJECT_SOCKHASH_FULL);
+		st->phase = INJ_NEVER;
+	} else {
+		st->phase = INJ_BOUNDARY;
+	}
+	return 1;
+}
+
+static const char hexdig[16] = "0123456789abcdef";
+
+/* Writes the traceparent line for `st`'s ids into ib->line. */
+static __always_inline void tp_line(struct inject_buf *ib, struct inject_sk *st)
+{
+	__u8 *l = ib->line;
+	__builtin_memcpy(l, "traceparent: 00-", 16);
+	for (int k = 0; k < 16; k++) {
+		l[16 + 2 * k] = hexdig[(st->trace_id[k] >> 4) & 15];
+		l[17 + 2 * k] = hexdig[st->trace_id[k] & 15];
+	}
+	l[48] = '-';
+	for (int k = 0; k < 8; k++) {
+		l[49 + 2 * k] = hexdig[(st->span_id[k] >> 4) & 15];
+		l[50 + 2 * k] = hexdig[st->span_id[k] & 15];
+	}
+	__builtin_memcpy(l + 65, "-01\r\n", 5);
+}
+
+/* Inserts the line at `at`. False when the kernel refused (nothing
+ * inserted, or the insertion undone). */
+static __always_inline bool tp_insert(struct sk_msg_md *msg, struct inject_buf *ib, __u32 at)
+{
+	if (bpf_msg_push_data(msg, at, TP_LINE_LEN, 0))
+		return false;
+	if (bpf_msg_pull_data(msg, at, at + TP_LINE_LEN, 0))
+		goto undo;
+	__u8 *p = msg->data;
+	if ((void *)(p + TP_LINE_LEN) > msg->data_end)
+		goto undo;
+	__builtin_memcpy(p, ib->line, 64);
+	__builtin_memcpy(p + 64, ib->line + 64, TP_LINE_LEN - 64);
+	return true;
+undo:
+	/* The pushed bytes are uninitialised: they must not leave. */
+	bpf_msg_pop_data(msg, at, TP_LINE_LEN, 0);
+	return false;
+}
+
+/* Requests followed per send (pipelining); past them, the socket is
+ * given up. */
+#define MSG_REQUESTS 8
+
+static __always_inline void give_up(struct inject_sk *st, __u32 stat)
+{
+	st->phase = INJ_NEVER;
+	stat_inc(stat);
+}
+
+/* One request starting at `off` of a send whose state is `st`: returns
+ * the offset after it (its body included; REQ_INJECTED set when a line
+ * was inserted), or REQ_STOP when the rest of the send is not followed
+ * (st says why). A global function: verified once, not per request. */
+#define REQ_STOP -1
+#define REQ_END -2	/* the send ends on a request boundary */
+#define REQ_INJECTED (1 << 30)
+
+__noinline int inject_request(struct sk_msg_md *msg, struct inject_sk *st, __u32 off, int done)
+{
+	if (!msg || !st)
+		return REQ_STOP;
+	__u32 zero = 0;
+	struct inject_buf *ib = bpf_map_lookup_elem(&inject_scratch, &zero);
+	if (!ib)
+		return REQ_STOP;
+	__u32 size = msg->size;
+	if (off >= size)
+		return REQ_END;
+	if (size >= REQ_INJECTED)
+		return REQ_STOP;
+	__u32 n = size - off;
+	if (n > RT_INJECT_HEAD_MAX)
+		n = RT_INJECT_HEAD_MAX;
+	if (bpf_msg_pull_data(msg, off, off + n, 0)) {
+		give_up(st, RT_STAT_INJECT_FAILED);
+		return REQ_STOP;
+	}
+	void *data = msg->data;
+	if ((__u64)msg->data_end - (__u64)data < n || n == 0 ||
+	    bpf_probe_read_kernel(ib->b, n & HEAD_MASK ?: RT_INJECT_HEAD_MAX, data)) {
+		give_up(st, RT_STAT_INJECT_FAILED);
+		return REQ_STOP;
+	}
+	struct hscan *s = hscan_run(ib, n);
+	if (s->flags & HS_BAD) {
+		give_up(st, RT_STAT_INJECT_NOT_HTTP);
+		return REQ_STOP;
+	}
+	if (!s->end) {
+		/* A head cut by the send, or longer than we look. */
+		give_up(st, n == RT_INJECT_HEAD_MAX ? RT_STAT_INJECT_TOO_LONG : RT_STAT_INJECT_SPLIT);
+		return REQ_STOP;
+	}
+	if (s->connect || (s->flags & HS_TUNNEL)) {
+		give_up(st, RT_STAT_INJECT_TUNNEL);
+		return REQ_STOP;
+	}
+	if (s->flags & (HS_CHUNKED | HS_CL_TWICE)) {
+		give_up(st, RT_STAT_INJECT_CHUNKED);
+		return REQ_STOP;
+	}
+	__u32 head = s->end;
+	int injected = 0;
+	if (s->flags & HS_TRACEPARENT) {
+		stat_inc(RT_STAT_INJECT_HAS_TRACEPARENT);
+	} else if (done) {
+		/* One set of ids per send reaches userspace. */
+		stat_inc(RT_STAT_INJECT_PIPELINED);
+	} else {
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		struct thread_ctx *t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
+		int open = 0, which = 0;
+		if (t) {
+			for (int k = 0; k < CTX_SLOTS; k++) {
+				if (t->sk[k]) {
+					open++;
+					which = k;
+				}
+			}
+		}
+		if (t && open == 1 && which >= 0 && which < CTX_SLOTS) {
+			__builtin_memcpy(st->trace_id, t->trace_id[which], 16);
+			__builtin_memcpy(st->parent_id, t->span_id[which], 8);
+			st->has_parent = 1;
+		} else {
+			random_ids(st->trace_id, 4);
+			st->has_parent = 0;
+		}
+		random_ids(st->span_id, 2);
+		tp_line(ib, st);
+		if (!tp_insert(msg, ib, off + s->rl_end)) {
+			give_up(st, RT_STAT_INJECT_FAILED);
+			return REQ_STOP;
+		}
+		stat_inc(RT_STAT_INJECTED);
+		st->ids = 1;
+		injected = REQ_INJECTED;
+		head += TP_LINE_LEN;
+		size = msg->size;
+	}
+	/* The body: in this send, or continued in the next ones. */
+	__u64 rest = (__u64)size - off - head;
+	if (s->cl > rest) {
+		st->body_left = s->cl - rest;
+		st->phase = INJ_BODY;
+		return REQ_STOP;
+	}
+	return (off + head + (__u32)s->cl) | injected;
+}
+
+SEC("sk_msg")
+int inject_msg(struct sk_msg_md *msg)
+{
+	struct bpf_sock *bsk = msg->sk;
+	if (!bsk)
+		return SK_PASS;
+	struct inject_sk *st = bpf_sk_storage_get(&inject_sks, bsk, 0, 0);
+	if (!st || st->phase == INJ_NEVER || st->phase == INJ_MARKED)
+		return SK_PASS;
+	__u32 size = msg->size;
+	__u32 off = 0;
+	if (st->phase == INJ_BODY) {
+		if (st->body_left >= size) {
+			st->body_left -= size;
+			return SK_PASS;
+		}
+		off = st->body_left;
+		st->body_left = 0;
+		st->phase = INJ_BOUNDARY;
+	}
+	int done = 0;
+	for (int r = 0; r < MSG_REQUESTS; r++) {
+		int next = inject_request(msg, st, off, done);
+		if (next < 0)
+			return SK_PASS;
+		done |= next & REQ_INJECTED;
+		off = next & (REQ_INJECTED - 1);
+	}
+	/* More requests in one send than followed: given up unless it ends
+	 * right here. */
+	if (inject_request(msg, st, off, 1) != REQ_END)
+		give_up(st, RT_STAT_INJECT_PIPELINED);
+	return SK_PASS;
+}
+
 /* A data record for `ret` bytes that syscall `sc` (arguments in `regs`)
  * moved on the TCP socket `sk`, descriptor `fd`. */
 static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk, __u32 fd, long ret,
-					   __u8 sc, __u8 dir, __u64 pid_tgid)
+					   __u8 sc, __u8 dir, __u64 pid_tgid, bool btf_sk)
 {
 	bool cipher = false;
 	__u32 tgid = pid_tgid >> 32;
@@ -663,6 +1261,15 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 	if (tls_capture && !cipher && tls_hello(ev->data, got, (__u64)sk, pid_tgid >> 32))
 		cipher = true;
 	ev->flags = cipher ? RT_DATA_CIPHER : 0;
+	ev->ctx = RT_CTX_NONE;
+	ev->has_parent = 0;
+	/* The socket hooks' `sk` is BTF-typed, as socket storage needs. */
+	if (inject && btf_sk && !cipher) {
+		if (dir == RT_DIR_INGRESS)
+			inject_server_read(ev, got, (__u64)sk, pid_tgid);
+		else
+			inject_write(ev, sk, pid_tgid);
+	}
 	if (tls_capture && !cipher && dir == RT_DIR_INGRESS && looks_tls(ev->data, got)) {
 		/* Maybe the ciphertext of an SSL_read to come (memory BIOs). */
 		struct sock_fd last = { .sock = (__u64)sk, .fd = fd };
@@ -678,7 +1285,7 @@ static __always_inline void emit_data(struct pt_regs *regs, long ret, __u8 sc, _
 	if (!sk)
 		return;
 	remember_fd(pid_tgid, fd, sk);
-	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid);
+	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid, false);
 }
 
 /* A zeroed control record (not payload) with its header filled in, or NULL
@@ -927,7 +1534,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 		return 0;
 	}
 	__u32 fd = (__u32)SC_ARG1(regs);
-	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid);
+	emit_sock_data(regs, sk, fd, ret, sc, dir, pid_tgid, true);
 	return 0;
 }
 
@@ -965,6 +1572,8 @@ int BPF_PROG(sock_state, struct sock *sk, int oldstate, int newstate)
 	if (!regs || regs->orig_ax != nr)
 		return 0;
 	long fd = SC_ARG1(regs);
+	if (nr == NR_connect && inject)
+		inject_mark(sk);
 	if (nr == NR_connect)
 		emit_conn_sk(sk, fd, RT_ORIGIN_CONNECT, pid_tgid);
 	else if (nr == NR_listen)
@@ -1053,6 +1662,8 @@ static __always_inline void emit_plain(__u64 pid_tgid, struct sock_fd *sf, __u64
 	ev->direction = dir;
 	ev->syscall = sc;
 	ev->flags = RT_DATA_TLS;
+	ev->ctx = RT_CTX_NONE;
+	ev->has_parent = 0;
 	ev->queued_ns = 0;
 	read_tuple(sk, &ev->tuple);
 

@@ -76,6 +76,10 @@ pub struct SelfMetrics {
     /// Socket I/O of traced processes the socket hooks could not decode
     /// (io_uring, recvmmsg/sendmmsg, splice): not reported.
     pub capture_undecoded_io: Counter,
+    /// `traceparent` headers inserted into outgoing HTTP/1 requests.
+    pub traceparent_injected: Counter,
+    /// Requests (or whole sockets) not injected into, by reason.
+    pub traceparent_inject_skipped: Family<ReasonLabel, Counter>,
     /// Records the reader consumed, by kind.
     pub reader_records: Family<KindLabel, Counter>,
     /// Records the reader could not decode.
@@ -170,6 +174,16 @@ impl SelfMetrics {
             "ratatosk_capture_undecoded_io",
             "Socket reads/writes of traced processes not reported: done by a syscall the socket hooks cannot decode (io_uring, recvmmsg/sendmmsg, splice)",
             self.capture_undecoded_io.clone(),
+        );
+        r.register(
+            "ratatosk_traceparent_injected",
+            "traceparent headers inserted into outgoing plaintext HTTP/1 requests (sk_msg)",
+            self.traceparent_injected.clone(),
+        );
+        r.register(
+            "ratatosk_traceparent_inject_skipped",
+            "Outgoing requests not injected into, by reason: has_traceparent and pipelined skip one request; the others stop injection on that socket for good (not_http, tunnel, chunked, split_head, head_too_long, insert_failed) or never start it (sockhash_full)",
+            self.traceparent_inject_skipped.clone(),
         );
         r.register(
             "ratatosk_targets_full",
@@ -349,6 +363,19 @@ impl SelfMetrics {
             .inc_by(d(now.targets_full, last.targets_full));
         self.capture_undecoded_io
             .inc_by(d(now.undecoded_io, last.undecoded_io));
+        self.traceparent_injected
+            .inc_by(d(now.injected, last.injected));
+        for (i, reason) in ratatosk_bpf::INJECT_SKIPS.iter().enumerate() {
+            let n = d(
+                now.inject_skipped.get(i).copied().unwrap_or(0),
+                last.inject_skipped.get(i).copied().unwrap_or(0),
+            );
+            if n > 0 {
+                self.traceparent_inject_skipped
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc_by(n);
+            }
+        }
         for (i, (probe, entry)) in ratatosk_bpf::UPROBES.iter().enumerate() {
             let n = d(
                 now.uprobe_hits.get(i).copied().unwrap_or(0),

@@ -3,6 +3,7 @@
 //! buffer, target set, counters). All libbpf and `unsafe` code of the agent
 //! lives in this crate.
 
+mod cgroup2;
 mod preflight;
 mod skel {
     #![allow(clippy::all, unsafe_op_in_unsafe_fn, missing_docs)]
@@ -66,6 +67,10 @@ pub struct LoadOptions {
     /// Load the OpenSSL uprobe programs and let syscall exits recognise
     /// TLS calls in progress (attach them with `Capture::attach_openssl`).
     pub tls: bool,
+    /// Inject `traceparent` into outgoing plaintext HTTP/1 requests
+    /// (sockops + sk_msg; socket hooks only) and give server requests
+    /// kernel-made ids.
+    pub inject: bool,
 }
 
 impl Default for LoadOptions {
@@ -82,6 +87,7 @@ impl Default for LoadOptions {
             max_sockets: 65536,
             syscall_hooks: SyscallHooks::default(),
             tls: true,
+            inject: false,
         }
     }
 }
@@ -183,6 +189,36 @@ pub struct Capture {
     capture_bytes: u32,
     /// Entries of `ssl_layouts` in use.
     ssl_layouts: u32,
+    injection: Injection,
+}
+
+/// Where `traceparent` injection stands.
+pub enum Injection {
+    /// Not asked for.
+    Off,
+    /// Attached at the root of this cgroup2 hierarchy.
+    On(InjectLinks),
+    /// Asked for but impossible: what is missing.
+    Failed(String),
+}
+
+/// The sockops link and the cgroup2 mount it needs. Field order is drop
+/// order: the program leaves the hierarchy before it is unmounted.
+pub struct InjectLinks {
+    _sockops: Link,
+    cgroup: cgroup2::Cgroup2,
+}
+
+impl InjectLinks {
+    /// The cgroup2 root the sockops program is attached to.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup.path
+    }
+
+    /// Whether the agent mounted that hierarchy (and unmounts it at exit).
+    pub fn own_mount(&self) -> bool {
+        self.cgroup.own()
+    }
 }
 
 impl Capture {
@@ -200,6 +236,8 @@ impl Capture {
         let mut open = builder.open(object).map_err(LoadError::Open)?;
 
         let capture_bytes = opts.capture_bytes.min(MAX_CAPTURE);
+        // Socket storage needs the socket hooks' BTF-typed sockets.
+        let inject = opts.inject && opts.syscall_hooks == SyscallHooks::Socket;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.agent_tgid = opts.agent_tgid;
             ro.trace_all = opts.trace_all;
@@ -208,6 +246,7 @@ impl Capture {
             ro.capture_bytes = capture_bytes;
             ro.wakeup_bytes = opts.wakeup_bytes;
             ro.tls_capture = opts.tls;
+            ro.inject = inject;
         }
         let rb = opts.ringbuf_bytes.max(4096).next_power_of_two();
         open.maps
@@ -231,6 +270,7 @@ impl Capture {
             (&mut open.maps.tls_socks, "tls_socks"),
             (&mut open.maps.tls_keysocks, "tls_keysocks"),
             (&mut open.maps.go_reads, "go_reads"),
+            (&mut open.maps.inject_socks, "inject_socks"),
         ] {
             map.set_max_entries(opts.max_sockets.max(1024))
                 .map_err(|source| LoadError::Map { map: name, source })?;
@@ -286,6 +326,8 @@ impl Capture {
             ] {
                 prog.set_autoload(opts.tls);
             }
+            p.inject_sockops.set_autoload(inject);
+            p.inject_msg.set_autoload(inject);
         }
         let skel = open.load().map_err(LoadError::Load)?;
         let mut links = Vec::new();
@@ -328,6 +370,16 @@ impl Capture {
         attach!(sched_process_fork);
         attach!(sched_process_exec);
         attach!(sched_process_exit);
+        let injection = if !opts.inject {
+            Injection::Off
+        } else if !inject {
+            Injection::Failed("the socket hooks (--syscall-hooks socket) are not in use".into())
+        } else {
+            match attach_injection(&skel) {
+                Ok(l) => Injection::On(l),
+                Err(e) => Injection::Failed(e),
+            }
+        };
         Ok(Capture {
             skel,
             _links: links,
@@ -335,7 +387,13 @@ impl Capture {
             tls: opts.tls,
             capture_bytes,
             ssl_layouts: 0,
+            injection,
         })
+    }
+
+    /// Where `traceparent` injection stands.
+    pub fn injection(&self) -> &Injection {
+        &self.injection
     }
 
     /// Attaches the OpenSSL probes (entry and return of SSL_read,
@@ -576,7 +634,24 @@ pub struct BpfStats {
     pub tls_hello_unmatched: u64,
     /// Socket I/O the socket hooks could not decode (io_uring, mmsg).
     pub undecoded_io: u64,
+    /// `traceparent` headers inserted.
+    pub injected: u64,
+    /// Requests or sockets not injected into, by `INJECT_SKIPS` reason.
+    pub inject_skipped: [u64; INJECT_SKIPS.len()],
 }
+
+/// Reasons of `BpfStats::inject_skipped`, in order.
+pub const INJECT_SKIPS: [&str; 9] = [
+    "has_traceparent",
+    "pipelined",
+    "split_head",
+    "not_http",
+    "tunnel",
+    "chunked",
+    "head_too_long",
+    "sockhash_full",
+    "insert_failed",
+];
 
 /// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
 /// whether the probe is a function entry (a trap) or a return.
@@ -642,8 +717,53 @@ impl Counters {
             tls_not_socket_bio: get(rt_stat::RT_STAT_TLS_NOT_SOCKET_BIO)?,
             tls_hello_unmatched: get(rt_stat::RT_STAT_TLS_HELLO_UNMATCHED)?,
             undecoded_io: get(rt_stat::RT_STAT_UNDECODED_IO)?,
+            injected: get(rt_stat::RT_STAT_INJECTED)?,
+            inject_skipped: [
+                get(rt_stat::RT_STAT_INJECT_HAS_TRACEPARENT)?,
+                get(rt_stat::RT_STAT_INJECT_PIPELINED)?,
+                get(rt_stat::RT_STAT_INJECT_SPLIT)?,
+                get(rt_stat::RT_STAT_INJECT_NOT_HTTP)?,
+                get(rt_stat::RT_STAT_INJECT_TUNNEL)?,
+                get(rt_stat::RT_STAT_INJECT_CHUNKED)?,
+                get(rt_stat::RT_STAT_INJECT_TOO_LONG)?,
+                get(rt_stat::RT_STAT_INJECT_SOCKHASH_FULL)?,
+                get(rt_stat::RT_STAT_INJECT_FAILED)?,
+            ],
         })
     }
+}
+
+/// The sk_msg program on the sockhash, the sockops program at the root of
+/// a cgroup2 hierarchy (mounted when none is).
+fn attach_injection(skel: &skel::CaptureSkel<'_>) -> Result<InjectLinks, String> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let map_fd = skel.maps.inject_socks.as_fd().as_raw_fd();
+    skel.progs
+        .inject_msg
+        .attach_sockmap(map_fd)
+        .map_err(|e| format!("attaching the sk_msg program failed: {e}"))?;
+    let cgroup = cgroup2::Cgroup2::find_or_mount().map_err(|e| {
+        format!(
+            "no cgroup2 hierarchy is mounted and mounting one on {} failed: {e}",
+            cgroup2::OWN_MOUNT
+        )
+    })?;
+    let dir = std::fs::File::open(&cgroup.path)
+        .map_err(|e| format!("opening {} failed: {e}", cgroup.path.display()))?;
+    let link = skel
+        .progs
+        .inject_sockops
+        .attach_cgroup(dir.as_raw_fd())
+        .map_err(|e| {
+            format!(
+                "attaching the sockops program to {} failed: {e}",
+                cgroup.path.display()
+            )
+        })?;
+    Ok(InjectLinks {
+        _sockops: link,
+        cgroup,
+    })
 }
 
 /// `prog` on the entry (or return) of the function `func` of the file at
