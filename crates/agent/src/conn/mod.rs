@@ -787,6 +787,7 @@ mod tests {
             tls: false,
             cipher: false,
             tuple: tuple().into(),
+            ids: None,
             payload,
         }
     }

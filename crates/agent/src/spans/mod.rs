@@ -18,7 +18,7 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
-use ratatosk_protocols::http1::{target_path, target_query};
+use ratatosk_protocols::http1::{TraceParent, target_path, target_query};
 use ratatosk_protocols::op::{DbDetail, Detail, HttpDetail, Operation, Outcome};
 use ratatosk_protocols::parse::Role;
 
@@ -195,7 +195,9 @@ impl SpanBuilder {
     }
 
     /// `named` is what the family's naming step decided (the HTTP route,
-    /// the database metric labels).
+    /// the database metric labels); `kernel`, the ids the kernel gave the
+    /// request (traceparent injection), which the span must carry.
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         &mut self,
         op: Operation,
@@ -204,6 +206,7 @@ impl SpanBuilder {
         tls: bool,
         named: Named,
         process: Arc<ProcInfo>,
+        kernel: Option<KernelIds>,
     ) -> Span {
         let (kind, server, client) = match op.role {
             Role::Server => (SpanKind::Server, tuple.local, tuple.remote),
@@ -237,16 +240,53 @@ impl SpanBuilder {
         // Join the caller's trace when the request carries one (a client
         // span's header was set by an SDK in the process: its span is our
         // parent).
-        let parent = op.traceparent;
+        let mut parent = op.traceparent;
         // fill_bytes takes 8 bytes per draw; random::<[u8; N]>() draws
         // once per byte (24 draws per span).
         let mut trace_id = [0u8; 16];
-        match &parent {
-            Some(p) => trace_id = p.trace_id,
-            None => self.rng.fill_bytes(&mut trace_id),
-        }
         let mut span_id = [0u8; 8];
-        self.rng.fill_bytes(&mut span_id);
+        match (kernel, &parent) {
+            // A server request: the kernel parents the thread's injected
+            // calls under these ids (its trace id is the traceparent's
+            // when the request came with one).
+            (
+                Some(KernelIds::Server {
+                    trace_id: t,
+                    span_id: s,
+                }),
+                p,
+            ) => {
+                trace_id = p.as_ref().map_or(t, |p| p.trace_id);
+                span_id = s;
+            }
+            // A client request the kernel wrote these ids into: the next
+            // hop is their child, whatever this host links.
+            (
+                Some(KernelIds::Injected {
+                    trace_id: t,
+                    span_id: s,
+                    parent_id,
+                }),
+                None,
+            ) => {
+                trace_id = t;
+                span_id = s;
+                parent = parent_id.map(|parent_id| TraceParent {
+                    version: 0,
+                    trace_id: t,
+                    parent_id,
+                    flags: 1,
+                });
+            }
+            (_, Some(p)) => {
+                trace_id = p.trace_id;
+                self.rng.fill_bytes(&mut span_id);
+            }
+            (_, None) => {
+                self.rng.fill_bytes(&mut trace_id);
+                self.rng.fill_bytes(&mut span_id);
+            }
+        }
         let sampled = sampler::sample(&self.sampler, &trace_id, parent.as_ref());
         Span {
             kind,
@@ -287,6 +327,24 @@ fn http_span(h: HttpDetail, route: Arc<str>, tls: bool) -> HttpSpan {
         request_body_size: h.request_body_size,
         response_body_size: h.response_body_size,
     }
+}
+
+/// Ids the kernel gave a request when `traceparent` injection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelIds {
+    /// A server request: its span id, and its trace id unless the request
+    /// carried a `traceparent`.
+    Server {
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+    },
+    /// A client request into which the kernel inserted `traceparent` with
+    /// these ids; `parent_id`: the server request its thread was serving.
+    Injected {
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        parent_id: Option<[u8; 8]>,
+    },
 }
 
 /// What the reader's naming step decided for one operation.
