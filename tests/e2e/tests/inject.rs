@@ -72,16 +72,30 @@ cases = [
     ("not_http", [b"\x00\x01binary" + get(b"/h")], 0),
     ("upgrade", [b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
                  get(b"/i")], 0),
+    # A body sent with sendfile(2) (socket.sendfile): counted as body.
+    ("sendfile_body", [b"POST /j HTTP/1.1\r\nHost: x\r\nContent-Length: 66500\r\n\r\n",
+                       ("FILE", b"GET /k HTTP/1.1\r\n\r\n" * 3500), get(b"/j2")], 2),
 ]
+import tempfile
 for name, sends, want in cases:
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    wire = b""
     for chunk in sends:
-        s.sendall(chunk)
+        if isinstance(chunk, tuple):
+            with tempfile.TemporaryFile() as f:
+                f.write(chunk[1])
+                f.flush()
+                f.seek(0)
+                s.sendfile(f)
+            chunk = chunk[1]
+        else:
+            s.sendall(chunk)
+        wire += chunk
         time.sleep(0.05)
     local = s.getsockname()[1]
     s.close()
-    print(json.dumps({"name": name, "port": local, "hex": b"".join(sends).hex(), "want": want}), flush=True)
+    print(json.dumps({"name": name, "port": local, "hex": wire.hex(), "want": want}), flush=True)
 print("done", flush=True)
 "#;
 
@@ -168,7 +182,7 @@ fn injected_streams_are_byte_exact() {
         cases.push(serde_json::from_str(&line).unwrap());
     }
     client.wait().unwrap();
-    assert_eq!(cases.len(), 12);
+    assert_eq!(cases.len(), 13);
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let received = loop {
