@@ -616,8 +616,12 @@ struct {
 } inject_socks SEC(".maps");
 
 #define CTX_SLOTS 4
-/* The server requests a thread is serving (read, response not written). */
+/* The server requests a thread is serving (read, response not written).
+ * With more in progress than slots, some are not tracked: the thread
+ * gives no parent until CTX_OVERFLOW_NS after the last one left out. */
+#define CTX_OVERFLOW_NS 2000000000ULL
 struct thread_ctx {
+	__u64 overflow_until;	/* ktime; 0: every request is tracked */
 	__u64 sk[CTX_SLOTS];
 	__u8 trace_id[CTX_SLOTS][16];
 	__u8 span_id[CTX_SLOTS][8];
@@ -902,8 +906,10 @@ static __always_inline void inject_server_read(struct rt_data_event *ev, __u32 g
 		if (!t->sk[k] && slot < 0)
 			slot = k;
 	}
-	if (slot < 0 || slot >= CTX_SLOTS)
+	if (slot < 0 || slot >= CTX_SLOTS) {
+		t->overflow_until = bpf_ktime_get_ns() + CTX_OVERFLOW_NS;
 		return;
+	}
 	t->sk[slot] = sock;
 	__builtin_memcpy(t->trace_id[slot], ev->trace_id, 16);
 	__builtin_memcpy(t->span_id[slot], ev->span_id, 8);
@@ -1086,7 +1092,8 @@ __noinline int inject_request(struct sk_msg_md *msg, struct inject_sk *st, __u32
 				}
 			}
 		}
-		if (t && open == 1 && which >= 0 && which < CTX_SLOTS) {
+		if (t && open == 1 && which >= 0 && which < CTX_SLOTS &&
+		    (!t->overflow_until || bpf_ktime_get_ns() > t->overflow_until)) {
 			__builtin_memcpy(st->trace_id, t->trace_id[which], 16);
 			__builtin_memcpy(st->parent_id, t->span_id[which], 8);
 			st->has_parent = 1;

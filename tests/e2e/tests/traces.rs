@@ -48,6 +48,31 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
     p
 }
 
+/// A Flask app (threaded dev server) whose handler for `/r/ID` fetches
+/// `/hello?i=ID` from the backend with `requests`.
+fn flask_requests_app(port: u16, backend: u16) -> Proc {
+    const APP: &str = r#"
+import sys, requests
+from flask import Flask
+backend = int(sys.argv[2])
+app = Flask(__name__)
+@app.route("/r/<i>")
+def r(i):
+    got = requests.get(f"http://127.0.0.1:{backend}/hello?i={i}", timeout=5)
+    return str(len(got.content))
+app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
+"#;
+    let p = Proc::spawn(
+        "flask requests app",
+        Command::new(lab_dir().join("bin/python"))
+            .args(["-c", APP, &port.to_string(), &backend.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(20));
+    p
+}
+
 /// The same app on Node's event loop.
 fn node_calling_app(port: u16, backend: u16) -> Proc {
     const APP: &str = r#"
@@ -224,6 +249,60 @@ fn app_calls_backend_one_trace_per_request() {
         whole,
         2 * N,
         "broken chains: {broken:#?}\n{}",
+        agent.self_counters()
+    );
+}
+
+/// curl -> Flask, whose handler calls the backend with `requests`: the
+/// call carries the kernel's traceparent, so the backend's server span
+/// is the call's child by the header, the call the handler's child, one
+/// trace per request.
+#[test]
+fn flask_requests_call_carries_the_trace() {
+    let _g = serial();
+    let www = www_dir();
+    let (app_port, backend_port) = (free_port(), free_port());
+    let _backend = python_http_server(www.path(), backend_port);
+    let _app = flask_requests_app(app_port, backend_port);
+    let agent = Agent::start(&["--open-port", &format!("{app_port},{backend_port}")]);
+    const N: usize = 10;
+    for i in 0..N {
+        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
+    }
+    let spans = agent.wait_spans(3 * N, WAIT, |s| {
+        on_port(s, "server", app_port)
+            || on_port(s, "client", backend_port)
+            || on_port(s, "server", backend_port)
+    });
+    assert_eq!(spans.len(), 3 * N, "{spans:#?}");
+    let (whole, broken) = whole_chains(&spans, app_port, backend_port);
+    assert_eq!(
+        whole,
+        N,
+        "broken chains: {broken:#?}\n{}",
+        agent.self_counters()
+    );
+    let mut traces: Vec<&str> = spans
+        .iter()
+        .map(|s| s["trace_id"].as_str().unwrap())
+        .collect();
+    traces.sort_unstable();
+    traces.dedup();
+    assert_eq!(traces.len(), N);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        agent.metric_sum("ratatosk_traceparent_injected_total", &[]),
+        N as f64,
+        "{}",
+        agent.self_counters()
+    );
+    assert_eq!(
+        agent.metric_sum(
+            "ratatosk_trace_parents_total",
+            &[("kind", "server"), ("result", "traceparent")]
+        ),
+        N as f64,
+        "{}",
         agent.self_counters()
     );
 }
