@@ -897,7 +897,7 @@ mod tests {
     fn abi_matches_bpf_object() {
         same_layout!(rt_header: kind, tgid, tid, ts_ns);
         same_layout!(rt_tuple: saddr, daddr, sport, dport, family);
-        same_layout!(rt_data_event: hdr, sock_id, len, queued_ns, fd, captured, direction, syscall, flags, tuple, data);
+        same_layout!(rt_data_event: hdr, sock_id, len, queued_ns, fd, captured, direction, syscall, flags, ctx, has_parent, tuple, trace_id, span_id, parent_id, data);
         same_layout!(rt_target: inherited);
     }
 }
