@@ -357,3 +357,105 @@ pub enum Named {
         collection: Option<Arc<str>>,
     },
 }
+
+#[cfg(test)]
+mod kernel_ids_tests {
+    use super::*;
+    use crate::export::resource::tests::proc_info;
+
+    fn op(role: Role, traceparent: Option<TraceParent>) -> Operation {
+        Operation {
+            role,
+            request_start_ns: 10,
+            request_end_ns: 11,
+            response_start_ns: 12,
+            response_end_ns: 13,
+            outcome: Outcome::Complete,
+            traceparent,
+            detail: Detail::Http(HttpDetail {
+                method: "GET".into(),
+                target: "/a".into(),
+                protocol_version: "1.1",
+                host: None,
+                user_agent: None,
+                status: 200,
+                status_text: None,
+                request_body_size: 0,
+                response_body_size: 0,
+            }),
+        }
+    }
+
+    fn build(role: Role, tp: Option<TraceParent>, k: Option<KernelIds>) -> Span {
+        let mut b = SpanBuilder::new(Clock::new(), Sampler::default());
+        let tuple = Tuple {
+            local: "127.0.0.1:8000".parse().unwrap(),
+            remote: "127.0.0.1:5000".parse().unwrap(),
+        };
+        b.build(
+            op(role, tp),
+            &tuple,
+            None,
+            false,
+            Named::Http {
+                route: Arc::from("/a"),
+            },
+            Arc::new(proc_info(7, "app")),
+            k,
+        )
+    }
+
+    const TP: TraceParent = TraceParent {
+        version: 0,
+        trace_id: [9; 16],
+        parent_id: [8; 8],
+        flags: 1,
+    };
+
+    #[test]
+    fn a_server_span_takes_the_kernel_span_id_and_keeps_its_traceparent() {
+        let k = KernelIds::Server {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+        };
+        let s = build(Role::Server, None, Some(k));
+        assert_eq!(
+            (s.trace_id, s.span_id, s.parent_span_id),
+            ([1; 16], [2; 8], None)
+        );
+        let s = build(Role::Server, Some(TP), Some(k));
+        assert_eq!(
+            (s.trace_id, s.span_id, s.parent_span_id),
+            ([9; 16], [2; 8], Some([8; 8]))
+        );
+    }
+
+    #[test]
+    fn an_injected_call_is_exactly_what_its_header_said() {
+        let k = KernelIds::Injected {
+            trace_id: [1; 16],
+            span_id: [3; 8],
+            parent_id: Some([2; 8]),
+        };
+        let s = build(Role::Client, None, Some(k));
+        assert_eq!(
+            (s.trace_id, s.span_id, s.parent_span_id),
+            ([1; 16], [3; 8], Some([2; 8]))
+        );
+        assert!(s.sampled);
+        let k = KernelIds::Injected {
+            trace_id: [1; 16],
+            span_id: [3; 8],
+            parent_id: None,
+        };
+        let s = build(Role::Client, None, Some(k));
+        assert_eq!(
+            (s.trace_id, s.span_id, s.parent_span_id),
+            ([1; 16], [3; 8], None)
+        );
+        // Without kernel ids: the span's own, the request's traceparent kept.
+        let s = build(Role::Client, Some(TP), None);
+        assert_eq!((s.trace_id, s.parent_span_id), ([9; 16], Some([8; 8])));
+        assert_ne!(s.span_id, [0; 8]);
+    }
+}
