@@ -620,8 +620,12 @@ struct {
  * With more in progress than slots, some are not tracked: the thread
  * gives no parent until CTX_OVERFLOW_NS after the last one left out. */
 #define CTX_OVERFLOW_NS 2000000000ULL
+/* A request whose response this thread never writes (another thread
+ * does, or the connection closed) is forgotten after this long. */
+#define CTX_TTL_NS 10000000000ULL
 struct thread_ctx {
 	__u64 overflow_until;	/* ktime; 0: every request is tracked */
+	__u64 since[CTX_SLOTS];	/* ktime of the request's read */
 	__u64 sk[CTX_SLOTS];
 	__u8 trace_id[CTX_SLOTS][16];
 	__u8 span_id[CTX_SLOTS][8];
@@ -898,7 +902,10 @@ static __always_inline void inject_server_read(struct rt_data_event *ev, __u32 g
 	/* The same connection's slot (its next request), else a free one;
 	 * with none free the thread serves too many to tell (no parent). */
 	int slot = -1;
+	__u64 now = bpf_ktime_get_ns();
 	for (int k = 0; k < CTX_SLOTS; k++) {
+		if (t->sk[k] && now - t->since[k] > CTX_TTL_NS)
+			t->sk[k] = 0;
 		if (t->sk[k] == sock) {
 			slot = k;
 			break;
@@ -907,10 +914,11 @@ static __always_inline void inject_server_read(struct rt_data_event *ev, __u32 g
 			slot = k;
 	}
 	if (slot < 0 || slot >= CTX_SLOTS) {
-		t->overflow_until = bpf_ktime_get_ns() + CTX_OVERFLOW_NS;
+		t->overflow_until = now + CTX_OVERFLOW_NS;
 		return;
 	}
 	t->sk[slot] = sock;
+	t->since[slot] = now;
 	__builtin_memcpy(t->trace_id[slot], ev->trace_id, 16);
 	__builtin_memcpy(t->span_id[slot], ev->span_id, 8);
 }
@@ -1084,16 +1092,17 @@ __noinline int inject_request(struct sk_msg_md *msg, struct inject_sk *st, __u32
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 		struct thread_ctx *t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
 		int open = 0, which = 0;
+		__u64 now = bpf_ktime_get_ns();
 		if (t) {
 			for (int k = 0; k < CTX_SLOTS; k++) {
-				if (t->sk[k]) {
+				if (t->sk[k] && now - t->since[k] <= CTX_TTL_NS) {
 					open++;
 					which = k;
 				}
 			}
 		}
 		if (t && open == 1 && which >= 0 && which < CTX_SLOTS &&
-		    (!t->overflow_until || bpf_ktime_get_ns() > t->overflow_until)) {
+		    (!t->overflow_until || now > t->overflow_until)) {
 			__builtin_memcpy(st->trace_id, t->trace_id[which], 16);
 			__builtin_memcpy(st->parent_id, t->span_id[which], 8);
 			st->has_parent = 1;
