@@ -145,6 +145,7 @@ enum rt_stat {
 	RT_STAT_INJECT_TOO_LONG,	/* head over RT_INJECT_HEAD_MAX: socket given up */
 	RT_STAT_INJECT_SOCKHASH_FULL,	/* socket not added: sockhash full */
 	RT_STAT_INJECT_FAILED,		/* the kernel refused to insert: socket given up */
+	RT_STAT_INJECT_LARGE_SEND,	/* head in a send over 32 KiB: that request not injected */
 	RT_STAT_COUNT,			/* number of counters; keep last */
 };
 

@@ -593,6 +593,7 @@ struct inject_sk {
 	__u8 has_parent;
 	__u8 _pad[5];
 	__u64 body_left;
+	__u64 cookie;	/* its key in inject_socks */
 	__u8 trace_id[16];
 	__u8 span_id[8];
 	__u8 parent_id[8];
@@ -971,6 +972,7 @@ int inject_sockops(struct bpf_sock_ops *skops)
 	if (!st || st->phase != INJ_MARKED)
 		return 1;
 	__u64 key = bpf_get_socket_cookie(skops);
+	st->cookie = key;
 	if (bpf_sock_hash_update(skops, &inject_socks, &key, BPF_NOEXIST)) {
 		stat_inc(RT_STAT_INJECT_SOCKHASH_FULL);
 		st->phase = INJ_NEVER;
@@ -999,15 +1001,25 @@ static __always_inline void tp_line(struct inject_buf *ib, struct inject_sk *st)
 	__builtin_memcpy(l + 65, "-01\r\n", 5);
 }
 
-/* Inserts the line at `at`. False when the kernel refused (nothing
- * inserted, or the insertion undone). */
+/* Sends up to this size are made one scatterlist element before they
+ * leave: tcp_bpf pushes each element to TCP on its own, and a second small
+ * segment behind an unacknowledged one waits for the peer's delayed ACK
+ * (Nagle), 40 ms on a keep-alive connection without TCP_NODELAY. Also
+ * the bound of the packet offsets the verifier accepts. */
+#define MSG_LINEAR_MAX 32768
+
+/* Inserts the line at `at`, leaving the message one element. False when
+ * the kernel refused (nothing inserted, or the insertion undone). */
 static __always_inline bool tp_insert(struct sk_msg_md *msg, struct inject_buf *ib, __u32 at)
 {
 	if (bpf_msg_push_data(msg, at, TP_LINE_LEN, 0))
 		return false;
-	if (bpf_msg_pull_data(msg, at, at + TP_LINE_LEN, 0))
+	__u32 size = msg->size;
+	if (size > MSG_LINEAR_MAX || at >= size || bpf_msg_pull_data(msg, 0, size, 0))
 		goto undo;
 	__u8 *p = msg->data;
+	at &= MSG_LINEAR_MAX - 1;
+	p += at;
 	if ((void *)(p + TP_LINE_LEN) > msg->data_end)
 		goto undo;
 	__builtin_memcpy(p, ib->line, 64);
@@ -1088,6 +1100,8 @@ __noinline int inject_request(struct sk_msg_md *msg, struct inject_sk *st, __u32
 	} else if (done) {
 		/* One set of ids per send reaches userspace. */
 		stat_inc(RT_STAT_INJECT_PIPELINED);
+	} else if (size + TP_LINE_LEN > MSG_LINEAR_MAX) {
+		stat_inc(RT_STAT_INJECT_LARGE_SEND);
 	} else {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 		struct thread_ctx *t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
@@ -1132,6 +1146,15 @@ __noinline int inject_request(struct sk_msg_md *msg, struct inject_sk *st, __u32
 	return (off + head + (__u32)s->cl) | injected;
 }
 
+/* One element for a send that stays in the sockhash (see MSG_LINEAR_MAX):
+ * a copy only when it spans several. */
+static __always_inline void linearize(struct sk_msg_md *msg)
+{
+	__u32 size = msg->size;
+	if (size > 0 && size <= MSG_LINEAR_MAX)
+		bpf_msg_pull_data(msg, 0, size, 0);
+}
+
 SEC("sk_msg")
 int inject_msg(struct sk_msg_md *msg)
 {
@@ -1139,13 +1162,20 @@ int inject_msg(struct sk_msg_md *msg)
 	if (!bsk)
 		return SK_PASS;
 	struct inject_sk *st = bpf_sk_storage_get(&inject_sks, bsk, 0, 0);
-	if (!st || st->phase == INJ_NEVER || st->phase == INJ_MARKED)
+	if (!st)
 		return SK_PASS;
+	/* A socket given up on stays in the sockhash until it closes (an
+	 * sk_msg program cannot remove it): its sends still go out whole. */
+	if (st->phase == INJ_NEVER || st->phase == INJ_MARKED) {
+		linearize(msg);
+		return SK_PASS;
+	}
 	__u32 size = msg->size;
 	__u32 off = 0;
 	if (st->phase == INJ_BODY) {
 		if (st->body_left >= size) {
 			st->body_left -= size;
+			linearize(msg);
 			return SK_PASS;
 		}
 		off = st->body_left;
@@ -1156,7 +1186,7 @@ int inject_msg(struct sk_msg_md *msg)
 	for (int r = 0; r < MSG_REQUESTS; r++) {
 		int next = inject_request(msg, st, off, done);
 		if (next < 0)
-			return SK_PASS;
+			goto out;
 		done |= next & REQ_INJECTED;
 		off = next & (REQ_INJECTED - 1);
 	}
@@ -1164,6 +1194,8 @@ int inject_msg(struct sk_msg_md *msg)
 	 * right here. */
 	if (inject_request(msg, st, off, 1) != REQ_END)
 		give_up(st, RT_STAT_INJECT_PIPELINED);
+out:
+	linearize(msg);
 	return SK_PASS;
 }
 

@@ -641,7 +641,7 @@ pub struct BpfStats {
 }
 
 /// Reasons of `BpfStats::inject_skipped`, in order.
-pub const INJECT_SKIPS: [&str; 9] = [
+pub const INJECT_SKIPS: [&str; 10] = [
     "has_traceparent",
     "pipelined",
     "split_head",
@@ -651,6 +651,7 @@ pub const INJECT_SKIPS: [&str; 9] = [
     "head_too_long",
     "sockhash_full",
     "insert_failed",
+    "large_send",
 ];
 
 /// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
@@ -728,6 +729,7 @@ impl Counters {
                 get(rt_stat::RT_STAT_INJECT_TOO_LONG)?,
                 get(rt_stat::RT_STAT_INJECT_SOCKHASH_FULL)?,
                 get(rt_stat::RT_STAT_INJECT_FAILED)?,
+                get(rt_stat::RT_STAT_INJECT_LARGE_SEND)?,
             ],
         })
     }
