@@ -644,17 +644,18 @@ struct {
  * converges at once instead of being walked per byte value. */
 struct hscan {
 	__u32 len;	/* bytes in b */
-	__u32 phase;	/* 0 method, 1 target, 2 version, 3 header lines */
-	__u32 mark;	/* method start / version start / line start */
-	__u32 rl_end;	/* offset after the request line's CRLF */
+	__u32 line;	/* start of the line being read */
+	__u32 rl_end;	/* offset after the request line's CRLF (0: not yet) */
 	__u32 end;	/* offset after the head's empty line (0: not seen) */
 	__u32 tp;	/* offset after "traceparent:" (0: none) */
 	__u32 flags;
-	__u64 cl;
-	__u32 cl_at;	/* where the Content-Length value starts */
-	__u8 cl_state;	/* 1 before its digits, 2 in them, 0 done */
+	__u32 cl_at;	/* the Content-Length value: [cl_at, cl_end) */
+	__u32 cl_end;
+	__u64 cl;	/* its value */
+	__u8 cl_state;	/* 0 none yet, 1 digits, 2 after them, 3 not a number */
 	__u8 cl_seen;
 	__u8 connect;
+	__u8 _pad[5];
 };
 
 /* The request head being looked at (too big for the stack). */
@@ -703,122 +704,162 @@ static __always_inline bool name_is(const __u8 *b, __u32 at, __u32 len, const ch
 	return true;
 }
 
-/* One header line's name, at its first byte. */
-static __always_inline void header_line(struct hscan *s, const __u8 *b, __u32 at)
+/* One header line [at, nl) by its name. */
+static __always_inline void header_line(struct hscan *s, const __u8 *b, __u32 at, __u32 nl)
 {
-	if (name_is(b, at, s->len, "traceparent:", 12)) {
-		s->flags |= HS_TRACEPARENT;
-		s->tp = at + 12;
-	} else if (name_is(b, at, s->len, "content-length:", 15)) {
-		/* Its value is read byte by byte as the scan reaches it. */
-		if (s->cl_seen)
-			s->flags |= HS_CL_TWICE;
-		s->cl_seen = 1;
-		s->cl_at = at + 15;
-		s->cl_state = 1;
-	} else if (name_is(b, at, s->len, "transfer-encoding:", 18)) {
-		s->flags |= HS_CHUNKED;
-	} else if (name_is(b, at, s->len, "upgrade:", 8)) {
-		s->flags |= HS_TUNNEL;
+	/* Most lines are none of these: one byte tells. */
+	__u8 c = b[at & HEAD_MASK] | 0x20;
+	if (c == 't') {
+		if (name_is(b, at, s->len, "traceparent:", 12)) {
+			s->flags |= HS_TRACEPARENT;
+			s->tp = at + 12;
+		} else if (name_is(b, at, s->len, "transfer-encoding:", 18)) {
+			s->flags |= HS_CHUNKED;
+		}
+	} else if (c == 'c') {
+		if (name_is(b, at, s->len, "content-length:", 15)) {
+			if (s->cl_seen)
+				s->flags |= HS_CL_TWICE;
+			s->cl_seen = 1;
+			s->cl_at = at + 15;
+			s->cl_end = nl;
+		}
+	} else if (c == 'u') {
+		if (name_is(b, at, s->len, "upgrade:", 8))
+			s->flags |= HS_TUNNEL;
 	}
 }
 
-static const char http_ver[8] = "HTTP/1.";
+/* A line ends with the '\n' at nl. Returns 1 to stop the scan. */
+static __always_inline long hscan_newline(struct hscan *s, const __u8 *b, __u32 nl)
+{
+	if (nl >= s->len)
+		return 1;
+	if (nl == 0 || b[(nl - 1) & HEAD_MASK] != '\r') {
+		s->flags |= HS_BAD; /* bare LF */
+		return 1;
+	}
+	if (!s->rl_end) {
+		/* The request line ends with " HTTP/1.x\r\n". */
+		if (nl < 12 || b[(nl - 10) & HEAD_MASK] != ' ' ||
+		    !name_is(b, nl - 9, s->len, "http/1.", 7) ||
+		    b[(nl - 2) & HEAD_MASK] < '0' || b[(nl - 2) & HEAD_MASK] > '9') {
+			s->flags |= HS_BAD;
+			return 1;
+		}
+		s->rl_end = nl + 1;
+		s->line = nl + 1;
+		return 0;
+	}
+	if (nl == s->line + 1) {
+		s->end = nl + 1;
+		return 1;
+	}
+	header_line(s, b, s->line, nl);
+	s->line = nl + 1;
+	return 0;
+}
 
-/* bpf_loop body: byte i of a request head. Returns 1 to stop. */
-static long hscan_byte(__u32 i, struct hctx *hc)
+/* bpf_loop body: the 8 bytes at 8*w. A word without '\n' costs a few
+ * instructions; each '\n' is a line to look at. Returns 1 to stop. */
+static long hscan_word(__u32 w, struct hctx *hc)
 {
 	struct inject_buf *ib = hc->ib;
 	if (!ib)
 		return 1;
 	struct hscan *s = &ib->s;
 	const __u8 *b = ib->b;
-	if (i >= s->len)
+	__u32 base = (w * 8) & HEAD_MASK;
+	if (base >= s->len)
 		return 1;
-	__u8 c = b[i & HEAD_MASK];
-	switch (s->phase) {
-	case 0: /* method: upper-case letters, then a space */
-		if (c >= 'A' && c <= 'Z' && i - s->mark < 24)
-			return 0;
-		if (c == ' ' && i > s->mark) {
-			s->connect = i - s->mark == 7 && name_is(b, s->mark, s->len, "connect", 7);
-			s->phase = 1;
-			return 0;
-		}
-		s->flags |= HS_BAD;
-		return 1;
-	case 1: /* target */
-		if (c == ' ') {
-			s->phase = 2;
-			s->mark = i + 1;
-			return 0;
-		}
-		if (c <= ' ' || c == 0x7f) {
-			s->flags |= HS_BAD;
+	__u64 v = *(const __u64 *)(b + base);
+	__u64 x = v ^ 0x0a0a0a0a0a0a0a0aULL;
+	/* Candidates only (a borrow can flag a byte after a real one): each
+	 * is checked below. */
+	__u64 m = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
+	if (!m)
+		return 0;
+	for (int k = 0; k < 8; k++) {
+		if (!(m & (0x80ULL << (8 * k))))
+			continue;
+		__u32 nl = base + k;
+		if (b[nl & HEAD_MASK] != '\n')
+			continue;
+		if (hscan_newline(s, b, nl))
 			return 1;
-		}
-		return 0;
-	case 2: { /* "HTTP/1.x\r\n" */
-		__u32 k = i - s->mark;
-		bool ok;
-		if (k < 7)
-			ok = c == (__u8)http_ver[k & 7];
-		else if (k == 7)
-			ok = c >= '0' && c <= '9';
-		else if (k == 8)
-			ok = c == '\r';
-		else
-			ok = c == '\n';
-		if (!ok) {
-			s->flags |= HS_BAD;
-			return 1;
-		}
-		if (k == 9) {
-			s->rl_end = i + 1;
-			s->mark = i + 1;
-			s->phase = 3;
-		}
-		return 0;
 	}
-	default: /* header lines */
-		if (i == s->mark && c != '\r')
-			header_line(s, b, i);
-		if (s->cl_state && i >= s->cl_at) {
-			if (c >= '0' && c <= '9') {
-				s->cl = s->cl * 10 + (c - '0');
-				s->cl_state = 2;
-				/* Over 15 digits: not a length we follow. */
-				if (s->cl > 1000000000000000ULL)
-					s->flags |= HS_CL_TWICE;
-			} else if (c == '\r' || (s->cl_state == 2 && (c == ' ' || c == '\t'))) {
-				if (s->cl_state == 1)
-					s->flags |= HS_CL_TWICE; /* no digits */
-				s->cl_state = 0;
-			} else if (c != ' ' && c != '\t') {
-				s->flags |= HS_CL_TWICE; /* not a number */
-				s->cl_state = 0;
-			}
-		}
-		if (c == '\n' && i > 0 && b[(i - 1) & HEAD_MASK] == '\r') {
-			if (i == s->mark + 1) {
-				s->end = i + 1;
-				return 1;
-			}
-			s->mark = i + 1;
-		}
-		return 0;
-	}
+	return 0;
 }
 
-/* Scans the `len` bytes of ib->b into ib->s. */
+/* Scans the `len` bytes of ib->b into ib->s: the request line (a method
+ * of upper-case letters, a target, HTTP/1.x), the header lines that
+ * matter and the head's end. */
 static __always_inline struct hscan *hscan_run(struct inject_buf *ib, __u32 len)
 {
 	struct hscan *s = &ib->s;
 	__builtin_memset(s, 0, sizeof(*s));
 	s->len = len;
+	const __u8 *b = ib->b;
+	__u32 m = 0;
+	for (; m < 24 && m < len; m++) {
+		__u8 c = b[m];
+		if (c < 'A' || c > 'Z')
+			break;
+	}
+	if (m == 0 || m >= len || b[m & HEAD_MASK] != ' ') {
+		s->flags |= HS_BAD;
+		return s;
+	}
+	s->connect = m == 7 && name_is(b, 0, len, "connect", 7);
 	struct hctx hc = { .ib = ib };
-	bpf_loop(RT_INJECT_HEAD_MAX, hscan_byte, &hc, 0);
+	bpf_loop((len + 7) / 8, hscan_word, &hc, 0);
+	/* A '\r' or space inside the request line's target, or a line
+	 * before it ends: left to the server. Only the framing matters. */
 	return s;
+}
+
+/* bpf_loop body: byte k of the Content-Length value (in the map value,
+ * so the verifier does not walk each digit path). Returns 1 to stop. */
+static long cl_byte(__u32 k, struct hctx *hc)
+{
+	struct inject_buf *ib = hc->ib;
+	if (!ib)
+		return 1;
+	struct hscan *s = &ib->s;
+	__u32 i = s->cl_at + k;
+	if (i + 1 >= s->cl_end) /* the '\r' */
+		return 1;
+	__u8 c = ib->b[i & HEAD_MASK];
+	if (c >= '0' && c <= '9' && s->cl_state < 2) {
+		s->cl = s->cl * 10 + (c - '0');
+		s->cl_state = 1;
+		if (s->cl > 1000000000000000ULL) {
+			s->cl_state = 3;
+			return 1;
+		}
+	} else if (c == ' ' || c == '\t') {
+		if (s->cl_state == 1)
+			s->cl_state = 2;
+	} else {
+		s->cl_state = 3;
+		return 1;
+	}
+	return 0;
+}
+
+/* The Content-Length value: one number, spaces around. False otherwise
+ * (then the framing is not followed). */
+static __always_inline bool cl_value(struct inject_buf *ib, __u64 *out)
+{
+	struct hscan *s = &ib->s;
+	s->cl = 0;
+	s->cl_state = 0;
+	struct hctx hc = { .ib = ib };
+	bpf_loop(24, cl_byte, &hc, 0);
+	if (s->cl_state != 1 && s->cl_state != 2)
+		return false;
+	*out = s->cl;
+	return true;
 }
 
 static __always_inline void random_ids(__u8 *dst, __u32 words)
@@ -1089,7 +1130,8 @@ __noinline int inject_request(struct sk_msg_md *msg, struct inject_sk *st, __u32
 		give_up(st, RT_STAT_INJECT_TUNNEL);
 		return REQ_STOP;
 	}
-	if (s->flags & (HS_CHUNKED | HS_CL_TWICE)) {
+	__u64 cl = 0;
+	if ((s->flags & (HS_CHUNKED | HS_CL_TWICE)) || (s->cl_seen && !cl_value(ib, &cl))) {
 		give_up(st, RT_STAT_INJECT_CHUNKED);
 		return REQ_STOP;
 	}
@@ -1138,12 +1180,12 @@ __noinline int inject_request(struct sk_msg_md *msg, struct inject_sk *st, __u32
 	}
 	/* The body: in this send, or continued in the next ones. */
 	__u64 rest = (__u64)size - off - head;
-	if (s->cl > rest) {
-		st->body_left = s->cl - rest;
+	if (cl > rest) {
+		st->body_left = cl - rest;
 		st->phase = INJ_BODY;
 		return REQ_STOP;
 	}
-	return (off + head + (__u32)s->cl) | injected;
+	return (off + head + (__u32)cl) | injected;
 }
 
 /* One element for a send that stays in the sockhash (see MSG_LINEAR_MAX):
