@@ -616,6 +616,14 @@ struct {
 	__type(value, __u64);
 } inject_socks SEC(".maps");
 
+/* Cookies of sockets given up on, for userspace to take out of
+ * inject_socks (an sk_msg program cannot delete from its sockhash). */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 4096);
+	__type(value, __u64);
+} inject_gone SEC(".maps");
+
 #define CTX_SLOTS 4
 /* The server requests a thread is serving (read, response not written).
  * With more in progress than slots, some are not tracked: the thread
@@ -1206,8 +1214,8 @@ int inject_msg(struct sk_msg_md *msg)
 	struct inject_sk *st = bpf_sk_storage_get(&inject_sks, bsk, 0, 0);
 	if (!st)
 		return SK_PASS;
-	/* A socket given up on stays in the sockhash until it closes (an
-	 * sk_msg program cannot remove it): its sends still go out whole. */
+	/* A socket given up on until userspace takes it out of the sockhash
+	 * (inject_gone): its sends still go out whole. */
 	if (st->phase == INJ_NEVER || st->phase == INJ_MARKED) {
 		linearize(msg);
 		return SK_PASS;
@@ -1237,6 +1245,12 @@ int inject_msg(struct sk_msg_md *msg)
 	if (inject_request(msg, st, off, 1) != REQ_END)
 		give_up(st, RT_STAT_INJECT_PIPELINED);
 out:
+	if (st->phase == INJ_NEVER) {
+		/* Given up just now: back to plain TCP once userspace takes it
+		 * out (queue full: it stays until it closes). */
+		__u64 cookie = st->cookie;
+		bpf_map_push_elem(&inject_gone, &cookie, 0);
+	}
 	linearize(msg);
 	return SK_PASS;
 }

@@ -342,6 +342,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             if tls_capture {
                 scan_openssl(&mut capture);
             }
+            capture.release_given_up();
         };
         wait_for_signal(&stop, &reader_thread, &mut housekeeping).await?;
         let _ = shutdown_tx.send(true);

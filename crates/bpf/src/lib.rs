@@ -396,6 +396,27 @@ impl Capture {
         &self.injection
     }
 
+    /// Takes the sockets the sk_msg program gave up on out of its sockhash
+    /// (the program cannot), so they send on plain TCP again. Returns how
+    /// many; at most 4096 per call.
+    pub fn release_given_up(&self) -> usize {
+        if !matches!(self.injection, Injection::On(_)) {
+            return 0;
+        }
+        let mut n = 0;
+        while n < 4096 {
+            match self.skel.maps.inject_gone.lookup_and_delete(&[]) {
+                Ok(Some(cookie)) => {
+                    // Already gone if it closed meanwhile.
+                    let _ = self.skel.maps.inject_socks.delete(&cookie);
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        n
+    }
+
     /// Attaches the OpenSSL probes (entry and return of SSL_read,
     /// SSL_write and, when present, their _ex forms) to the library or
     /// executable at `path`. The kernel probes the file's inode: every
