@@ -677,6 +677,7 @@ struct inject_buf {
 /* bpf_loop context (it must be on the stack): the map value. */
 struct hctx {
 	struct inject_buf *ib;
+	const __u8 *b;	/* the bytes scanned: ib->b, or a data record's */
 };
 
 struct {
@@ -776,7 +777,9 @@ static long hscan_word(__u32 w, struct hctx *hc)
 	if (!ib)
 		return 1;
 	struct hscan *s = &ib->s;
-	const __u8 *b = ib->b;
+	const __u8 *b = hc->b;
+	if (!b)
+		return 1;
 	__u32 base = (w * 8) & HEAD_MASK;
 	if (base >= s->len)
 		return 1;
@@ -802,12 +805,11 @@ static long hscan_word(__u32 w, struct hctx *hc)
 /* Scans the `len` bytes of ib->b into ib->s: the request line (a method
  * of upper-case letters, a target, HTTP/1.x), the header lines that
  * matter and the head's end. */
-static __always_inline struct hscan *hscan_run(struct inject_buf *ib, __u32 len)
+static __always_inline struct hscan *hscan_run(struct inject_buf *ib, const __u8 *b, __u32 len)
 {
 	struct hscan *s = &ib->s;
 	__builtin_memset(s, 0, sizeof(*s));
 	s->len = len;
-	const __u8 *b = ib->b;
 	__u32 m = 0;
 	for (; m < 24 && m < len; m++) {
 		__u8 c = b[m];
@@ -819,7 +821,7 @@ static __always_inline struct hscan *hscan_run(struct inject_buf *ib, __u32 len)
 		return s;
 	}
 	s->connect = m == 7 && name_is(b, 0, len, "connect", 7);
-	struct hctx hc = { .ib = ib };
+	struct hctx hc = { .ib = ib, .b = b };
 	bpf_loop((len + 7) / 8, hscan_word, &hc, 0);
 	/* A '\r' or space inside the request line's target, or a line
 	 * before it ends: left to the server. Only the framing matters. */
@@ -862,7 +864,7 @@ static __always_inline bool cl_value(struct inject_buf *ib, __u64 *out)
 	struct hscan *s = &ib->s;
 	s->cl = 0;
 	s->cl_state = 0;
-	struct hctx hc = { .ib = ib };
+	struct hctx hc = { .ib = ib, .b = ib->b };
 	bpf_loop(24, cl_byte, &hc, 0);
 	if (s->cl_state != 1 && s->cl_state != 2)
 		return false;
@@ -930,13 +932,11 @@ static __always_inline void inject_server_read(struct rt_data_event *ev, __u32 g
 	__u32 n = got;
 	if (n > RT_INJECT_HEAD_MAX)
 		n = RT_INJECT_HEAD_MAX;
-	/* Scanned from the scratch copy so the masked loop stays in bounds. */
-	if (bpf_probe_read_kernel(ib->b, n & (RT_INJECT_HEAD_MAX - 1) ?: RT_INJECT_HEAD_MAX, ev->data))
-		return;
-	struct hscan *s = hscan_run(ib, n);
+	/* Scanned in place: the record's buffer outsizes the mask. */
+	struct hscan *s = hscan_run(ib, ev->data, n);
 	if ((s->flags & HS_BAD) || !s->rl_end)
 		return;
-	if (!(s->flags & HS_TRACEPARENT) || !traceparent_trace_id(s, ib->b, ev->trace_id))
+	if (!(s->flags & HS_TRACEPARENT) || !traceparent_trace_id(s, ev->data, ev->trace_id))
 		random_ids(ev->trace_id, 4);
 	random_ids(ev->span_id, 2);
 	ev->ctx = RT_CTX_SERVER;
@@ -1124,7 +1124,7 @@ __noinline int inject_request(struct sk_msg_md *msg, struct inject_sk *st, __u32
 		give_up(st, RT_STAT_INJECT_FAILED);
 		return REQ_STOP;
 	}
-	struct hscan *s = hscan_run(ib, n);
+	struct hscan *s = hscan_run(ib, ib->b, n);
 	if (s->flags & HS_BAD) {
 		give_up(st, RT_STAT_INJECT_NOT_HTTP);
 		return REQ_STOP;
