@@ -2,8 +2,8 @@
 """traceparent injection on a proxy chain: nginx proxy_pass (keep-alive
 upstream) -> nginx, wrk -t1 -c8 on the proxy, rounds interleaved: no agent,
 agent with --context-propagation disabled, agent with all. Prints one JSON
-line per run: req/s, non-2xx responses, and BPF ns per request of each of
-the agent's programs (kernel.bpf_stats_enabled on during the load only,
+line per run: req/s, non-2xx responses, and for each of the agent's
+programs the BPF ns per request and per run, and runs per request (kernel.bpf_stats_enabled on during the load only,
 restored after).
 
 Usage (as root, under the e2e lock on a shared machine):
@@ -58,15 +58,18 @@ try:
             reqs, errs = wrk()
             after = progs()
             open("/proc/sys/kernel/bpf_stats_enabled", "w").write(old)
-            per = {}
+            per, calls = {}, {}
             for pid, (name, rt, cnt) in after.items():
                 b = before.get(pid, (name, 0, 0))
                 if cnt - b[2] > 0 and ag is not None:
                     per[name] = per.get(name, 0) + (rt - b[1])
+                    calls[name] = calls.get(name, 0) + (cnt - b[2])
             if ag:
                 ag.send_signal(signal.SIGTERM); ag.wait(20)
             row = {"mode": mode, "round": r, "rps": reqs / DUR, "non2xx": errs,
-                   "bpf_ns_per_req": {k: round(v / reqs, 1) for k, v in per.items() if v > 0}}
+                   "bpf_ns_per_req": {k: round(v / reqs, 1) for k, v in per.items() if v > 0},
+                   "bpf_ns_per_call": {k: round(v / calls[k], 1) for k, v in per.items() if v > 0},
+                   "calls_per_req": {k: round(c / reqs, 2) for k, c in calls.items()}}
             print(json.dumps(row), flush=True)
             res.append(row)
 finally:
