@@ -42,6 +42,8 @@ enum rt_limits {
 	/* SSL objects over non-socket BIOs waiting, per process, for the
 	 * connection that carries their ClientHello (power of two). */
 	RT_TLS_PENDING_SLOTS = 32,
+	/* Longest request head the injection looks at (power of two). */
+	RT_INJECT_HEAD_MAX = 4096,
 	/* A layout offset that is not known or not used. */
 	RT_SSL_NO_OFFSET = 0xffffffff,
 	/* Slots of the chunk table that starts a chunked data record
@@ -162,7 +164,33 @@ enum rt_stat {
 	 * implausible frame header, unreadable buffer, no socket storage):
 	 * it is captured as a plain prefix from then on. */
 	RT_STAT_H2_DESYNC,
+	/* traceparent injection (sockops + sk_msg): headers written, and
+	 * requests or sockets skipped, by reason */
+	RT_STAT_INJECTED,
+	RT_STAT_INJECT_HAS_TRACEPARENT,	/* the head already carries one */
+	RT_STAT_INJECT_PIPELINED,	/* a second request head in one send */
+	RT_STAT_INJECT_SPLIT,		/* head not whole in one send: socket given up */
+	RT_STAT_INJECT_NOT_HTTP,	/* not an HTTP/1 request head: socket given up */
+	RT_STAT_INJECT_TUNNEL,		/* CONNECT or Upgrade: socket given up */
+	RT_STAT_INJECT_CHUNKED,		/* Transfer-Encoding body: socket given up */
+	RT_STAT_INJECT_TOO_LONG,	/* head over RT_INJECT_HEAD_MAX: socket given up */
+	RT_STAT_INJECT_SOCKHASH_FULL,	/* socket not added: sockhash full */
+	RT_STAT_INJECT_FAILED,		/* the kernel refused to insert: socket given up */
+	RT_STAT_INJECT_LARGE_SEND,	/* head in a send over 32 KiB: that request not injected */
 	RT_STAT_COUNT,			/* number of counters; keep last */
+};
+
+/* What rt_data_event.ctx says about its ids. */
+enum rt_ctx_kind {
+	RT_CTX_NONE = 0,
+	/* Ingress: this read starts a server request; the kernel gave it
+	 * trace_id (the incoming traceparent's, else new) and span_id, and
+	 * parents the thread's outgoing calls under them. */
+	RT_CTX_SERVER = 1,
+	/* Egress: a traceparent with trace_id and span_id was inserted into
+	 * the request this write starts; parent_id is set when the thread
+	 * served one request (RT_CTX_PARENT). */
+	RT_CTX_INJECTED = 2,
 };
 
 /* Addresses are in network byte order; ports in host byte order.
@@ -199,8 +227,13 @@ struct rt_data_event {
 	__u8 syscall;		/* enum rt_syscall */
 	__u8 flags;		/* enum rt_data_flags */
 	__u8 chunks;		/* RT_DATA_CHUNKS: slots of the chunk table used */
-	__u8 _pad[4];
+	__u8 ctx;		/* enum rt_ctx_kind: which ids below are set */
+	__u8 has_parent;	/* RT_CTX_INJECTED: parent_id is set */
+	__u8 _pad[2];
 	struct rt_tuple tuple;
+	__u8 trace_id[16];
+	__u8 span_id[8];
+	__u8 parent_id[8];
 	__u8 data[RT_MAX_CAPTURE];	/* only `captured` bytes are sent */
 };
 

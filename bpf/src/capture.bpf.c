@@ -76,6 +76,9 @@ const volatile bool tls_capture = false;
 /* Walk HTTP/2 frames on sockets that start with the client preface (socket
  * hooks only). Off: HTTP/2 is captured as a prefix like anything else. */
 const volatile bool h2_walk = true;
+/* traceparent injection is on (sockops + sk_msg attached): client
+ * sockets are marked at connect, server requests get ids. */
+const volatile bool inject = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -962,12 +965,713 @@ static __always_inline bool tls_hello(const __u8 *d, __u32 got, __u64 sock, __u3
 	return true;
 }
 
-/* A data record for `ret` bytes that syscall `sc` (arguments in `regs`)
- * moved on the TCP socket `sk`, descriptor `fd`. `h2`: `sk` is the
- * trusted pointer of a socket hook, so HTTP/2 sockets can be walked. */
-static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk, __u32 fd, long ret,
-					   __u8 sc, __u8 dir, __u64 pid_tgid, bool h2)
+/* ---- traceparent injection (sockops + sk_msg) ----
+ *
+ * Client sockets of traced processes are marked at connect()
+ * (inet_sock_set_state -> SYN_SENT, in the process) with per-socket
+ * storage, which the kernel frees with the socket. Once established, the
+ * sockops program (attached at the root of a cgroup v2 hierarchy) puts
+ * marked sockets in `inject_socks`, to which the sk_msg program is
+ * attached: it sees every send of those sockets before TCP does, follows
+ * HTTP/1 request framing, and inserts one `traceparent` line after the
+ * request line of a request head that lacks one. Anything it cannot
+ * follow with certainty (not a request, CONNECT/Upgrade, chunked bodies, a
+ * head split across sends or too long) stops injection on that socket for
+ * good: bytes are never changed where the framing is not known.
+ *
+ * Ids: a read that starts a server request records, per thread, the
+ * socket and the ids of that request (the trace id of its traceparent,
+ * else a new one; a new span id), reported to userspace in the data
+ * record (RT_CTX_SERVER) so that the server span uses them. A client
+ * request injected while its thread serves exactly one request is that
+ * request's child; its ids reach userspace in the record of the write
+ * (RT_CTX_INJECTED). The response's first write ends the request on the
+ * thread. */
+
+/* Per-socket injection state (client sockets of traced processes). */
+enum inject_phase {
+	INJ_MARKED = 0,		/* connect() seen, not in inject_socks yet */
+	INJ_BOUNDARY = 1,	/* the next byte starts a request */
+	INJ_BODY = 2,		/* body_left bytes of a request body follow */
+	INJ_NEVER = 3,		/* framing unknown: never touched again */
+};
+
+struct inject_sk {
+	__u8 phase;		/* enum inject_phase */
+	__u8 ids;		/* the ids below await the write's data record */
+	__u8 has_parent;
+	__u8 _pad[5];
+	__u64 body_left;
+	__u64 cookie;	/* its key in inject_socks */
+	__u8 trace_id[16];
+	__u8 span_id[8];
+	__u8 parent_id[8];
+};
+
+/* Freed with the socket: bounded by the sockets of traced processes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct inject_sk);
+} inject_sks SEC(".maps");
+
+/* Established client sockets of traced processes the sk_msg program runs
+ * on (key: socket cookie). The kernel removes a socket when it closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536); /* --max-connections, set by userspace */
+	__type(key, __u64);
+	__type(value, __u64);
+} inject_socks SEC(".maps");
+
+/* Cookies of sockets given up on, for userspace to take out of
+ * inject_socks (an sk_msg program cannot delete from its sockhash). */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 4096);
+	__type(value, __u64);
+} inject_gone SEC(".maps");
+
+#define CTX_SLOTS 4
+/* The server requests a thread is serving (read, response not written).
+ * With more in progress than slots, some are not tracked: the thread
+ * gives no parent until CTX_OVERFLOW_NS after the last one left out. */
+#define CTX_OVERFLOW_NS 2000000000ULL
+/* A request whose response this thread never writes (another thread
+ * does, or the connection closed) is forgotten after this long. */
+#define CTX_TTL_NS 10000000000ULL
+struct thread_ctx {
+	__u64 overflow_until;	/* ktime; 0: every request is tracked */
+	__u64 since[CTX_SLOTS];	/* ktime of the request's read */
+	__u64 sk[CTX_SLOTS];
+	__u8 trace_id[CTX_SLOTS][16];
+	__u8 span_id[CTX_SLOTS][8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct thread_ctx);
+} thread_ctxs SEC(".maps");
+
+/* The scan of one request head. Kept in a map value, not on the stack:
+ * the verifier then sees its fields as unknown, and the bpf_loop body
+ * converges at once instead of being walked per byte value. */
+struct hscan {
+	__u32 len;	/* bytes in b */
+	__u32 line;	/* start of the line being read */
+	__u32 rl_end;	/* offset after the request line's CRLF (0: not yet) */
+	__u32 end;	/* offset after the head's empty line (0: not seen) */
+	__u32 tp;	/* offset after "traceparent:" (0: none) */
+	__u32 flags;
+	__u32 cl_at;	/* the Content-Length value: [cl_at, cl_end) */
+	__u32 cl_end;
+	__u64 cl;	/* its value */
+	__u8 cl_state;	/* 0 none yet, 1 digits, 2 after them, 3 not a number */
+	__u8 cl_seen;
+	__u8 connect;
+	__u8 _pad[5];
+};
+
+/* The request head being looked at (too big for the stack). */
+struct inject_buf {
+	__u8 b[RT_INJECT_HEAD_MAX];
+	__u8 spill[64];	/* absorbs compares reaching past the mask */
+	__u8 line[80];	/* the traceparent line to insert */
+	struct hscan s;
+};
+
+/* bpf_loop context (it must be on the stack): the map value. */
+struct hctx {
+	struct inject_buf *ib;
+	const __u8 *b;	/* the bytes scanned: ib->b, or a data record's */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct inject_buf);
+} inject_scratch SEC(".maps");
+
+#define HEAD_MASK (RT_INJECT_HEAD_MAX - 1)
+/* "traceparent: 00-" 32 "-" 16 "-01\r\n" */
+#define TP_LINE_LEN 70
+
+/* Scan flags. */
+enum {
+	HS_BAD = 1,		/* not an HTTP/1 request line */
+	HS_TUNNEL = 2,		/* CONNECT or Upgrade */
+	HS_CHUNKED = 4,		/* Transfer-Encoding */
+	HS_TRACEPARENT = 8,
+	HS_CL_TWICE = 16,
+};
+
+
+static __always_inline bool name_is(const __u8 *b, __u32 at, __u32 len, const char *name, __u32 n)
 {
+	if (at + n > len)
+		return false;
+	for (__u32 k = 0; k < n; k++) {
+		/* Letters fold to lower case; ':' and '-' are unchanged. */
+		if ((b[(at + k) & HEAD_MASK] | 0x20) != (__u8)name[k])
+			return false;
+	}
+	return true;
+}
+
+/* One header line [at, nl) by its name. */
+static __always_inline void header_line(struct hscan *s, const __u8 *b, __u32 at, __u32 nl)
+{
+	/* Most lines are none of these: one byte tells. */
+	__u8 c = b[at & HEAD_MASK] | 0x20;
+	if (c == 't') {
+		if (name_is(b, at, s->len, "traceparent:", 12)) {
+			s->flags |= HS_TRACEPARENT;
+			s->tp = at + 12;
+		} else if (name_is(b, at, s->len, "transfer-encoding:", 18)) {
+			s->flags |= HS_CHUNKED;
+		}
+	} else if (c == 'c') {
+		if (name_is(b, at, s->len, "content-length:", 15)) {
+			if (s->cl_seen)
+				s->flags |= HS_CL_TWICE;
+			s->cl_seen = 1;
+			s->cl_at = at + 15;
+			s->cl_end = nl;
+		}
+	} else if (c == 'u') {
+		if (name_is(b, at, s->len, "upgrade:", 8))
+			s->flags |= HS_TUNNEL;
+	}
+}
+
+/* A line ends with the '\n' at nl. Returns 1 to stop the scan. */
+static __always_inline long hscan_newline(struct hscan *s, const __u8 *b, __u32 nl)
+{
+	if (nl >= s->len)
+		return 1;
+	if (nl == 0 || b[(nl - 1) & HEAD_MASK] != '\r') {
+		s->flags |= HS_BAD; /* bare LF */
+		return 1;
+	}
+	if (!s->rl_end) {
+		/* The request line ends with " HTTP/1.x\r\n". */
+		if (nl < 12 || b[(nl - 10) & HEAD_MASK] != ' ' ||
+		    !name_is(b, nl - 9, s->len, "http/1.", 7) ||
+		    b[(nl - 2) & HEAD_MASK] < '0' || b[(nl - 2) & HEAD_MASK] > '9') {
+			s->flags |= HS_BAD;
+			return 1;
+		}
+		s->rl_end = nl + 1;
+		s->line = nl + 1;
+		return 0;
+	}
+	if (nl == s->line + 1) {
+		s->end = nl + 1;
+		return 1;
+	}
+	header_line(s, b, s->line, nl);
+	s->line = nl + 1;
+	return 0;
+}
+
+/* bpf_loop body: the 8 bytes at 8*w. A word without '\n' costs a few
+ * instructions; each '\n' is a line to look at. Returns 1 to stop. */
+static long hscan_word(__u32 w, struct hctx *hc)
+{
+	struct inject_buf *ib = hc->ib;
+	if (!ib)
+		return 1;
+	struct hscan *s = &ib->s;
+	const __u8 *b = hc->b;
+	if (!b)
+		return 1;
+	__u32 base = (w * 8) & HEAD_MASK;
+	if (base >= s->len)
+		return 1;
+	__u64 v = *(const __u64 *)(b + base);
+	__u64 x = v ^ 0x0a0a0a0a0a0a0a0aULL;
+	/* Candidates only (a borrow can flag a byte after a real one): each
+	 * is checked below. */
+	__u64 m = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
+	if (!m)
+		return 0;
+	for (int k = 0; k < 8; k++) {
+		if (!(m & (0x80ULL << (8 * k))))
+			continue;
+		__u32 nl = base + k;
+		if (b[nl & HEAD_MASK] != '\n')
+			continue;
+		if (hscan_newline(s, b, nl))
+			return 1;
+	}
+	return 0;
+}
+
+/* Scans the `len` bytes of ib->b into ib->s: the request line (a method
+ * of upper-case letters, a target, HTTP/1.x), the header lines that
+ * matter and the head's end. */
+static __always_inline struct hscan *hscan_run(struct inject_buf *ib, const __u8 *b, __u32 len)
+{
+	struct hscan *s = &ib->s;
+	__builtin_memset(s, 0, sizeof(*s));
+	s->len = len;
+	__u32 m = 0;
+	for (; m < 24 && m < len; m++) {
+		__u8 c = b[m];
+		if (c < 'A' || c > 'Z')
+			break;
+	}
+	if (m == 0 || m >= len || b[m & HEAD_MASK] != ' ') {
+		s->flags |= HS_BAD;
+		return s;
+	}
+	s->connect = m == 7 && name_is(b, 0, len, "connect", 7);
+	struct hctx hc = { .ib = ib, .b = b };
+	bpf_loop((len + 7) / 8, hscan_word, &hc, 0);
+	/* A '\r' or space inside the request line's target, or a line
+	 * before it ends: left to the server. Only the framing matters. */
+	return s;
+}
+
+/* bpf_loop body: byte k of the Content-Length value (in the map value,
+ * so the verifier does not walk each digit path). Returns 1 to stop. */
+static long cl_byte(__u32 k, struct hctx *hc)
+{
+	struct inject_buf *ib = hc->ib;
+	if (!ib)
+		return 1;
+	struct hscan *s = &ib->s;
+	__u32 i = s->cl_at + k;
+	if (i + 1 >= s->cl_end) /* the '\r' */
+		return 1;
+	__u8 c = ib->b[i & HEAD_MASK];
+	if (c >= '0' && c <= '9' && s->cl_state < 2) {
+		s->cl = s->cl * 10 + (c - '0');
+		s->cl_state = 1;
+		if (s->cl > 1000000000000000ULL) {
+			s->cl_state = 3;
+			return 1;
+		}
+	} else if (c == ' ' || c == '\t') {
+		if (s->cl_state == 1)
+			s->cl_state = 2;
+	} else {
+		s->cl_state = 3;
+		return 1;
+	}
+	return 0;
+}
+
+/* The Content-Length value: one number, spaces around. False otherwise
+ * (then the framing is not followed). */
+static __always_inline bool cl_value(struct inject_buf *ib, __u64 *out)
+{
+	struct hscan *s = &ib->s;
+	s->cl = 0;
+	s->cl_state = 0;
+	struct hctx hc = { .ib = ib, .b = ib->b };
+	bpf_loop(24, cl_byte, &hc, 0);
+	if (s->cl_state != 1 && s->cl_state != 2)
+		return false;
+	*out = s->cl;
+	return true;
+}
+
+static __always_inline void random_ids(__u8 *dst, __u32 words)
+{
+	for (__u32 k = 0; k < words; k++) {
+		__u32 r = bpf_get_prandom_u32();
+		__builtin_memcpy(dst + 4 * k, &r, 4);
+	}
+}
+
+static __always_inline int hexval(__u8 c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* The trace id of a `traceparent: 00-<32 hex>-<16 hex>-<2 hex>` value at
+ * s->tp (lower-case hex, as W3C requires); false when malformed. */
+static __always_inline bool traceparent_trace_id(struct hscan *s, const __u8 *b, __u8 *out)
+{
+	__u32 at = s->tp;
+	for (int k = 0; k < 4; k++) {
+		if (at < s->len && (b[at & HEAD_MASK] == ' ' || b[at & HEAD_MASK] == '\t'))
+			at++;
+	}
+	if (at + 55 > s->len || b[at & HEAD_MASK] != '0' || b[(at + 1) & HEAD_MASK] != '0' ||
+	    b[(at + 2) & HEAD_MASK] != '-' || b[(at + 35) & HEAD_MASK] != '-' ||
+	    b[(at + 52) & HEAD_MASK] != '-')
+		return false;
+	__u8 any = 0;
+	for (int k = 0; k < 16; k++) {
+		int hi = hexval(b[(at + 3 + 2 * k) & HEAD_MASK]);
+		int lo = hexval(b[(at + 4 + 2 * k) & HEAD_MASK]);
+		if (hi < 0 || lo < 0)
+			return false;
+		out[k] = hi << 4 | lo;
+		any |= out[k];
+	}
+	return any != 0;
+}
+
+/* Ingress of a traced process: a read starting a server request (its
+ * captured prefix holds the request line) gets ids, recorded for the
+ * thread and reported in the record. */
+static __always_inline void inject_server_read(struct rt_data_event *ev, __u32 got, __u64 sock,
+					       __u64 pid_tgid)
+{
+	/* Cheap gate before the scan: an upper-case letter, and not the
+	 * status line of a response read by a client. */
+	if (got < 16 || ev->data[0] < 'A' || ev->data[0] > 'Z' ||
+	    (ev->data[0] == 'H' && ev->data[1] == 'T'))
+		return;
+	__u32 zero = 0;
+	struct inject_buf *ib = bpf_map_lookup_elem(&inject_scratch, &zero);
+	if (!ib)
+		return;
+	__u32 n = got;
+	if (n > RT_INJECT_HEAD_MAX)
+		n = RT_INJECT_HEAD_MAX;
+	/* Scanned in place: the record's buffer outsizes the mask. */
+	struct hscan *s = hscan_run(ib, ev->data, n);
+	if ((s->flags & HS_BAD) || !s->rl_end)
+		return;
+	if (!(s->flags & HS_TRACEPARENT) || !traceparent_trace_id(s, ev->data, ev->trace_id))
+		random_ids(ev->trace_id, 4);
+	random_ids(ev->span_id, 2);
+	ev->ctx = RT_CTX_SERVER;
+
+	struct thread_ctx *t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
+	if (!t) {
+		struct thread_ctx fresh = {};
+		bpf_map_update_elem(&thread_ctxs, &pid_tgid, &fresh, BPF_NOEXIST);
+		t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
+		if (!t)
+			return;
+	}
+	/* The same connection's slot (its next request), else a free one;
+	 * with none free the thread serves too many to tell (no parent). */
+	int slot = -1;
+	__u64 now = bpf_ktime_get_ns();
+	for (int k = 0; k < CTX_SLOTS; k++) {
+		if (t->sk[k] && now - t->since[k] > CTX_TTL_NS)
+			t->sk[k] = 0;
+		if (t->sk[k] == sock) {
+			slot = k;
+			break;
+		}
+		if (!t->sk[k] && slot < 0)
+			slot = k;
+	}
+	if (slot < 0 || slot >= CTX_SLOTS) {
+		t->overflow_until = now + CTX_OVERFLOW_NS;
+		return;
+	}
+	t->sk[slot] = sock;
+	t->since[slot] = now;
+	__builtin_memcpy(t->trace_id[slot], ev->trace_id, 16);
+	__builtin_memcpy(t->span_id[slot], ev->span_id, 8);
+}
+
+/* Egress of a traced process: the response's first write ends the
+ * thread's request on that socket; a client write takes the ids its
+ * sk_msg pass injected. */
+static __always_inline void inject_write(struct rt_data_event *ev, struct sock *sk, __u64 pid_tgid)
+{
+	struct inject_sk *st = bpf_sk_storage_get(&inject_sks, sk, 0, 0);
+	if (st) {
+		if (st->ids) {
+			__builtin_memcpy(ev->trace_id, st->trace_id, 16);
+			__builtin_memcpy(ev->span_id, st->span_id, 8);
+			__builtin_memcpy(ev->parent_id, st->parent_id, 8);
+			ev->has_parent = st->has_parent;
+			ev->ctx = RT_CTX_INJECTED;
+			st->ids = 0;
+		}
+		return;
+	}
+	struct thread_ctx *t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
+	if (!t)
+		return;
+	__u64 sock = (__u64)sk;
+	for (int k = 0; k < CTX_SLOTS; k++) {
+		if (t->sk[k] == sock)
+			t->sk[k] = 0;
+	}
+}
+
+/* Marks a client socket of a traced process at connect(). */
+static __always_inline void inject_mark(struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	bpf_sk_storage_get(&inject_sks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+SEC("sockops")
+int inject_sockops(struct bpf_sock_ops *skops)
+{
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		return 1;
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 1;
+	struct inject_sk *st = bpf_sk_storage_get(&inject_sks, sk, 0, 0);
+	if (!st || st->phase != INJ_MARKED)
+		return 1;
+	__u64 key = bpf_get_socket_cookie(skops);
+	st->cookie = key;
+	if (bpf_sock_hash_update(skops, &inject_socks, &key, BPF_NOEXIST)) {
+		stat_inc(RT_STAT_INJECT_SOCKHASH_FULL);
+		st->phase = INJ_NEVER;
+	} else {
+		st->phase = INJ_BOUNDARY;
+	}
+	return 1;
+}
+
+static const char hexdig[16] = "0123456789abcdef";
+
+/* Writes the traceparent line for `st`'s ids into ib->line. */
+static __always_inline void tp_line(struct inject_buf *ib, struct inject_sk *st)
+{
+	__u8 *l = ib->line;
+	__builtin_memcpy(l, "traceparent: 00-", 16);
+	for (int k = 0; k < 16; k++) {
+		l[16 + 2 * k] = hexdig[(st->trace_id[k] >> 4) & 15];
+		l[17 + 2 * k] = hexdig[st->trace_id[k] & 15];
+	}
+	l[48] = '-';
+	for (int k = 0; k < 8; k++) {
+		l[49 + 2 * k] = hexdig[(st->span_id[k] >> 4) & 15];
+		l[50 + 2 * k] = hexdig[st->span_id[k] & 15];
+	}
+	__builtin_memcpy(l + 65, "-01\r\n", 5);
+}
+
+/* Sends up to this size are made one scatterlist element before they
+ * leave: tcp_bpf pushes each element to TCP on its own, and a second small
+ * segment behind an unacknowledged one waits for the peer's delayed ACK
+ * (Nagle), 40 ms on a keep-alive connection without TCP_NODELAY. Also
+ * the bound of the packet offsets the verifier accepts. */
+#define MSG_LINEAR_MAX 32768
+
+/* Inserts the line at `at`, leaving the message one element. False when
+ * the kernel refused (nothing inserted, or the insertion undone). */
+static __always_inline bool tp_insert(struct sk_msg_md *msg, struct inject_buf *ib, __u32 at)
+{
+	if (bpf_msg_push_data(msg, at, TP_LINE_LEN, 0))
+		return false;
+	__u32 size = msg->size;
+	if (size > MSG_LINEAR_MAX || at >= size || bpf_msg_pull_data(msg, 0, size, 0))
+		goto undo;
+	__u8 *p = msg->data;
+	at &= MSG_LINEAR_MAX - 1;
+	p += at;
+	if ((void *)(p + TP_LINE_LEN) > msg->data_end)
+		goto undo;
+	__builtin_memcpy(p, ib->line, 64);
+	__builtin_memcpy(p + 64, ib->line + 64, TP_LINE_LEN - 64);
+	return true;
+undo:
+	/* The pushed bytes are uninitialised: they must not leave. */
+	bpf_msg_pop_data(msg, at, TP_LINE_LEN, 0);
+	return false;
+}
+
+/* Requests followed per send (pipelining); past them, the socket is
+ * given up. */
+#define MSG_REQUESTS 8
+
+static __always_inline void give_up(struct inject_sk *st, __u32 stat)
+{
+	st->phase = INJ_NEVER;
+	stat_inc(stat);
+}
+
+/* One request starting at `off` of a send whose state is `st`: returns
+ * the offset after it (its body included; REQ_INJECTED set when a line
+ * was inserted), or REQ_STOP when the rest of the send is not followed
+ * (st says why). A global function: verified once, not per request. */
+#define REQ_STOP -1
+#define REQ_END -2	/* the send ends on a request boundary */
+#define REQ_INJECTED (1 << 30)
+
+__noinline int inject_request(struct sk_msg_md *msg, struct inject_sk *st, __u32 off, int done)
+{
+	if (!msg || !st)
+		return REQ_STOP;
+	__u32 zero = 0;
+	struct inject_buf *ib = bpf_map_lookup_elem(&inject_scratch, &zero);
+	if (!ib)
+		return REQ_STOP;
+	__u32 size = msg->size;
+	if (off >= size)
+		return REQ_END;
+	if (size >= REQ_INJECTED)
+		return REQ_STOP;
+	__u32 n = size - off;
+	if (n > RT_INJECT_HEAD_MAX)
+		n = RT_INJECT_HEAD_MAX;
+	if (bpf_msg_pull_data(msg, off, off + n, 0)) {
+		give_up(st, RT_STAT_INJECT_FAILED);
+		return REQ_STOP;
+	}
+	void *data = msg->data;
+	if ((__u64)msg->data_end - (__u64)data < n || n == 0 ||
+	    bpf_probe_read_kernel(ib->b, n & HEAD_MASK ?: RT_INJECT_HEAD_MAX, data)) {
+		give_up(st, RT_STAT_INJECT_FAILED);
+		return REQ_STOP;
+	}
+	struct hscan *s = hscan_run(ib, ib->b, n);
+	if (s->flags & HS_BAD) {
+		give_up(st, RT_STAT_INJECT_NOT_HTTP);
+		return REQ_STOP;
+	}
+	if (!s->end) {
+		/* A head cut by the send, or longer than we look. */
+		give_up(st, n == RT_INJECT_HEAD_MAX ? RT_STAT_INJECT_TOO_LONG : RT_STAT_INJECT_SPLIT);
+		return REQ_STOP;
+	}
+	if (s->connect || (s->flags & HS_TUNNEL)) {
+		give_up(st, RT_STAT_INJECT_TUNNEL);
+		return REQ_STOP;
+	}
+	__u64 cl = 0;
+	if ((s->flags & (HS_CHUNKED | HS_CL_TWICE)) || (s->cl_seen && !cl_value(ib, &cl))) {
+		give_up(st, RT_STAT_INJECT_CHUNKED);
+		return REQ_STOP;
+	}
+	__u32 head = s->end;
+	int injected = 0;
+	if (s->flags & HS_TRACEPARENT) {
+		stat_inc(RT_STAT_INJECT_HAS_TRACEPARENT);
+	} else if (done) {
+		/* One set of ids per send reaches userspace. */
+		stat_inc(RT_STAT_INJECT_PIPELINED);
+	} else if (size + TP_LINE_LEN > MSG_LINEAR_MAX) {
+		stat_inc(RT_STAT_INJECT_LARGE_SEND);
+	} else {
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		struct thread_ctx *t = bpf_map_lookup_elem(&thread_ctxs, &pid_tgid);
+		int open = 0, which = 0;
+		__u64 now = bpf_ktime_get_ns();
+		if (t) {
+			for (int k = 0; k < CTX_SLOTS; k++) {
+				if (t->sk[k] && now - t->since[k] <= CTX_TTL_NS) {
+					open++;
+					which = k;
+				}
+			}
+		}
+		if (t && open == 1 && which >= 0 && which < CTX_SLOTS &&
+		    (!t->overflow_until || now > t->overflow_until)) {
+			__builtin_memcpy(st->trace_id, t->trace_id[which], 16);
+			__builtin_memcpy(st->parent_id, t->span_id[which], 8);
+			st->has_parent = 1;
+		} else {
+			random_ids(st->trace_id, 4);
+			st->has_parent = 0;
+		}
+		random_ids(st->span_id, 2);
+		tp_line(ib, st);
+		if (!tp_insert(msg, ib, off + s->rl_end)) {
+			give_up(st, RT_STAT_INJECT_FAILED);
+			return REQ_STOP;
+		}
+		stat_inc(RT_STAT_INJECTED);
+		st->ids = 1;
+		injected = REQ_INJECTED;
+		head += TP_LINE_LEN;
+		size = msg->size;
+	}
+	/* The body: in this send, or continued in the next ones. */
+	__u64 rest = (__u64)size - off - head;
+	if (cl > rest) {
+		st->body_left = cl - rest;
+		st->phase = INJ_BODY;
+		return REQ_STOP;
+	}
+	return (off + head + (__u32)cl) | injected;
+}
+
+/* One element for a send that stays in the sockhash (see MSG_LINEAR_MAX):
+ * a copy only when it spans several. */
+static __always_inline void linearize(struct sk_msg_md *msg)
+{
+	__u32 size = msg->size;
+	if (size > 0 && size <= MSG_LINEAR_MAX)
+		bpf_msg_pull_data(msg, 0, size, 0);
+}
+
+SEC("sk_msg")
+int inject_msg(struct sk_msg_md *msg)
+{
+	struct bpf_sock *bsk = msg->sk;
+	if (!bsk)
+		return SK_PASS;
+	struct inject_sk *st = bpf_sk_storage_get(&inject_sks, bsk, 0, 0);
+	if (!st)
+		return SK_PASS;
+	/* A socket given up on until userspace takes it out of the sockhash
+	 * (inject_gone): its sends still go out whole. */
+	if (st->phase == INJ_NEVER || st->phase == INJ_MARKED) {
+		linearize(msg);
+		return SK_PASS;
+	}
+	__u32 size = msg->size;
+	__u32 off = 0;
+	if (st->phase == INJ_BODY) {
+		if (st->body_left >= size) {
+			st->body_left -= size;
+			linearize(msg);
+			return SK_PASS;
+		}
+		off = st->body_left;
+		st->body_left = 0;
+		st->phase = INJ_BOUNDARY;
+	}
+	int done = 0;
+	for (int r = 0; r < MSG_REQUESTS; r++) {
+		int next = inject_request(msg, st, off, done);
+		if (next < 0)
+			goto out;
+		done |= next & REQ_INJECTED;
+		off = next & (REQ_INJECTED - 1);
+	}
+	/* More requests in one send than followed: given up unless it ends
+	 * right here. */
+	if (inject_request(msg, st, off, 1) != REQ_END)
+		give_up(st, RT_STAT_INJECT_PIPELINED);
+out:
+	if (st->phase == INJ_NEVER) {
+		/* Given up just now: back to plain TCP once userspace takes it
+		 * out (queue full: it stays until it closes). */
+		__u64 cookie = st->cookie;
+		bpf_map_push_elem(&inject_gone, &cookie, 0);
+	}
+	linearize(msg);
+	return SK_PASS;
+}
+
+/* A data record for `ret` bytes that syscall `sc` (arguments in `regs`)
+ * moved on the TCP socket `sk`, descriptor `fd`. `btf_sk`: `sk` is the
+ * trusted pointer of a socket hook, so socket storage can be used (HTTP/2
+ * walks, injection's per-socket state). */
+static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk, __u32 fd, long ret,
+					   __u8 sc, __u8 dir, __u64 pid_tgid, bool btf_sk)
+{
+	bool h2 = btf_sk;
 	bool cipher = false;
 	__u32 tgid = pid_tgid >> 32;
 	if (tls_capture && bpf_map_lookup_elem(&tls_procs, &tgid)) {
@@ -1026,6 +1730,9 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 	}
 	read_tuple(sk, &ev->tuple);
 	ev->chunks = 0;
+	/* The scratch record keeps the last one's ids: no ids unless set. */
+	ev->ctx = RT_CTX_NONE;
+	ev->has_parent = 0;
 
 	/* A socket known to speak HTTP/2: its frames are walked. */
 	struct h2_sock *hs = NULL;
@@ -1099,6 +1806,13 @@ static __always_inline void emit_sock_data(struct pt_regs *regs, struct sock *sk
 	if (tls_capture && !cipher && tls_hello(ev->data, got, (__u64)sk, pid_tgid >> 32))
 		cipher = true;
 	ev->flags = cipher ? RT_DATA_CIPHER : 0;
+	/* The socket hooks' `sk` is BTF-typed, as socket storage needs. */
+	if (inject && btf_sk && !cipher) {
+		if (dir == RT_DIR_INGRESS)
+			inject_server_read(ev, got, (__u64)sk, pid_tgid);
+		else
+			inject_write(ev, sk, pid_tgid);
+	}
 	if (tls_capture && !cipher && dir == RT_DIR_INGRESS && looks_tls(ev->data, got)) {
 		/* Maybe the ciphertext of an SSL_read to come (memory BIOs). */
 		struct sock_fd last = { .sock = (__u64)sk, .fd = fd };
@@ -1401,6 +2115,8 @@ int BPF_PROG(sock_state, struct sock *sk, int oldstate, int newstate)
 	if (!regs || regs->orig_ax != nr)
 		return 0;
 	long fd = SC_ARG1(regs);
+	if (nr == NR_connect && inject)
+		inject_mark(sk);
 	if (nr == NR_connect)
 		emit_conn_sk(sk, fd, RT_ORIGIN_CONNECT, pid_tgid);
 	else if (nr == NR_listen)
@@ -1490,6 +2206,8 @@ static __always_inline void emit_plain(__u64 pid_tgid, struct sock_fd *sf, __u64
 	ev->syscall = sc;
 	ev->flags = RT_DATA_TLS;
 	ev->chunks = 0;
+	ev->ctx = RT_CTX_NONE;
+	ev->has_parent = 0;
 	ev->queued_ns = 0;
 	read_tuple(sk, &ev->tuple);
 

@@ -6,11 +6,13 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ratatosk_abi::{
-    rt_chunk, rt_close_event, rt_conn_event, rt_data_event, rt_data_flags, rt_direction,
-    rt_event_kind, rt_header, rt_listen_event, rt_proc_event, rt_tls_keys_event,
+    rt_chunk, rt_close_event, rt_conn_event, rt_ctx_kind, rt_data_event, rt_data_flags,
+    rt_direction, rt_event_kind, rt_header, rt_listen_event, rt_proc_event, rt_tls_keys_event,
     rt_tls_memory_bio_event, rt_tuple,
 };
 use ratatosk_protocols::parse::{Direction, Segment};
+
+use crate::spans::KernelIds;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -196,6 +198,8 @@ pub struct Data<'a> {
     /// TLS ciphertext to decrypt with the connection's `TlsKeys`.
     pub cipher: bool,
     pub tuple: RawTuple,
+    /// Ids the kernel gave the request this record starts (injection).
+    pub ids: Option<KernelIds>,
     /// Captured bytes: a prefix of the `len` moved, or, when `chunks` is
     /// not empty, the copied parts of each chunk one after the other.
     pub payload: &'a [u8],
@@ -379,6 +383,33 @@ fn need(b: &[u8], kind: u8, size: usize) -> Result<(), DecodeError> {
     }
 }
 
+/// The ids a data record carries (`rt_ctx_kind`), if any.
+fn kernel_ids(b: &[u8]) -> Option<KernelIds> {
+    fn arr<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
+        b.get(off..).and_then(|s| s.first_chunk().copied())
+    }
+    let trace_id: [u8; 16] = arr(b, offset_of!(rt_data_event, trace_id))?;
+    let span_id: [u8; 8] = arr(b, offset_of!(rt_data_event, span_id))?;
+    let ctx = u8_at(b, offset_of!(rt_data_event, ctx));
+    // All-zero ids are invalid in W3C trace context: not used.
+    if trace_id == [0; 16] || span_id == [0; 8] {
+        return None;
+    }
+    if ctx == rt_ctx_kind::RT_CTX_SERVER as u8 {
+        Some(KernelIds::Server { trace_id, span_id })
+    } else if ctx == rt_ctx_kind::RT_CTX_INJECTED as u8 {
+        let parent: [u8; 8] = arr(b, offset_of!(rt_data_event, parent_id))?;
+        let has = u8_at(b, offset_of!(rt_data_event, has_parent)) != 0 && parent != [0; 8];
+        Some(KernelIds::Injected {
+            trace_id,
+            span_id,
+            parent_id: has.then_some(parent),
+        })
+    } else {
+        None
+    }
+}
+
 pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
     let kind = *b.first().ok_or(DecodeError::Empty)?;
     let k = |e: rt_event_kind| e as u8 == kind;
@@ -417,6 +448,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             tls: flags & rt_data_flags::RT_DATA_TLS as u8 != 0,
             cipher: flags & rt_data_flags::RT_DATA_CIPHER as u8 != 0,
             tuple: RawTuple::from_record(b, offset_of!(rt_data_event, tuple)),
+            ids: kernel_ids(b),
             payload,
             chunks,
         }));

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use ratatosk_bpf::{Capture, LoadOptions, SyscallHooks};
+use ratatosk_bpf::{Capture, Injection, LoadOptions, SyscallHooks};
 use ratatosk_protocols::parser::Limits;
 use tracing::{error, info, warn};
 
@@ -152,6 +152,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         },
         tls: config.tls_capture,
         h2_walk: true,
+        inject: config.context_propagation.injects(),
     };
     // Load as configured, else give up what this kernel lacks; each
     // degradation is named once with the error that forced it.
@@ -186,6 +187,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             "TLS programs do not load on this kernel: HTTPS traffic is not decrypted \
              (its bytes are counted as unparsed); plaintext capture goes on"
         );
+    }
+    if chosen.inject != load.inject {
+        warn!(
+            error = why,
+            "the traceparent injection programs (sockops, sk_msg) do not load on this kernel: \
+             nothing is injected; traces join on this host only"
+        );
+    }
+    match capture.injection() {
+        Injection::Off => {}
+        Injection::On(l) => info!(
+            cgroup2 = %l.cgroup().display(),
+            mounted_by_agent = l.own_mount(),
+            "traceparent injection on: outgoing plaintext HTTP/1 requests of traced processes carry the trace"
+        ),
+        Injection::Failed(why) => {
+            warn!("traceparent injection off: {why}; traces join on this host only")
+        }
     }
     load = chosen;
     let tls_capture = load.tls;
@@ -346,6 +365,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             if tls_capture {
                 scan_openssl(&mut capture);
             }
+            capture.release_given_up();
         };
         wait_for_signal(&stop, &reader_thread, &mut housekeeping).await?;
         let _ = shutdown_tx.send(true);
@@ -474,8 +494,16 @@ fn load_plan(load: &LoadOptions) -> Vec<LoadOptions> {
         tls: false,
         ..o.clone()
     };
-    let socket = load.syscall_hooks == SyscallHooks::Socket;
     let mut plan = vec![load.clone()];
+    // Without injection first: its programs must not cost the rest.
+    let load = &LoadOptions {
+        inject: false,
+        ..load.clone()
+    };
+    if plan.first().is_some_and(|p| p.inject) {
+        plan.push(load.clone());
+    }
+    let socket = load.syscall_hooks == SyscallHooks::Socket;
     if socket {
         plan.push(raw(load));
     }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use ratatosk_bpf::RecordSink;
+use rustc_hash::FxHashMap as HashMap;
 use tracing::{info, warn};
 
 use crate::conn::{Finished, Tracker};
@@ -16,11 +17,11 @@ use crate::decode::{self, Record};
 use crate::discovery::Discovery;
 use crate::output::Batch;
 use crate::queue::QueueTx;
-use crate::selfmon::{KindLabel, QueueLabel, SelfMetrics};
+use crate::selfmon::{KindLabel, QueueLabel, ReasonLabel, SelfMetrics};
 use crate::spans::db::DbNames;
 use crate::spans::link::{Origin, TraceLinker};
 use crate::spans::route::{Decision, Routes};
-use crate::spans::{Named, Span, SpanBuilder, SpanKind};
+use crate::spans::{KernelIds, Named, Span, SpanBuilder, SpanKind};
 use ratatosk_protocols::http1::target_path;
 use ratatosk_protocols::op::Detail;
 use ratatosk_protocols::parse::Role;
@@ -117,9 +118,18 @@ pub struct Reader {
     tx: QueueTx<Batch>,
     metrics: SelfMetrics,
     stop: Arc<AtomicBool>,
+    /// Ids the kernel gave requests (traceparent injection), by (tgid,
+    /// timestamp of the record that starts the request), until their span
+    /// is built. Bounded; entries whose span never comes age out.
+    kernel_ids: HashMap<(u32, u64), KernelIds>,
+    /// Newest record time seen (monotonic ns): the ids' clock.
+    last_ts: u64,
 }
 
 const MAX_PENDING_EXITS: usize = 4096;
+/// Kernel ids awaiting their span, and how long they wait.
+const MAX_KERNEL_IDS: usize = 16384;
+const KERNEL_IDS_TTL_NS: u64 = 30_000_000_000;
 
 impl Reader {
     pub fn new(
@@ -150,6 +160,8 @@ impl Reader {
             tx,
             metrics,
             stop,
+            kernel_ids: HashMap::default(),
+            last_ts: 0,
         }
     }
 
@@ -237,15 +249,23 @@ impl Reader {
                     Named::Rpc { method }
                 }
             };
+            let kernel = if self.kernel_ids.is_empty() {
+                None
+            } else {
+                self.kernel_ids.remove(&(f.tgid, f.op.request_start_ns))
+            };
+            // The next hop got these ids in its traceparent: the linker
+            // must not give the span another parent by its thread.
+            let fixed = matches!(kernel, Some(KernelIds::Injected { .. }));
             let origin = Origin {
                 tgid: f.tgid,
-                tid: f.tid,
+                tid: if fixed { 0 } else { f.tid },
                 start_ns: f.op.request_start_ns,
                 end_ns: f.op.end_ns(),
             };
             let span = self
                 .spans
-                .build(f.op, &f.tuple, f.queue_ns, f.tls, named, process);
+                .build(f.op, &f.tuple, f.queue_ns, f.tls, named, process, kernel);
             match &mut self.linker {
                 Some(l) => l.on_span(span, origin, &mut self.batch),
                 None => self.batch.push(span),
@@ -309,6 +329,19 @@ impl RecordSink for Reader {
                 self.count(RecordKind::Data);
                 if self.discovery.is_rejected(d.hdr.tgid) {
                     return;
+                }
+                self.last_ts = self.last_ts.max(d.hdr.ts_ns);
+                if let Some(ids) = d.ids {
+                    if self.kernel_ids.len() < MAX_KERNEL_IDS {
+                        self.kernel_ids.insert((d.hdr.tgid, d.hdr.ts_ns), ids);
+                    } else {
+                        self.metrics
+                            .trace_link_dropped
+                            .get_or_create(&ReasonLabel {
+                                reason: "kernel_ids_full",
+                            })
+                            .inc();
+                    }
                 }
                 if self.tracker.on_data(&d, &mut self.finished) {
                     self.opened[ORIGIN_DATA] += 1;
@@ -401,6 +434,12 @@ impl RecordSink for Reader {
         self.routes.tick(now);
         self.db_names.tick(now);
         self.rpc_names.tick(now);
+        if !self.kernel_ids.is_empty() {
+            // Reads that started no span (an ignored route, a request
+            // never answered) leave their ids behind.
+            let horizon = self.last_ts.saturating_sub(KERNEL_IDS_TTL_NS);
+            self.kernel_ids.retain(|&(_, ts), _| ts >= horizon);
+        }
         if let Some(l) = &mut self.linker {
             l.tick(now, &mut self.batch);
             l.publish(&self.metrics);

@@ -88,6 +88,10 @@ pub struct SelfMetrics {
     pub capture_h2_records: Counter,
     pub capture_h2_header_bytes_lost: Counter,
     pub capture_h2_desync: Counter,
+    /// `traceparent` headers inserted into outgoing HTTP/1 requests.
+    pub traceparent_injected: Counter,
+    /// Requests (or whole sockets) not injected into, by reason.
+    pub traceparent_inject_skipped: Family<ReasonLabel, Counter>,
     /// Records the reader consumed, by kind.
     pub reader_records: Family<KindLabel, Counter>,
     /// Records the reader could not decode.
@@ -215,6 +219,16 @@ impl SelfMetrics {
             "ratatosk_capture_h2_desync",
             "HTTP/2 socket directions whose frame walk was given up (walk or iovec limit, implausible frame header, unreadable buffer): a prefix is captured after",
             self.capture_h2_desync.clone(),
+        );
+        r.register(
+            "ratatosk_traceparent_injected",
+            "traceparent headers inserted into outgoing plaintext HTTP/1 requests (sk_msg)",
+            self.traceparent_injected.clone(),
+        );
+        r.register(
+            "ratatosk_traceparent_inject_skipped",
+            "Outgoing requests not injected into, by reason: has_traceparent and pipelined skip one request; the others stop injection on that socket for good (not_http, tunnel, chunked, split_head, head_too_long, insert_failed) or never start it (sockhash_full)",
+            self.traceparent_inject_skipped.clone(),
         );
         r.register(
             "ratatosk_targets_full",
@@ -419,6 +433,19 @@ impl SelfMetrics {
             .inc_by(d(now.h2_header_lost, last.h2_header_lost));
         self.capture_h2_desync
             .inc_by(d(now.h2_desync, last.h2_desync));
+        self.traceparent_injected
+            .inc_by(d(now.injected, last.injected));
+        for (i, reason) in ratatosk_bpf::INJECT_SKIPS.iter().enumerate() {
+            let n = d(
+                now.inject_skipped.get(i).copied().unwrap_or(0),
+                last.inject_skipped.get(i).copied().unwrap_or(0),
+            );
+            if n > 0 {
+                self.traceparent_inject_skipped
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc_by(n);
+            }
+        }
         for (i, (probe, entry)) in ratatosk_bpf::UPROBES.iter().enumerate() {
             let n = d(
                 now.uprobe_hits.get(i).copied().unwrap_or(0),

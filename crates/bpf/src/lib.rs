@@ -3,6 +3,7 @@
 //! buffer, target set, counters). All libbpf and `unsafe` code of the agent
 //! lives in this crate.
 
+mod cgroup2;
 mod preflight;
 mod skel {
     #![allow(clippy::all, unsafe_op_in_unsafe_fn, missing_docs)]
@@ -72,6 +73,10 @@ pub struct LoadOptions {
     /// preface (socket hooks): header frames whole, DATA payloads
     /// skipped. Off, HTTP/2 is captured as a prefix (for comparisons).
     pub h2_walk: bool,
+    /// Inject `traceparent` into outgoing plaintext HTTP/1 requests
+    /// (sockops + sk_msg; socket hooks only) and give server requests
+    /// kernel-made ids.
+    pub inject: bool,
 }
 
 impl Default for LoadOptions {
@@ -89,6 +94,7 @@ impl Default for LoadOptions {
             syscall_hooks: SyscallHooks::default(),
             tls: true,
             h2_walk: true,
+            inject: false,
         }
     }
 }
@@ -192,6 +198,36 @@ pub struct Capture {
     capture_bytes: u32,
     /// Entries of `ssl_layouts` in use.
     ssl_layouts: u32,
+    injection: Injection,
+}
+
+/// Where `traceparent` injection stands.
+pub enum Injection {
+    /// Not asked for.
+    Off,
+    /// Attached at the root of this cgroup2 hierarchy.
+    On(InjectLinks),
+    /// Asked for but impossible: what is missing.
+    Failed(String),
+}
+
+/// The sockops link and the cgroup2 mount it needs. Field order is drop
+/// order: the program leaves the hierarchy before it is unmounted.
+pub struct InjectLinks {
+    _sockops: Link,
+    cgroup: cgroup2::Cgroup2,
+}
+
+impl InjectLinks {
+    /// The cgroup2 root the sockops program is attached to.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup.path
+    }
+
+    /// Whether the agent mounted that hierarchy (and unmounts it at exit).
+    pub fn own_mount(&self) -> bool {
+        self.cgroup.own()
+    }
 }
 
 impl Capture {
@@ -223,6 +259,8 @@ impl Capture {
         let mut open = builder.open(object).map_err(LoadError::Open)?;
 
         let capture_bytes = opts.capture_bytes.min(MAX_CAPTURE);
+        // Socket storage needs the socket hooks' BTF-typed sockets.
+        let inject = opts.inject && opts.syscall_hooks == SyscallHooks::Socket;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.agent_tgid = opts.agent_tgid;
             ro.trace_all = opts.trace_all;
@@ -232,6 +270,7 @@ impl Capture {
             ro.wakeup_bytes = opts.wakeup_bytes;
             ro.tls_capture = opts.tls;
             ro.h2_walk = opts.h2_walk;
+            ro.inject = inject;
         }
         let rb = opts.ringbuf_bytes.max(4096).next_power_of_two();
         open.maps
@@ -255,6 +294,7 @@ impl Capture {
             (&mut open.maps.tls_socks, "tls_socks"),
             (&mut open.maps.tls_keysocks, "tls_keysocks"),
             (&mut open.maps.go_reads, "go_reads"),
+            (&mut open.maps.inject_socks, "inject_socks"),
         ] {
             map.set_max_entries(opts.max_sockets.max(1024))
                 .map_err(|source| LoadError::Map { map: name, source })?;
@@ -313,6 +353,8 @@ impl Capture {
                     prog.set_attach_type(libbpf_rs::ProgramAttachType::TraceUprobeMulti);
                 }
             }
+            p.inject_sockops.set_autoload(inject);
+            p.inject_msg.set_autoload(inject);
         }
         let skel = open.load().map_err(LoadError::Load)?;
         let mut links = Vec::new();
@@ -355,6 +397,16 @@ impl Capture {
         attach!(sched_process_fork);
         attach!(sched_process_exec);
         attach!(sched_process_exit);
+        let injection = if !opts.inject {
+            Injection::Off
+        } else if !inject {
+            Injection::Failed("the socket hooks (--syscall-hooks socket) are not in use".into())
+        } else {
+            match attach_injection(&skel) {
+                Ok(l) => Injection::On(l),
+                Err(e) => Injection::Failed(e),
+            }
+        };
         Ok(Capture {
             skel,
             _links: links,
@@ -363,7 +415,34 @@ impl Capture {
             multi,
             capture_bytes,
             ssl_layouts: 0,
+            injection,
         })
+    }
+
+    /// Where `traceparent` injection stands.
+    pub fn injection(&self) -> &Injection {
+        &self.injection
+    }
+
+    /// Takes the sockets the sk_msg program gave up on out of its sockhash
+    /// (the program cannot), so they send on plain TCP again. Returns how
+    /// many; at most 4096 per call.
+    pub fn release_given_up(&self) -> usize {
+        if !matches!(self.injection, Injection::On(_)) {
+            return 0;
+        }
+        let mut n = 0;
+        while n < 4096 {
+            match self.skel.maps.inject_gone.lookup_and_delete(&[]) {
+                Ok(Some(cookie)) => {
+                    // Already gone if it closed meanwhile.
+                    let _ = self.skel.maps.inject_socks.delete(&cookie);
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        n
     }
 
     /// Attaches the OpenSSL probes (entry and return of SSL_read,
@@ -638,7 +717,25 @@ pub struct BpfStats {
     pub h2_records: u64,
     pub h2_header_lost: u64,
     pub h2_desync: u64,
+    /// `traceparent` headers inserted.
+    pub injected: u64,
+    /// Requests or sockets not injected into, by `INJECT_SKIPS` reason.
+    pub inject_skipped: [u64; INJECT_SKIPS.len()],
 }
+
+/// Reasons of `BpfStats::inject_skipped`, in order.
+pub const INJECT_SKIPS: [&str; 10] = [
+    "has_traceparent",
+    "pipelined",
+    "split_head",
+    "not_http",
+    "tunnel",
+    "chunked",
+    "head_too_long",
+    "sockhash_full",
+    "insert_failed",
+    "large_send",
+];
 
 /// Names of the uprobe hit counters in `BpfStats::uprobe_hits`, with
 /// whether the probe is a function entry (a trap) or a return.
@@ -709,8 +806,54 @@ impl Counters {
             h2_records: get(rt_stat::RT_STAT_H2_RECORDS)?,
             h2_header_lost: get(rt_stat::RT_STAT_H2_HEADER_LOST)?,
             h2_desync: get(rt_stat::RT_STAT_H2_DESYNC)?,
+            injected: get(rt_stat::RT_STAT_INJECTED)?,
+            inject_skipped: [
+                get(rt_stat::RT_STAT_INJECT_HAS_TRACEPARENT)?,
+                get(rt_stat::RT_STAT_INJECT_PIPELINED)?,
+                get(rt_stat::RT_STAT_INJECT_SPLIT)?,
+                get(rt_stat::RT_STAT_INJECT_NOT_HTTP)?,
+                get(rt_stat::RT_STAT_INJECT_TUNNEL)?,
+                get(rt_stat::RT_STAT_INJECT_CHUNKED)?,
+                get(rt_stat::RT_STAT_INJECT_TOO_LONG)?,
+                get(rt_stat::RT_STAT_INJECT_SOCKHASH_FULL)?,
+                get(rt_stat::RT_STAT_INJECT_FAILED)?,
+                get(rt_stat::RT_STAT_INJECT_LARGE_SEND)?,
+            ],
         })
     }
+}
+
+/// The sk_msg program on the sockhash, the sockops program at the root of
+/// a cgroup2 hierarchy (mounted when none is).
+fn attach_injection(skel: &skel::CaptureSkel<'_>) -> Result<InjectLinks, String> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let map_fd = skel.maps.inject_socks.as_fd().as_raw_fd();
+    skel.progs
+        .inject_msg
+        .attach_sockmap(map_fd)
+        .map_err(|e| format!("attaching the sk_msg program failed: {e}"))?;
+    let cgroup = cgroup2::Cgroup2::find_or_mount().map_err(|e| {
+        format!(
+            "no cgroup2 hierarchy is mounted and mounting one on {} failed: {e}",
+            cgroup2::OWN_MOUNT
+        )
+    })?;
+    let dir = std::fs::File::open(&cgroup.path)
+        .map_err(|e| format!("opening {} failed: {e}", cgroup.path.display()))?;
+    let link = skel
+        .progs
+        .inject_sockops
+        .attach_cgroup(dir.as_raw_fd())
+        .map_err(|e| {
+            format!(
+                "attaching the sockops program to {} failed: {e}",
+                cgroup.path.display()
+            )
+        })?;
+    Ok(InjectLinks {
+        _sockops: link,
+        cgroup,
+    })
 }
 
 /// `prog` on the entry (or return) of the function `func` of the file at
@@ -921,7 +1064,7 @@ mod tests {
     fn abi_matches_bpf_object() {
         same_layout!(rt_header: kind, tgid, tid, ts_ns);
         same_layout!(rt_tuple: saddr, daddr, sport, dport, family);
-        same_layout!(rt_data_event: hdr, sock_id, len, queued_ns, fd, captured, direction, syscall, flags, chunks, tuple, data);
+        same_layout!(rt_data_event: hdr, sock_id, len, queued_ns, fd, captured, direction, syscall, flags, chunks, ctx, has_parent, tuple, trace_id, span_id, parent_id, data);
         same_layout!(rt_chunk: copied, skipped);
         same_layout!(rt_target: inherited);
     }

@@ -2,9 +2,10 @@
 //! thread-per-request app whose handler calls a backend (Python
 //! http.server) with urllib. The app's client span is its server span's
 //! child, the backend's server span is the app's client span's child, and
-//! all three share one trace id. And a Flask app under the OpenTelemetry
-//! SDK calling a Ratatosk-instrumented server: one trace, SDK spans in
-//! rotel, ours on the agent's printer.
+//! all three share one trace id: by the `traceparent` the kernel inserts
+//! into the app's call (injection, the default), else by the linking on
+//! this host. And apps under the OpenTelemetry SDK, calling and called:
+//! one trace, SDK spans read back from rotel, ours from the printer.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -45,6 +46,31 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
             .stderr(Stdio::null()),
     );
     wait_for_port(port, Duration::from_secs(10));
+    p
+}
+
+/// A Flask app (threaded dev server) whose handler for `/r/ID` fetches
+/// `/hello?i=ID` from the backend with `requests`.
+fn flask_requests_app(port: u16, backend: u16) -> Proc {
+    const APP: &str = r#"
+import sys, requests
+from flask import Flask
+backend = int(sys.argv[2])
+app = Flask(__name__)
+@app.route("/r/<i>")
+def r(i):
+    got = requests.get(f"http://127.0.0.1:{backend}/hello?i={i}", timeout=5)
+    return str(len(got.content))
+app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
+"#;
+    let p = Proc::spawn(
+        "flask requests app",
+        Command::new(lab_dir().join("bin/python"))
+            .args(["-c", APP, &port.to_string(), &backend.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(20));
     p
 }
 
@@ -173,22 +199,33 @@ fn app_calls_backend_one_trace_per_request() {
     traces.sort_unstable();
     traces.dedup();
     assert_eq!(traces.len(), N);
+    // The ids came from the kernel: the app's calls carried a traceparent
+    // (one inserted per call), the client span is the one it names and
+    // the backend joined it by the header, not by the connection.
+    // (BPF counters are read once a second.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while agent.metric_sum("ratatosk_traceparent_injected_total", &[]) < N as f64
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(
-        agent.metric_sum(
-            "ratatosk_trace_parents_total",
-            &[("kind", "client"), ("result", "found")]
-        ),
+        agent.metric_sum("ratatosk_traceparent_injected_total", &[]),
         N as f64,
         "{}",
         agent.self_counters()
     );
-    assert_eq!(
-        agent.metric_sum(
-            "ratatosk_trace_parents_total",
-            &[("kind", "server"), ("result", "found")]
-        ),
-        N as f64
-    );
+    for (kind, result) in [("client", "traceparent"), ("server", "traceparent")] {
+        assert_eq!(
+            agent.metric_sum(
+                "ratatosk_trace_parents_total",
+                &[("kind", kind), ("result", result)]
+            ),
+            N as f64,
+            "{kind} {result}\n{}",
+            agent.self_counters()
+        );
+    }
 
     // 20 at once, thread-per-request: the parent must still be right.
     let before = spans.len();
@@ -213,6 +250,60 @@ fn app_calls_backend_one_trace_per_request() {
         whole,
         2 * N,
         "broken chains: {broken:#?}\n{}",
+        agent.self_counters()
+    );
+}
+
+/// curl -> Flask, whose handler calls the backend with `requests`: the
+/// call carries the kernel's traceparent, so the backend's server span
+/// is the call's child by the header, the call the handler's child, one
+/// trace per request.
+#[test]
+fn flask_requests_call_carries_the_trace() {
+    let _g = serial();
+    let www = www_dir();
+    let (app_port, backend_port) = (free_port(), free_port());
+    let _backend = python_http_server(www.path(), backend_port);
+    let _app = flask_requests_app(app_port, backend_port);
+    let agent = Agent::start(&["--open-port", &format!("{app_port},{backend_port}")]);
+    const N: usize = 10;
+    for i in 0..N {
+        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
+    }
+    let spans = agent.wait_spans(3 * N, WAIT, |s| {
+        on_port(s, "server", app_port)
+            || on_port(s, "client", backend_port)
+            || on_port(s, "server", backend_port)
+    });
+    assert_eq!(spans.len(), 3 * N, "{spans:#?}");
+    let (whole, broken) = whole_chains(&spans, app_port, backend_port);
+    assert_eq!(
+        whole,
+        N,
+        "broken chains: {broken:#?}\n{}",
+        agent.self_counters()
+    );
+    let mut traces: Vec<&str> = spans
+        .iter()
+        .map(|s| s["trace_id"].as_str().unwrap())
+        .collect();
+    traces.sort_unstable();
+    traces.dedup();
+    assert_eq!(traces.len(), N);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        agent.metric_sum("ratatosk_traceparent_injected_total", &[]),
+        N as f64,
+        "{}",
+        agent.self_counters()
+    );
+    assert_eq!(
+        agent.metric_sum(
+            "ratatosk_trace_parents_total",
+            &[("kind", "server"), ("result", "traceparent")]
+        ),
+        N as f64,
+        "{}",
         agent.self_counters()
     );
 }

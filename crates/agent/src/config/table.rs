@@ -309,7 +309,7 @@ pub const SETTINGS: &[Setting] = &[
         ],
         yaml: Some("ebpf.context_propagation"),
         default: "all",
-        help: "`all` or `headers`: a client span made while its thread serves a request of the same process is that server span's child, and a server span called from a traced process on this host is the caller's client span's child (nothing is injected into requests yet, so traces join across hosts only when the caller sends `traceparent`); `disabled`: every span without an incoming `traceparent` starts its own trace. See docs/traces.md.",
+        help: "`all` or `headers` (the same here): insert `traceparent` into the selected processes' outgoing plaintext HTTP/1 requests that lack one (sockops + sk_msg; the client span carries its ids, so the next hop joins on any host), a client span made while its thread serves a request of the same process is that server span's child, and a server span called from a traced process on this host is the caller's client span's child; `disabled`: nothing is written and every span without an incoming `traceparent` starts its own trace. See docs/traces.md.",
     },
     Setting {
         id: "ringbuf_mib",

@@ -425,8 +425,10 @@ impl FromStr for HookMode {
     }
 }
 
-/// Beyla's `context_propagation`. Nothing is injected into requests yet:
-/// `all` and `headers` link spans on this host, `disabled` does not.
+/// Beyla's `context_propagation`: `all` and `headers` link spans on this
+/// host and insert `traceparent` into outgoing plaintext HTTP/1 requests
+/// (both the same here: headers are the only carrier), `disabled` does
+/// neither.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContextPropagation {
     All,
@@ -436,6 +438,11 @@ pub enum ContextPropagation {
 
 impl ContextPropagation {
     pub fn links(self) -> bool {
+        self != ContextPropagation::Disabled
+    }
+
+    /// Whether `traceparent` is inserted into outgoing requests.
+    pub fn injects(self) -> bool {
         self != ContextPropagation::Disabled
     }
 }

@@ -971,6 +971,7 @@ mod tests {
             tls: false,
             cipher: false,
             tuple: tuple().into(),
+            ids: None,
             payload,
             chunks: Default::default(),
         }

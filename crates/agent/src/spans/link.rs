@@ -17,8 +17,9 @@
 //! A span that carries its own `traceparent` keeps it. Held spans are
 //! bounded in number and age; what is over is sent unlinked, counted. The
 //! tracker reports request starts ([`RequestStart`]): the context a thread
-//! is in is [`ThreadState`], the one place kernel-side injection will need
-//! to read or feed.
+//! is in is [`ThreadState`]. A call into which the kernel inserted a
+//! `traceparent` arrives with the kernel's parent (or with no thread, so
+//! that nothing here re-parents it): the next hop already has its ids.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

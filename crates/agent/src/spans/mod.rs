@@ -19,7 +19,7 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
-use ratatosk_protocols::http1::{target_path, target_query};
+use ratatosk_protocols::http1::{TraceParent, target_path, target_query};
 use ratatosk_protocols::op::{DbDetail, Detail, HttpDetail, Operation, Outcome, RpcDetail};
 use ratatosk_protocols::parse::Role;
 
@@ -214,7 +214,9 @@ impl SpanBuilder {
     }
 
     /// `named` is what the family's naming step decided (the HTTP route,
-    /// the database metric labels).
+    /// the database metric labels); `kernel`, the ids the kernel gave the
+    /// request (traceparent injection), which the span must carry.
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         &mut self,
         op: Operation,
@@ -223,6 +225,7 @@ impl SpanBuilder {
         tls: bool,
         named: Named,
         process: Arc<ProcInfo>,
+        kernel: Option<KernelIds>,
     ) -> Span {
         let (kind, server, client) = match op.role {
             Role::Server => (SpanKind::Server, tuple.local, tuple.remote),
@@ -264,16 +267,53 @@ impl SpanBuilder {
         // Join the caller's trace when the request carries one (a client
         // span's header was set by an SDK in the process: its span is our
         // parent).
-        let parent = op.traceparent;
+        let mut parent = op.traceparent;
         // fill_bytes takes 8 bytes per draw; random::<[u8; N]>() draws
         // once per byte (24 draws per span).
         let mut trace_id = [0u8; 16];
-        match &parent {
-            Some(p) => trace_id = p.trace_id,
-            None => self.rng.fill_bytes(&mut trace_id),
-        }
         let mut span_id = [0u8; 8];
-        self.rng.fill_bytes(&mut span_id);
+        match (kernel, &parent) {
+            // A server request: the kernel parents the thread's injected
+            // calls under these ids (its trace id is the traceparent's
+            // when the request came with one).
+            (
+                Some(KernelIds::Server {
+                    trace_id: t,
+                    span_id: s,
+                }),
+                p,
+            ) => {
+                trace_id = p.as_ref().map_or(t, |p| p.trace_id);
+                span_id = s;
+            }
+            // A client request the kernel wrote these ids into: the next
+            // hop is their child, whatever this host links.
+            (
+                Some(KernelIds::Injected {
+                    trace_id: t,
+                    span_id: s,
+                    parent_id,
+                }),
+                None,
+            ) => {
+                trace_id = t;
+                span_id = s;
+                parent = parent_id.map(|parent_id| TraceParent {
+                    version: 0,
+                    trace_id: t,
+                    parent_id,
+                    flags: 1,
+                });
+            }
+            (_, Some(p)) => {
+                trace_id = p.trace_id;
+                self.rng.fill_bytes(&mut span_id);
+            }
+            (_, None) => {
+                self.rng.fill_bytes(&mut trace_id);
+                self.rng.fill_bytes(&mut span_id);
+            }
+        }
         let sampled = sampler::sample(&self.sampler, &trace_id, parent.as_ref());
         Span {
             kind,
@@ -318,6 +358,24 @@ fn http_span(h: HttpDetail, route: Arc<str>, tls: bool) -> HttpSpan {
     }
 }
 
+/// Ids the kernel gave a request when `traceparent` injection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelIds {
+    /// A server request: its span id, and its trace id unless the request
+    /// carried a `traceparent`.
+    Server {
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+    },
+    /// A client request into which the kernel inserted `traceparent` with
+    /// these ids; `parent_id`: the server request its thread was serving.
+    Injected {
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        parent_id: Option<[u8; 8]>,
+    },
+}
+
 /// What the reader's naming step decided for one operation.
 pub enum Named {
     Http {
@@ -330,4 +388,108 @@ pub enum Named {
     Rpc {
         method: Arc<str>,
     },
+}
+
+#[cfg(test)]
+mod kernel_ids_tests {
+    use super::*;
+    use crate::export::resource::tests::proc_info;
+
+    fn op(role: Role, traceparent: Option<TraceParent>) -> Operation {
+        Operation {
+            role,
+            request_start_ns: 10,
+            request_end_ns: 11,
+            response_start_ns: 12,
+            response_end_ns: 13,
+            outcome: Outcome::Complete,
+            traceparent,
+            partial: false,
+            abort: None,
+            detail: Detail::Http(HttpDetail {
+                method: "GET".into(),
+                target: "/a".into(),
+                protocol_version: "1.1",
+                host: None,
+                user_agent: None,
+                status: 200,
+                status_text: None,
+                request_body_size: 0,
+                response_body_size: 0,
+            }),
+        }
+    }
+
+    fn build(role: Role, tp: Option<TraceParent>, k: Option<KernelIds>) -> Span {
+        let mut b = SpanBuilder::new(Clock::new(), Sampler::default());
+        let tuple = Tuple {
+            local: "127.0.0.1:8000".parse().unwrap(),
+            remote: "127.0.0.1:5000".parse().unwrap(),
+        };
+        b.build(
+            op(role, tp),
+            &tuple,
+            None,
+            false,
+            Named::Http {
+                route: Arc::from("/a"),
+            },
+            Arc::new(proc_info(7, "app")),
+            k,
+        )
+    }
+
+    const TP: TraceParent = TraceParent {
+        version: 0,
+        trace_id: [9; 16],
+        parent_id: [8; 8],
+        flags: 1,
+    };
+
+    #[test]
+    fn a_server_span_takes_the_kernel_span_id_and_keeps_its_traceparent() {
+        let k = KernelIds::Server {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+        };
+        let s = build(Role::Server, None, Some(k));
+        assert_eq!(
+            (s.trace_id, s.span_id, s.parent_span_id),
+            ([1; 16], [2; 8], None)
+        );
+        let s = build(Role::Server, Some(TP), Some(k));
+        assert_eq!(
+            (s.trace_id, s.span_id, s.parent_span_id),
+            ([9; 16], [2; 8], Some([8; 8]))
+        );
+    }
+
+    #[test]
+    fn an_injected_call_is_exactly_what_its_header_said() {
+        let k = KernelIds::Injected {
+            trace_id: [1; 16],
+            span_id: [3; 8],
+            parent_id: Some([2; 8]),
+        };
+        let s = build(Role::Client, None, Some(k));
+        assert_eq!(
+            (s.trace_id, s.span_id, s.parent_span_id),
+            ([1; 16], [3; 8], Some([2; 8]))
+        );
+        assert!(s.sampled);
+        let k = KernelIds::Injected {
+            trace_id: [1; 16],
+            span_id: [3; 8],
+            parent_id: None,
+        };
+        let s = build(Role::Client, None, Some(k));
+        assert_eq!(
+            (s.trace_id, s.span_id, s.parent_span_id),
+            ([1; 16], [3; 8], None)
+        );
+        // Without kernel ids: the span's own, the request's traceparent kept.
+        let s = build(Role::Client, Some(TP), None);
+        assert_eq!((s.trace_id, s.parent_span_id), ([9; 16], Some([8; 8])));
+        assert_ne!(s.span_id, [0; 8]);
+    }
 }
