@@ -260,7 +260,11 @@ impl Capture {
 
         let capture_bytes = opts.capture_bytes.min(MAX_CAPTURE);
         // Socket storage needs the socket hooks' BTF-typed sockets.
-        let inject = opts.inject && opts.syscall_hooks == SyscallHooks::Socket;
+        // Without CAP_NET_ADMIN (or CAP_SYS_ADMIN) the kernel refuses the
+        // sockops and sk_msg programs, and with them the whole object:
+        // they are left out.
+        let net_capable = preflight::net_capable();
+        let inject = opts.inject && opts.syscall_hooks == SyscallHooks::Socket && net_capable;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.agent_tgid = opts.agent_tgid;
             ro.trace_all = opts.trace_all;
@@ -356,6 +360,15 @@ impl Capture {
             p.inject_sockops.set_autoload(inject);
             p.inject_msg.set_autoload(inject);
         }
+        // A sockhash is a networking map: created only with the programs
+        // that use it (without CAP_NET_ADMIN the kernel refuses it).
+        open.maps
+            .inject_socks
+            .set_autocreate(inject)
+            .map_err(|source| LoadError::Map {
+                map: "inject_socks",
+                source,
+            })?;
         let skel = open.load().map_err(LoadError::Load)?;
         let mut links = Vec::new();
         macro_rules! attach {
@@ -399,6 +412,10 @@ impl Capture {
         attach!(sched_process_exit);
         let injection = if !opts.inject {
             Injection::Off
+        } else if !net_capable {
+            Injection::Failed(
+                "CAP_NET_ADMIN (or CAP_SYS_ADMIN) is missing: the kernel loads sockops and sk_msg programs only with it".into(),
+            )
         } else if !inject {
             Injection::Failed("the socket hooks (--syscall-hooks socket) are not in use".into())
         } else {

@@ -12,6 +12,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
 const CAP_SETPCAP: u32 = 8;
+const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_CHECKPOINT_RESTORE: u32 = 40;
@@ -99,6 +100,13 @@ fn effective_capabilities() -> Result<u64, PreflightError> {
 pub fn missing_capabilities(tls: bool) -> Vec<MissingCapability> {
     let eff = effective_capabilities().unwrap_or(0);
     missing_from(eff, tls)
+}
+
+/// Whether the networking program types (sockops, sk_msg) may be loaded:
+/// the kernel asks CAP_NET_ADMIN, or CAP_SYS_ADMIN, besides CAP_BPF.
+pub fn net_capable() -> bool {
+    let eff = effective_capabilities().unwrap_or(0);
+    eff & (1u64 << CAP_NET_ADMIN | 1u64 << CAP_SYS_ADMIN) != 0
 }
 
 /// A capability the agent runs without.
