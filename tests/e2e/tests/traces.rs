@@ -164,6 +164,36 @@ fn whole_chains(spans: &[Value], app: u16, backend: u16) -> (usize, Vec<String>)
     (whole, broken)
 }
 
+/// `n` requests one after the other through the app: every chain is
+/// whole and every span of them is in one of `n` traces (no orphans).
+/// Returns the chains' spans.
+fn sequential_chains(agent: &Agent, app_port: u16, backend_port: u16, n: usize) -> Vec<Value> {
+    for i in 0..n {
+        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
+    }
+    let spans = agent.wait_spans(3 * n, WAIT, |s| {
+        on_port(s, "server", app_port)
+            || on_port(s, "client", backend_port)
+            || on_port(s, "server", backend_port)
+    });
+    assert_eq!(spans.len(), 3 * n, "{spans:#?}");
+    let (whole, broken) = whole_chains(&spans, app_port, backend_port);
+    assert_eq!(
+        whole,
+        n,
+        "broken chains: {broken:#?}\n{}",
+        agent.self_counters()
+    );
+    let mut traces: Vec<&str> = spans
+        .iter()
+        .map(|s| s["trace_id"].as_str().unwrap())
+        .collect();
+    traces.sort_unstable();
+    traces.dedup();
+    assert_eq!(traces.len(), n);
+    spans
+}
+
 #[test]
 fn app_calls_backend_one_trace_per_request() {
     let _g = serial();
@@ -175,30 +205,7 @@ fn app_calls_backend_one_trace_per_request() {
 
     // Sequential: every chain must be whole.
     const N: usize = 20;
-    for i in 0..N {
-        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
-    }
-    let spans = agent.wait_spans(3 * N, WAIT, |s| {
-        on_port(s, "server", app_port)
-            || on_port(s, "client", backend_port)
-            || on_port(s, "server", backend_port)
-    });
-    assert_eq!(spans.len(), 3 * N, "{spans:#?}");
-    let (whole, broken) = whole_chains(&spans, app_port, backend_port);
-    assert_eq!(
-        whole,
-        N,
-        "broken chains: {broken:#?}\n{}",
-        agent.self_counters()
-    );
-    // No orphans: every span of the requests is in one of N traces.
-    let mut traces: Vec<&str> = spans
-        .iter()
-        .map(|s| s["trace_id"].as_str().unwrap())
-        .collect();
-    traces.sort_unstable();
-    traces.dedup();
-    assert_eq!(traces.len(), N);
+    let spans = sequential_chains(&agent, app_port, backend_port, N);
     // The ids came from the kernel: the app's calls carried a traceparent
     // (one inserted per call), the client span is the one it names and
     // the backend joined it by the header, not by the connection.
@@ -267,29 +274,7 @@ fn flask_requests_call_carries_the_trace() {
     let _app = flask_requests_app(app_port, backend_port);
     let agent = Agent::start(&["--open-port", &format!("{app_port},{backend_port}")]);
     const N: usize = 10;
-    for i in 0..N {
-        assert_eq!(curl(&format!("http://127.0.0.1:{app_port}/r/{i}")), 200);
-    }
-    let spans = agent.wait_spans(3 * N, WAIT, |s| {
-        on_port(s, "server", app_port)
-            || on_port(s, "client", backend_port)
-            || on_port(s, "server", backend_port)
-    });
-    assert_eq!(spans.len(), 3 * N, "{spans:#?}");
-    let (whole, broken) = whole_chains(&spans, app_port, backend_port);
-    assert_eq!(
-        whole,
-        N,
-        "broken chains: {broken:#?}\n{}",
-        agent.self_counters()
-    );
-    let mut traces: Vec<&str> = spans
-        .iter()
-        .map(|s| s["trace_id"].as_str().unwrap())
-        .collect();
-    traces.sort_unstable();
-    traces.dedup();
-    assert_eq!(traces.len(), N);
+    sequential_chains(&agent, app_port, backend_port, N);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         agent.metric_sum("ratatosk_traceparent_injected_total", &[]),
@@ -397,31 +382,18 @@ fn event_loop_calls_are_never_misparented() {
     eprintln!("node concurrent: {unlinked} of {N} backend spans unlinked");
 }
 
-/// A Flask app under `opentelemetry-instrument` (exporting to rotel)
-/// whose handler for `/r/ID` calls the backend with `requests`.
-fn sdk_calling_app(port: u16, backend: u16, otlp_grpc: u16) -> Proc {
-    const APP: &str = r#"
-import sys, requests
-from flask import Flask
-app = Flask(__name__)
-backend = int(sys.argv[2])
-@app.route("/r/<i>")
-def r(i):
-    return str(len(requests.get(f"http://127.0.0.1:{backend}/hello?i={i}").content))
-app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
-"#;
+/// `APP` (a Flask app, its arguments after it) under
+/// `opentelemetry-instrument`, exporting its traces to rotel's OTLP/gRPC
+/// port as `service`.
+fn under_sdk(service: &str, app: &str, args: &[String], port: u16, otlp_grpc: u16) -> Proc {
     let lab = lab_dir();
     let p = Proc::spawn(
-        "flask app under the OpenTelemetry SDK",
+        service,
         Command::new(lab.join("bin/opentelemetry-instrument"))
-            .args([
-                lab.join("bin/python").to_str().unwrap(),
-                "-c",
-                APP,
-                &port.to_string(),
-                &backend.to_string(),
-            ])
-            .env("OTEL_SERVICE_NAME", "sdk-app")
+            .arg(lab.join("bin/python"))
+            .args(["-c", app])
+            .args(args)
+            .env("OTEL_SERVICE_NAME", service)
             .env("OTEL_TRACES_EXPORTER", "otlp")
             .env("OTEL_METRICS_EXPORTER", "none")
             .env("OTEL_LOGS_EXPORTER", "none")
@@ -436,6 +408,23 @@ app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
     );
     wait_for_port(port, Duration::from_secs(30));
     p
+}
+
+/// A Flask app under the SDK whose handler for `/r/ID` calls the backend
+/// with `requests`.
+fn sdk_calling_app(port: u16, backend: u16, otlp_grpc: u16) -> Proc {
+    const APP: &str = r#"
+import sys, requests
+from flask import Flask
+app = Flask(__name__)
+backend = int(sys.argv[2])
+@app.route("/r/<i>")
+def r(i):
+    return str(len(requests.get(f"http://127.0.0.1:{backend}/hello?i={i}").content))
+app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
+"#;
+    let args = [port.to_string(), backend.to_string()];
+    under_sdk("sdk-app", APP, &args, port, otlp_grpc)
 }
 
 /// An app that runs the OpenTelemetry SDK calls a server Ratatosk
@@ -492,31 +481,7 @@ def hello():
     return "Hello world"
 app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
 "#;
-    let lab = lab_dir();
-    let p = Proc::spawn(
-        "flask backend under the OpenTelemetry SDK",
-        Command::new(lab.join("bin/opentelemetry-instrument"))
-            .args([
-                lab.join("bin/python").to_str().unwrap(),
-                "-c",
-                APP,
-                &port.to_string(),
-            ])
-            .env("OTEL_SERVICE_NAME", "sdk-backend")
-            .env("OTEL_TRACES_EXPORTER", "otlp")
-            .env("OTEL_METRICS_EXPORTER", "none")
-            .env("OTEL_LOGS_EXPORTER", "none")
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-            .env(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                format!("http://127.0.0.1:{otlp_grpc}"),
-            )
-            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_for_port(port, Duration::from_secs(30));
-    p
+    under_sdk("sdk-backend", APP, &[port.to_string()], port, otlp_grpc)
 }
 
 /// The other direction: an app Ratatosk instruments calls an app that
