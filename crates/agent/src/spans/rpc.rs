@@ -30,25 +30,10 @@ pub fn name_parts(r: &RpcSpan) -> (&str, &str) {
 
 /// The `rpc.response.status_code` value: the status name, or the number
 /// when it is outside the known codes.
-pub fn status_text(code: u32) -> SmallTextOrStatic {
+pub fn status_text(code: u32) -> SmallText {
     match grpc_status_name(code) {
-        Some(name) => SmallTextOrStatic::Static(name),
-        None => SmallTextOrStatic::Text(SmallText::of(code)),
-    }
-}
-
-/// A status name or a formatted number, without allocating.
-pub enum SmallTextOrStatic {
-    Static(&'static str),
-    Text(SmallText),
-}
-
-impl SmallTextOrStatic {
-    pub fn as_str(&self) -> &str {
-        match self {
-            SmallTextOrStatic::Static(s) => s,
-            SmallTextOrStatic::Text(t) => t.as_str(),
-        }
+        Some(name) => SmallText::of(name),
+        None => SmallText::of(code),
     }
 }
 
@@ -67,13 +52,11 @@ pub fn is_error(s: &Span, r: &RpcSpan) -> bool {
 
 /// `error.type`: the status name of a non-OK call; the stream's abort
 /// reason or `no_response` when no status came.
-pub fn error_type(s: &Span, r: &RpcSpan) -> Option<SmallTextOrStatic> {
+pub fn error_type(s: &Span, r: &RpcSpan) -> Option<SmallText> {
     match r.rpc.status {
         Some(0) => None,
         Some(code) => Some(status_text(code)),
-        None => Some(SmallTextOrStatic::Static(
-            super::http::failure_without_status(s),
-        )),
+        None => Some(SmallText::of(super::http::failure_without_status(s))),
     }
 }
 
