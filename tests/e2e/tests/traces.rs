@@ -446,18 +446,9 @@ fn server_spans_join_an_sdk_callers_trace() {
     let ours = agent.wait_spans(N, WAIT, |s| on_port(s, "server", backend_port));
     assert_eq!(ours.len(), N, "{ours:#?}");
     // The SDK's client spans (requests), as rotel received them.
-    let start = std::time::Instant::now();
-    let sdk_clients = loop {
-        let c: Vec<OtlpSpan> = rotel
-            .spans()
-            .into_iter()
-            .filter(|s| s.kind.contains("Client") || s.kind.contains("CLIENT"))
-            .collect();
-        if c.len() >= N || start.elapsed() > WAIT {
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let sdk_clients = rotel.wait_spans(N, WAIT, |s| {
+        s.kind.contains("Client") || s.kind.contains("CLIENT")
+    });
     assert_eq!(sdk_clients.len(), N, "{}", rotel.output());
     for s in &ours {
         let trace = s["trace_id"].as_str().unwrap();
@@ -501,18 +492,9 @@ fn an_sdk_server_joins_the_trace_of_an_instrumented_caller() {
     }
     let calls = agent.wait_spans(N, WAIT, |s| on_port(s, "client", backend_port));
     assert_eq!(calls.len(), N, "{calls:#?}\n{}", agent.self_counters());
-    let start = std::time::Instant::now();
-    let sdk_servers = loop {
-        let c: Vec<OtlpSpan> = rotel
-            .spans()
-            .into_iter()
-            .filter(|s| s.kind.contains("Server") || s.kind.contains("SERVER"))
-            .collect();
-        if c.len() >= N || start.elapsed() > WAIT {
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let sdk_servers = rotel.wait_spans(N, WAIT, |s| {
+        s.kind.contains("Server") || s.kind.contains("SERVER")
+    });
     assert_eq!(sdk_servers.len(), N, "{}", rotel.output());
     for c in &calls {
         let trace = c["trace_id"].as_str().unwrap();
